@@ -1,0 +1,1 @@
+"""Client-facing protocols, one module per router."""

@@ -1,0 +1,1 @@
+"""Command-line front ends: usage.Options and makeService for each router."""
