@@ -1,0 +1,113 @@
+"""
+Node addresses, the static forwarder and the retry plan (reference 3.5).
+"""
+
+import pytest
+from twisted.internet.task import Clock
+
+from txrouter.routing.nodes import BadNodeAddress, parseNode
+from txrouter.routing.static import NoNodeForKey, RetryPlan, StaticForwarder
+
+
+@pytest.mark.parametrize(
+    "spec, name, host, port, path",
+    [
+        ("127.0.0.1:3031", "127.0.0.1:3031", "127.0.0.1", 3031, None),
+        (":3031", ":3031", "127.0.0.1", 3031, None),
+        ("backend.local:80", "backend.local:80", "backend.local", 80, None),
+        ("[::1]:3031", "[::1]:3031", "::1", 3031, None),
+        ("/tmp/app.sock", "/tmp/app.sock", None, 0, "/tmp/app.sock"),
+        ("@app", "@app", None, 0, "\0app"),
+        ("tcp:10.0.0.1:3031", "10.0.0.1:3031", "10.0.0.1", 3031, None),
+        ("tcp:host=h:port=9", "h:9", "h", 9, None),
+        ("unix:/run/a.sock", "/run/a.sock", None, 0, "/run/a.sock"),
+        ("unix:path=/run/a\\:b.sock", "/run/a:b.sock", None, 0, "/run/a:b.sock"),
+    ],
+)
+def test_node_spellings(spec, name, host, port, path):
+    node = parseNode(spec)
+    assert (node.name, node.host, node.port, node.path) == (name, host, port, path)
+
+
+@pytest.mark.parametrize(
+    "spec", ["", "nocolon", "h:notaport", "h:0", "h:70000", "tcp:h", "unix:", "tcp::1"]
+)
+def test_bad_node_addresses(spec):
+    with pytest.raises(BadNodeAddress):
+        parseNode(spec)
+
+
+def nodes(count):
+    return [parseNode(f"127.0.0.1:{3031 + i}") for i in range(count)]
+
+
+def test_round_robin_is_one_cursor_for_every_key():
+    a, b, c = nodes(3)
+    forwarder = StaticForwarder([a, b, c], Clock())
+    assert [forwarder.pick(k) for k in (b"x", b"y", b"x", b"z")] == [a, b, c, a]
+
+
+def test_dead_node_is_skipped_for_gracetime_then_used_again():
+    clock = Clock()
+    a, b = nodes(2)
+    forwarder = StaticForwarder([a, b], clock, gracetime=30)
+    forwarder.failed(a)
+    assert [forwarder.pick(None) for _ in range(3)] == [b, b, b]
+    clock.advance(29.9)
+    assert forwarder.pick(None) == b
+    clock.advance(0.1)
+    assert {forwarder.pick(None), forwarder.pick(None)} == {a, b}
+
+
+def test_all_nodes_dead_gives_none_and_empty_list_gives_no_node():
+    clock = Clock()
+    a, b = nodes(2)
+    forwarder = StaticForwarder([a, b], clock)
+    forwarder.failed(a)
+    forwarder.failed(b)
+    assert forwarder.pick(None) is None
+    with pytest.raises(NoNodeForKey):
+        StaticForwarder([], clock).pick(b"k")
+
+
+def test_connected_clears_the_quarantine():
+    clock = Clock()
+    a, b = nodes(2)
+    forwarder = StaticForwarder([a, b], clock)
+    forwarder.failed(a)
+    forwarder.connected(a)
+    assert not forwarder.isDead(a)
+
+
+def test_retries_walk_the_static_nodes_up_to_max_retries():
+    """
+    Five dead nodes: exactly four attempts (reference 15.7).
+    """
+    clock = Clock()
+    all5 = nodes(5)
+    plan = RetryPlan(StaticForwarder(all5, clock), b"k", maxRetries=3)
+    tried = [plan.first()]
+    while True:
+        node = plan.afterFailure(tried[-1])
+        if node is None:
+            break
+        tried.append(node)
+    assert tried == all5[:4]
+
+
+def test_fallback_nodes_replace_the_other_static_nodes_on_retry():
+    clock = Clock()
+    a, b = nodes(2)
+    f1, f2 = parseNode("/f1.sock"), parseNode("/f2.sock")
+    plan = RetryPlan(StaticForwarder([a, b], clock), b"k", maxRetries=3, fallback=(f1, f2))
+    assert plan.first() == a
+    assert plan.afterFailure(a) == f1
+    assert plan.afterFailure(f1) == f2
+    assert plan.afterFailure(f2) is None
+
+
+def test_zero_retries_gives_up_at_once():
+    clock = Clock()
+    a, b = nodes(2)
+    plan = RetryPlan(StaticForwarder([a, b], clock), b"k", maxRetries=0)
+    assert plan.afterFailure(plan.first()) is None

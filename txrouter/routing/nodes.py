@@ -1,0 +1,133 @@
+"""
+Nodes: where a backend is and how to reach it.
+
+Addresses are accepted in uWSGI's spelling (C{host:port}, C{:port},
+C{/path}, C{@abstract}) and as Twisted client endpoint strings restricted to
+the two transports a uwsgi backend listens on (C{tcp:host:port},
+C{tcp:host=H:port=P}, C{unix:/path}, C{unix:path=/path}).
+
+A L{Node} connects through C{IReactorTCP.connectTCP} or
+C{IReactorUNIX.connectUNIX} directly rather than through an endpoint object:
+one connection per request is the hot path of a uwsgi router, and the
+endpoint layer adds a Deferred and a wrapping protocol to each of them.
+"""
+
+import attr
+
+
+class BadNodeAddress(ValueError):
+    """
+    A node address that is neither a uWSGI address nor a supported endpoint.
+    """
+
+
+@attr.frozen
+class Node:
+    """
+    One backend.
+
+    @ivar name: the address as uWSGI would print it (C{127.0.0.1:3031},
+        C{/run/app.sock}, C{@name}); used in logs and stats.
+    @ivar host: TCP host, or L{None} for a UNIX socket.
+    @ivar port: TCP port (0 for UNIX).
+    @ivar path: UNIX socket path (a leading NUL for the abstract namespace).
+    @ivar modifier1: the uwsgi modifier1 this node wants.
+    @ivar modifier2: the uwsgi modifier2 this node wants.
+    """
+
+    name: str
+    host: "str | None" = None
+    port: int = 0
+    path: "str | None" = None
+    modifier1: int = 0
+    modifier2: int = 0
+
+    def connect(self, reactor, factory, timeout: float):
+        """
+        Start connecting C{factory} to this node.
+
+        @return: the L{IConnector}.
+        """
+        if self.path is not None:
+            return reactor.connectUNIX(self.path, factory, timeout=timeout)
+        return reactor.connectTCP(self.host, self.port, factory, timeout=timeout)
+
+
+def _port(text: str, spec: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise BadNodeAddress(f"bad port in node address {spec!r}")
+    return int(text)
+
+
+def _endpointArgs(rest: str) -> "tuple[list, dict]":
+    """
+    Split the arguments of an endpoint string (C{a:b:k=v}, C{\\:} escapes).
+    """
+    parts, current, escaped = [], [], False
+    for char in rest:
+        if escaped:
+            current.append(char)
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == ":":
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current))
+    args, kwargs = [], {}
+    for part in parts:
+        key, eq, value = part.partition("=")
+        if eq:
+            kwargs[key] = value
+        else:
+            args.append(part)
+    return args, kwargs
+
+
+def parseNode(spec: str, modifier1: int = 0, modifier2: int = 0) -> Node:
+    """
+    Parse a node address.
+
+    @param spec: C{host:port}, C{:port} (127.0.0.1), C{/path},
+        C{@abstract}, C{tcp:host:port}, C{unix:/path}.
+    @raise BadNodeAddress: anything else.
+    """
+    if not spec:
+        raise BadNodeAddress("empty node address")
+    if spec.startswith("tcp:") or spec.startswith("unix:"):
+        kind, _, rest = spec.partition(":")
+        args, kwargs = _endpointArgs(rest)
+        if kind == "unix":
+            path = kwargs.get("path", args[0] if args else "")
+            if not path:
+                raise BadNodeAddress(f"no path in {spec!r}")
+            return Node(name=path, path=path, modifier1=modifier1, modifier2=modifier2)
+        host = kwargs.get("host", args[0] if args else "")
+        portText = kwargs.get("port", args[1] if len(args) > 1 else "")
+        if not host:
+            raise BadNodeAddress(f"no host in {spec!r}")
+        port = _port(portText, spec)
+        return Node(
+            name=f"{host}:{port}", host=host, port=port,
+            modifier1=modifier1, modifier2=modifier2,
+        )
+    if spec.startswith("/") or spec.startswith("./"):
+        return Node(name=spec, path=spec, modifier1=modifier1, modifier2=modifier2)
+    if spec.startswith("@"):
+        return Node(
+            name=spec, path="\0" + spec[1:], modifier1=modifier1, modifier2=modifier2
+        )
+    host, colon, portText = spec.rpartition(":")
+    if not colon:
+        raise BadNodeAddress(
+            f"node address {spec!r} is neither host:port, :port, /path nor @name"
+        )
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    port = _port(portText, spec)
+    return Node(
+        name=spec, host=host or "127.0.0.1", port=port,
+        modifier1=modifier1, modifier2=modifier2,
+    )
