@@ -1,0 +1,31 @@
+"""
+The HTTP router built from Python: run with `twistd -ny examples/router.tac`.
+
+This is the same router as
+
+    twistd -n txrouter-http --bind tcp:8080:interface=127.0.0.1 \
+        --to /tmp/txrouter-demo/app1.sock --to /tmp/txrouter-demo/app2.sock \
+        --keepalive 15 --access-log -
+
+Every command-line option is a keyword argument of HTTPRouter with the same
+name (dashes become underscores).
+"""
+
+import sys
+
+from twisted.application.service import Application
+from twisted.internet import reactor
+
+from txrouter.accesslog import AccessLog
+from txrouter.routers.http import HTTPRouter
+from txrouter.routing.nodes import parseNode
+from txrouter.service import RouterService
+
+router = HTTPRouter(
+    reactor,
+    [parseNode("/tmp/txrouter-demo/app1.sock"), parseNode("/tmp/txrouter-demo/app2.sock")],
+    keepalive=15,
+    access_log=AccessLog(sys.stdout, reactor),
+)
+application = Application("txrouter-http")
+RouterService(reactor, router, ["tcp:8080:interface=127.0.0.1"]).setServiceParent(application)

@@ -1,0 +1,363 @@
+"""
+The HTTP router against in-memory clients and uwsgi backends.
+"""
+
+from twisted.logger import globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.captures import packets
+from txrouter.routers.http import HTTPRouter
+from txrouter.routing.nodes import parseNode
+from txrouter.testing import MemoryNetwork, UwsgiWSGIBackend
+from txrouter.wire.uwsgi import PacketParser
+
+NODE_A = "127.0.0.1:3031"
+NODE_B = "/run/b.sock"
+
+GET = b"GET /x HTTP/1.1\r\nHost: example.com\r\n\r\n"
+
+
+def capturedVars(index):
+    parser = PacketParser()
+    return parser.feed(packets("httprouter-to-backend.json")[index]).vars
+
+
+def statusOf(response: bytes) -> int:
+    return int(response.split(b" ", 2)[1])
+
+
+def bodyOf(response: bytes) -> bytes:
+    return response.partition(b"\r\n\r\n")[2]
+
+
+class RouterTestCase(SynchronousTestCase):
+    """
+    A router in front of two in-memory uwsgi backends running the echo app.
+    """
+
+    def setUp(self):
+        self.network = MemoryNetwork()
+        self.backendA = UwsgiWSGIBackend()
+        self.backendB = UwsgiWSGIBackend()
+        self.network.addBackend(("127.0.0.1", 3031), self.backendA)
+        self.network.addBackend("/run/b.sock", self.backendB)
+        self.events = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    def router(self, nodes=(NODE_A,), **kwargs):
+        kwargs.setdefault("server_name", "vm")
+        return HTTPRouter(self.network.reactor, [parseNode(n) for n in nodes], **kwargs)
+
+    def loggedEvents(self):
+        return [e.get("event") for e in self.events if "event" in e]
+
+    def request(self, router, data, peer=("127.0.0.1", 40000)):
+        client = self.network.connect(router, peer=peer)
+        client.send(data)
+        return client
+
+
+class VarsTests(RouterTestCase):
+    def test_vars_match_what_uwsgi_sent_for_the_same_request(self):
+        """
+        The packet is uWSGI's, byte for byte, but for the REMOTE_PORT value
+        that uWSGI byte-swaps.
+        """
+        router = self.router(http_vars=[("FOO", "bar")])
+        self.network.reactor  # the listener port is 8080 in MemoryNetwork
+        self.request(
+            router,
+            b"GET /a%20b/c?x=1&y=%20 HTTP/1.1\r\nHost: example.com:8081\r\n"
+            b"User-Agent: t\r\nX-Dup: 1\r\nX-Dup: 2\r\nAccept-Encoding: gzip\r\n\r\n",
+            peer=("127.0.0.1", 40000),
+        )
+        [(_, _, packet)] = self.backendA.requests
+        expected = [
+            (k, b"8080" if k == b"SERVER_PORT" else b"40000" if k == b"REMOTE_PORT" else v)
+            for k, v in capturedVars(0)
+        ]
+        self.assertEqual(packet.vars, expected)
+        self.assertEqual((packet.modifier1, packet.modifier2), (0, 0))
+
+    def test_post_vars_and_body_match_uwsgi(self):
+        router = self.router(http_vars=[("FOO", "bar")])
+        self.request(
+            router,
+            b"POST /p HTTP/1.0\r\nHost: example.com\r\nContent-Type: text/plain\r\n"
+            b"Content-Length: 5\r\n\r\nhello",
+        )
+        [(_, body, packet)] = self.backendA.requests
+        expected = [
+            (k, b"8080" if k == b"SERVER_PORT" else b"40000" if k == b"REMOTE_PORT" else v)
+            for k, v in capturedVars(1)
+        ]
+        self.assertEqual(packet.vars, expected)
+        self.assertEqual(body, b"hello")
+
+    def test_spoofing_headers_are_dropped(self):
+        router = self.router()
+        self.request(
+            router,
+            b"GET / HTTP/1.1\r\nHost: h\r\nContent_Length: 7\r\nX_Foo: a\r\nX-Foo: b\r\n"
+            b"Proxy: http://evil\r\nX-Forwarded-Proto: https\r\n\r\n",
+        )
+        [(vars, _, _)] = self.backendA.requests
+        self.assertNotIn(b"CONTENT_LENGTH", vars)
+        self.assertNotIn(b"HTTP_PROXY", vars)
+        self.assertNotIn(b"HTTP_X_FORWARDED_PROTO", vars)
+        self.assertEqual(vars[b"HTTP_X_FOO"], b"b")
+
+    def test_forwarded_headers_pass_from_trusted_peers(self):
+        router = self.router(trust_forwarded_from=["10.0.0.0/8"])
+        self.request(
+            router, b"GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-Proto: https\r\n\r\n",
+            peer=("10.1.2.3", 5000),
+        )
+        [(vars, _, _)] = self.backendA.requests
+        self.assertEqual(vars[b"HTTP_X_FORWARDED_PROTO"], b"https")
+        self.assertEqual(vars[b"REMOTE_ADDR"], b"10.1.2.3")
+
+    def test_modifiers(self):
+        router = self.router(modifier1=5, modifier2=2)
+        self.request(router, GET)
+        [(_, _, packet)] = self.backendA.requests
+        self.assertEqual((packet.modifier1, packet.modifier2), (5, 2))
+
+    def test_packet_over_buffer_size_gets_431_and_reaches_no_backend(self):
+        router = self.router(buffer_size=512)
+        client = self.request(router, b"GET / HTTP/1.1\r\nHost: h\r\nX-Big: " + b"a" * 600 + b"\r\n\r\n")
+        self.assertEqual(statusOf(client.received()), 431)
+        self.assertEqual(self.backendA.requests, [])
+        self.assertIn("packet_too_large", self.loggedEvents())
+
+
+class ExchangeTests(RouterTestCase):
+    def test_get_is_relayed_and_connection_closed_without_keepalive(self):
+        router = self.router()
+        client = self.request(router, GET)
+        response = client.received()
+        self.assertEqual(statusOf(response), 200)
+        self.assertIn(b"PATH_INFO=/x", bodyOf(response))
+        self.assertIn(b"Connection: close\r\n", response)
+        self.assertTrue(client.closed)
+
+    def test_round_robin_over_nodes(self):
+        router = self.router(nodes=(NODE_A, NODE_B))
+        for _ in range(4):
+            self.request(router, GET)
+        self.assertEqual((len(self.backendA.requests), len(self.backendB.requests)), (2, 2))
+
+    def test_keepalive_serves_two_requests_on_one_connection(self):
+        router = self.router(keepalive=15)
+        client = self.request(router, GET)
+        client.send(GET.replace(b"/x", b"/y"))
+        responses = client.received()
+        self.assertEqual(responses.count(b"HTTP/1.1 200 OK"), 2)
+        self.assertFalse(client.closed)
+        self.assertEqual(
+            [v[b"PATH_INFO"] for v, _, _ in self.backendA.requests], [b"/x", b"/y"]
+        )
+
+    def test_pipelined_requests_are_answered_in_order(self):
+        router = self.router(keepalive=15)
+        client = self.request(
+            router, GET + GET.replace(b"/x", b"/y") + GET.replace(b"/x", b"/z")
+        )
+        paths = [
+            line for line in client.received().split(b"\n") if line.startswith(b"PATH_INFO=")
+        ]
+        self.assertEqual(paths, [b"PATH_INFO=/x", b"PATH_INFO=/y", b"PATH_INFO=/z"])
+
+    def test_pipelined_request_waits_for_the_previous_response(self):
+        router = self.router(keepalive=15)
+        self.backendA.hold = True
+        client = self.request(router, GET + GET.replace(b"/x", b"/y"))
+        self.assertEqual(len(self.backendA.pending()), 1)
+        self.assertEqual(client.received(), b"")
+        self.backendA.pending()[0].respond()
+        self.network.flush()
+        self.assertEqual(len(self.backendA.pending()), 1)
+        self.assertEqual(client.received().count(b"200 OK"), 1)
+
+    def test_bytes_past_the_response_end_are_never_relayed(self):
+        def liar(environ, start_response):
+            start_response("200 OK", [("Content-Length", "2")])
+            return [b"okHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nforged"]
+
+        self.backendA.application = liar
+        router = self.router(keepalive=15)
+        client = self.request(router, GET)
+        client.send(GET)
+        received = client.received()
+        self.assertNotIn(b"forged", received)
+        self.assertEqual(received.count(b"HTTP/1.1 200 OK"), 1)
+        self.assertIn("response_surplus", self.loggedEvents())
+
+    def test_content_length_body_is_streamed(self):
+        router = self.router()
+        client = self.network.connect(router)
+        client.send(b"PUT /u HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n01234")
+        self.assertEqual(self.backendA.requests, [])
+        client.send(b"56789")
+        [(vars, body, _)] = self.backendA.requests
+        self.assertEqual((vars[b"CONTENT_LENGTH"], body), (b"10", b"0123456789"))
+
+    def test_chunked_body_is_dechunked_with_content_length(self):
+        router = self.router()
+        client = self.request(
+            router,
+            b"POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\n\r\n",
+        )
+        [(vars, body, _)] = self.backendA.requests
+        self.assertEqual((vars[b"CONTENT_LENGTH"], body), (b"11", b"hello world"))
+        self.assertNotIn(b"HTTP_TRANSFER_ENCODING", vars)
+        self.assertEqual(statusOf(client.received()), 200)
+
+    def test_chunked_input_passes_the_chunks_through(self):
+        router = self.router(chunked_input=True)
+        self.backendA.hold = True
+        self.request(
+            router,
+            b"POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        )
+        [connection] = self.backendA.connections
+        self.assertEqual(connection._packet.get(b"HTTP_TRANSFER_ENCODING"), b"chunked")
+        self.assertIsNone(connection._packet.get(b"CONTENT_LENGTH"))
+
+    def test_expect_continue_is_answered(self):
+        router = self.router()
+        client = self.request(
+            router, b"PUT /u HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n"
+        )
+        self.assertEqual(client.received(), b"HTTP/1.1 100 Continue\r\n\r\n")
+        client.send(b"ok")
+        self.assertEqual(self.backendA.requests[0][1], b"ok")
+
+    def test_limit_post(self):
+        router = self.router(limit_post=10)
+        client = self.request(
+            router, b"PUT /u HTTP/1.1\r\nHost: h\r\nContent-Length: 11\r\nExpect: 100-continue\r\n\r\n"
+        )
+        self.assertEqual(statusOf(client.received()), 413)
+        self.assertEqual(self.backendA.connections, [])
+
+
+class ErrorTests(RouterTestCase):
+    def test_smuggling_attempt_gets_400_and_reaches_no_backend(self):
+        router = self.router()
+        client = self.request(
+            router,
+            b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"0\r\n\r\nGET /admin HTTP/1.1\r\nHost: h\r\n\r\n",
+        )
+        response = client.received()
+        self.assertEqual(statusOf(response), 400)
+        self.assertIn(b"Connection: close", response)
+        self.assertTrue(client.closed)
+        self.assertEqual(self.backendA.connections, [])
+
+    def test_silent_errors_close_without_a_byte(self):
+        router = self.router(silent_errors=True)
+        client = self.request(router, b"GET /\r\n\r\n")
+        self.assertEqual(client.received(), b"")
+        self.assertTrue(client.closed)
+
+    def test_unreachable_nodes_get_502_after_the_retries(self):
+        router = self.router(nodes=("127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3", "127.0.0.1:4", "127.0.0.1:5"))
+        client = self.request(router, GET)
+        self.assertEqual(statusOf(client.received()), 502)
+        self.assertEqual(self.loggedEvents().count("backend_unreachable"), 5)
+
+    def test_all_nodes_dead_gets_503_until_gracetime_passes(self):
+        router = self.router(nodes=("127.0.0.1:1",), max_retries=0, gracetime=30)
+        self.assertEqual(statusOf(self.request(router, GET).received()), 502)
+        self.assertEqual(statusOf(self.request(router, GET).received()), 503)
+        self.network.reactor.advance(30)
+        self.assertEqual(statusOf(self.request(router, GET).received()), 502)
+
+    def test_a_failed_node_is_retried_on_the_next_one(self):
+        router = self.router(nodes=("127.0.0.1:1", NODE_A))
+        client = self.request(router, GET)
+        self.assertEqual(statusOf(client.received()), 200)
+
+    def test_fallback(self):
+        router = self.router(nodes=("127.0.0.1:1",), fallback=[parseNode(NODE_B)])
+        self.assertEqual(statusOf(self.request(router, GET).received()), 200)
+        self.assertEqual(len(self.backendB.requests), 1)
+
+    def test_head_timeout_gets_408(self):
+        router = self.router(headers_timeout=5)
+        client = self.request(router, b"GET / HTTP/1.1\r\nHost:")
+        self.network.reactor.advance(4)
+        client.send(b" h\r\n")
+        self.network.reactor.advance(1.1)
+        self.network.flush()
+        self.assertEqual(statusOf(client.received()), 408)
+
+    def test_backend_that_does_not_answer_gets_504(self):
+        router = self.router(timeout=10)
+        self.backendA.hold = True
+        client = self.request(router, GET)
+        self.network.reactor.advance(10.1)
+        self.network.flush()
+        self.assertEqual(statusOf(client.received()), 504)
+
+    def test_harakiri(self):
+        router = self.router(harakiri=3)
+        self.backendA.hold = True
+        client = self.request(router, GET)
+        for _ in range(4):
+            self.network.reactor.advance(1)
+        self.network.flush()
+        self.assertEqual(statusOf(client.received()), 504)
+
+    def test_backend_closing_without_answer_gets_502(self):
+        def silent(environ, start_response):
+            raise ValueError("boom")
+
+        self.backendA.hold = True
+        router = self.router()
+        client = self.request(router, GET)
+        connection = self.backendA.pending()[0]
+        connection.transport.loseConnection()
+        self.network.flush()
+        self.assertEqual(statusOf(client.received()), 502)
+        self.assertIn("backend_closed", self.loggedEvents())
+
+    def test_client_going_away_cuts_the_backend_connection(self):
+        router = self.router()
+        self.backendA.hold = True
+        client = self.request(router, GET)
+        [connection] = self.backendA.connections
+        client.close()
+        self.assertTrue(connection.transport.disconnected or connection.transport.disconnecting)
+        self.assertEqual(router.sessions, set())
+
+
+class DrainTests(RouterTestCase):
+    def test_drain_finishes_in_flight_and_closes_idle(self):
+        router = self.router(keepalive=15)
+        idle = self.request(router, GET)
+        self.backendA.hold = True
+        busy = self.request(router, GET)
+        drained = router.drain(30)
+        self.network.flush()
+        self.assertTrue(idle.closed)
+        self.assertFalse(busy.closed)
+        self.assertNoResult(drained)
+        self.backendA.pending()[0].respond()
+        self.network.flush()
+        self.assertEqual(statusOf(busy.received()), 200)
+        self.assertTrue(busy.closed)
+        self.successResultOf(drained)
+
+    def test_drain_deadline_aborts_the_rest(self):
+        router = self.router()
+        self.backendA.hold = True
+        self.request(router, GET)
+        drained = router.drain(5)
+        self.network.reactor.advance(5)
+        self.network.flush()
+        self.successResultOf(drained)

@@ -1,0 +1,15 @@
+"""
+twistd plugins for txrouter: one per router.
+
+Importing this file must stay cheap (twistd imports every plugin to list
+them), so the routers' modules are only named here, loaded on use.
+"""
+
+from twisted.application.service import ServiceMaker
+
+txrouterHTTP = ServiceMaker(
+    "txrouter-http",
+    "txrouter.tap.http",
+    "HTTP router in front of uWSGI backends (uwsgi --http / --http-to).",
+    "txrouter-http",
+)

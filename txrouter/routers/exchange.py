@@ -1,0 +1,493 @@
+"""
+One HTTP request through the HTTP router: client body in, response out.
+
+An L{Exchange} is created by the session for each request head.  It picks a
+node (with uWSGI's retry rules), sends the uwsgi packet and the body through
+L{txrouter.upstream}, and relays the response while tracking its framing,
+so that a keep-alive connection knows exactly where a response ends and
+bytes past that end are never taken for the next answer.
+"""
+
+from twisted.logger import Logger
+
+from txrouter.routing.static import NoNodeForKey, RetryPlan
+from txrouter.spool import BodySpool
+from txrouter.timers import IdleTimer
+from txrouter.upstream import connectUpstream
+from txrouter.wire.http1 import (
+    ChunkedDecoder,
+    ChunkedScanner,
+    HTTPError,
+    ResponseHeadParser,
+    response_framing,
+)
+from txrouter.wire.http2uwsgi import requestVars
+from txrouter.wire.responses import CONTINUE
+from txrouter.wire.uwsgi import UwsgiPacketError, encodeHeader, encodeVars
+
+log = Logger(namespace="txrouter.http")
+
+#: Body bytes held while the backend connection is being set up before the
+#: client is paused.
+_PENDING_LIMIT = 65536
+
+_CLOSE_HEADER = b"Connection: close\r\n\r\n"
+
+
+class Exchange:
+    """
+    The state of one request and its response.
+
+    @ivar bodyOpen: request body bytes are still expected from the client.
+    """
+
+    def __init__(self, session, head, key: bytes) -> None:
+        self.session = session
+        self.router = session.router
+        self.head = head
+        self.key = key
+        self.bodyOpen = False
+        self.finished = False
+        self.keepAlive = False
+        self.status = 0
+        self._bodyRemaining = 0
+        self._decoder = None
+        self._spool = None
+        self._raw = False
+        self._pending = []
+        self._pendingSize = 0
+        self._pausedForConnect = False
+        self._bodyTimer = None
+        self._block = b""
+        self._plan = None
+        self._node = None
+        self._connector = None
+        self._upstream = None
+        self._relaying = False
+        self._bodyProducer = False
+        self._respParser = None
+        self._framing = None
+        self._respRemaining = 0
+        self._scanner = None
+        self._sent = 0
+
+    # Request side
+
+    def start(self, leftover: bytes) -> bool:
+        """
+        Decide the body framing and dispatch when the packet can be built.
+
+        @return: whether C{leftover} should now be fed as client data.
+        """
+        head = self.head
+        router = self.router
+        if head.chunked:
+            self.bodyOpen = True
+            if router.chunkedInput:
+                self._raw = True
+            else:
+                self._decoder = ChunkedDecoder()
+                self._spool = BodySpool(router.spoolMemory, router.spoolDir)
+        elif head.content_length:
+            if router.limitPost and head.content_length > router.limitPost:
+                self.session.refuse(
+                    413, "body_too_large",
+                    f"body of {head.content_length} bytes, limit {router.limitPost}",
+                )
+                return False
+            self._bodyRemaining = head.content_length
+            self.bodyOpen = True
+        if self.bodyOpen:
+            self._bodyTimer = IdleTimer(router.reactor, router.bodyTimeout, self._bodyTimedOut)
+            if head.expect_continue and head.version == b"HTTP/1.1":
+                self.session.transport.write(CONTINUE)
+        if self._decoder is None:
+            if not self._buildBlock(None):
+                return False
+            self._dispatch()
+        return True
+
+    def _buildBlock(self, contentLength) -> bool:
+        session = self.session
+        router = self.router
+        try:
+            block = encodeVars(
+                requestVars(
+                    self.head, router.serverName, session.serverPort,
+                    session.remoteAddr, session.remotePort, session.https,
+                    router.httpVars, session.trustForwarded, contentLength,
+                )
+            )
+        except UwsgiPacketError as e:
+            session.refuse(431, "packet_too_large", e.detail)
+            return False
+        if len(block) > router.bufferSize:
+            session.refuse(
+                431, "packet_too_large",
+                f"request vars take {len(block)} bytes, the backend buffer-size"
+                f" is {router.bufferSize}",
+            )
+            return False
+        self._block = block
+        return True
+
+    def bodyReceived(self, data: bytes) -> bytes:
+        """
+        Client bytes while the body is open.
+
+        @return: the bytes past the end of this body (a pipelined request).
+        """
+        if self._raw:
+            self._bodyOut(data)
+            return b""
+        if self._decoder is not None:
+            return self._chunkReceived(data)
+        remaining = self._bodyRemaining
+        surplus = b""
+        if len(data) > remaining:
+            surplus = data[remaining:]
+            data = data[:remaining]
+        self._bodyRemaining = remaining - len(data)
+        self._bodyOut(data)
+        if not self._bodyRemaining:
+            self._bodyComplete()
+        return surplus
+
+    def _chunkReceived(self, data: bytes) -> bytes:
+        decoder = self._decoder
+        self._bodyTimer.touch()
+        try:
+            pieces = decoder.feed(data)
+        except HTTPError as e:
+            self.session.refuse(e.status, e.event, e.detail)
+            return b""
+        spool = self._spool
+        for piece in pieces:
+            spool.write(piece)
+        limit = self.router.limitPost
+        if limit and spool.length > limit:
+            self.session.refuse(
+                413, "body_too_large", f"chunked body over the limit of {limit} bytes"
+            )
+            return b""
+        if not decoder.done:
+            return b""
+        self._bodyComplete()
+        if self._buildBlock(b"%d" % spool.length):
+            self._dispatch()
+        return decoder.leftover
+
+    def _bodyOut(self, data: bytes) -> None:
+        self._bodyTimer.touch()
+        upstream = self._upstream
+        if upstream is not None:
+            upstream.write(data)
+            return
+        self._pending.append(data)
+        self._pendingSize += len(data)
+        if self._pendingSize > _PENDING_LIMIT and not self._pausedForConnect:
+            self._pausedForConnect = True
+            self.session.pauseReading()
+
+    def _bodyComplete(self) -> None:
+        self.bodyOpen = False
+        self._bodyTimer.cancel()
+        if self._bodyProducer:
+            self._bodyProducer = False
+            self._upstream.transport.unregisterProducer()
+
+    def _bodyTimedOut(self) -> None:
+        if self._framing is None:
+            self.session.refuse(408, "body_timeout", "request body not received in time")
+        else:
+            self.abort("body_timeout")
+            self.session.transport.loseConnection()
+
+    def clientEOF(self) -> None:
+        """
+        The client will send nothing more.
+        """
+        if self.bodyOpen and not self._raw:
+            log.info(
+                "client_body_truncated: client closed before the end of its body",
+                event="client_body_truncated",
+            )
+            self.abort("client_body_truncated")
+            self.session.transport.loseConnection()
+
+    # Connecting
+
+    def _dispatch(self) -> None:
+        router = self.router
+        self._plan = RetryPlan(router.forwarder, self.key, router.maxRetries, router.fallback)
+        try:
+            node = self._plan.first()
+        except NoNodeForKey:
+            self.session.refuse(404, "no_node_for_key", f"no node serves {self.key[:64]!r}")
+            return
+        if node is None:
+            self.session.refuse(503, "all_nodes_dead", "every backend node is unavailable")
+            return
+        self._connect(node)
+
+    def _connect(self, node) -> None:
+        router = self.router
+        self._node = node
+        head = (
+            encodeHeader(
+                router.modifier1 or node.modifier1,
+                len(self._block),
+                router.modifier2 or node.modifier2,
+            )
+            + self._block
+        )
+        self._connector = connectUpstream(
+            router.reactor, node, self, head,
+            router.connectTimeout, router.timeout, router.harakiri,
+        )
+
+    def upstreamConnectFailed(self, reason: str, timedOut: bool) -> None:
+        self._connector = None
+        if self.finished:
+            return
+        router = self.router
+        if not router.quiet:
+            log.warn(
+                "backend_unreachable: cannot connect to {node} ({retries} retries): {reason}",
+                event="backend_unreachable", node=self._node.name,
+                retries=self._plan.retries, reason=reason,
+            )
+        node = self._plan.afterFailure(self._node)
+        if node is None:
+            if timedOut:
+                self.session.refuse(504, "backend_timeout", "no backend answered in time")
+            else:
+                self.session.refuse(502, "backend_unreachable", "no backend could be reached")
+            return
+        self._connect(node)
+
+    def upstreamConnected(self, upstream) -> None:
+        self._connector = None
+        self._upstream = upstream
+        self.router.forwarder.connected(self._node)
+        transport = self.session.transport
+        transport.registerProducer(upstream.transport, True)
+        self._relaying = True
+        self._respParser = ResponseHeadParser(self.router.maxHeadSize)
+        if self._spool is not None:
+            self._spool.sendTo(upstream).addErrback(lambda failure: None)
+            return
+        if self._pending:
+            upstream.write(b"".join(self._pending))
+            self._pending = []
+        if self.bodyOpen:
+            upstream.transport.registerProducer(self.session, True)
+            self._bodyProducer = True
+            if self._pausedForConnect:
+                self._pausedForConnect = False
+                self.session.resumeReading()
+
+    # Response side
+
+    def upstreamDataReceived(self, data: bytes) -> None:
+        if self._framing is None:
+            data = self._responseHead(data)
+            if data is None or self.finished:
+                return
+        framing = self._framing
+        if framing == "length":
+            remaining = self._respRemaining
+            if len(data) < remaining:
+                self._respRemaining = remaining - len(data)
+                self._toClient(data)
+                return
+            if len(data) > remaining:
+                self._surplus(len(data) - remaining)
+                data = data[:remaining]
+            self._respRemaining = 0
+            self._toClient(data)
+            self._complete()
+        elif framing == "chunked":
+            try:
+                end = self._scanner.feed(data)
+            except HTTPError as e:
+                self._truncated(e.detail)
+                return
+            if end is None:
+                self._toClient(data)
+                return
+            if end < len(data):
+                self._surplus(len(data) - end)
+                data = data[:end]
+            self._toClient(data)
+            self._complete()
+        else:
+            self._toClient(data)
+
+    def _responseHead(self, data: bytes):
+        """
+        Feed the response head; write it out once complete.
+
+        @return: the body bytes that followed the head, or L{None}.
+        """
+        parser = self._respParser
+        try:
+            resp = parser.feed(data)
+        except HTTPError as e:
+            self._badResponse(e.detail)
+            return None
+        if resp is None:
+            return None
+        status = resp.status
+        if status < 200 and status != 101:
+            self.session.transport.write(resp.head_bytes)
+            leftover = parser.leftover
+            self._respParser = ResponseHeadParser(self.router.maxHeadSize)
+            return self._responseHead(leftover) if leftover else None
+        self.status = status
+        request = self.head
+        if status == 101:
+            if request.upgrade is None:
+                self._badResponse("101 Switching Protocols to a request without Upgrade")
+                return None
+            self._framing = "close"
+            self._tunnel()
+        else:
+            self._framing, self._respRemaining = response_framing(resp, request.method)
+            if self._framing == "chunked":
+                self._scanner = ChunkedScanner()
+            self.keepAlive = bool(
+                self.router.keepalive
+                and request.keep_alive
+                and request.version == b"HTTP/1.1"
+                and self._framing != "close"
+                and not resp.connection_close
+                and not self._raw
+            )
+        out = resp.head_bytes
+        if not self.keepAlive and not resp.connection_close and status != 101:
+            out = out[:-2] + _CLOSE_HEADER
+        self.session.transport.write(out)
+        leftover = parser.leftover
+        if self._framing == "none":
+            if leftover:
+                self._surplus(len(leftover))
+            self._complete()
+            return None
+        return leftover
+
+    def _tunnel(self) -> None:
+        """
+        After a 101 answer, pipe the client's bytes to the backend until EOF.
+        """
+        session = self.session
+        self._raw = True
+        self.bodyOpen = True
+        if self._bodyTimer is not None:
+            self._bodyTimer.cancel()
+        self._bodyTimer = IdleTimer(self.router.reactor, self.router.timeout, self._bodyTimedOut)
+        pipelined, session._pipelined = session._pipelined, b""
+        if pipelined:
+            self._bodyOut(pipelined)
+        if not self._bodyProducer:
+            self._upstream.transport.registerProducer(session, True)
+            self._bodyProducer = True
+
+    def _toClient(self, data: bytes) -> None:
+        self._sent += len(data)
+        self.session.transport.write(data)
+
+    def _surplus(self, count: int) -> None:
+        log.warn(
+            "response_surplus: {node} sent {count} bytes past the end of its response;"
+            " dropped",
+            event="response_surplus", node=self._node.name, count=count,
+        )
+        self.keepAlive = False
+
+    def _badResponse(self, detail: str) -> None:
+        log.warn(
+            "bad_response: from {node}: {detail}",
+            event="bad_response", node=self._node.name, detail=detail,
+        )
+        self.session.refuse(502, "bad_response", "the backend sent an invalid response")
+
+    def _truncated(self, detail: str) -> None:
+        log.warn(
+            "response_truncated: from {node}: {detail}",
+            event="response_truncated", node=self._node.name, detail=detail,
+        )
+        self.logAccess(self.status, self._sent)
+        self.abort("response_truncated")
+        self.session.exchange = None
+        self.session.transport.loseConnection()
+
+    def upstreamLost(self, reason, timedOut: bool) -> None:
+        self._upstream = None
+        if self.finished:
+            return
+        if self._framing is None:
+            if timedOut:
+                self.session.refuse(504, "backend_timeout", "the backend did not answer in time")
+            else:
+                log.warn(
+                    "backend_closed: {node} closed without a response: {reason}",
+                    event="backend_closed", node=self._node.name,
+                    reason=reason or "connection closed",
+                )
+                self.session.refuse(502, "backend_closed", "the backend closed without a response")
+        elif self._framing == "close" and reason is None and not timedOut:
+            self._complete()
+        else:
+            self._truncated("timed out" if timedOut else (reason or "closed early"))
+
+    def _complete(self) -> None:
+        """
+        The response is over: let the session read the next request.
+        """
+        if self.finished:
+            return
+        self._release()
+        self.logAccess(self.status, self._sent)
+        self.session.exchangeFinished(self, self.keepAlive and not self.bodyOpen)
+
+    # Ending
+
+    def _release(self) -> None:
+        self.finished = True
+        if self._bodyTimer is not None:
+            self._bodyTimer.cancel()
+        if self._relaying:
+            self._relaying = False
+            self.session.transport.unregisterProducer()
+        upstream, self._upstream = self._upstream, None
+        if upstream is not None:
+            if self._bodyProducer:
+                self._bodyProducer = False
+                upstream.transport.unregisterProducer()
+            upstream.detach()
+        if self._spool is not None:
+            self._spool.close()
+
+    def abort(self, reason: str) -> None:
+        """
+        Stop everything this exchange started; the backend connection is cut.
+        """
+        if self.finished:
+            return
+        upstream = self._upstream
+        connector, self._connector = self._connector, None
+        self._release()
+        if upstream is not None and upstream.transport is not None:
+            upstream.transport.abortConnection()
+        if connector is not None:
+            connector.factory.receiver = None
+            connector.stopConnecting()
+
+    def logAccess(self, status: int, size: int) -> None:
+        """
+        Write the access log line of this request, if there is a log.
+        """
+        accessLog = self.router.accessLog
+        if accessLog is not None:
+            accessLog.log(self.session.remoteAddr, self.head, status, size)

@@ -1,0 +1,349 @@
+"""
+The HTTP router: HTTP/1.1 in, uwsgi out (uWSGI's C{--http} / C{--http-to}).
+
+L{HTTPRouter} is the configured router and the factory of its listeners;
+L{HTTPSession} is one client connection, which may carry several requests
+(keep-alive), answered strictly one at a time and in order.  Each request
+is an L{txrouter.routers.exchange.Exchange}.
+"""
+
+import socket
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer, ISSLTransport
+from twisted.internet.protocol import Protocol, ServerFactory
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from txrouter.routers.exchange import Exchange
+from txrouter.trust import AddressSet
+from txrouter.routing.static import StaticForwarder
+from txrouter.wire.http1 import HTTPError, RequestHeadParser
+from txrouter.wire.responses import errorResponse
+
+log = Logger(namespace="txrouter.http")
+
+#: Longest routing key, as in uWSGI (its key fields are 8-bit lengths).
+MAX_KEY_LENGTH = 255
+
+
+class HTTPRouter(ServerFactory):
+    """
+    A configured HTTP router; also the factory for each of its listeners.
+
+    Every option of C{twistd txrouter-http} is a keyword argument of the
+    same name here (dashes become underscores), so a C{.tac} file builds
+    exactly what the command line builds.
+
+    @ivar sessions: the open client connections.
+    """
+
+    noisy = False
+
+    def __init__(
+        self,
+        reactor,
+        nodes=(),
+        *,
+        forwarder=None,
+        fallback=(),
+        max_retries: int = 3,
+        gracetime: float = 30.0,
+        connect_timeout: "float | None" = None,
+        timeout: float = 60.0,
+        headers_timeout: "float | None" = None,
+        body_timeout: "float | None" = None,
+        keepalive: float = 0,
+        harakiri: float = 0,
+        buffer_size: int = 4096,
+        modifier1: int = 0,
+        modifier2: int = 0,
+        http_vars=(),
+        chunked_input: bool = False,
+        spool_memory: int = 1 << 20,
+        spool_dir: "str | None" = None,
+        limit_post: int = 0,
+        trust_forwarded_from=(),
+        silent_errors: bool = False,
+        quiet: bool = False,
+        server_name: "str | None" = None,
+        max_request_line: int = 8192,
+        max_headers: int = 100,
+        max_head_size: int = 65536,
+        access_log=None,
+    ) -> None:
+        """
+        @param nodes: the C{--to} nodes (L{txrouter.routing.nodes.Node}).
+        @param forwarder: an L{IForwarder} replacing the static one.
+        @param keepalive: 0 for no keep-alive, else the idle seconds allowed
+            between two requests of one connection.
+        @param access_log: an L{txrouter.accesslog.AccessLog} or L{None}.
+        """
+        self.reactor = reactor
+        self.forwarder = forwarder or StaticForwarder(nodes, reactor, gracetime)
+        self.fallback = tuple(fallback)
+        self.maxRetries = max_retries
+        self.connectTimeout = timeout if connect_timeout is None else connect_timeout
+        self.timeout = timeout
+        self.headersTimeout = timeout if headers_timeout is None else headers_timeout
+        self.bodyTimeout = timeout if body_timeout is None else body_timeout
+        self.keepalive = keepalive
+        self.harakiri = harakiri
+        self.bufferSize = buffer_size
+        self.modifier1 = modifier1
+        self.modifier2 = modifier2
+        self.httpVars = [
+            (k.encode() if isinstance(k, str) else k, v.encode() if isinstance(v, str) else v)
+            for k, v in http_vars
+        ]
+        self.chunkedInput = chunked_input
+        self.spoolMemory = spool_memory
+        self.spoolDir = spool_dir
+        self.limitPost = limit_post
+        self.trusted = AddressSet(trust_forwarded_from)
+        self.silentErrors = silent_errors
+        self.quiet = quiet
+        self.serverName = (server_name or socket.gethostname()).encode()
+        self.maxRequestLine = max_request_line
+        self.maxHeaders = max_headers
+        self.maxHeadSize = max_head_size
+        self.accessLog = access_log
+        self.sessions = set()
+        self.draining = False
+        self._drainWaiters = []
+
+    def buildProtocol(self, addr):
+        return HTTPSession(self)
+
+    def drain(self, timeout: float):
+        """
+        Finish in-flight requests, close idle connections, then stop.
+
+        Listeners must already have stopped accepting.  Connections still
+        open after C{timeout} seconds are aborted.
+
+        @return: a Deferred that fires when no session is left.
+        """
+        self.draining = True
+        for session in list(self.sessions):
+            session.closeWhenIdle()
+        if not self.sessions:
+            return succeed(None)
+        waiter = Deferred()
+        self._drainWaiters.append(waiter)
+        call = self.reactor.callLater(timeout, self._abortAll)
+        waiter.addBoth(lambda r: (call.active() and call.cancel(), r)[1])
+        return waiter
+
+    def _abortAll(self) -> None:
+        if self.sessions:
+            log.warn(
+                "drain_timeout: aborting {count} connections",
+                event="drain_timeout", count=len(self.sessions),
+            )
+        for session in list(self.sessions):
+            session.transport.abortConnection()
+
+    def sessionClosed(self, session) -> None:
+        """
+        Called by a session when its connection is gone.
+        """
+        self.sessions.discard(session)
+        if self.draining and not self.sessions:
+            waiters, self._drainWaiters = self._drainWaiters, []
+            for waiter in waiters:
+                waiter.callback(None)
+
+
+@implementer(IHalfCloseableProtocol, IPushProducer)
+class HTTPSession(Protocol):
+    """
+    One client connection.
+
+    Requests are read one at a time; bytes of a pipelined next request are
+    kept (bounded) until the current response is complete.
+    """
+
+    def __init__(self, router: HTTPRouter) -> None:
+        self.router = router
+        self.exchange = None
+        self._parser = RequestHeadParser(
+            router.maxRequestLine, router.maxHeaders, router.maxHeadSize
+        )
+        self._pipelined = b""
+        self._closing = False
+        self._timer = None
+        self._pausedReasons = 0
+
+    # Connection lifetime
+
+    def connectionMade(self) -> None:
+        router = self.router
+        router.sessions.add(self)
+        peer = self.transport.getPeer()
+        host = self.transport.getHost()
+        peerHost = getattr(peer, "host", None)
+        self.remoteAddr = peerHost.encode() if peerHost else b""
+        self.remotePort = b"%d" % peer.port if peerHost else b""
+        self.serverPort = b"%d" % host.port if getattr(host, "port", None) else b""
+        self.trustForwarded = bool(peerHost) and router.trusted.contains(peerHost)
+        self.https = ISSLTransport.providedBy(self.transport)
+        self._arm(router.headersTimeout, self._headTimedOut)
+
+    def connectionLost(self, reason) -> None:
+        self._disarm()
+        exchange, self.exchange = self.exchange, None
+        if exchange is not None:
+            exchange.abort("client went away")
+        self.router.sessionClosed(self)
+
+    def readConnectionLost(self) -> None:
+        """
+        The client half-closed: finish the current response, then close.
+        """
+        self._closing = True
+        exchange = self.exchange
+        if exchange is None:
+            self.transport.loseConnection()
+        else:
+            exchange.clientEOF()
+
+    def writeConnectionLost(self) -> None:
+        self.transport.loseConnection()
+
+    def closeWhenIdle(self) -> None:
+        """
+        Close now if no request is in flight, else after its response.
+        """
+        self._closing = True
+        if self.exchange is None:
+            self.transport.loseConnection()
+
+    # Timers: one at a time per session (head deadline or keep-alive idle)
+
+    def _arm(self, seconds: float, callback) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = self.router.reactor.callLater(seconds, callback)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            if self._timer.active():
+                self._timer.cancel()
+            self._timer = None
+
+    def _headTimedOut(self) -> None:
+        self._timer = None
+        self.refuse(408, "headers_timeout", "request head not received in time")
+
+    def _keepaliveExpired(self) -> None:
+        self._timer = None
+        self.transport.loseConnection()
+
+    # Reading
+
+    def pauseReading(self) -> None:
+        """
+        Stop reading the client (nested: one resume per pause).
+        """
+        self._pausedReasons += 1
+        if self._pausedReasons == 1:
+            self.transport.pauseProducing()
+
+    def resumeReading(self) -> None:
+        """
+        Undo one L{pauseReading}.
+        """
+        self._pausedReasons -= 1
+        if self._pausedReasons == 0:
+            self.transport.resumeProducing()
+
+    # As the producer of a request body for the upstream connection
+
+    def pauseProducing(self) -> None:
+        self.pauseReading()
+
+    def resumeProducing(self) -> None:
+        self.resumeReading()
+
+    def stopProducing(self) -> None:
+        """
+        The upstream connection ended; its exchange deals with that.
+        """
+
+    def dataReceived(self, data: bytes) -> None:
+        exchange = self.exchange
+        if exchange is not None:
+            if exchange.bodyOpen:
+                data = exchange.bodyReceived(data)
+                if not data or self.exchange is None:
+                    return
+            pipelined = self._pipelined + data
+            self._pipelined = pipelined
+            if len(pipelined) > self.router.maxHeadSize and self._pausedReasons == 0:
+                self.pauseReading()
+            return
+        if self._closing:
+            return
+        try:
+            head = self._parser.feed(data)
+        except HTTPError as e:
+            self.refuse(e.status, e.event, e.detail)
+            return
+        if head is None:
+            timer = self._timer
+            if timer is not None and timer.func == self._keepaliveExpired:
+                self._arm(self.router.headersTimeout, self._headTimedOut)
+            return
+        self._disarm()
+        self._startRequest(head, self._parser.leftover)
+
+    def _startRequest(self, head, leftover: bytes) -> None:
+        key = head.host or b""
+        if len(key) > MAX_KEY_LENGTH:
+            self.refuse(400, "key_too_long", f"Host of {len(key)} bytes (max 255)")
+            return
+        exchange = Exchange(self, head, key)
+        self.exchange = exchange
+        if exchange.start(leftover) and self.exchange is exchange and leftover:
+            self.dataReceived(leftover)
+
+    # Ending a request
+
+    def exchangeFinished(self, exchange, keepAlive: bool) -> None:
+        """
+        The response of C{exchange} is complete.
+        """
+        if self.exchange is not exchange:
+            return
+        self.exchange = None
+        if not keepAlive or self._closing or self.router.draining:
+            self.transport.loseConnection()
+            return
+        self._parser.reset()
+        self._arm(self.router.keepalive, self._keepaliveExpired)
+        pipelined, self._pipelined = self._pipelined, b""
+        if self._pausedReasons:
+            self._pausedReasons = 1
+            self.resumeReading()
+        if pipelined:
+            self.dataReceived(pipelined)
+
+    def refuse(self, status: int, event: str, detail: str) -> None:
+        """
+        Answer with an error (unless C{--silent-errors}) and close.
+        """
+        log.info(
+            "{event}: {status} {detail} (client {client})",
+            event=event, status=status, detail=detail,
+            client=self.remoteAddr.decode() or "unix",
+        )
+        self._closing = True
+        self._disarm()
+        exchange, self.exchange = self.exchange, None
+        if exchange is not None:
+            exchange.abort(event)
+            exchange.logAccess(status, 0)
+        if not self.router.silentErrors:
+            self.transport.write(errorResponse(status, detail))
+        self.transport.loseConnection()

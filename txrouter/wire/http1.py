@@ -1,0 +1,604 @@
+"""
+HTTP/1.1 message heads and chunked bodies, sans-IO and strict.
+
+Requests are parsed the way nginx and HAProxy parse them, not the way
+uWSGI's router does: anything that two parsers could read differently
+(request smuggling material) is refused with an L{HTTPError} that carries
+the status to answer with and a stable event name for the log.  Limits are
+enforced while bytes arrive, so memory stays bounded whatever the client
+sends.
+
+Responses come from backends and are parsed more leniently, but still
+bounded; the router relays their bytes verbatim and only needs their
+framing (L{response_framing}).
+"""
+
+import re
+
+__all__ = [
+    "HTTPError",
+    "RequestHead",
+    "RequestHeadParser",
+    "ResponseHead",
+    "ResponseHeadParser",
+    "ChunkedDecoder",
+    "ChunkedScanner",
+    "response_framing",
+    "encode_chunk",
+    "LAST_CHUNK",
+]
+
+LAST_CHUNK = b"0\r\n\r\n"
+
+_TOKEN_CHARS = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+# Field values: visible ASCII, SP, HTAB and obs-text; everything else
+# (NUL, CR, LF, other controls, DEL) is refused.
+_VALUE_CHARS = bytes([9]) + bytes(range(0x20, 0x7F)) + bytes(range(0x80, 0x100))
+_TARGET_CHARS = bytes(range(0x21, 0x7F))
+_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+
+_REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") (\S+) (HTTP/(\d)\.(\d))\Z")
+_HOST = re.compile(
+    rb"(?:[A-Za-z0-9\-._~!$&'()*+,;=%]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{0,5})?\Z"
+)
+_BARE_LF = re.compile(rb"(?<!\r)\n")
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}\Z")
+_QUOTED = rb'"(?:[\t\x20\x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t\x20-\x7e\x80-\xff])*"'
+_CHUNK_EXT = re.compile(
+    rb"(?:[ \t]*;[ \t]*" + _TOKEN + rb"(?:[ \t]*=[ \t]*(?:" + _TOKEN + rb"|" + _QUOTED + rb"))?)*\Z"
+)
+_STATUS_LINE = re.compile(rb"(HTTP/1\.[01]) ([0-9]{3})(?: ([^\r\n]*))?\Z")
+
+#: Empty lines tolerated before a request line (RFC 9112, section 2.2).
+_MAX_LEADING_EMPTY_LINES = 8
+
+
+class HTTPError(Exception):
+    """
+    A message the router refuses.
+
+    @ivar status: the HTTP status to answer with.
+    @ivar event: a short, stable, snake_case name for the log.
+    @ivar detail: human-readable explanation.
+    """
+
+    def __init__(self, status: int, event: str, detail: str) -> None:
+        super().__init__(f"{status} {event}: {detail}")
+        self.status = status
+        self.event = event
+        self.detail = detail
+
+
+def _bad(event: str, detail: str, status: int = 400) -> HTTPError:
+    return HTTPError(status, event, detail)
+
+
+def _tokens(value: bytes) -> list:
+    return [t.strip(b" \t").lower() for t in value.split(b",")]
+
+
+class RequestHead:
+    """
+    A parsed and validated request head.
+
+    @ivar method: the method token.
+    @ivar target: the request target as sent.
+    @ivar path: the origin-form path and query (for an absolute-form target,
+        the part after its authority).
+    @ivar version: C{b"HTTP/1.1"} or C{b"HTTP/1.0"}.
+    @ivar headers: C{(name, value)} pairs in arrival order; names as sent,
+        values without surrounding whitespace.
+    @ivar host: the Host value (or the absolute-form authority), or L{None}.
+    @ivar content_length: the body length, or L{None}.
+    @ivar chunked: the body is chunked.
+    @ivar keep_alive: the client allows the connection to be reused.
+    @ivar upgrade: the lower-cased Upgrade value when Connection asks for
+        an upgrade, else L{None}.
+    @ivar expect_continue: the client waits for C{100 Continue}.
+    """
+
+    __slots__ = (
+        "method", "target", "path", "version", "headers", "host",
+        "content_length", "chunked", "keep_alive", "upgrade", "expect_continue",
+    )
+
+    def __repr__(self) -> str:
+        return f"<RequestHead {self.method!r} {self.target!r} {self.version!r}>"
+
+
+class RequestHeadParser:
+    """
+    Incremental parser of one request head.
+
+    L{feed} bytes until it returns a L{RequestHead}; L{leftover} then holds
+    the bytes after the head.  Call L{reset} before the next request.
+    """
+
+    def __init__(
+        self,
+        max_request_line: int = 8192,
+        max_header_count: int = 100,
+        max_head_size: int = 65536,
+    ) -> None:
+        self.max_request_line = max_request_line
+        self.max_header_count = max_header_count
+        self.max_head_size = max_head_size
+        self.reset()
+
+    def reset(self) -> None:
+        """
+        Forget everything; ready for a new request.
+        """
+        self._buffer = b""
+        self._scanned = 0
+        self._lines = 0
+        self._lineChecked = False
+        self.leftover = b""
+
+    def feed(self, data: bytes):
+        """
+        Add bytes.
+
+        @return: the L{RequestHead} once the head is complete, else L{None}.
+        @raise HTTPError: a limit is exceeded or the head is malformed.
+        """
+        buf = self._buffer + data if self._buffer else data
+        if buf[:1] == b"\r" or buf[:1] == b"\n":
+            buf = self._skipEmptyLines(buf)
+        start = self._scanned
+        end = buf.find(b"\r\n\r\n", start)
+        if end == -1:
+            self._buffer = buf
+            self._checkPartial(buf, start)
+            return None
+        self._buffer = b""
+        self.leftover = buf[end + 4 :]
+        return self._parse(buf[:end])
+
+    def _skipEmptyLines(self, buf: bytes) -> bytes:
+        count = 0
+        while buf[:2] == b"\r\n":
+            buf = buf[2:]
+            count += 1
+            if count > _MAX_LEADING_EMPTY_LINES:
+                raise _bad("bad_request_line", "too many empty lines before the request")
+        if buf[:1] == b"\n":
+            raise _bad("bare_lf", "line ending in a bare LF")
+        return buf
+
+    def _checkPartial(self, buf: bytes, start: int) -> None:
+        """
+        Enforce the limits on a head that has not ended yet.
+        """
+        scanFrom = max(start - 3, 0)
+        if _BARE_LF.search(buf, scanFrom):
+            raise _bad("bare_lf", "line ending in a bare LF")
+        self._lines += buf.count(b"\r\n", scanFrom)
+        self._scanned = max(len(buf) - 3, 0)
+        if not self._lineChecked:
+            lineEnd = buf.find(b"\r\n")
+            if lineEnd == -1:
+                if len(buf) > self.max_request_line:
+                    raise _bad("request_line_too_long", f"request line over {self.max_request_line} bytes", 414)
+            else:
+                self._lineChecked = True
+                self._requestLine(buf[:lineEnd])
+        if len(buf) > self.max_head_size:
+            raise _bad("head_too_large", f"request head over {self.max_head_size} bytes", 431)
+        if self._lines > self.max_header_count + 1:
+            raise _bad("too_many_headers", f"more than {self.max_header_count} header lines", 431)
+
+    def _requestLine(self, line: bytes):
+        if len(line) > self.max_request_line:
+            raise _bad("request_line_too_long", f"request line over {self.max_request_line} bytes", 414)
+        match = _REQUEST_LINE.match(line)
+        if match is None:
+            if line.startswith(b"PRI * HTTP/2"):
+                raise _bad("http2_preface", "HTTP/2 is not spoken here", 505)
+            if line.count(b" ") == 1 and not line.endswith(b" "):
+                raise _bad("http09", "HTTP/0.9 requests are not supported")
+            raise _bad("bad_request_line", "malformed request line")
+        method, target, version, major, minor = match.groups()
+        if major != b"1" or minor not in (b"0", b"1"):
+            if method == b"PRI":
+                raise _bad("http2_preface", "HTTP/2 is not spoken here", 505)
+            raise _bad("bad_version", f"unsupported version {version!r}", 505)
+        if target.translate(None, _TARGET_CHARS):
+            raise _bad("bad_target", "request target with bytes outside visible ASCII")
+        return method, target, version
+
+    def _parse(self, head: bytes) -> RequestHead:
+        if len(head) + 4 > self.max_head_size:
+            raise _bad("head_too_large", f"request head over {self.max_head_size} bytes", 431)
+        unfolded = head.replace(b"\r\n", b"")
+        if b"\n" in unfolded or b"\r" in unfolded:
+            raise _bad("bare_lf", "bare CR or LF in the request head")
+        lines = head.split(b"\r\n")
+        if len(lines) > self.max_header_count + 1:
+            raise _bad("too_many_headers", f"more than {self.max_header_count} header lines", 431)
+        method, target, version = self._requestLine(lines[0])
+
+        headers = []
+        host = contentLength = transferEncoding = connection = upgrade = expect = None
+        for line in lines[1:]:
+            name, colon, value = line.partition(b":")
+            if not colon or not name:
+                raise _bad("bad_header", "header line without a name and a colon")
+            if name.translate(None, _TOKEN_CHARS):
+                if name[:1] in b" \t":
+                    raise _bad("obs_fold", "folded header line (obs-fold)")
+                if name[-1:] in b" \t":
+                    raise _bad("space_before_colon", "whitespace between header name and colon")
+                raise _bad("bad_header_name", "header name is not a token")
+            value = value.strip(b" \t")
+            if value.translate(None, _VALUE_CHARS):
+                raise _bad("bad_header_value", f"control byte in the value of {name[:40]!r}")
+            headers.append((name, value))
+            lower = name.lower()
+            if lower == b"host":
+                if host is not None:
+                    raise _bad("duplicate_host", "two Host headers")
+                host = value
+            elif lower == b"content-length":
+                if contentLength is not None:
+                    raise _bad("duplicate_content_length", "two Content-Length headers")
+                if not value.isdigit() or len(value) > 19:
+                    raise _bad("bad_content_length", f"Content-Length {value[:20]!r}")
+                contentLength = int(value)
+            elif lower == b"transfer-encoding":
+                if transferEncoding is not None:
+                    raise _bad("duplicate_transfer_encoding", "two Transfer-Encoding headers")
+                transferEncoding = value
+            elif lower == b"connection":
+                connection = value if connection is None else connection + b"," + value
+            elif lower == b"upgrade":
+                upgrade = value
+            elif lower == b"expect":
+                expect = value
+
+        result = RequestHead()
+        result.method = method
+        result.target = target
+        result.version = version
+        result.headers = headers
+        isOneOne = version == b"HTTP/1.1"
+
+        if transferEncoding is not None:
+            if contentLength is not None:
+                raise _bad("smuggling_cl_te", "both Content-Length and Transfer-Encoding")
+            if not isOneOne:
+                raise _bad("transfer_encoding_http10", "Transfer-Encoding in an HTTP/1.0 request")
+            if transferEncoding.lower() != b"chunked":
+                raise _bad(
+                    "bad_transfer_encoding",
+                    f"Transfer-Encoding {transferEncoding[:40]!r}: only a lone chunked is accepted",
+                    501,
+                )
+        result.chunked = transferEncoding is not None
+        result.content_length = contentLength
+
+        if host is not None and not _HOST.match(host):
+            raise _bad("bad_host", f"malformed Host {host[:64]!r}")
+        if isOneOne and host is None:
+            raise _bad("missing_host", "HTTP/1.1 request without Host")
+
+        first = target[:1]
+        if first == b"/":
+            path = target
+        elif target == b"*":
+            if method != b"OPTIONS":
+                raise _bad("bad_target", "* is a target for OPTIONS only")
+            path = target
+        elif method == b"CONNECT":
+            raise _bad("connect_refused", "CONNECT is not supported", 405)
+        else:
+            scheme, sep, rest = target.partition(b"://")
+            if not sep or scheme.lower() not in (b"http", b"https"):
+                raise _bad("bad_target", "request target is neither a path nor an http(s) URI")
+            cut = len(rest)
+            for delimiter in (b"/", b"?", b"#"):
+                index = rest.find(delimiter)
+                if index != -1 and index < cut:
+                    cut = index
+            authority = rest[:cut]
+            path = rest[cut:] or b"/"
+            if path[:1] == b"?":
+                path = b"/" + path
+            if not authority or b"@" in authority or not _HOST.match(authority):
+                raise _bad("bad_target", "malformed authority in the request target")
+            if host is None:
+                host = authority
+            elif authority.lower() != host.lower():
+                raise _bad("host_mismatch", "absolute-form target and Host differ")
+        if b"#" in path:
+            raise _bad("bad_target", "fragment in the request target")
+        result.path = path
+        result.host = host
+
+        tokens = _tokens(connection) if connection is not None else ()
+        if isOneOne:
+            result.keep_alive = b"close" not in tokens
+        else:
+            result.keep_alive = b"keep-alive" in tokens
+        result.upgrade = upgrade.lower() if upgrade is not None and b"upgrade" in tokens else None
+        result.expect_continue = expect is not None and expect.lower() == b"100-continue"
+        return result
+
+
+class ResponseHead:
+    """
+    A parsed response head from a backend.
+
+    @ivar head_bytes: the head exactly as received, blank line included.
+    @ivar connection_close: the backend will close (or asked the client to).
+    """
+
+    __slots__ = (
+        "version", "status", "reason", "headers", "content_length", "chunked",
+        "connection_close", "head_bytes",
+    )
+
+    def __repr__(self) -> str:
+        return f"<ResponseHead {self.version!r} {self.status}>"
+
+
+def _badResponse(detail: str) -> HTTPError:
+    return HTTPError(502, "bad_response", detail)
+
+
+class ResponseHeadParser:
+    """
+    Incremental parser of one response head (same contract as
+    L{RequestHeadParser}).
+
+    Lines must end in CRLF, as every uWSGI plugin writes them.  Header
+    values are not validated beyond the absence of CR and LF: they are
+    relayed, not interpreted, except for the framing headers.
+    """
+
+    def __init__(self, max_head_size: int = 65536) -> None:
+        self.max_head_size = max_head_size
+        self._buffer = b""
+        self.leftover = b""
+
+    def feed(self, data: bytes):
+        """
+        @return: the L{ResponseHead} once complete, else L{None}.
+        @raise HTTPError: 502, the head is malformed or too large.
+        """
+        buf = self._buffer + data if self._buffer else data
+        end = buf.find(b"\r\n\r\n", max(len(self._buffer) - 3, 0))
+        if end == -1:
+            if len(buf) > self.max_head_size:
+                raise _badResponse(f"response head over {self.max_head_size} bytes")
+            if len(buf) >= 5 and buf[:5] != b"HTTP/":
+                raise _badResponse("response does not start with HTTP/")
+            self._buffer = buf
+            return None
+        self._buffer = b""
+        self.leftover = buf[end + 4 :]
+        return self._parse(buf[: end + 4])
+
+    def _parse(self, raw: bytes) -> ResponseHead:
+        lines = raw[:-4].split(b"\r\n")
+        match = _STATUS_LINE.match(lines[0])
+        if match is None:
+            raise _badResponse(f"malformed status line {lines[0][:60]!r}")
+        head = ResponseHead()
+        head.version, status, head.reason = match.groups()
+        head.status = int(status)
+        head.head_bytes = raw
+        headers = []
+        contentLength = None
+        chunked = False
+        close = head.version == b"HTTP/1.0"
+        transferEncoding = None
+        for line in lines[1:]:
+            name, colon, value = line.partition(b":")
+            if not colon or not name or name.translate(None, _TOKEN_CHARS):
+                raise _badResponse(f"malformed header line {line[:60]!r}")
+            value = value.strip(b" \t")
+            headers.append((name, value))
+            lower = name.lower()
+            if lower == b"content-length":
+                if not value.isdigit() or len(value) > 19:
+                    raise _badResponse(f"bad Content-Length {value[:20]!r}")
+                if contentLength is not None and int(value) != contentLength:
+                    raise _badResponse("conflicting Content-Length headers")
+                contentLength = int(value)
+            elif lower == b"transfer-encoding":
+                transferEncoding = (
+                    value if transferEncoding is None else transferEncoding + b"," + value
+                )
+            elif lower == b"connection":
+                tokens = _tokens(value)
+                if b"close" in tokens:
+                    close = True
+                elif b"keep-alive" in tokens and head.version == b"HTTP/1.0":
+                    close = False
+        if transferEncoding is not None:
+            codings = _tokens(transferEncoding)
+            chunked = codings == [b"chunked"]
+            # A length beside a transfer coding is smuggling material: the
+            # coding wins (RFC 9112, 6.3) and the connection is not reused.
+            if contentLength is not None or not chunked:
+                close = True
+            contentLength = None
+        head.headers = headers
+        head.content_length = contentLength
+        head.chunked = chunked
+        head.connection_close = close
+        return head
+
+
+def response_framing(head: ResponseHead, request_method: bytes):
+    """
+    How the body of a response ends.
+
+    @return: C{("none", 0)} (HEAD, 1xx, 204, 304), C{("length", n)},
+        C{("chunked", 0)}, or C{("close", 0)} (the body ends at EOF).
+    """
+    status = head.status
+    if request_method == b"HEAD" or status < 200 or status == 204 or status == 304:
+        return ("none", 0)
+    if head.chunked:
+        return ("chunked", 0)
+    if head.content_length is not None:
+        if head.content_length == 0:
+            return ("none", 0)
+        return ("length", head.content_length)
+    return ("close", 0)
+
+
+_SIZE, _DATA, _DATA_CRLF, _TRAILER, _DONE = range(5)
+
+
+class _ChunkedMachine:
+    """
+    The chunked-coding state machine behind L{ChunkedDecoder} and
+    L{ChunkedScanner}.
+    """
+
+    def __init__(self, status: int, event: str, max_chunk_line: int, max_trailer_size: int) -> None:
+        self._status = status
+        self._event = event
+        self._maxLine = max_chunk_line
+        self._maxTrailer = max_trailer_size
+        self._state = _SIZE
+        self._line = b""
+        self._remaining = 0
+        self._trailerSize = 0
+        self.done = False
+
+    def _error(self, detail: str) -> HTTPError:
+        return HTTPError(self._status, self._event, detail)
+
+    def _run(self, data: bytes, out):
+        """
+        Consume C{data}; append payload slices to C{out} unless it is None.
+
+        @return: the index just past the end of the message, or L{None}.
+        """
+        pos = 0
+        n = len(data)
+        while pos < n:
+            state = self._state
+            if state == _DATA:
+                take = self._remaining if self._remaining < n - pos else n - pos
+                if out is not None:
+                    out.append(data[pos : pos + take] if take != n or pos else data)
+                pos += take
+                self._remaining -= take
+                if not self._remaining:
+                    self._state = _DATA_CRLF
+            elif state == _DATA_CRLF:
+                piece = data[pos : pos + 2 - len(self._line)]
+                self._line += piece
+                pos += len(piece)
+                if len(self._line) == 2:
+                    if self._line != b"\r\n":
+                        raise self._error("chunk data not followed by CRLF")
+                    self._line = b""
+                    self._state = _SIZE
+            elif state == _DONE:
+                return pos
+            else:
+                index = data.find(b"\n", pos)
+                limit = self._maxLine if state == _SIZE else self._maxTrailer
+                if index == -1:
+                    self._line += data[pos:]
+                    if len(self._line) > limit:
+                        raise self._error("chunk size or trailer line too long")
+                    return None
+                line = self._line + data[pos : index + 1]
+                self._line = b""
+                pos = index + 1
+                if len(line) > limit + 2:
+                    raise self._error("chunk size or trailer line too long")
+                if line[-2:-1] != b"\r" or b"\r" in line[:-2]:
+                    raise self._error("bare CR or LF in chunked framing")
+                line = line[:-2]
+                if state == _SIZE:
+                    self._sizeLine(line)
+                else:
+                    if not line:
+                        self._state = _DONE
+                        self.done = True
+                        return pos
+                    self._trailerLine(line)
+        return pos if self._state == _DONE else None
+
+    def _sizeLine(self, line: bytes) -> None:
+        size, semicolon, extensions = line.partition(b";")
+        if semicolon:
+            size = size.rstrip(b" \t")
+            if not _CHUNK_EXT.match(b";" + extensions):
+                raise self._error("malformed chunk extension")
+        if not _CHUNK_SIZE.match(size):
+            raise self._error(f"malformed chunk size {size[:20]!r}")
+        self._remaining = int(size, 16)
+        self._state = _DATA if self._remaining else _TRAILER
+
+    def _trailerLine(self, line: bytes) -> None:
+        self._trailerSize += len(line) + 2
+        if self._trailerSize > self._maxTrailer:
+            raise self._error("trailer section too large")
+        name, colon, value = line.partition(b":")
+        if (
+            not colon
+            or not name
+            or name.translate(None, _TOKEN_CHARS)
+            or value.strip(b" \t").translate(None, _VALUE_CHARS)
+        ):
+            raise self._error("malformed trailer field")
+
+
+class ChunkedDecoder(_ChunkedMachine):
+    """
+    Decodes a chunked request body; trailers are validated and dropped.
+
+    @ivar done: the last chunk and the trailer section have been read.
+    @ivar leftover: once done, the bytes that followed the body.
+    """
+
+    def __init__(self, max_chunk_line: int = 4096, max_trailer_size: int = 8192) -> None:
+        super().__init__(400, "bad_chunk", max_chunk_line, max_trailer_size)
+        self.leftover = b""
+
+    def feed(self, data: bytes) -> list:
+        """
+        @return: the payload pieces found in C{data} (possibly none).
+        @raise HTTPError: 400, the framing is malformed.
+        """
+        if self.done:
+            self.leftover += data
+            return []
+        out = []
+        end = self._run(data, out)
+        if end is not None:
+            self.leftover = data[end:]
+        return out
+
+
+class ChunkedScanner(_ChunkedMachine):
+    """
+    Finds the end of a chunked response without changing its bytes.
+    """
+
+    def __init__(self, max_chunk_line: int = 4096, max_trailer_size: int = 65536) -> None:
+        super().__init__(502, "bad_response_chunk", max_chunk_line, max_trailer_size)
+
+    def feed(self, data: bytes):
+        """
+        @return: L{None} while the message goes on past C{data}, else the
+            index in C{data} just past the message's end.
+        @raise HTTPError: 502, the framing is malformed.
+        """
+        return self._run(data, None)
+
+
+def encode_chunk(data: bytes) -> bytes:
+    """
+    One chunk of chunked transfer coding.
+    """
+    return b"%x\r\n%s\r\n" % (len(data), data)
