@@ -141,8 +141,6 @@ class Options(usage.Options):
             raise usage.UsageError(f"--http-var wants KEY=VALUE, not {item!r}")
         self["http-var"].append((key, value))
 
-    opt_var = opt_http_var
-
     def opt_trust_forwarded_from(self, network: str) -> None:
         """
         Pass the client's X-Forwarded-*/Forwarded headers on only from this
