@@ -13,13 +13,21 @@ class IdleTimer:
     one clock read instead of rescheduling a delayed call every time.
     """
 
-    def __init__(self, clock, timeout: float, onIdle) -> None:
+    def __init__(self, clock, timeout: float, onIdle, deadline: float = 0) -> None:
+        """
+        @param deadline: if not 0, also call C{onIdle} this many seconds from
+            now whatever the activity.
+        """
         self._clock = clock
         self._seconds = clock.seconds
         self.timeout = timeout
         self._onIdle = onIdle
-        self._last = clock.seconds()
-        self._call = clock.callLater(timeout, self._check)
+        self.expired = False
+        self._last = now = clock.seconds()
+        self._deadline = now + deadline if deadline else None
+        self._call = clock.callLater(
+            min(timeout, deadline) if deadline else timeout, self._check
+        )
 
     def touch(self) -> None:
         """
@@ -28,11 +36,15 @@ class IdleTimer:
         self._last = self._seconds()
 
     def _check(self) -> None:
-        remaining = self._last + self.timeout - self._seconds()
+        now = self._seconds()
+        remaining = self._last + self.timeout - now
+        if self._deadline is not None and self._deadline - now < remaining:
+            remaining = self._deadline - now
         if remaining > 0:
             self._call = self._clock.callLater(remaining, self._check)
         else:
             self._call = None
+            self.expired = True
             self._onIdle()
 
     def cancel(self) -> None:

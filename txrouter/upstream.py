@@ -8,9 +8,10 @@ receiver what happens.  It knows nothing about HTTP; back-pressure is wired
 by the receiver through the transports' producer interfaces.
 """
 
-from twisted.internet.error import ConnectionDone, TimeoutError as ConnectTimeout
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IConsumer
 from twisted.internet.protocol import ClientFactory, Protocol
-from zope.interface import Interface
+from zope.interface import Interface, implementer
 
 from txrouter.timers import IdleTimer
 
@@ -47,28 +48,26 @@ class IUpstreamReceiver(Interface):
         """
 
 
+@implementer(IConsumer)
 class Upstream(Protocol):
     """
-    The protocol of one upstream connection.
+    The protocol of one upstream connection; also the consumer a spooled
+    request body is written to.
 
     @ivar node: the node this connection goes to.
     """
 
-    def __init__(self, receiver, node, head: bytes, clock, idleTimeout, deadline) -> None:
+    def __init__(self, receiver, node, head: bytes, timer: IdleTimer, idleTimeout: float) -> None:
         self.receiver = receiver
         self.node = node
         self._head = head
-        self._clock = clock
+        self._timer = timer
         self._idleTimeout = idleTimeout
-        self._deadline = deadline
-        self._idle = None
-        self._deadlineCall = None
-        self._timedOut = False
 
     def connectionMade(self) -> None:
-        self._idle = IdleTimer(self._clock, self._idleTimeout, self._timeout)
-        if self._deadline:
-            self._deadlineCall = self._clock.callLater(self._deadline, self._timeout)
+        timer = self._timer
+        timer.timeout = self._idleTimeout
+        timer.touch()
         self.transport.write(self._head)
         self._head = b""
         self.receiver.upstreamConnected(self)
@@ -77,25 +76,32 @@ class Upstream(Protocol):
         """
         Send request bytes (the body) to the node.
         """
-        self._idle.touch()
+        self._timer.touch()
         self.transport.write(data)
 
+    def registerProducer(self, producer, streaming) -> None:
+        self.transport.registerProducer(producer, streaming)
+
+    def unregisterProducer(self) -> None:
+        self.transport.unregisterProducer()
+
     def dataReceived(self, data: bytes) -> None:
-        self._idle.touch()
+        self._timer.touch()
         self.receiver.upstreamDataReceived(data)
 
-    def _timeout(self) -> None:
-        self._timedOut = True
+    def timedOut(self) -> None:
+        """
+        The idle timeout or the deadline passed: cut the connection.
+        """
         self.transport.abortConnection()
 
     def connectionLost(self, reason) -> None:
-        self._idle.cancel()
-        if self._deadlineCall is not None and self._deadlineCall.active():
-            self._deadlineCall.cancel()
+        timer = self._timer
+        timer.cancel()
         receiver, self.receiver = self.receiver, None
         if receiver is None:
             return
-        if self._timedOut:
+        if timer.expired:
             receiver.upstreamLost("timed out", True)
         elif reason.check(ConnectionDone):
             receiver.upstreamLost(None, False)
@@ -105,34 +111,51 @@ class Upstream(Protocol):
     def detach(self) -> None:
         """
         Forget the receiver and close: its exchange is over.
+
+        The node has sent its whole response and everything it was sent, so
+        the socket is closed at once instead of through a graceful shutdown
+        that would wait for one more write-readiness event.
         """
         self.receiver = None
         if self.transport is not None:
-            self.transport.loseConnection()
+            self.transport.abortConnection()
 
 
 class _UpstreamFactory(ClientFactory):
+    """
+    Builds the L{Upstream} of one request and owns its single timer, which
+    is first the connect deadline, then the idle timeout (and the
+    harakiri deadline throughout).
+    """
+
     noisy = False
 
-    def __init__(self, receiver, node, head, clock, idleTimeout, deadline) -> None:
+    def __init__(self, reactor, receiver, node, head, connectTimeout, idleTimeout, deadline) -> None:
         self.receiver = receiver
         self.node = node
         self.head = head
-        self.clock = clock
         self.idleTimeout = idleTimeout
-        self.deadline = deadline
+        self.connector = None
+        self.protocol = None
+        self.timer = IdleTimer(reactor, connectTimeout, self._timedOut, deadline)
 
     def buildProtocol(self, addr):
-        return Upstream(
-            self.receiver, self.node, self.head, self.clock,
-            self.idleTimeout, self.deadline,
-        )
+        self.protocol = Upstream(self.receiver, self.node, self.head, self.timer, self.idleTimeout)
+        return self.protocol
+
+    def _timedOut(self) -> None:
+        if self.protocol is not None:
+            self.protocol.timedOut()
+        elif self.connector is not None:
+            self.connector.stopConnecting()
 
     def clientConnectionFailed(self, connector, reason) -> None:
+        self.timer.cancel()
         receiver, self.receiver = self.receiver, None
         if receiver is not None:
             receiver.upstreamConnectFailed(
-                reason.getErrorMessage(), bool(reason.check(ConnectTimeout))
+                "connect timed out" if self.timer.expired else reason.getErrorMessage(),
+                self.timer.expired,
             )
 
 
@@ -146,9 +169,12 @@ def connectUpstream(
     @param receiver: an L{IUpstreamReceiver}.
     @param connectTimeout: seconds allowed for the connect.
     @param idleTimeout: seconds without traffic before the connection is cut.
-    @param deadline: seconds from connect to the end of the exchange before
-        it is cut (uWSGI's harakiri); 0 for none.
-    @return: the C{IConnector}.
+    @param deadline: seconds from now to the end of the exchange before it
+        is cut (uWSGI's harakiri); 0 for none.
+    @return: the C{IConnector}; C{stopConnecting} on it abandons the node.
     """
-    factory = _UpstreamFactory(receiver, node, head, reactor, idleTimeout, deadline)
-    return node.connect(reactor, factory, connectTimeout)
+    factory = _UpstreamFactory(
+        reactor, receiver, node, head, connectTimeout, idleTimeout, deadline
+    )
+    factory.connector = node.connect(reactor, factory)
+    return factory.connector

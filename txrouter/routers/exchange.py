@@ -21,9 +21,9 @@ from txrouter.wire.http1 import (
     ResponseHeadParser,
     response_framing,
 )
-from txrouter.wire.http2uwsgi import requestVars
+from txrouter.wire.http2uwsgi import encodeRequestVars
 from txrouter.wire.responses import CONTINUE
-from txrouter.wire.uwsgi import UwsgiPacketError, encodeHeader, encodeVars
+from txrouter.wire.uwsgi import MAX_DATASIZE, encodeHeader
 
 log = Logger(namespace="txrouter.http")
 
@@ -41,35 +41,37 @@ class Exchange:
     @ivar bodyOpen: request body bytes are still expected from the client.
     """
 
+    bodyOpen = False
+    finished = False
+    keepAlive = False
+    status = 0
+    _bodyRemaining = 0
+    _decoder = None
+    _spool = None
+    _raw = False
+    _pendingSize = 0
+    _pausedForConnect = False
+    _bodyTimer = None
+    _block = b""
+    _plan = None
+    _node = None
+    _connector = None
+    _upstream = None
+    _relaying = False
+    _bodyProducer = False
+    _respParser = None
+    _framing = None
+    _respRemaining = 0
+    _scanner = None
+    _sent = 0
+    _headOut = None
+
     def __init__(self, session, head, key: bytes) -> None:
         self.session = session
         self.router = session.router
         self.head = head
         self.key = key
-        self.bodyOpen = False
-        self.finished = False
-        self.keepAlive = False
-        self.status = 0
-        self._bodyRemaining = 0
-        self._decoder = None
-        self._spool = None
-        self._raw = False
         self._pending = []
-        self._pendingSize = 0
-        self._pausedForConnect = False
-        self._bodyTimer = None
-        self._block = b""
-        self._plan = None
-        self._node = None
-        self._connector = None
-        self._upstream = None
-        self._relaying = False
-        self._bodyProducer = False
-        self._respParser = None
-        self._framing = None
-        self._respRemaining = 0
-        self._scanner = None
-        self._sent = 0
 
     # Request side
 
@@ -110,18 +112,12 @@ class Exchange:
     def _buildBlock(self, contentLength) -> bool:
         session = self.session
         router = self.router
-        try:
-            block = encodeVars(
-                requestVars(
-                    self.head, router.serverName, session.serverPort,
-                    session.remoteAddr, session.remotePort, session.https,
-                    router.httpVars, session.trustForwarded, contentLength,
-                )
-            )
-        except UwsgiPacketError as e:
-            session.refuse(431, "packet_too_large", e.detail)
-            return False
-        if len(block) > router.bufferSize:
+        block = encodeRequestVars(
+            self.head, router.serverName, session.serverPort,
+            session.remoteAddr, session.remotePort, session.https,
+            router.httpVars, session.trustForwarded, contentLength,
+        )
+        if len(block) > router.bufferSize or len(block) > MAX_DATASIZE:
             session.refuse(
                 431, "packet_too_large",
                 f"request vars take {len(block)} bytes, the backend buffer-size"
@@ -367,13 +363,14 @@ class Exchange:
         out = resp.head_bytes
         if not self.keepAlive and not resp.connection_close and status != 101:
             out = out[:-2] + _CLOSE_HEADER
-        self.session.transport.write(out)
         leftover = parser.leftover
         if self._framing == "none":
+            self.session.transport.write(out)
             if leftover:
                 self._surplus(len(leftover))
             self._complete()
             return None
+        self._headOut = out
         return leftover
 
     def _tunnel(self) -> None:
@@ -395,7 +392,17 @@ class Exchange:
 
     def _toClient(self, data: bytes) -> None:
         self._sent += len(data)
-        self.session.transport.write(data)
+        transport = self.session.transport
+        head = self._headOut
+        if head is not None:
+            # The head goes out with the first body bytes, in one write when
+            # the copy is small.
+            self._headOut = None
+            if len(data) < 65536:
+                data = head + data
+            else:
+                transport.write(head)
+        transport.write(data)
 
     def _surplus(self, count: int) -> None:
         log.warn(

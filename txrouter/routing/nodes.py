@@ -42,15 +42,16 @@ class Node:
     modifier1: int = 0
     modifier2: int = 0
 
-    def connect(self, reactor, factory, timeout: float):
+    def connect(self, reactor, factory):
         """
-        Start connecting C{factory} to this node.
+        Start connecting C{factory} to this node, with no deadline of its
+        own (the caller keeps the time).
 
         @return: the L{IConnector}.
         """
         if self.path is not None:
-            return reactor.connectUNIX(self.path, factory, timeout=timeout)
-        return reactor.connectTCP(self.host, self.port, factory, timeout=timeout)
+            return reactor.connectUNIX(self.path, factory, timeout=None)
+        return reactor.connectTCP(self.host, self.port, factory, timeout=None)
 
 
 def _port(text: str, spec: str) -> int:

@@ -15,6 +15,9 @@ the holes closed:
 """
 
 from urllib.parse import unquote_to_bytes
+from struct import Struct
+
+_packU16 = Struct("<H").pack
 
 _UNTRUSTED = frozenset(
     {
@@ -31,27 +34,50 @@ _PROXY = b"PROXY"
 _TRANSFER_ENCODING = b"TRANSFER-ENCODING"
 _UNPREFIXED = {b"CONTENT-LENGTH": b"CONTENT_LENGTH", b"CONTENT-TYPE": b"CONTENT_TYPE"}
 
-# Header name -> (upper-cased name, var name); bounded so that hostile
-# clients sending random names cannot grow it without limit.
-_varNames: dict = {}
-_VAR_NAME_CACHE_SIZE = 512
+
+def _key(name: bytes) -> bytes:
+    """
+    A var name, encoded with its length prefix.
+    """
+    return _packU16(len(name)) + name
 
 
-def _varName(name: bytes):
-    cached = _varNames.get(name)
+_REQUEST_METHOD = _key(b"REQUEST_METHOD")
+_PATH_INFO = _key(b"PATH_INFO")
+_REQUEST_URI = _key(b"REQUEST_URI")
+_QUERY_STRING = _key(b"QUERY_STRING")
+_EMPTY_QUERY_STRING = _QUERY_STRING + _packU16(0)
+_SERVER_PROTOCOL = _key(b"SERVER_PROTOCOL")
+_SCRIPT_NAME = _key(b"SCRIPT_NAME") + _packU16(0)
+_SERVER_NAME = _key(b"SERVER_NAME")
+_SERVER_PORT = _key(b"SERVER_PORT")
+_UWSGI_ROUTER = _key(b"UWSGI_ROUTER") + _packU16(4) + b"http"
+_HTTPS = _key(b"HTTPS") + _packU16(2) + b"on"
+_REMOTE_ADDR = _key(b"REMOTE_ADDR")
+_REMOTE_PORT = _key(b"REMOTE_PORT")
+_CONTENT_LENGTH = _key(b"CONTENT_LENGTH")
+
+# Header name -> (upper-cased name, encoded var key); bounded so that
+# hostile clients sending random names cannot grow it without limit.
+_varKeys: dict = {}
+_VAR_KEY_CACHE_SIZE = 512
+
+
+def _varKey(name: bytes):
+    cached = _varKeys.get(name)
     if cached is not None:
         return cached
     upper = name.upper()
     var = _UNPREFIXED.get(upper)
     if var is None:
         var = b"HTTP_" + upper.replace(b"-", b"_")
-    result = (upper, var)
-    if len(_varNames) < _VAR_NAME_CACHE_SIZE:
-        _varNames[name] = result
+    result = (upper, _key(var))
+    if len(_varKeys) < _VAR_KEY_CACHE_SIZE:
+        _varKeys[name] = result
     return result
 
 
-def requestVars(
+def encodeRequestVars(
     head,
     serverName: bytes,
     serverPort: bytes,
@@ -61,9 +87,12 @@ def requestVars(
     extraVars=(),
     trustForwarded: bool = False,
     contentLength: "bytes | None" = None,
-) -> list:
+) -> bytes:
     """
-    Build the uwsgi vars for one request, in uWSGI's order.
+    Build the uwsgi vars block of one request, in uWSGI's order.
+
+    Values longer than 65535 bytes cannot occur: the request head is
+    bounded well below that.
 
     @param head: a L{txrouter.wire.http1.RequestHead}.
     @param extraVars: C{(key, value)} pairs appended last (C{--http-var}).
@@ -72,55 +101,57 @@ def requestVars(
         router: this becomes C{CONTENT_LENGTH} in place of
         C{Transfer-Encoding}, which is otherwise passed on (the backend then
         de-chunks, as with uWSGI's C{--http-chunked-input}).
-    @return: a list of C{(key, value)} byte pairs.
+    @return: the encoded vars block.
     """
+    u16 = _packU16
     target = head.path
     pathPart, question, query = target.partition(b"?")
     pathInfo = unquote_to_bytes(pathPart) if b"%" in pathPart else pathPart
+    method = head.method
+    version = head.version
     if question:
-        pairs = [
-            (b"REQUEST_METHOD", head.method),
-            (b"PATH_INFO", pathInfo),
-            (b"REQUEST_URI", target),
-            (b"QUERY_STRING", query),
+        pieces = [
+            _REQUEST_METHOD, u16(len(method)), method,
+            _PATH_INFO, u16(len(pathInfo)), pathInfo,
+            _REQUEST_URI, u16(len(target)), target,
+            _QUERY_STRING, u16(len(query)), query,
         ]
     else:
-        pairs = [
-            (b"REQUEST_METHOD", head.method),
-            (b"REQUEST_URI", target),
-            (b"PATH_INFO", pathInfo),
-            (b"QUERY_STRING", b""),
+        pieces = [
+            _REQUEST_METHOD, u16(len(method)), method,
+            _REQUEST_URI, u16(len(target)), target,
+            _PATH_INFO, u16(len(pathInfo)), pathInfo,
+            _EMPTY_QUERY_STRING,
         ]
-    pairs += [
-        (b"SERVER_PROTOCOL", head.version),
-        (b"SCRIPT_NAME", b""),
-        (b"SERVER_NAME", serverName),
-        (b"SERVER_PORT", serverPort),
-        (b"UWSGI_ROUTER", b"http"),
+    pieces += [
+        _SERVER_PROTOCOL, u16(len(version)), version,
+        _SCRIPT_NAME,
+        _SERVER_NAME, u16(len(serverName)), serverName,
+        _SERVER_PORT, u16(len(serverPort)), serverPort,
+        _UWSGI_ROUTER,
     ]
     if https:
-        pairs.append((b"HTTPS", b"on"))
-    pairs.append((b"REMOTE_ADDR", remoteAddr))
-    pairs.append((b"REMOTE_PORT", remotePort))
+        pieces.append(_HTTPS)
+    pieces += [
+        _REMOTE_ADDR, u16(len(remoteAddr)), remoteAddr,
+        _REMOTE_PORT, u16(len(remotePort)), remotePort,
+    ]
 
-    seen = {}
+    values = {}
     for name, value in head.headers:
         if b"_" in name:
             continue
-        upper, var = _varName(name)
+        upper, key = _varKey(name)
         if upper == _PROXY:
             continue
         if upper == _TRANSFER_ENCODING and contentLength is not None:
-            seen[b"CONTENT_LENGTH"] = len(pairs)
-            pairs.append((b"CONTENT_LENGTH", contentLength))
+            key, value = _CONTENT_LENGTH, contentLength
+        elif upper in _UNTRUSTED and not trustForwarded:
             continue
-        if upper in _UNTRUSTED and not trustForwarded:
-            continue
-        index = seen.get(var)
-        if index is None:
-            seen[var] = len(pairs)
-            pairs.append((var, value))
-        else:
-            pairs[index] = (var, pairs[index][1] + b", " + value)
-    pairs.extend(extraVars)
-    return pairs
+        previous = values.get(key)
+        values[key] = value if previous is None else previous + b", " + value
+    for key, value in values.items():
+        pieces += (key, u16(len(value)), value)
+    for key, value in extraVars:
+        pieces += (u16(len(key)), key, u16(len(value)), value)
+    return b"".join(pieces)
