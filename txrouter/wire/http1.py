@@ -221,12 +221,12 @@ class RequestHeadParser:
         headers = []
         host = contentLength = transferEncoding = connection = upgrade = expect = None
         for line in lines[1:]:
+            if line[:1] in b" \t":
+                raise _bad("obs_fold", "folded header line (obs-fold)")
             name, colon, value = line.partition(b":")
             if not colon or not name:
                 raise _bad("bad_header", "header line without a name and a colon")
             if name.translate(None, _TOKEN_CHARS):
-                if name[:1] in b" \t":
-                    raise _bad("obs_fold", "folded header line (obs-fold)")
                 if name[-1:] in b" \t":
                     raise _bad("space_before_colon", "whitespace between header name and colon")
                 raise _bad("bad_header_name", "header name is not a token")

@@ -1,0 +1,373 @@
+"""
+The HTTP/1.1 codecs: strictness, limits while bytes arrive, split
+invariance, and agreement with h11 on valid input.
+"""
+
+import h11
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from txrouter.wire.http1 import (
+    LAST_CHUNK,
+    ChunkedDecoder,
+    ChunkedScanner,
+    HTTPError,
+    RequestHeadParser,
+    ResponseHeadParser,
+    encode_chunk,
+    response_framing,
+)
+
+
+def parse(data: bytes, **limits):
+    parser = RequestHeadParser(**limits)
+    head = parser.feed(data)
+    return head, parser.leftover
+
+
+def parseByteByByte(data: bytes, **limits):
+    parser = RequestHeadParser(**limits)
+    for i in range(len(data)):
+        head = parser.feed(data[i : i + 1])
+        if head is not None:
+            return head, parser.leftover + data[i + 1 :]
+    return None, b""
+
+
+def refusal(data: bytes, **limits):
+    with pytest.raises(HTTPError) as e:
+        head, _ = parse(data, **limits)
+        assert head is not None, "incomplete, not refused"
+    return e.value.status, e.value.event
+
+
+H = b"Host: h\r\n"
+
+
+@pytest.mark.parametrize(
+    "request_, status, event",
+    [
+        (b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", 400, "smuggling_cl_te"),
+        (b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\nContent-Length: 1\r\n\r\n", 400, "smuggling_cl_te"),
+        (b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 1\r\nContent-Length: 1\r\n\r\n", 400, "duplicate_content_length"),
+        (b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 1, 1\r\n\r\n", 400, "bad_content_length"),
+        (b"POST / HTTP/1.1\r\n" + H + b"Content-Length: +1\r\n\r\n", 400, "bad_content_length"),
+        (b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 0x10\r\n\r\n", 400, "bad_content_length"),
+        (b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 99999999999999999999\r\n\r\n", 400, "bad_content_length"),
+        (b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: gzip, chunked\r\n\r\n", 501, "bad_transfer_encoding"),
+        (b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked, chunked\r\n\r\n", 501, "bad_transfer_encoding"),
+        (b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: identity\r\n\r\n", 501, "bad_transfer_encoding"),
+        (b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", 400, "duplicate_transfer_encoding"),
+        (b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400, "transfer_encoding_http10"),
+        (b"GET / HTTP/1.1\r\nHost: h\nX: y\r\n\r\n", 400, "bare_lf"),
+        (b"GET / HTTP/1.1\r\nHost: h\rX: y\r\n\r\n", 400, "bare_lf"),
+        (b"GET / HTTP/1.1\r\n" + H + b"X: a\x00b\r\n\r\n", 400, "bad_header_value"),
+        (b"GET / HTTP/1.1\r\n" + H + b"X: a\x7fb\r\n\r\n", 400, "bad_header_value"),
+        (b"GET / HTTP/1.1\r\n" + H + b"X-Foo : a\r\n\r\n", 400, "space_before_colon"),
+        (b"GET / HTTP/1.1\r\n" + H + b"X-Foo: a\r\n continued\r\n\r\n", 400, "obs_fold"),
+        (b"GET / HTTP/1.1\r\n" + H + b"X(: a\r\n\r\n", 400, "bad_header_name"),
+        (b"GET / HTTP/1.1\r\n" + H + b": a\r\n\r\n", 400, "bad_header"),
+        (b"GET / HTTP/1.1\r\n" + H + b"NoColon\r\n\r\n", 400, "bad_header"),
+        (b"GET /\r\n\r\n", 400, "http09"),
+        (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505, "http2_preface"),
+        (b"GET / HTTP/2.0\r\n" + H + b"\r\n", 505, "bad_version"),
+        (b"GET / HTTP/1.2\r\n" + H + b"\r\n", 505, "bad_version"),
+        (b"GET / http/1.1\r\n" + H + b"\r\n", 400, "bad_request_line"),
+        (b"GET  / HTTP/1.1\r\n" + H + b"\r\n", 400, "bad_request_line"),
+        (b"GET / HTTP/1.1 \r\n" + H + b"\r\n", 400, "bad_request_line"),
+        (b"G@T / HTTP/1.1\r\n" + H + b"\r\n", 400, "bad_request_line"),
+        (b"GET /\x80 HTTP/1.1\r\n" + H + b"\r\n", 400, "bad_target"),
+        (b"GET x HTTP/1.1\r\n" + H + b"\r\n", 400, "bad_target"),
+        (b"GET * HTTP/1.1\r\n" + H + b"\r\n", 400, "bad_target"),
+        (b"GET /#frag HTTP/1.1\r\n" + H + b"\r\n", 400, "bad_target"),
+        (b"CONNECT h:443 HTTP/1.1\r\n" + H + b"\r\n", 405, "connect_refused"),
+        (b"GET / HTTP/1.1\r\n\r\n", 400, "missing_host"),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400, "duplicate_host"),
+        (b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400, "bad_host"),
+        (b"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", 400, "bad_host"),
+        (b"GET / HTTP/1.1\r\nHost: \r\n\r\n", 400, "bad_host"),
+        (b"GET http://other/x HTTP/1.1\r\nHost: h\r\n\r\n", 400, "host_mismatch"),
+        (b"GET http://u@h/x HTTP/1.1\r\nHost: h\r\n\r\n", 400, "bad_target"),
+        (b"GET ftp://h/x HTTP/1.1\r\nHost: h\r\n\r\n", 400, "bad_target"),
+    ],
+)
+def test_refused_requests(request_, status, event):
+    assert refusal(request_) == (status, event)
+
+
+def test_accepted_forms():
+    head, rest = parse(
+        b"\r\nGET http://Example.COM:80/p?q=1 HTTP/1.1\r\nHost: example.com:80\r\n"
+        b"Connection: keep-alive, Upgrade\r\nUpgrade: WebSocket\r\nExpect: 100-Continue\r\n"
+        b"X-Tab: \ta\tb \r\nX-Obs: caf\xc3\xa9\r\n\r\nrest"
+    )
+    assert (head.method, head.path, head.host, head.version) == (b"GET", b"/p?q=1", b"example.com:80", b"HTTP/1.1")
+    assert head.keep_alive and head.upgrade == b"websocket" and head.expect_continue
+    assert (b"X-Tab", b"a\tb") in head.headers and (b"X-Obs", b"caf\xc3\xa9") in head.headers
+    assert rest == b"rest"
+
+    head, _ = parse(b"OPTIONS * HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n")
+    assert (head.path, head.host) == (b"*", b"[::1]:8080")
+
+    head, _ = parse(b"GET /x HTTP/1.0\r\n\r\n")
+    assert head.host is None and not head.keep_alive
+
+    head, _ = parse(b"GET /x HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n")
+    assert head.keep_alive
+
+    head, _ = parse(b"GET /x HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+    assert not head.keep_alive
+
+    head, _ = parse(b"POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: Chunked\r\n\r\n")
+    assert head.chunked and head.content_length is None
+
+
+def test_limits_are_enforced_while_bytes_arrive():
+    parser = RequestHeadParser(max_request_line=100)
+    with pytest.raises(HTTPError) as e:
+        parser.feed(b"GET /" + b"a" * 200)
+    assert e.value.status == 414
+
+    parser = RequestHeadParser(max_head_size=1000)
+    parser.feed(b"GET / HTTP/1.1\r\nHost: h\r\n")
+    with pytest.raises(HTTPError) as e:
+        parser.feed(b"X: " + b"a" * 1000)
+    assert e.value.status == 431
+
+    parser = RequestHeadParser(max_header_count=5)
+    parser.feed(b"GET / HTTP/1.1\r\n")
+    with pytest.raises(HTTPError) as e:
+        for i in range(10):
+            parser.feed(b"X-%d: y\r\n" % i)
+    assert e.value.status == 431
+
+    parser = RequestHeadParser()
+    with pytest.raises(HTTPError) as e:
+        parser.feed(b"GET / HTTP/1.1\nHost: h\n")
+    assert e.value.event == "bare_lf"
+
+    parser = RequestHeadParser()
+    with pytest.raises(HTTPError) as e:
+        parser.feed(b"GET /\r\n")
+    assert e.value.event == "http09"
+
+
+def test_reset_reuses_the_parser():
+    parser = RequestHeadParser()
+    assert parser.feed(b"GET /1 HTTP/1.1\r\nHost: h\r\n\r\nGET /2") is not None
+    leftover = parser.leftover
+    parser.reset()
+    assert parser.feed(leftover) is None
+    head = parser.feed(b" HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert head.path == b"/2"
+
+
+tokens = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-", min_size=1, max_size=12).map(str.encode)
+values = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789 ;=/.,:", max_size=30).map(
+    lambda v: v.strip().encode()
+)
+paths = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789/-._~%?=&", max_size=40).map(lambda p: ("/" + p).encode())
+bodies = st.binary(max_size=200)
+
+
+@st.composite
+def requests(draw, extensions=(b"", b";a", b";a=b", b' ; q="x y"')):
+    method = draw(st.sampled_from([b"GET", b"POST", b"PUT", b"DELETE", b"PATCH"]))
+    path = draw(paths)
+    headers = [(b"Host", b"example.com")]
+    reserved = {b"host", b"content-length", b"transfer-encoding", b"connection", b"upgrade", b"expect"}
+    for name, value in draw(st.lists(st.tuples(tokens, values), max_size=8)):
+        if name.lower() not in reserved:
+            headers.append((name, value))
+    body = draw(bodies)
+    chunked = draw(st.booleans())
+    if chunked:
+        headers.append((b"Transfer-Encoding", b"chunked"))
+        sizes = draw(st.lists(st.integers(1, 50), max_size=6))
+        encoded, pos = [], 0
+        for size in sizes:
+            piece = body[pos : pos + size]
+            if not piece:
+                break
+            ext = draw(st.sampled_from(extensions))
+            encoded.append(b"%x%s\r\n%s\r\n" % (len(piece), ext, piece))
+            pos += len(piece)
+        body = body[:pos]
+        wire = b"".join(encoded) + LAST_CHUNK
+    else:
+        headers.append((b"Content-Length", b"%d" % len(body)))
+        wire = body
+    head = b"%s %s HTTP/1.1\r\n" % (method, path)
+    head += b"".join(b"%s: %s\r\n" % (n, v) for n, v in headers) + b"\r\n"
+    return head + wire, (method, path, headers, body, chunked)
+
+
+def readBody(head, rest: bytes) -> "tuple[bytes, bytes]":
+    if head.chunked:
+        decoder = ChunkedDecoder()
+        out = b"".join(decoder.feed(rest))
+        assert decoder.done
+        return out, decoder.leftover
+    n = head.content_length or 0
+    return rest[:n], rest[n:]
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@given(requests(), st.binary(max_size=30))
+def test_whole_and_byte_by_byte_parses_agree(request_, trailing):
+    wire, (method, path, headers, body, chunked) = request_
+    for parseWith in (parse, parseByteByByte):
+        head, rest = parseWith(wire + trailing)
+        assert (head.method, head.path, head.headers) == (method, path, headers)
+        assert head.chunked == chunked
+        got, after = readBody(head, rest)
+        assert (got, after) == (body, trailing)
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@given(requests(extensions=(b"", b";a", b";a=b", b';q="x y"')))
+def test_agrees_with_h11(request_):
+    """
+    (h11 refuses whitespace before a chunk extension's semicolon, which
+    RFC 9112 allows as BWS and txrouter accepts, so it is left out here.)
+    """
+    wire, _ = request_
+    connection = h11.Connection(h11.SERVER)
+    connection.receive_data(wire)
+    event = connection.next_event()
+    theirBody = b""
+    while True:
+        more = connection.next_event()
+        if isinstance(more, h11.Data):
+            theirBody += more.data
+        else:
+            break
+    head, rest = parse(wire)
+    ourBody, _ = readBody(head, rest)
+    assert head.method == event.method
+    assert head.target == event.target
+    assert head.version == b"HTTP/" + event.http_version
+    assert [(n.lower(), v) for n, v in head.headers] == [(n, v) for n, v in event.headers]
+    assert ourBody == theirBody
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=400), st.integers(1, 50))
+def test_fuzz_only_http_errors(data, step):
+    parser = RequestHeadParser(max_head_size=300, max_request_line=100, max_header_count=10)
+    try:
+        for i in range(0, len(data), step):
+            if parser.feed(data[i : i + step]) is not None:
+                break
+    except HTTPError:
+        pass
+
+
+@settings(max_examples=200)
+@given(requests(), st.data())
+def test_fuzz_mutated_requests(request_, data):
+    wire, _ = request_
+    index = data.draw(st.integers(0, len(wire) - 1))
+    mutated = wire[:index] + bytes([data.draw(st.integers(0, 255))]) + wire[index + 1 :]
+    try:
+        head, rest = parse(mutated)
+        if head is not None and head.chunked:
+            ChunkedDecoder().feed(rest)
+    except HTTPError:
+        pass
+
+
+@pytest.mark.parametrize(
+    "body, event",
+    [
+        (b"g\r\n", "bad_chunk"),
+        (b"5 \r\nhello\r\n", "bad_chunk"),
+        (b"-5\r\n", "bad_chunk"),
+        (b"5;\r\nhello\r\n", "bad_chunk"),
+        (b"5;a=\"x\r\nhello\r\n", "bad_chunk"),
+        (b"5\r\nhelloXY", "bad_chunk"),
+        (b"5\nhello\r\n", "bad_chunk"),
+        (b"11111111111111111\r\n", "bad_chunk"),
+        (b"0\r\nBad Trailer\r\n\r\n", "bad_chunk"),
+    ],
+)
+def test_bad_chunked_bodies(body, event):
+    with pytest.raises(HTTPError) as e:
+        ChunkedDecoder().feed(body)
+    assert (e.value.status, e.value.event) == (400, event)
+
+
+def test_chunk_line_limit_while_bytes_arrive():
+    decoder = ChunkedDecoder(max_chunk_line=100)
+    with pytest.raises(HTTPError):
+        decoder.feed(b"5;" + b"a" * 200)
+
+
+@settings(max_examples=200)
+@given(st.lists(st.binary(min_size=1, max_size=40), max_size=8), st.binary(max_size=20), st.integers(1, 13))
+def test_scanner_finds_the_end_of_a_chunked_message(chunks, extra, step):
+    message = b"".join(encode_chunk(c) for c in chunks) + b"0\r\nX-T: 1\r\n\r\n"
+    stream = message + extra
+    scanner = ChunkedScanner()
+    consumed = 0
+    end = None
+    while end is None:
+        piece = stream[consumed : consumed + step]
+        assert piece, "message end not found"
+        end = scanner.feed(piece)
+        if end is None:
+            consumed += len(piece)
+    assert consumed + end == len(message)
+
+
+@pytest.mark.parametrize(
+    "head, method, framing",
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", b"GET", ("length", 5)),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", b"HEAD", ("none", 0)),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", b"GET", ("none", 0)),
+        (b"HTTP/1.1 204 No Content\r\n\r\n", b"GET", ("none", 0)),
+        (b"HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n", b"GET", ("none", 0)),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", b"GET", ("chunked", 0)),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", b"GET", ("close", 0)),
+        (b"HTTP/1.1 200 OK\r\n\r\n", b"GET", ("close", 0)),
+        (b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n", b"GET", ("length", 2)),
+    ],
+)
+def test_response_framing(head, method, framing):
+    parsed = ResponseHeadParser().feed(head)
+    assert response_framing(parsed, method) == framing
+    assert parsed.head_bytes == head
+
+
+def test_response_close_rules():
+    feed = lambda raw: ResponseHeadParser().feed(raw)
+    assert feed(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n").connection_close
+    assert feed(b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n").connection_close
+    assert not feed(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n").connection_close
+    both = feed(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n")
+    assert both.chunked and both.connection_close and both.content_length is None
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"HTTP/1.1 2000 OK\r\n\r\n",
+        b"FTP 200 OK\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nNo colon\r\n\r\n",
+    ],
+)
+def test_bad_responses(raw):
+    with pytest.raises(HTTPError) as e:
+        ResponseHeadParser().feed(raw)
+    assert e.value.status == 502
+
+
+def test_response_head_limit_while_bytes_arrive():
+    parser = ResponseHeadParser(max_head_size=100)
+    parser.feed(b"HTTP/1.1 200 OK\r\n")
+    with pytest.raises(HTTPError):
+        parser.feed(b"X: " + b"a" * 200)
