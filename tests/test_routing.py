@@ -17,6 +17,8 @@ from txrouter.routing.static import NoNodeForKey, RetryPlan, StaticForwarder
         ("backend.local:80", "backend.local:80", "backend.local", 80, None),
         ("[::1]:3031", "[::1]:3031", "::1", 3031, None),
         ("/tmp/app.sock", "/tmp/app.sock", None, 0, "/tmp/app.sock"),
+        ("run/app.sock", "run/app.sock", None, 0, "run/app.sock"),
+        ("/run/a:b.sock", "/run/a:b.sock", None, 0, "/run/a:b.sock"),
         ("@app", "@app", None, 0, "\0app"),
         ("tcp:10.0.0.1:3031", "10.0.0.1:3031", "10.0.0.1", 3031, None),
         ("tcp:host=h:port=9", "h:9", "h", 9, None),
@@ -30,7 +32,7 @@ def test_node_spellings(spec, name, host, port, path):
 
 
 @pytest.mark.parametrize(
-    "spec", ["", "nocolon", "h:notaport", "h:0", "h:70000", "tcp:h", "unix:", "tcp::1"]
+    "spec", ["", "h:notaport", "h:0", "h:70000", "tcp:h", "unix:", "tcp::1"]
 )
 def test_bad_node_addresses(spec):
     with pytest.raises(BadNodeAddress):

@@ -44,7 +44,7 @@ def test_options_reach_the_router():
 @pytest.mark.parametrize(
     "args",
     [("--http-var", "novalue"), ("--modifier1", "256"), ("--trust-forwarded-from", "x"),
-     ("--timeout", "-1"), ("--to", "bad")],
+     ("--timeout", "-1"), ("--to", "h:bad")],
 )
 def test_bad_values_are_usage_errors(args):
     with pytest.raises((UsageError, ValueError)):

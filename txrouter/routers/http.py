@@ -79,6 +79,9 @@ class HTTPRouter(ServerFactory):
             between two requests of one connection.
         @param access_log: an L{txrouter.accesslog.AccessLog} or L{None}.
         """
+        if not 0 < max_head_size <= 65536:
+            # uwsgi var values are 16-bit: a longer head could not be sent.
+            raise ValueError("max_head_size must be between 1 and 65536")
         self.reactor = reactor
         self.forwarder = forwarder or StaticForwarder(nodes, reactor, gracetime)
         self.fallback = tuple(fallback)

@@ -91,7 +91,8 @@ def parseNode(spec: str, modifier1: int = 0, modifier2: int = 0) -> Node:
     """
     Parse a node address.
 
-    @param spec: C{host:port}, C{:port} (127.0.0.1), C{/path},
+    @param spec: C{host:port}, C{:port} (127.0.0.1), C{/path} (any
+        address without a colon is a unix socket path, as in uWSGI),
         C{@abstract}, C{tcp:host:port}, C{unix:/path}.
     @raise BadNodeAddress: anything else.
     """
@@ -114,17 +115,14 @@ def parseNode(spec: str, modifier1: int = 0, modifier2: int = 0) -> Node:
             name=f"{host}:{port}", host=host, port=port,
             modifier1=modifier1, modifier2=modifier2,
         )
-    if spec.startswith("/") or spec.startswith("./"):
-        return Node(name=spec, path=spec, modifier1=modifier1, modifier2=modifier2)
     if spec.startswith("@"):
         return Node(
             name=spec, path="\0" + spec[1:], modifier1=modifier1, modifier2=modifier2
         )
-    host, colon, portText = spec.rpartition(":")
-    if not colon:
-        raise BadNodeAddress(
-            f"node address {spec!r} is neither host:port, :port, /path nor @name"
-        )
+    if ":" not in spec or spec.startswith("/"):
+        # uWSGI reads any address without a colon as a unix socket path.
+        return Node(name=spec, path=spec, modifier1=modifier1, modifier2=modifier2)
+    host, _, portText = spec.rpartition(":")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     port = _port(portText, spec)
