@@ -16,19 +16,17 @@ by its PID at the end.
 """
 
 import argparse
-import os
 import pathlib
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-TWISTD = pathlib.Path(sys.executable).parent / "twistd"
+sys.path.insert(0, str(ROOT))
+
+from tests.realpeers import TWISTD, Process, freePort, tcpAccepts, unixAccepts, waitUntil  # noqa: E402
 
 SCENARIOS = {
     "keepalive": ("/", []),
@@ -37,45 +35,11 @@ SCENARIOS = {
 }
 
 
-def freePort() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def waitFor(check, what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except OSError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"{what} did not come up")
-
-
-def tcpUp(port: int) -> bool:
-    with socket.create_connection(("127.0.0.1", port), timeout=1):
-        return True
-
-
-def start(args, log: pathlib.Path, cpu: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        ["taskset", "-c", cpu, *args],
-        stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=ROOT,
-        start_new_session=True,
-    )
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+def pinned(cpu: str, args, log: pathlib.Path) -> Process:
+    """
+    Run C{args} pinned to one CPU.
+    """
+    return Process(["taskset", "-c", cpu, *args], log)
 
 
 def wrk(port: int, path: str, extra, duration: int, connections: int) -> dict:
@@ -109,30 +73,29 @@ def main() -> None:
     uwsgiPort, txPort = freePort(), freePort()
     processes = []
     try:
-        backend = start(
-            ["uwsgi", "--plugin", "python3", "--master", "--die-on-term", "--socket", sock,
-             "--wsgi-file", str(ROOT / "bench" / "app.py"), "--processes", "2",
-             "--listen", "1024", "--disable-logging"],
-            work / "backend.log", "1",
-        )
-        processes.append(backend)
-        waitFor(lambda: os.path.exists(sock), "the uWSGI backend")
+        processes.append(pinned(
+            "1", ["uwsgi", "--plugin", "python3", "--master", "--die-on-term", "--socket", sock,
+                  "--wsgi-file", ROOT / "bench" / "app.py", "--processes", "2",
+                  "--listen", "1024", "--disable-logging"],
+            work / "backend.log",
+        ))
+        waitUntil(lambda: unixAccepts(sock), "the uWSGI backend")
         routers = {}
         if options.only != "txrouter":
-            routers["uwsgi"] = (start(
-                ["uwsgi", "--plugin", "http", "--master", "--die-on-term",
-                 "--http", f"127.0.0.1:{uwsgiPort}", "--http-to", sock, "--http-keepalive",
-                 "--listen", "1024"],
-                work / "uwsgi-router.log", "0"), uwsgiPort)
+            routers["uwsgi"] = (pinned(
+                "0", ["uwsgi", "--plugin", "http", "--master", "--die-on-term",
+                      "--http", f"127.0.0.1:{uwsgiPort}", "--http-to", sock, "--http-keepalive",
+                      "--listen", "1024"],
+                work / "uwsgi-router.log"), uwsgiPort)
         if options.only != "uwsgi":
-            routers["txrouter"] = (start(
-                [str(TWISTD), "-n", "--pidfile=", "txrouter-http",
-                 "--bind", f"tcp:{txPort}:interface=127.0.0.1:backlog=1024",
-                 "--to", sock, "--keepalive"],
-                work / "txrouter.log", "0"), txPort)
+            routers["txrouter"] = (pinned(
+                "0", [TWISTD, "-n", "--pidfile=", "txrouter-http",
+                      "--bind", f"tcp:{txPort}:interface=127.0.0.1:backlog=1024",
+                      "--to", sock, "--keepalive"],
+                work / "txrouter.log"), txPort)
         for name, (process, port) in routers.items():
             processes.append(process)
-            waitFor(lambda: tcpUp(port), name)
+            waitUntil(lambda: tcpAccepts(port), name)
 
         print(f"{'scenario':<10} {'uWSGI req/s':>12} {'txrouter req/s':>15} {'ratio':>6}"
               f" {'uWSGI p99':>10} {'tx p99':>9}")
@@ -152,7 +115,7 @@ def main() -> None:
                   f" {u['p99']:>8.2f}ms {t['p99']:>7.2f}ms", flush=True)
     finally:
         for process in reversed(processes):
-            stop(process)
+            process.stop()
         shutil.rmtree(work, ignore_errors=True)
 
 
