@@ -2,6 +2,7 @@
 The HTTP router against in-memory clients and uwsgi backends.
 """
 
+from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -361,3 +362,78 @@ class DrainTests(RouterTestCase):
         self.network.reactor.advance(5)
         self.network.flush()
         self.successResultOf(drained)
+
+
+class _TunnelBackend(ServerFactory):
+    """
+    Answers 101 to the packet, then echoes every byte upper-cased.
+    """
+
+    def buildProtocol(self, addr):
+        factory = self
+
+        class Tunnel(Protocol):
+            def connectionMade(self):
+                self.parser = PacketParser()
+                self.open = False
+                factory.protocol = self
+
+            def dataReceived(self, data):
+                if not self.open:
+                    if self.parser.feed(data) is None:
+                        return
+                    self.open = True
+                    self.transport.write(
+                        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                        b"Connection: Upgrade\r\n\r\n"
+                    )
+                    data = self.parser.leftover
+                if data:
+                    self.transport.write(data.upper())
+
+        return Tunnel()
+
+
+class MoreExchangeTests(RouterTestCase):
+    def test_101_opens_a_tunnel_both_ways(self):
+        backend = _TunnelBackend()
+        self.network.addBackend(("127.0.0.1", 3031), backend)
+        router = self.router()
+        client = self.request(
+            router,
+            b"GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nhello",
+        )
+        client.send(b" again")
+        received = client.received()
+        self.assertTrue(received.startswith(b"HTTP/1.1 101 Switching Protocols\r\n"))
+        self.assertTrue(received.endswith(b"\r\n\r\nHELLO AGAIN"))
+        self.assertNotIn(b"Connection: close", received)
+
+    def test_101_without_upgrade_request_is_a_bad_response(self):
+        backend = _TunnelBackend()
+        self.network.addBackend(("127.0.0.1", 3031), backend)
+        client = self.request(self.router(), GET)
+        self.assertEqual(statusOf(client.received()), 502)
+
+    def test_no_100_continue_before_a_431(self):
+        router = self.router(buffer_size=300)
+        client = self.request(
+            router,
+            b"PUT / HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\nExpect: 100-continue\r\nX: "
+            + b"a" * 400 + b"\r\n\r\n",
+        )
+        self.assertTrue(client.received().startswith(b"HTTP/1.1 431 "))
+
+    def test_abandoned_request_is_logged_499(self):
+        lines = []
+
+        class Log:
+            def log(self, addr, head, status, size):
+                lines.append((head.path, status))
+
+        router = self.router(access_log=Log())
+        self.backendA.hold = True
+        client = self.request(router, GET)
+        client.close()
+        self.request(router, GET.replace(b"/x", b"/bad") + b"\x00")
+        self.assertEqual(lines, [(b"/x", 499)])

@@ -99,13 +99,13 @@ class Exchange:
                 return False
             self._bodyRemaining = head.content_length
             self.bodyOpen = True
+        if self._decoder is None and not self._buildBlock(None):
+            return False
         if self.bodyOpen:
             self._bodyTimer = IdleTimer(router.reactor, router.bodyTimeout, self._bodyTimedOut)
             if head.expect_continue and head.version == b"HTTP/1.1":
                 self.session.transport.write(CONTINUE)
         if self._decoder is None:
-            if not self._buildBlock(None):
-                return False
             self._dispatch()
         return True
 
@@ -201,9 +201,12 @@ class Exchange:
 
     def clientEOF(self) -> None:
         """
-        The client will send nothing more.
+        The client will send nothing more: in a tunnel, tell the node too.
         """
-        if self.bodyOpen and not self._raw:
+        if self._raw:
+            if self._upstream is not None:
+                self._upstream.transport.loseWriteConnection()
+        elif self.bodyOpen:
             log.info(
                 "client_body_truncated: client closed before the end of its body",
                 event="client_body_truncated",

@@ -197,8 +197,10 @@ class HTTPSession(Protocol):
     def connectionLost(self, reason) -> None:
         self._cancelTimer()
         exchange, self.exchange = self.exchange, None
-        if exchange is not None:
+        if exchange is not None and not exchange.finished:
             exchange.abort("client went away")
+            # nginx's status for a request its client abandoned.
+            exchange.logAccess(499, 0)
         self.router.sessionClosed(self)
 
     def readConnectionLost(self) -> None:
