@@ -8,8 +8,6 @@ receiver what happens.  It knows nothing about HTTP; back-pressure is wired
 by the receiver through the transports' producer interfaces.
 """
 
-import socket
-
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IConsumer
 from twisted.internet.protocol import ClientFactory, Protocol
@@ -173,44 +171,10 @@ def connectUpstream(
     @param idleTimeout: seconds without traffic before the connection is cut.
     @param deadline: seconds from now to the end of the exchange before it
         is cut (uWSGI's harakiri); 0 for none.
-    @return: the C{IConnector} (C{stopConnecting} on it abandons the
-        node), or L{None} when the connection was made at once: then
-        C{receiver.upstreamConnected} has already been called.
+    @return: the C{IConnector}; C{stopConnecting} on it abandons the node.
     """
     factory = _UpstreamFactory(
         reactor, receiver, node, head, connectTimeout, idleTimeout, deadline
     )
-    if node.path is None:
-        factory.connector = reactor.connectTCP(node.host, node.port, factory, timeout=None)
-    elif not _adoptUNIX(reactor, node.path, factory):
-        factory.connector = reactor.connectUNIX(node.path, factory, timeout=None)
+    factory.connector = node.connect(reactor, factory)
     return factory.connector
-
-
-def _adoptUNIX(reactor, path: str, factory) -> bool:
-    """
-    Connect to a local unix socket at once and hand it to the reactor.
-
-    A unix-domain connect succeeds or fails on the spot, so the reactor's
-    connector (a connector object, a deferred connect call, a writability
-    wait) is overhead on the path every request takes: adopting the
-    connected socket through C{IReactorSocket.adoptStreamConnection} makes
-    about a tenth fewer Python calls per request (measured with cProfile
-    under bench/bench_http.py's load).  Any failure (no such socket,
-    refused, backlog full) leaves the connect to C{connectUNIX}, so errors
-    and waiting take the reactor's usual asynchronous path.
-
-    @return: whether the connection was made (and the protocol built).
-    """
-    adopt = getattr(reactor, "adoptStreamConnection", None)
-    if adopt is None:
-        return False
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.setblocking(False)
-        if sock.connect_ex(path) != 0:
-            return False
-        return adopt(sock.fileno(), socket.AF_UNIX, factory) is not None
-    finally:
-        # The reactor keeps its own duplicate of the descriptor.
-        sock.close()
