@@ -10,7 +10,6 @@ import pytest_twisted
 import treq
 from twisted.application.service import IServiceCollection
 from twisted.internet import reactor
-from twisted.internet.defer import inlineCallbacks
 from twisted.internet.endpoints import TCP4ServerEndpoint, UNIXServerEndpoint
 from twisted.web.client import HTTPConnectionPool
 

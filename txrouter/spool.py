@@ -8,7 +8,6 @@ that is unlinked from the start, so nothing is left on disk on any path.
 """
 
 import tempfile
-from io import BytesIO
 
 from twisted.internet.defer import succeed
 from twisted.protocols.basic import FileSender
