@@ -1,29 +1,62 @@
 """
-Real processes for end-to-end tests: uWSGI workers and routers, txrouter
-under twistd, curl.  Everything listens on 127.0.0.1 or unix sockets, runs in
-its own session, is waited for with a bound, and is stopped by its PID.
+Real processes for end-to-end tests and benchmarks: uWSGI workers, uWSGI's
+own HTTP router, txrouter-http under twistd, curl.
+
+Everything listens on 127.0.0.1 or unix sockets, is waited for with a bound,
+and is stopped by its PID: SIGTERM, a bounded wait, then SIGKILL.  Each
+command runs in a session of its own, so a Ctrl-C at the terminal reaches
+pytest and not the peers, and so that the descendants a process leaves
+behind (uWSGI's workers) can be told apart from reused PIDs.  A process
+still running when the interpreter exits is stopped then.
+
+Used from a test::
+
+    def test_through_uwsgi(tmp_path):
+        sock, port = str(tmp_path / "app.sock"), free_port()
+        with uwsgi_worker(tmp_path, sock), uwsgi_http_router(tmp_path, port, sock):
+            result = curl(f"http://127.0.0.1:{port}/")
+        assert json.loads(result.stdout)["UWSGI_ROUTER"] == "http"
+
+The camelCase names at the end are the spellings older tests use.
 """
 
+import atexit
 import os
 import pathlib
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 ECHO_APP = ROOT / "tests" / "apps" / "echo.py"
 TWISTD = pathlib.Path(sys.executable).parent / "twistd"
+TWISTD_COMMAND = (
+    [str(TWISTD)] if TWISTD.exists()
+    else [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+)
+TXROUTER_COMMAND = [*TWISTD_COMMAND, "-n", "--pidfile=", "txrouter-http"]
+
+_running = set()
 
 
-def freePort() -> int:
+def free_port() -> int:
+    """
+    A TCP port on 127.0.0.1 that nothing listens on right now.
+    """
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def waitUntil(check, what: str, timeout: float = 15.0) -> None:
+def wait_until(check, what: str, timeout: float = 15.0, process=None) -> None:
+    """
+    Call C{check} every 50 ms until it returns true; C{OSError} counts as
+    not yet.  Gives up with C{TimeoutError} after C{timeout} seconds, or at
+    once with C{RuntimeError} if C{process} has exited meanwhile.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -31,36 +64,157 @@ def waitUntil(check, what: str, timeout: float = 15.0) -> None:
                 return
         except OSError:
             pass
+        if process is not None and not process.alive():
+            raise RuntimeError(
+                f"{what}: the process exited with {process.popen.returncode}:\n"
+                + process.log()[-3000:]
+            )
         time.sleep(0.05)
-    raise TimeoutError(f"{what} not ready after {timeout} s")
+    tail = "\n" + process.log()[-3000:] if process is not None else ""
+    raise TimeoutError(f"{what} not ready after {timeout} s{tail}")
 
 
-def tcpAccepts(port: int) -> bool:
-    with socket.create_connection(("127.0.0.1", port), timeout=1):
+def tcp_accepts(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.create_connection((host, port), timeout=1):
         return True
 
 
-def unixAccepts(path: str) -> bool:
+def unix_accepts(path: str) -> bool:
     with socket.socket(socket.AF_UNIX) as s:
         s.settimeout(1)
-        s.connect(path)
+        s.connect("\0" + path[1:] if path.startswith("@") else path)
         return True
+
+
+def wait_for_tcp(port: int, timeout: float = 15.0, host: str = "127.0.0.1", process=None) -> None:
+    """
+    Wait until something accepts connections on C{host}:C{port}.
+    """
+    wait_until(lambda: tcp_accepts(port, host), f"{host}:{port}", timeout, process)
+
+
+def wait_for_unix(path: str, timeout: float = 15.0, process=None) -> None:
+    """
+    Wait until something accepts connections on the unix socket C{path}
+    (C{@name} for the abstract namespace).
+    """
+    wait_until(lambda: unix_accepts(path), path, timeout, process)
+
+
+def wait_for_address(address: str, timeout: float = 15.0, process=None) -> None:
+    """
+    Wait for an address spelled as uWSGI spells it: C{host:port}, C{:port},
+    a socket path or C{@abstract}.
+    """
+    host, sep, port = address.rpartition(":")
+    if sep and port.isdigit() and not address.startswith(("/", "@", ".")):
+        wait_for_tcp(int(port), timeout, host or "127.0.0.1", process)
+    else:
+        wait_for_unix(address, timeout, process)
+
+
+def _status_kib(pid: int, field: str) -> int:
+    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise LookupError(f"no {field} for {pid}")
+
+
+def rss_kib(pid: int) -> int:
+    """
+    The resident memory of C{pid} now (VmRSS), in KiB.
+    """
+    return _status_kib(pid, "VmRSS")
+
+
+def peak_rss_kib(pid: int) -> int:
+    """
+    The highest resident memory C{pid} has had since it started (VmHWM), in
+    KiB: read it after the load, no sampling needed.
+    """
+    return _status_kib(pid, "VmHWM")
+
+
+class RSSSampler:
+    """
+    Samples VmRSS of a PID every C{interval} seconds in a thread and keeps
+    the peak, for the peak over one stretch of a process's life (VmHWM is
+    the peak over all of it)::
+
+        with RSSSampler(router.pid) as sampler:
+            curl(...)
+        sampler.peak_kib - sampler.start_kib
+    """
+
+    def __init__(self, pid: int, interval: float = 0.05) -> None:
+        self.pid = pid
+        self.interval = interval
+        self.start_kib = self.peak_kib = rss_kib(pid)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.peak_kib = max(self.peak_kib, rss_kib(self.pid))
+            except (OSError, LookupError):
+                return
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        try:
+            self.peak_kib = max(self.peak_kib, rss_kib(self.pid))
+        except (OSError, LookupError):
+            pass
+
+
+def pid_exists(pid: int) -> bool:
+    """
+    Whether C{pid} is a live process (a zombie counts as gone).
+    """
+    try:
+        state = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+def _session_members(sid: int) -> list:
+    members = []
+    for entry in pathlib.Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != sid:
+            try:
+                if os.getsid(int(entry.name)) == sid:
+                    members.append(int(entry.name))
+            except OSError:
+                pass
+    return members
 
 
 class Process:
     """
-    A command run in its own session with its output in a log file.
+    A command run in its own session with stdout and stderr in C{log}.
+
+    C{stop} and C{kill} signal the PID alone; whatever the process started
+    and left behind in its session (workers orphaned by a SIGKILLed uWSGI
+    master) is then SIGKILLed by PID too.
     """
 
     def __init__(self, args, log: pathlib.Path, cwd=ROOT, env=None) -> None:
         self.args = list(map(str, args))
-        self.logPath = log
-        self._logFile = log.open("w")
+        self.logPath = pathlib.Path(log)
+        self._logFile = self.logPath.open("w")
         self.popen = subprocess.Popen(
             self.args, stdout=self._logFile, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, cwd=cwd, env=env, start_new_session=True,
         )
         self.pid = self.popen.pid
+        _running.add(self)
 
     def alive(self) -> bool:
         return self.popen.poll() is None
@@ -72,47 +226,82 @@ class Process:
     def wait(self, timeout: float) -> int:
         return self.popen.wait(timeout)
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float = 10.0) -> int:
         """
-        SIGTERM, then SIGKILL after C{timeout} seconds; the whole session.
+        SIGTERM to the PID, then SIGKILL if it is still there after
+        C{timeout} seconds.  Returns the exit status.
         """
         if self.alive():
-            try:
-                os.killpg(self.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+            os.kill(self.pid, signal.SIGTERM)
             try:
                 self.popen.wait(timeout)
             except subprocess.TimeoutExpired:
-                os.killpg(self.pid, signal.SIGKILL)
-                self.popen.wait(5)
+                pass
+        return self.kill()
+
+    def kill(self) -> int:
+        """
+        SIGKILL to the PID (if still running) and to anything left in its
+        session.  Returns the exit status.
+        """
+        if self.alive():
+            os.kill(self.pid, signal.SIGKILL)
+        status = self.popen.wait(10)
+        self._reap_session()
         self._logFile.close()
+        _running.discard(self)
+        return status
+
+    def _reap_session(self) -> None:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            left = [pid for pid in _session_members(self.pid) if pid_exists(pid)]
+            if not left:
+                return
+            for pid in left:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.05)
+
+    def children(self) -> list:
+        """
+        The PIDs of the process's children (uWSGI's workers, for a master).
+        """
+        found = []
+        for task in pathlib.Path(f"/proc/{self.pid}/task").iterdir():
+            try:
+                found += [int(pid) for pid in (task / "children").read_text().split()]
+            except OSError:
+                pass
+        return found
 
     def log(self) -> str:
-        self._logFile.flush()
+        if not self._logFile.closed:
+            self._logFile.flush()
         return self.logPath.read_text(errors="replace")
 
-    def peakRSSKiB(self) -> int:
-        """
-        The peak resident memory of the process (VmHWM), in KiB.
-        """
-        for line in pathlib.Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-        raise LookupError("no VmHWM")
+    def rss_kib(self) -> int:
+        return rss_kib(self.pid)
 
-    def openFiles(self) -> list:
+    def peak_rss_kib(self) -> int:
+        return peak_rss_kib(self.pid)
+
+    def open_files(self) -> list:
         """
         What the process's file descriptors point to.
         """
-        fds = pathlib.Path(f"/proc/{self.pid}/fd")
         targets = []
-        for fd in fds.iterdir():
+        for fd in pathlib.Path(f"/proc/{self.pid}/fd").iterdir():
             try:
                 targets.append(os.readlink(fd))
             except OSError:
                 pass
         return targets
+
+    peakRSSKiB = peak_rss_kib
+    openFiles = open_files
 
     def __enter__(self):
         return self
@@ -121,53 +310,80 @@ class Process:
         self.stop()
 
 
-def uwsgiWorker(tmp: pathlib.Path, address: str, processes: int = 2, extra=(), name="worker"):
+@atexit.register
+def _stop_leftovers() -> None:
+    for process in list(_running):
+        process.stop(timeout=5)
+
+
+def _nodes(to) -> list:
+    return [to] if isinstance(to, (str, os.PathLike)) else list(to)
+
+
+def uwsgi_worker(tmp_path, socket: str, processes: int = 2, extra_args=(), name: str = "worker",
+                 app=ECHO_APP, timeout: float = 20.0) -> Process:
     """
-    Real uWSGI 2.0 workers running the echo app on C{address} (a unix
-    socket path or 127.0.0.1:PORT).
+    Real uWSGI 2.0 workers (master and C{processes} workers) serving C{app}
+    over the uwsgi protocol on C{socket} (a path, C{@abstract} or
+    C{127.0.0.1:PORT}), with uWSGI's default 4 KiB buffer and its request
+    log in C{tmp_path/name.log}.  Returns once the socket accepts.
     """
     process = Process(
         ["uwsgi", "--plugin", "python3", "--master", "--die-on-term",
-         "--socket", address, "--wsgi-file", ECHO_APP, "--processes", processes,
-         "--listen", "128", *extra],
-        tmp / f"{name}.log",
+         "--socket", socket, "--wsgi-file", app, "--processes", processes,
+         "--listen", "128", *extra_args],
+        pathlib.Path(tmp_path) / f"{name}.log",
     )
-    if address.startswith("/"):
-        waitUntil(lambda: unixAccepts(address), f"uWSGI worker on {address}")
-    else:
-        waitUntil(lambda: tcpAccepts(int(address.rsplit(":", 1)[1])), f"uWSGI worker on {address}")
+    _ready(process, lambda: wait_for_address(str(socket), timeout, process))
     return process
 
 
-def uwsgiHTTPRouter(tmp: pathlib.Path, port: int, to: str, extra=()):
+def uwsgi_http_router(tmp_path, port: int, to, extra_args=(), timeout: float = 20.0) -> Process:
     """
-    uWSGI's own HTTP router, for side-by-side comparisons.
+    uWSGI's own HTTP router on 127.0.0.1:C{port} in front of C{to} (one
+    address or several), the reference txrouter-http is compared with.
+    Returns once the port accepts.
     """
-    process = Process(
-        ["uwsgi", "--plugin", "http", "--master", "--die-on-term",
-         "--http", f"127.0.0.1:{port}", "--http-to", to, *extra],
-        tmp / f"uwsgi-router-{port}.log",
-    )
-    waitUntil(lambda: tcpAccepts(port), "uWSGI HTTP router")
+    args = ["uwsgi", "--plugin", "http", "--master", "--die-on-term",
+            "--http", f"127.0.0.1:{port}"]
+    for node in _nodes(to):
+        args += ["--http-to", node]
+    process = Process([*args, *extra_args], pathlib.Path(tmp_path) / f"uwsgi-router-{port}.log")
+    _ready(process, lambda: wait_for_tcp(port, timeout, process=process))
     return process
 
 
-def txrouterHTTP(tmp: pathlib.Path, port: int, to=(), extra=()):
+def txrouter_http(tmp_path, port: int, to, extra_args=(), command=None,
+                  timeout: float = 20.0) -> Process:
     """
-    C{twistd -n txrouter-http} on 127.0.0.1:C{port}.
+    C{twistd -n --pidfile= txrouter-http} on 127.0.0.1:C{port} in front of
+    C{to} (one address or several), run from the project root with it on
+    PYTHONPATH.  C{command} replaces everything before C{--bind}, to run
+    another router with the same command line.  Returns once the port
+    accepts.
     """
-    args = [TWISTD, "-n", "--pidfile=", "txrouter-http",
-            "--bind", f"tcp:{port}:interface=127.0.0.1"]
-    for node in to:
+    args = [*(command or TXROUTER_COMMAND), "--bind", f"tcp:{port}:interface=127.0.0.1"]
+    for node in _nodes(to):
         args += ["--to", node]
-    process = Process([*args, *extra], tmp / f"txrouter-{port}.log")
-    waitUntil(lambda: tcpAccepts(port), f"txrouter-http on {port}")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    process = Process([*args, *extra_args], pathlib.Path(tmp_path) / f"txrouter-{port}.log",
+                      env=env)
+    _ready(process, lambda: wait_for_tcp(port, timeout, process=process))
     return process
+
+
+def _ready(process: Process, wait) -> None:
+    try:
+        wait()
+    except BaseException:
+        process.stop()
+        raise
 
 
 def curl(*args, timeout: float = 30.0) -> subprocess.CompletedProcess:
     """
-    curl -sS with a bounded run time; stdout as bytes.
+    C{curl -sS --max-time timeout ARGS}; stdout and stderr as bytes.
     """
     return subprocess.run(
         ["curl", "-sS", "--max-time", str(timeout), *map(str, args)],
@@ -175,7 +391,7 @@ def curl(*args, timeout: float = 30.0) -> subprocess.CompletedProcess:
     )
 
 
-def rawExchange(port: int, data: bytes, timeout: float = 10.0, shutdownWrite=False) -> bytes:
+def raw_exchange(port: int, data: bytes, timeout: float = 10.0, shutdownWrite=False) -> bytes:
     """
     Send bytes on a fresh TCP connection and read until the server closes.
     """
@@ -193,3 +409,22 @@ def rawExchange(port: int, data: bytes, timeout: float = 10.0, shutdownWrite=Fal
                 break
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+def uwsgiWorker(tmp, address, processes=2, extra=(), name="worker"):
+    return uwsgi_worker(tmp, address, processes, extra, name)
+
+
+def uwsgiHTTPRouter(tmp, port, to, extra=()):
+    return uwsgi_http_router(tmp, port, to, extra)
+
+
+def txrouterHTTP(tmp, port, to=(), extra=()):
+    return txrouter_http(tmp, port, to, extra)
+
+
+freePort = free_port
+waitUntil = wait_until
+tcpAccepts = tcp_accepts
+unixAccepts = unix_accepts
+rawExchange = raw_exchange

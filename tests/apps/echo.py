@@ -3,6 +3,9 @@ The WSGI application the end-to-end tests run in real uWSGI workers.
 
  - default: JSON of the str environ items, plus body_len and body_sha256;
  - /bytes/N: N bytes of "x", streamed in 64 KiB pieces, with Content-Length;
+ - /chunked: a few pieces from a generator and no Content-Length, so the
+   end of the response is whatever the server in front makes of it (uWSGI
+   ends it by closing the connection unless told to chunk it);
  - /slow/S: answers after S seconds;
  - /status/N: that status with a short body.
 """
@@ -12,6 +15,7 @@ import json
 import time
 
 PIECE = b"x" * 65536
+CHUNKS = 5
 
 
 def application(environ, start_response):
@@ -21,6 +25,9 @@ def application(environ, start_response):
         start_response("200 OK", [("Content-Type", "application/octet-stream"),
                                   ("Content-Length", str(size))])
         return _stream(size)
+    if path == "/chunked":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return (f"piece {i}\n".encode() for i in range(CHUNKS))
     if path.startswith("/status/"):
         code = path.rsplit("/", 1)[1]
         body = f"status {code}\n".encode()
