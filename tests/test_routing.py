@@ -6,7 +6,9 @@ import pytest
 from twisted.internet.task import Clock
 
 from txrouter.routing.nodes import BadNodeAddress, parseNode
-from txrouter.routing.static import NoNodeForKey, RetryPlan, StaticForwarder
+from txrouter.routing.interfaces import NoNodeForKey
+from txrouter.routing.retry import RetryPlan
+from txrouter.routing.static import StaticForwarder
 
 
 @pytest.mark.parametrize(
@@ -53,7 +55,7 @@ def test_dead_node_is_skipped_for_gracetime_then_used_again():
     clock = Clock()
     a, b = nodes(2)
     forwarder = StaticForwarder([a, b], clock, gracetime=30)
-    forwarder.failed(a)
+    forwarder.failed(None, a)
     assert [forwarder.pick(None) for _ in range(3)] == [b, b, b]
     clock.advance(29.9)
     assert forwarder.pick(None) == b
@@ -65,8 +67,8 @@ def test_all_nodes_dead_gives_none_and_empty_list_gives_no_node():
     clock = Clock()
     a, b = nodes(2)
     forwarder = StaticForwarder([a, b], clock)
-    forwarder.failed(a)
-    forwarder.failed(b)
+    forwarder.failed(None, a)
+    forwarder.failed(None, b)
     assert forwarder.pick(None) is None
     with pytest.raises(NoNodeForKey):
         StaticForwarder([], clock).pick(b"k")
@@ -76,8 +78,8 @@ def test_connected_clears_the_quarantine():
     clock = Clock()
     a, b = nodes(2)
     forwarder = StaticForwarder([a, b], clock)
-    forwarder.failed(a)
-    forwarder.connected(a)
+    forwarder.failed(None, a)
+    forwarder.connected(None, a)
     assert not forwarder.isDead(a)
 
 

@@ -1,10 +1,77 @@
 """
-A router as a Twisted service: its listeners, and a graceful stop.
+A router as a Twisted service: its listeners, cheap mode, a graceful stop.
 """
 
-from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import MultiService
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import maybeDeferred, succeed
 from twisted.internet.endpoints import serverFromString
+from twisted.logger import Logger
+
+from txrouter.routing.interfaces import IAvailability
+
+log = Logger(namespace="txrouter.service")
+
+
+class Listener(Service):
+    """
+    One bound server endpoint that can stop and resume accepting.
+
+    Like Twisted's C{StreamServerEndpointService}, but it keeps the
+    listening port, so that cheap mode can stop polling it (connections
+    then wait in the kernel's backlog), and a bind error fails start-up.
+
+    @ivar port: the C{IListeningPort}, once listening.
+    """
+
+    port = None
+    paused = False
+
+    def __init__(self, endpoint, factory) -> None:
+        self.endpoint = endpoint
+        self.factory = factory
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        self._listen()
+
+    def startService(self) -> None:
+        super().startService()
+        if self.port is None:
+            self._listen()
+
+    def _listen(self) -> None:
+        outcome = []
+        self.endpoint.listen(self.factory).addBoth(outcome.append)
+        if not outcome:
+            raise RuntimeError(f"{self.endpoint!r} did not listen at once")
+        if hasattr(outcome[0], "raiseException"):
+            outcome[0].raiseException()
+        self.port = outcome[0]
+        if self.paused:
+            self.port.stopReading()
+
+    def stopService(self):
+        super().stopService()
+        port, self.port = self.port, None
+        if port is None:
+            return succeed(None)
+        return maybeDeferred(port.stopListening)
+
+    def pause(self) -> None:
+        """
+        Stop accepting connections; they queue in the kernel's backlog.
+        """
+        self.paused = True
+        if self.port is not None:
+            self.port.stopReading()
+
+    def resume(self) -> None:
+        """
+        Accept connections again.
+        """
+        self.paused = False
+        if self.port is not None:
+            self.port.startReading()
 
 
 class RouterService(MultiService):
@@ -15,21 +82,46 @@ class RouterService(MultiService):
     listeners, then lets in-flight requests finish, closing idle keep-alive
     connections at once, for up to C{graceful_timeout} seconds.
 
+    With C{cheap}, the listeners accept only while the router's forwarder
+    says a node is available (uWSGI's C{--R-cheap}, reference section 3.8).
+
     @ivar router: the factory shared by the listeners; it must provide
-        C{drain(timeout)}.
+        C{drain(timeout)} and C{forwarder}.
     """
 
-    def __init__(self, reactor, router, binds, graceful_timeout: float = 30.0) -> None:
+    def __init__(
+        self, reactor, router, binds, graceful_timeout: float = 30.0, cheap: bool = False,
+    ) -> None:
         super().__init__()
         self.router = router
         self.gracefulTimeout = graceful_timeout
+        self.listeners = []
         for description in binds:
-            listener = StreamServerEndpointService(
-                serverFromString(reactor, description), router
-            )
-            # Fail twistd's start-up on a bind error instead of logging it.
-            listener._raiseSynchronously = True
+            listener = Listener(serverFromString(reactor, description), router)
             listener.setServiceParent(self)
+            self.listeners.append(listener)
+        self.cheap = False
+        if cheap:
+            availability = IAvailability(router.forwarder, None)
+            if availability is None:
+                raise ValueError("cheap mode needs a forwarder that knows when nodes are available")
+            availability.watchAvailability(self._availabilityChanged)
+            if not availability.available:
+                self._availabilityChanged(False)
+
+    def _availabilityChanged(self, available: bool) -> None:
+        if available == (not self.cheap):
+            return
+        self.cheap = not available
+        if available:
+            log.info("cheap_mode_left: a node is available, accepting again", event="cheap_mode_left")
+        else:
+            log.info("cheap_mode_entered: no node available, not accepting", event="cheap_mode_entered")
+        for listener in self.listeners:
+            if available:
+                listener.resume()
+            else:
+                listener.pause()
 
     def stopService(self):
         stopped = super().stopService()

@@ -10,10 +10,9 @@ bytes past that end are never taken for the next answer.
 
 from twisted.logger import Logger
 
-from txrouter.routing.static import NoNodeForKey, RetryPlan
+from txrouter.routers.dispatch import Dispatching
 from txrouter.spool import BodySpool
 from txrouter.timers import IdleTimer
-from txrouter.upstream import connectUpstream
 from txrouter.wire.http1 import (
     ChunkedDecoder,
     ChunkedScanner,
@@ -34,7 +33,7 @@ _PENDING_LIMIT = 65536
 _CLOSE_HEADER = b"Connection: close\r\n\r\n"
 
 
-class Exchange:
+class Exchange(Dispatching):
     """
     The state of one request and its response.
 
@@ -53,9 +52,6 @@ class Exchange:
     _pausedForConnect = False
     _bodyTimer = None
     _block = b""
-    _plan = None
-    _node = None
-    _connector = None
     _upstream = None
     _relaying = False
     _bodyProducer = False
@@ -106,7 +102,7 @@ class Exchange:
             if head.expect_continue and head.version == b"HTTP/1.1":
                 self.session.transport.write(CONTINUE)
         if self._decoder is None:
-            self._dispatch()
+            self._dispatchRequest()
         return True
 
     def _buildBlock(self, contentLength) -> bool:
@@ -170,7 +166,7 @@ class Exchange:
             return b""
         self._bodyComplete()
         if self._buildBlock(b"%d" % spool.length):
-            self._dispatch()
+            self._dispatchRequest()
         return decoder.leftover
 
     def _bodyOut(self, data: bytes) -> None:
@@ -216,23 +212,15 @@ class Exchange:
 
     # Connecting
 
-    def _dispatch(self) -> None:
-        router = self.router
-        self._plan = RetryPlan(router.forwarder, self.key, router.maxRetries, router.fallback)
-        try:
-            node = self._plan.first()
-        except NoNodeForKey:
-            self.session.refuse(404, "no_node_for_key", f"no node serves {self.key[:64]!r}")
-            return
-        if node is None:
-            self.session.refuse(503, "all_nodes_dead", "every backend node is unavailable")
-            return
-        self._connect(node)
+    def _dispatchRequest(self) -> None:
+        self._dispatch(self.key, self.session.remoteAddr)
 
-    def _connect(self, node) -> None:
+    def _refuse(self, status: int, event: str, detail: str) -> None:
+        self.session.refuse(status, event, detail)
+
+    def _headFor(self, node) -> bytes:
         router = self.router
-        self._node = node
-        head = (
+        return (
             encodeHeader(
                 router.modifier1 or node.modifier1,
                 len(self._block),
@@ -240,35 +228,10 @@ class Exchange:
             )
             + self._block
         )
-        self._connector = connectUpstream(
-            router.reactor, node, self, head,
-            router.connectTimeout, router.timeout, router.harakiri,
-        )
-
-    def upstreamConnectFailed(self, reason: str, timedOut: bool) -> None:
-        self._connector = None
-        if self.finished:
-            return
-        router = self.router
-        if not router.quiet:
-            log.warn(
-                "backend_unreachable: cannot connect to {node} ({retries} retries): {reason}",
-                event="backend_unreachable", node=self._node.name,
-                retries=self._plan.retries, reason=reason,
-            )
-        node = self._plan.afterFailure(self._node)
-        if node is None:
-            if timedOut:
-                self.session.refuse(504, "backend_timeout", "no backend answered in time")
-            else:
-                self.session.refuse(502, "backend_unreachable", "no backend could be reached")
-            return
-        self._connect(node)
 
     def upstreamConnected(self, upstream) -> None:
-        self._connector = None
+        self._nodeConnected()
         self._upstream = upstream
-        self.router.forwarder.connected(self._node)
         transport = self.session.transport
         transport.registerProducer(upstream.transport, True)
         self._relaying = True
@@ -465,6 +428,7 @@ class Exchange:
 
     def _release(self) -> None:
         self.finished = True
+        self._releaseNode()
         if self._bodyTimer is not None:
             self._bodyTimer.cancel()
         if self._relaying:
@@ -486,13 +450,9 @@ class Exchange:
         if self.finished:
             return
         upstream = self._upstream
-        connector, self._connector = self._connector, None
         self._release()
         if upstream is not None and upstream.transport is not None:
             upstream.transport.abortConnection()
-        if connector is not None:
-            connector.factory.receiver = None
-            connector.stopConnecting()
 
     def logAccess(self, status: int, size: int) -> None:
         """

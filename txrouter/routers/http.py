@@ -47,6 +47,7 @@ class HTTPRouter(ServerFactory):
         *,
         forwarder=None,
         fallback=(),
+        fallback_on_no_key: bool = False,
         max_retries: int = 3,
         gracetime: float = 30.0,
         connect_timeout: "float | None" = None,
@@ -85,6 +86,7 @@ class HTTPRouter(ServerFactory):
         self.reactor = reactor
         self.forwarder = forwarder or StaticForwarder(nodes, reactor, gracetime)
         self.fallback = tuple(fallback)
+        self.fallbackOnNoKey = fallback_on_no_key
         self.maxRetries = max_retries
         self.connectTimeout = timeout if connect_timeout is None else connect_timeout
         self.timeout = timeout

@@ -1,57 +1,26 @@
 """
-The static forwarder (C{--to}) and the retry plan every request follows.
+The static forwarder: C{--to} nodes in round robin, as uWSGI's corerouter
+does it (reference section 3.3):
 
-This is uWSGI's corerouter behaviour (reference section 3.5):
-
- - one round-robin cursor over the C{--to} nodes, shared by every request;
+ - one round-robin cursor over the nodes, shared by every request;
  - a node that failed to connect is skipped until C{gracetime} seconds have
    passed since its failure; when every node is quarantined the cursor still
-   advances and the request fails;
- - after a failed connect the request is retried up to C{max_retries} times;
-   with C{--fallback} nodes the retries walk the fallback list in order (the
-   other static nodes are not tried again), without them the forwarder is
-   asked again.
+   advances and the request fails.
 
 Time comes from an injected C{IReactorTime}.
 """
 
-from zope.interface import Interface, implementer
+from zope.interface import implementer
+
+from txrouter.routing.interfaces import IAvailability, IForwarder, NoNodeForKey
 
 
-class NoNodeForKey(LookupError):
-    """
-    The key maps to no node at all (as opposed to nodes that are all down).
-    """
-
-
-class IForwarder(Interface):
-    """
-    Maps a routing key to a node, and learns from outcomes.
-    """
-
-    def pick(key):
-        """
-        @param key: the routing key (bytes), e.g. the Host header.
-        @return: a L{txrouter.routing.nodes.Node}, or L{None} when the
-            key's nodes are all unavailable now.
-        @raise NoNodeForKey: the key maps to no node.
-        """
-
-    def failed(node):
-        """
-        C{node} could not be connected to.
-        """
-
-    def connected(node):
-        """
-        C{node} accepted a connection.
-        """
-
-
-@implementer(IForwarder)
+@implementer(IForwarder, IAvailability)
 class StaticForwarder:
     """
     Round robin over a fixed list with dead-node quarantine.
+
+    It is available (for cheap mode) while one node is out of quarantine.
     """
 
     def __init__(self, nodes, clock, gracetime: float = 30.0) -> None:
@@ -60,8 +29,11 @@ class StaticForwarder:
         self.gracetime = gracetime
         self._cursor = 0
         self._deadSince = {}
+        self._watchers = []
+        self._wakeUp = None
+        self.available = bool(self.nodes)
 
-    def pick(self, key=None):
+    def pick(self, key=None, client=None):
         count = len(self.nodes)
         if not count:
             raise NoNodeForKey(key)
@@ -76,12 +48,17 @@ class StaticForwarder:
                 return node
         return None
 
-    def failed(self, node) -> None:
+    def failed(self, key, node) -> None:
         self._deadSince[node] = self.clock.seconds()
+        if self._watchers:
+            self._recheck()
 
-    def connected(self, node) -> None:
-        if self._deadSince:
-            self._deadSince.pop(node, None)
+    def connected(self, key, node) -> None:
+        if self._deadSince and self._deadSince.pop(node, None) is not None and self._watchers:
+            self._recheck()
+
+    def released(self, key, node) -> None:
+        pass
 
     def isDead(self, node) -> bool:
         """
@@ -90,41 +67,26 @@ class StaticForwarder:
         since = self._deadSince.get(node)
         return since is not None and since + self.gracetime > self.clock.seconds()
 
+    def watchAvailability(self, callback) -> None:
+        self._watchers.append(callback)
 
-class RetryPlan:
-    """
-    The nodes one request may try, in order.
-
-    Create one per request; ask L{first}, then L{afterFailure} each time a
-    connect fails.  Only connect failures are retried: once a byte of the
-    request has reached a node, the request belongs to that node.
-    """
-
-    def __init__(self, forwarder, key, maxRetries: int = 3, fallback=()) -> None:
-        self.forwarder = forwarder
-        self.key = key
-        self.maxRetries = maxRetries
-        self.fallback = fallback
-        self.retries = 0
-
-    def first(self):
+    def _recheck(self) -> None:
         """
-        @return: the first node to try, or L{None} if none can serve now.
+        Recompute L{available}; while every node is in quarantine, wake up
+        when the first one leaves it.
         """
-        return self.forwarder.pick(self.key)
-
-    def afterFailure(self, node):
-        """
-        Record that C{node} failed to connect.
-
-        @return: the next node to try, or L{None} to give up.
-        """
-        self.forwarder.failed(node)
-        if self.retries >= self.maxRetries:
-            return None
-        self.retries += 1
-        if self.fallback:
-            if self.retries <= len(self.fallback):
-                return self.fallback[self.retries - 1]
-            return None
-        return self.forwarder.pick(self.key)
+        now = self.clock.seconds()
+        ends = [
+            self._deadSince[node] + self.gracetime if node in self._deadSince else now
+            for node in self.nodes
+        ]
+        available = bool(ends) and min(ends) <= now
+        if self._wakeUp is not None and self._wakeUp.active():
+            self._wakeUp.cancel()
+        self._wakeUp = None
+        if not available and ends:
+            self._wakeUp = self.clock.callLater(min(ends) - now, self._recheck)
+        if available != self.available:
+            self.available = available
+            for callback in list(self._watchers):
+                callback(available)

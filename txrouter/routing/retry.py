@@ -1,0 +1,75 @@
+"""
+The retry plan every request follows, whatever its forwarder.
+
+This is uWSGI's corerouter behaviour (reference section 3.5): after a failed
+connect the request is retried up to C{maxRetries} times; with fallback
+nodes the retries walk the fallback list in order (the forwarder's other
+nodes are not tried again), without them the forwarder is asked again.
+With C{fallbackOnNoKey}, a key that maps to nothing goes to the fallback
+nodes as well (uWSGI's C{--fastrouter-fallback-on-no-key}).
+"""
+
+from twisted.internet.defer import Deferred
+
+from txrouter.routing.interfaces import NoNodeForKey
+
+
+class RetryPlan:
+    """
+    The nodes one request may try, in order.
+
+    Create one per request; ask L{first}, then L{afterFailure} each time a
+    connect fails.  Only connect failures are retried: once a byte of the
+    request has reached a node, the request belongs to that node.
+
+    Both may answer with a Deferred when the forwarder does.
+    """
+
+    def __init__(
+        self, forwarder, key, maxRetries: int = 3, fallback=(),
+        client=None, fallbackOnNoKey: bool = False,
+    ) -> None:
+        self.forwarder = forwarder
+        self.key = key
+        self.client = client
+        self.maxRetries = maxRetries
+        self.fallback = fallback
+        self.fallbackOnNoKey = fallbackOnNoKey
+        self.retries = 0
+
+    def first(self):
+        """
+        @return: the first node to try, L{None} if none can serve now, or a
+            Deferred of either.
+        @raise NoNodeForKey: the key maps to nothing and there is no
+            fallback for that.
+        """
+        if not (self.fallbackOnNoKey and self.fallback):
+            return self.forwarder.pick(self.key, self.client)
+        try:
+            picked = self.forwarder.pick(self.key, self.client)
+        except NoNodeForKey:
+            return self._nextFallback()
+        if isinstance(picked, Deferred):
+            picked.addErrback(lambda f: (f.trap(NoNodeForKey), self._nextFallback())[1])
+        return picked
+
+    def afterFailure(self, node):
+        """
+        Record that C{node} failed to connect.
+
+        @return: the next node to try, L{None} to give up, or a Deferred.
+        """
+        self.forwarder.failed(self.key, node)
+        if self.retries >= self.maxRetries:
+            return None
+        if self.fallback:
+            return self._nextFallback()
+        self.retries += 1
+        return self.forwarder.pick(self.key, self.client)
+
+    def _nextFallback(self):
+        self.retries += 1
+        if self.retries <= len(self.fallback):
+            return self.fallback[self.retries - 1]
+        return None
