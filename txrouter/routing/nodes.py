@@ -130,3 +130,29 @@ def parseNode(spec: str, modifier1: int = 0, modifier2: int = 0) -> Node:
         name=spec, host=host or "127.0.0.1", port=port,
         modifier1=modifier1, modifier2=modifier2,
     )
+
+
+def parseNodeValue(value) -> "list[Node]":
+    """
+    Parse a mapped value as C{--use-cache} and C{--use-code} return them:
+    C{addr[,modifier1]}, or several of those joined by C{|} (balanced round
+    robin by the caller).
+
+    @param value: text or bytes (UTF-8).
+    @raise BadNodeAddress: an empty or malformed entry.
+    """
+    if isinstance(value, bytes):
+        try:
+            value = value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadNodeAddress(f"mapped value is not UTF-8: {value[:64]!r}")
+    nodes = []
+    for entry in value.split("|"):
+        entry = entry.strip()
+        address, comma, modifier = entry.rpartition(",")
+        if not comma:
+            address, modifier = entry, ""
+        elif not modifier.isdigit() or int(modifier) > 255:
+            raise BadNodeAddress(f"bad modifier1 in mapped value {entry!r}")
+        nodes.append(parseNode(address, modifier1=int(modifier or 0)))
+    return nodes

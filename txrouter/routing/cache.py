@@ -1,0 +1,144 @@
+"""
+The cache forwarder (C{--use-cache}) and its embedded key/value store.
+
+uWSGI looks the key up in one of its caches; the value is C{addr[,mod1]},
+or several of those joined by C{|}, balanced round robin by a per-item hit
+counter (reference section 3.3).  Here the store is an L{IKeyValueStore}:
+the embedded L{InMemoryStore} is filled from Python (a C{.tac}) or from a
+mapping file (C{--cache-file}, reloaded on SIGHUP); a shared store can
+replace it.
+"""
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from txrouter.routing.base import StatelessForwarder
+from txrouter.routing.interfaces import IForwarder, IKeyValueStore, NoNodeForKey
+from txrouter.routing.nodes import BadNodeAddress, parseNodeValue
+from txrouter.routing.rotation import KeyRotation
+
+log = Logger(namespace="txrouter.routing")
+
+#: Distinct values whose parsed nodes are remembered.
+_PARSED_LIMIT = 4096
+
+
+class MappingFileError(ValueError):
+    """
+    A mapping file line that is not C{KEY VALUE}, or a bad value.
+    """
+
+
+def readMappingFile(path: str) -> "dict[bytes, str]":
+    """
+    Read a mapping file: one C{KEY VALUE} pair per line (whitespace between
+    them), blank lines and C{#} comments ignored.  Every value is checked.
+
+    @raise MappingFileError: naming the file and the line.
+    """
+    mapping = {}
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, 1):
+            line = raw.strip()
+            if not line or line.startswith(b"#"):
+                continue
+            parts = line.split(None, 1)
+            if len(parts) != 2:
+                raise MappingFileError(f"{path}:{number}: expected KEY VALUE")
+            key, value = parts[0], parts[1].decode("utf-8", "replace")
+            try:
+                parseNodeValue(value)
+            except BadNodeAddress as e:
+                raise MappingFileError(f"{path}:{number}: {e}")
+            mapping[key] = value
+    return mapping
+
+
+@implementer(IKeyValueStore)
+class InMemoryStore:
+    """
+    A dict of routing keys to node values, optionally loaded from a mapping
+    file.
+
+    @ivar path: the mapping file, or L{None}.
+    """
+
+    def __init__(self, mapping=None, path: "str | None" = None) -> None:
+        self.mapping = {}
+        self.path = path
+        for key, value in (mapping or {}).items():
+            self.set(key, value)
+        if path is not None:
+            self.reload()
+
+    def get(self, key: bytes):
+        return self.mapping.get(key)
+
+    def set(self, key, value: str) -> None:
+        """
+        Map C{key} (text or bytes) to C{value} (C{addr[,mod1][|...]}).
+
+        @raise BadNodeAddress: C{value} is malformed.
+        """
+        parseNodeValue(value)
+        self.mapping[key.encode() if isinstance(key, str) else key] = value
+
+    def delete(self, key) -> None:
+        self.mapping.pop(key.encode() if isinstance(key, str) else key, None)
+
+    def reload(self) -> None:
+        """
+        Replace the whole mapping with the file's content.  A file with an
+        error is refused as a whole and the current mapping stays.
+
+        @raise MappingFileError: the file is malformed (or unreadable).
+        """
+        try:
+            mapping = readMappingFile(self.path)
+        except OSError as e:
+            raise MappingFileError(f"{self.path}: {e.strerror}")
+        self.mapping = mapping
+        log.info(
+            "cache_file_loaded: {count} keys from {path}",
+            event="cache_file_loaded", count=len(mapping), path=self.path,
+        )
+
+
+@implementer(IForwarder)
+class CacheForwarder(StatelessForwarder):
+    """
+    Key to node through an L{IKeyValueStore}.
+
+    A value with several nodes is balanced round robin per key.  A failed
+    connect asks the store again (so the next node of the value is tried).
+    """
+
+    def __init__(self, store) -> None:
+        self.store = store
+        self._parsed = {}
+        self._rotation = KeyRotation()
+
+    def pick(self, key, client=None):
+        value = self.store.get(key)
+        if isinstance(value, Deferred):
+            return value.addCallback(self._choose, key)
+        return self._choose(value, key)
+
+    def _choose(self, value, key):
+        if value is None:
+            raise NoNodeForKey(key)
+        nodes = self._parsed.get(value)
+        if nodes is None:
+            try:
+                nodes = parseNodeValue(value)
+            except BadNodeAddress as e:
+                log.warn(
+                    "bad_mapped_value: {key!r} maps to {value!r}: {error}",
+                    event="bad_mapped_value", key=key[:64], value=str(value)[:128], error=str(e),
+                )
+                raise NoNodeForKey(key)
+            if len(self._parsed) >= _PARSED_LIMIT:
+                self._parsed.clear()
+            self._parsed[value] = nodes
+        return self._rotation.choose(key, nodes)
