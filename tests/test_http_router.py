@@ -434,3 +434,52 @@ class MoreExchangeTests(RouterTestCase):
         client.close()
         self.request(router, GET.replace(b"/x", b"/bad") + b"\x00")
         self.assertEqual(lines, [(b"/x", 499)])
+
+
+class ForwarderAndPostBufferingTests(RouterTestCase):
+    def test_pattern_forwarder_routes_by_host(self):
+        from txrouter.routing.paths import PathForwarder
+
+        self.network.addBackend("/run/apps/a.local.sock", self.backendB)
+        router = self.router(forwarder=PathForwarder("/run/apps/%s.sock"))
+        client = self.network.connect(router)
+        client.send(b"GET / HTTP/1.1\r\nHost: a.local\r\n\r\n")
+        self.assertEqual(statusOf(client.received()), 200)
+        self.assertEqual(len(self.backendB.requests), 1)
+        client = self.network.connect(router)
+        client.send(b"GET / HTTP/1.1\r\nHost: ..\r\n\r\n")
+        self.assertEqual(statusOf(client.received()), 404)
+
+    def test_cache_forwarder_with_fallback_on_no_key(self):
+        from txrouter.routing.cache import CacheForwarder, InMemoryStore
+
+        router = self.router(
+            forwarder=CacheForwarder(InMemoryStore({"a.local": "/run/b.sock"})),
+            fallback=[parseNode(NODE_A)], fallback_on_no_key=True,
+        )
+        for host, backend in ((b"a.local", self.backendB), (b"other", self.backendA)):
+            client = self.network.connect(router)
+            client.send(b"GET / HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
+            self.assertEqual(statusOf(client.received()), 200)
+            self.assertEqual(len(backend.requests), 1)
+
+    def test_post_buffering_connects_after_the_whole_body(self):
+        router = self.router(post_buffering=1000)
+        client = self.network.connect(router)
+        body = b"z" * 5000
+        client.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n" + body[:4000])
+        self.assertEqual(self.backendA.connections, [])
+        client.send(body[4000:])
+        self.assertEqual(self.backendA.requests[-1][1], body)
+        self.assertEqual(statusOf(client.received()), 200)
+
+    def test_post_buffering_temporary_file_is_closed_when_the_client_leaves(self):
+        import os
+
+        before = len(os.listdir("/proc/self/fd"))
+        router = self.router(post_buffering=10)
+        client = self.network.connect(router)
+        client.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n" + b"z" * 4000)
+        self.assertEqual(len(os.listdir("/proc/self/fd")), before + 1)
+        client.close()
+        self.assertEqual(len(os.listdir("/proc/self/fd")), before)

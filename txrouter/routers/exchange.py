@@ -95,13 +95,15 @@ class Exchange(Dispatching):
                 return False
             self._bodyRemaining = head.content_length
             self.bodyOpen = True
+            if router.postBuffering:
+                self._spool = BodySpool(router.postBuffering, router.postBufferingDir)
         if self._decoder is None and not self._buildBlock(None):
             return False
         if self.bodyOpen:
             self._bodyTimer = IdleTimer(router.reactor, router.bodyTimeout, self._bodyTimedOut)
             if head.expect_continue and head.version == b"HTTP/1.1":
                 self.session.transport.write(CONTINUE)
-        if self._decoder is None:
+        if self._spool is None:
             self._dispatchRequest()
         return True
 
@@ -140,9 +142,16 @@ class Exchange(Dispatching):
             surplus = data[remaining:]
             data = data[:remaining]
         self._bodyRemaining = remaining - len(data)
-        self._bodyOut(data)
+        spool = self._spool
+        if spool is None:
+            self._bodyOut(data)
+        else:
+            self._bodyTimer.touch()
+            spool.write(data)
         if not self._bodyRemaining:
             self._bodyComplete()
+            if spool is not None:
+                self._dispatchRequest()
         return surplus
 
     def _chunkReceived(self, data: bytes) -> bytes:

@@ -9,12 +9,12 @@ is an L{txrouter.routers.exchange.Exchange}.
 
 import socket
 
-from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer, ISSLTransport
-from twisted.internet.protocol import Protocol, ServerFactory
+from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from txrouter.routers.base import RouterFactory
 from txrouter.routers.exchange import Exchange
 from txrouter.trust import AddressSet
 from txrouter.routing.static import StaticForwarder
@@ -27,7 +27,7 @@ log = Logger(namespace="txrouter.http")
 MAX_KEY_LENGTH = 255
 
 
-class HTTPRouter(ServerFactory):
+class HTTPRouter(RouterFactory):
     """
     A configured HTTP router; also the factory for each of its listeners.
 
@@ -63,6 +63,8 @@ class HTTPRouter(ServerFactory):
         chunked_input: bool = False,
         spool_memory: int = 1 << 20,
         spool_dir: "str | None" = None,
+        post_buffering: int = 0,
+        post_buffering_dir: "str | None" = None,
         limit_post: int = 0,
         trust_forwarded_from=(),
         silent_errors: bool = False,
@@ -78,6 +80,10 @@ class HTTPRouter(ServerFactory):
         @param forwarder: an L{IForwarder} replacing the static one.
         @param keepalive: 0 for no keep-alive, else the idle seconds allowed
             between two requests of one connection.
+        @param post_buffering: 0 to stream Content-Length bodies; else they
+            are read whole before a node is connected, up to this many bytes
+            in memory and the rest in an unlinked temporary file in
+            C{post_buffering_dir}.
         @param access_log: an L{txrouter.accesslog.AccessLog} or L{None}.
         """
         if not 0 < max_head_size <= 65536:
@@ -103,7 +109,9 @@ class HTTPRouter(ServerFactory):
         ]
         self.chunkedInput = chunked_input
         self.spoolMemory = spool_memory
-        self.spoolDir = spool_dir
+        self.spoolDir = spool_dir if spool_dir is not None else post_buffering_dir
+        self.postBuffering = post_buffering
+        self.postBufferingDir = post_buffering_dir
         self.limitPost = limit_post
         self.trusted = AddressSet(trust_forwarded_from)
         self.silentErrors = silent_errors
@@ -113,51 +121,10 @@ class HTTPRouter(ServerFactory):
         self.maxHeaders = max_headers
         self.maxHeadSize = max_head_size
         self.accessLog = access_log
-        self.sessions = set()
-        self.draining = False
-        self._drainWaiters = []
+        RouterFactory.__init__(self, reactor)
 
     def buildProtocol(self, addr):
         return HTTPSession(self)
-
-    def drain(self, timeout: float):
-        """
-        Finish in-flight requests, close idle connections, then stop.
-
-        Listeners must already have stopped accepting.  Connections still
-        open after C{timeout} seconds are aborted.
-
-        @return: a Deferred that fires when no session is left.
-        """
-        self.draining = True
-        for session in list(self.sessions):
-            session.closeWhenIdle()
-        if not self.sessions:
-            return succeed(None)
-        waiter = Deferred()
-        self._drainWaiters.append(waiter)
-        call = self.reactor.callLater(timeout, self._abortAll)
-        waiter.addBoth(lambda r: (call.active() and call.cancel(), r)[1])
-        return waiter
-
-    def _abortAll(self) -> None:
-        if self.sessions:
-            log.warn(
-                "drain_timeout: aborting {count} connections",
-                event="drain_timeout", count=len(self.sessions),
-            )
-        for session in list(self.sessions):
-            session.transport.abortConnection()
-
-    def sessionClosed(self, session) -> None:
-        """
-        Called by a session when its connection is gone.
-        """
-        self.sessions.discard(session)
-        if self.draining and not self.sessions:
-            waiters, self._drainWaiters = self._drainWaiters, []
-            for waiter in waiters:
-                waiter.callback(None)
 
 
 @implementer(IHalfCloseableProtocol, IPushProducer)

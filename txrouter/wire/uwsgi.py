@@ -181,3 +181,26 @@ class PacketParser:
         self._buffer = b""
         self.leftover = buf[4 + size :]
         return Packet(modifier1, modifier2, decodeVars(buf[4 : 4 + size]), buf[: 4 + size])
+
+
+#: How the first bytes of other protocols look when read as a uwsgi header
+#: (reference section 1.7: an HTTP client gives the "21573" symptom).
+_HTTP_METHOD_STARTS = (
+    b"GET ", b"POST", b"PUT ", b"HEAD", b"DELE", b"OPTI", b"PATC", b"CONN", b"TRAC", b"PRI ",
+)
+
+
+def misdirectedProtocol(start: bytes) -> "str | None":
+    """
+    Recognise a client that speaks something else to a uwsgi port.
+
+    @param start: the first four (or more) bytes of a connection.
+    @return: C{"http"} for an HTTP request (uWSGI would read C{GET } as a
+        21573-byte vars block), C{"tls"} for a TLS ClientHello, else
+        L{None}.
+    """
+    if start[:4] in _HTTP_METHOD_STARTS:
+        return "http"
+    if start[:1] == b"\x16" and start[1:2] == b"\x03":
+        return "tls"
+    return None

@@ -1,0 +1,411 @@
+"""
+The FastRouter: uwsgi in, uwsgi out (uWSGI's C{--fastrouter}).
+
+It sits behind nginx's C{uwsgi_pass} (or anything speaking uwsgi) in front
+of uWSGI instances.  Each client connection carries one request: a uwsgi
+packet, routed by C{UWSGI_FASTROUTER_KEY} > C{HTTP_HOST} > C{SERVER_NAME}
+(reference sections 3.4 and 4), forwarded verbatim but for the modifier
+bytes (section 1.5), followed by the body and the response streamed with
+back-pressure until one side closes.
+
+With post-buffering the body (C{CONTENT_LENGTH} bytes) is read in full,
+into memory or an unlinked temporary file, before a node is connected, so a
+slow upload never holds a backend worker.
+"""
+
+from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from txrouter.routers.base import RouterFactory
+from txrouter.routers.dispatch import Dispatching
+from txrouter.routing.static import StaticForwarder
+from txrouter.spool import BodySpool
+from txrouter.timers import IdleTimer
+from txrouter.wire.responses import errorResponse
+from txrouter.wire.uwsgi import MAX_DATASIZE, PacketParser, UwsgiPacketError, misdirectedProtocol
+
+log = Logger(namespace="txrouter.fast")
+
+#: Longest routing key; longer values are ignored, as in uWSGI.
+MAX_KEY_LENGTH = 255
+
+#: The vars a key is taken from, best first.
+_KEY_VARS = (b"UWSGI_FASTROUTER_KEY", b"HTTP_HOST", b"SERVER_NAME")
+
+#: Body bytes held while the node is being connected before the client is
+#: paused.
+_PENDING_LIMIT = 65536
+
+
+def routingKey(packet) -> "bytes | None":
+    """
+    The key of a request packet: the first usable of L{_KEY_VARS}, whatever
+    their order in the packet; values over 255 bytes are skipped.
+    """
+    found = {}
+    for name, value in packet.vars:
+        if name in _KEY_VARS and name not in found and 0 < len(value) <= MAX_KEY_LENGTH:
+            found[name] = value
+    for name in _KEY_VARS:
+        if name in found:
+            return found[name]
+    return None
+
+
+class FastRouter(RouterFactory):
+    """
+    A configured FastRouter; also the factory for each of its listeners.
+
+    Every option of C{twistd txrouter-fast} is a keyword argument of the
+    same name here (dashes become underscores).
+    """
+
+    def __init__(
+        self,
+        reactor,
+        nodes=(),
+        *,
+        forwarder=None,
+        fallback=(),
+        fallback_on_no_key: bool = False,
+        max_retries: int = 3,
+        gracetime: float = 30.0,
+        timeout: float = 60.0,
+        connect_timeout: "float | None" = None,
+        harakiri: float = 0,
+        buffer_size: int = MAX_DATASIZE,
+        force_key: "bytes | str | None" = None,
+        keep_modifiers: bool = False,
+        post_buffering: int = 0,
+        post_buffering_dir: "str | None" = None,
+        silent_errors: bool = False,
+        quiet: bool = False,
+    ) -> None:
+        """
+        @param nodes: the C{--to} nodes (L{txrouter.routing.nodes.Node}).
+        @param forwarder: an L{IForwarder} replacing the static one.
+        @param buffer_size: largest vars block accepted from a client.
+        @param force_key: route every request by this key.
+        @param keep_modifiers: forward the client's modifier1/modifier2
+            when the node does not impose its own (uWSGI forces 0).
+        @param post_buffering: 0 to stream bodies; else bodies are read
+            whole before connecting, up to this many bytes in memory and
+            the rest in an unlinked temporary file in C{post_buffering_dir}.
+        """
+        RouterFactory.__init__(self, reactor)
+        self.forwarder = forwarder or StaticForwarder(nodes, reactor, gracetime)
+        self.fallback = tuple(fallback)
+        self.fallbackOnNoKey = fallback_on_no_key
+        self.maxRetries = max_retries
+        self.timeout = timeout
+        self.connectTimeout = timeout if connect_timeout is None else connect_timeout
+        self.harakiri = harakiri
+        self.bufferSize = min(buffer_size, MAX_DATASIZE)
+        if isinstance(force_key, str):
+            force_key = force_key.encode()
+        self.forceKey = force_key
+        self.keepModifiers = keep_modifiers
+        self.postBuffering = post_buffering
+        self.postBufferingDir = post_buffering_dir
+        self.silentErrors = silent_errors
+        self.quiet = quiet
+
+    def buildProtocol(self, addr):
+        return FastSession(self)
+
+
+@implementer(IHalfCloseableProtocol)
+class FastSession(Protocol, Dispatching):
+    """
+    One client connection: one request packet, its body, its response.
+
+    @ivar finished: the session is over (refused, or the node is done).
+    """
+
+    finished = False
+    packet = None
+    _start = b""
+    _headCall = None
+    _upstream = None
+    _spool = None
+    _bodyRemaining = 0
+    _buffering = False
+    _responded = False
+    _relaying = False
+    _clientEOF = False
+    _pausedForConnect = False
+    _pendingSize = 0
+    _dropped = 0
+
+    def __init__(self, router: FastRouter) -> None:
+        self.router = router
+        self._parser = PacketParser(router.bufferSize)
+        self._pending = []
+
+    # Connection lifetime
+
+    def connectionMade(self) -> None:
+        router = self.router
+        router.sessions.add(self)
+        peer = self.transport.getPeer()
+        self.client = getattr(peer, "host", None)
+        self._timer = IdleTimer(router.reactor, router.timeout, self._idle)
+        self._headCall = router.reactor.callLater(router.timeout, self._headTimedOut)
+
+    def connectionLost(self, reason) -> None:
+        self._end()
+        upstream, self._upstream = self._upstream, None
+        if upstream is not None:
+            upstream.detach()
+        self.router.sessionClosed(self)
+
+    def _end(self) -> None:
+        """
+        Stop everything this session started (timers, spool, node).
+        """
+        self.finished = True
+        self._timer.cancel()
+        if self._headCall is not None and self._headCall.active():
+            self._headCall.cancel()
+        self._headCall = None
+        if self._spool is not None:
+            self._spool.close()
+            self._spool = None
+        self._releaseNode()
+        if self._relaying:
+            self._relaying = False
+            self.transport.unregisterProducer()
+
+    def closeWhenIdle(self) -> None:
+        """
+        Draining: a session still waiting for its request goes at once; one
+        with a request in flight finishes it.
+        """
+        if self.packet is None:
+            self.transport.loseConnection()
+
+    def _idle(self) -> None:
+        self.refuse(408, "client_timeout", "the request was not received in time")
+
+    def _headTimedOut(self) -> None:
+        self._headCall = None
+        self.refuse(408, "headers_timeout", "the request packet was not received in time")
+
+    # The request
+
+    def dataReceived(self, data: bytes) -> None:
+        self._timer.touch()
+        if self.packet is None:
+            self._headReceived(data)
+        elif self._buffering:
+            self._buffer(data)
+        elif self.finished or self._spool is not None:
+            # Over, or post-buffered: bytes past CONTENT_LENGTH are dropped.
+            return
+        elif self._upstream is not None:
+            self._upstream.write(data)
+        else:
+            self._hold(data)
+
+    def _headReceived(self, data: bytes) -> None:
+        if self._start is not None:
+            start = self._start + data
+            if len(start) < 4:
+                self._start = start
+                return
+            self._start = None
+            mistake = misdirectedProtocol(start)
+            if mistake is not None:
+                self._misdirected(mistake)
+                return
+            data = start
+        try:
+            packet = self._parser.feed(data)
+        except UwsgiPacketError as e:
+            self.refuse(400, e.event, e.detail)
+            return
+        if packet is None:
+            return
+        self.packet = packet
+        leftover = self._parser.leftover
+        self._parser = None
+        self._headCall.cancel()
+        self._headCall = None
+        key = self.router.forceKey or routingKey(packet)
+        if key is None:
+            self.refuse(400, "no_key", "the request has no UWSGI_FASTROUTER_KEY, HTTP_HOST or SERVER_NAME")
+            return
+        self.key = key
+        if self.router.postBuffering and not self._startBuffering(packet):
+            return
+        if leftover:
+            self.dataReceived(leftover)
+        if not self._buffering and not self.finished:
+            self._dispatch(key, self.client)
+
+    def _misdirected(self, mistake: str) -> None:
+        if mistake == "http":
+            self.refuse(
+                400, "http_on_uwsgi_port",
+                "this port speaks the uwsgi protocol (nginx uwsgi_pass), not HTTP",
+            )
+        else:
+            log.warn(
+                "tls_on_uwsgi_port: a TLS client reached the uwsgi port {client}",
+                event="tls_on_uwsgi_port", client=self.client,
+            )
+            self._abort()
+
+    def _startBuffering(self, packet) -> bool:
+        """
+        Post-buffering: collect C{CONTENT_LENGTH} bytes before connecting.
+
+        @return: whether the session goes on.
+        """
+        text = packet.get(b"CONTENT_LENGTH", b"") or b"0"
+        if not text.isdigit():
+            self.refuse(400, "bad_content_length", f"CONTENT_LENGTH {text[:32]!r}")
+            return False
+        length = int(text)
+        if length:
+            router = self.router
+            self._spool = BodySpool(router.postBuffering, router.postBufferingDir)
+            self._bodyRemaining = length
+            self._buffering = True
+        return True
+
+    def _buffer(self, data: bytes) -> None:
+        remaining = self._bodyRemaining
+        if len(data) >= remaining:
+            self._dropped += len(data) - remaining
+            data = data[:remaining]
+        self._spool.write(data)
+        self._bodyRemaining = remaining - len(data)
+        if not self._bodyRemaining:
+            self._buffering = False
+            if self._dropped:
+                log.info("body_surplus: {count} bytes past CONTENT_LENGTH dropped",
+                         event="body_surplus", count=self._dropped)
+            self._dispatch(self.key, self.client)
+
+    def _hold(self, data: bytes) -> None:
+        """
+        Keep body bytes while connecting; past a limit, stop reading.
+        """
+        self._pending.append(data)
+        self._pendingSize += len(data)
+        if self._pendingSize > _PENDING_LIMIT and not self._pausedForConnect:
+            self._pausedForConnect = True
+            self.transport.pauseProducing()
+
+    def readConnectionLost(self) -> None:
+        """
+        The client half-closed: pass it on once its bytes are sent.
+        """
+        self._clientEOF = True
+        if self.packet is None or self._buffering:
+            self.refuse(400, "client_truncated", "the client closed before the end of its request")
+        elif self._upstream is not None:
+            self._upstream.transport.loseWriteConnection()
+
+    def writeConnectionLost(self) -> None:
+        self._abort()
+
+    # Node side
+
+    def _refuse(self, status: int, event: str, detail: str) -> None:
+        self.refuse(status, event, detail)
+
+    def _headFor(self, node) -> bytes:
+        raw = self.packet.raw
+        modifier1, modifier2 = node.modifier1, node.modifier2
+        if self.router.keepModifiers and not (modifier1 or modifier2):
+            return raw
+        return bytes((modifier1,)) + raw[1:3] + bytes((modifier2,)) + raw[4:]
+
+    def upstreamConnected(self, upstream) -> None:
+        self._nodeConnected()
+        self._upstream = upstream
+        # From now on the upstream's own timer watches both directions.
+        self._timer.cancel()
+        self.transport.registerProducer(upstream.transport, True)
+        self._relaying = True
+        if self._spool is not None:
+            self._spool.sendTo(upstream).addErrback(lambda failure: None)
+            return
+        if self._pending:
+            upstream.write(b"".join(self._pending))
+            self._pending = []
+        if self._clientEOF:
+            upstream.transport.loseWriteConnection()
+            return
+        if self._pausedForConnect:
+            self._pausedForConnect = False
+            self.transport.resumeProducing()
+        upstream.transport.registerProducer(self.transport, True)
+
+    def upstreamDataReceived(self, data: bytes) -> None:
+        self._responded = True
+        self._timer.touch()
+        self.transport.write(data)
+
+    def upstreamLost(self, reason, timedOut: bool) -> None:
+        self._upstream = None
+        if self.finished:
+            return
+        if not self._responded:
+            if timedOut:
+                self.refuse(504, "backend_timeout", "the backend did not answer in time")
+            else:
+                log.warn(
+                    "backend_closed: {node} closed without a response: {reason}",
+                    event="backend_closed", node=self._node.name,
+                    reason=reason or "connection closed",
+                )
+                self.refuse(502, "backend_closed", "the backend closed without a response")
+        elif reason is None and not timedOut:
+            self._end()
+            self.transport.loseConnection()
+        else:
+            log.warn(
+                "response_truncated: from {node}: {reason}",
+                event="response_truncated", node=self._node.name,
+                reason="timed out" if timedOut else reason,
+            )
+            self._abort()
+
+    # Ending
+
+    def refuse(self, status: int, event: str, detail: str) -> None:
+        """
+        End the session with a short HTTP error response (nginx relays it),
+        or a bare close with C{silent_errors}, and one log line.
+        """
+        if self.finished:
+            return
+        log.info(
+            "{event}: {client}: {detail}", event=event, client=self.client, detail=detail,
+        )
+        upstream, self._upstream = self._upstream, None
+        self._end()
+        if upstream is not None:
+            upstream.detach()
+        if self._pausedForConnect:
+            self._pausedForConnect = False
+            self.transport.resumeProducing()
+        if not (self.router.silentErrors or self._responded):
+            self.transport.write(errorResponse(status, detail))
+        self.transport.loseConnection()
+
+    def _abort(self) -> None:
+        """
+        Cut both connections: a response that is not whole must not look
+        whole to the client.
+        """
+        upstream, self._upstream = self._upstream, None
+        self._end()
+        if upstream is not None:
+            upstream.detach()
+        self.transport.abortConnection()
