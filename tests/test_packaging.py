@@ -2,6 +2,7 @@
 The distribution ships the twistd plugin, and twistd finds it.
 """
 
+import importlib
 import pathlib
 import subprocess
 import sys
@@ -39,20 +40,28 @@ def twistd(*args):
     )
 
 
-def test_twistd_lists_the_plugin():
+def test_twistd_lists_the_plugins():
     result = twistd("--help")
     assert "txrouter-http" in result.stdout
+    assert "txrouter-fast" in result.stdout
 
 
-def test_every_option_is_documented_in_help_and_docs():
-    from txrouter.tap.http import Options
-
-    result = twistd("txrouter-http", "--help")
+@pytest.mark.parametrize(
+    "plugin, module, page",
+    [("txrouter-http", "txrouter.tap.http", "http-router.md"),
+     ("txrouter-fast", "txrouter.tap.fast", "fastrouter.md")],
+)
+def test_every_option_is_documented_in_help_and_docs(plugin, module, page):
+    """
+    Every option (its own and the shared ones) is in --help and has a line in
+    the router's page or in the shared page of routing options.
+    """
+    options = importlib.import_module(module).Options()
+    result = twistd(plugin, "--help")
     assert result.returncode == 0
-    docs = (ROOT / "docs" / "http-router.md").read_text()
-    names = [o[0] for o in Options.optParameters + Options.optFlags]
-    names += ["bind", "to", "fallback", "http-var", "trust-forwarded-from", "keepalive"]
-    for name in names:
+    docs = (ROOT / "docs" / page).read_text() + (ROOT / "docs" / "routing-options.md").read_text()
+    names = {name.rstrip("=") for name in options.longOpt} - {"help", "version"}
+    for name in sorted(names):
         assert f"--{name}" in result.stdout, name
         if name != "keepalive-timeout":
             assert f"`--{name}" in docs, name

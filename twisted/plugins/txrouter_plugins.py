@@ -13,3 +13,10 @@ txrouterHTTP = ServiceMaker(
     "HTTP router in front of uWSGI backends (uwsgi --http / --http-to).",
     "txrouter-http",
 )
+
+txrouterFast = ServiceMaker(
+    "txrouter-fast",
+    "txrouter.tap.fast",
+    "uwsgi-protocol router behind nginx uwsgi_pass (uwsgi --fastrouter).",
+    "txrouter-fast",
+)

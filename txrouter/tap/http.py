@@ -12,32 +12,10 @@ from twisted.python import usage
 
 from txrouter.accesslog import AccessLog
 from txrouter.routers.http import HTTPRouter
-from txrouter.routing.nodes import BadNodeAddress, parseNode
-from txrouter.service import RouterService
+from txrouter.tap.common import RouterOptions, byte, count, positive, routerService, routingArguments
 
 
-def _positive(value: str) -> float:
-    number = float(value)
-    if number < 0:
-        raise ValueError("must not be negative")
-    return number
-
-
-def _count(value: str) -> int:
-    number = int(value)
-    if number < 0:
-        raise ValueError("must not be negative")
-    return number
-
-
-def _byte(value: str) -> int:
-    number = int(value)
-    if not 0 <= number <= 255:
-        raise ValueError("must be 0..255")
-    return number
-
-
-class Options(usage.Options):
+class Options(RouterOptions):
     """
     The options of C{txrouter-http}.
     """
@@ -56,81 +34,42 @@ class Options(usage.Options):
          "Pass chunked request bodies through still chunked, as uWSGI's"
          " --http-chunked-input (the backend de-chunks). Default: de-chunk"
          " and send CONTENT_LENGTH, as nginx does."],
-        ["silent-errors", None,
-         "Close the connection without a response on errors, as uWSGI does,"
-         " instead of a short 4xx/5xx answer."],
-        ["quiet", None, "Do not log failed connects to nodes."],
     ]
 
     optParameters = [
-        ["gracetime", None, 30.0,
-         "Seconds a node that failed to connect is left out.", _positive],
-        ["max-retries", None, 3,
-         "Connect retries per request (so up to N+1 attempts).", _count],
-        ["timeout", None, 60.0,
-         "Idle timeout, in seconds, for client and backend connections.", _positive],
-        ["connect-timeout", None, None,
-         "Seconds allowed to connect to a node (default: --timeout).", _positive],
         ["headers-timeout", None, None,
          "Total seconds allowed to receive a request head (default: --timeout).",
-         _positive],
+         positive],
         ["body-timeout", None, None,
          "Idle seconds allowed between request body reads (default: --timeout).",
-         _positive],
-        ["harakiri", None, 0,
-         "Seconds a backend may take for a whole response before it is cut"
-         " (504 if nothing was sent yet); 0 for no limit.", _positive],
+         positive],
         ["keepalive-timeout", None, 0,
-         "Same as --keepalive N.", _positive],
+         "Same as --keepalive N.", positive],
         ["buffer-size", None, 4096,
          "Largest uwsgi vars block sent to a backend; set it to the workers'"
-         " --buffer-size. Larger requests get 431.", _count],
-        ["modifier1", None, 0, "uwsgi modifier1 sent to backends (when non-zero).", _byte],
-        ["modifier2", None, 0, "uwsgi modifier2 sent to backends (when non-zero).", _byte],
+         " --buffer-size. Larger requests get 431.", count],
+        ["modifier1", None, 0, "uwsgi modifier1 sent to backends (when non-zero).", byte],
+        ["modifier2", None, 0, "uwsgi modifier2 sent to backends (when non-zero).", byte],
         ["limit-post", None, 0,
-         "Largest request body in bytes (413 above); 0 for no limit.", _count],
+         "Largest request body in bytes (413 above); 0 for no limit.", count],
         ["spool-memory", None, 1 << 20,
          "Bytes of a de-chunked body kept in memory before it moves to an"
-         " unlinked temporary file.", _count],
+         " unlinked temporary file.", count],
         ["spool-dir", None, None, "Directory for those temporary files."],
         ["server-name", None, None,
          "SERVER_NAME sent to backends (default: the machine's hostname, as uWSGI)."],
-        ["max-request-line", None, 8192, "Longest request line (414 above).", _count],
-        ["max-headers", None, 100, "Most header lines in a request (431 above).", _count],
-        ["max-head-size", None, 65536, "Largest request head in bytes (431 above).", _count],
-        ["graceful-timeout", None, 30.0,
-         "On SIGTERM/SIGINT: seconds in-flight requests get to finish.", _positive],
+        ["max-request-line", None, 8192, "Longest request line (414 above).", count],
+        ["max-headers", None, 100, "Most header lines in a request (431 above).", count],
+        ["max-head-size", None, 65536, "Largest request head in bytes (431 above).", count],
         ["access-log", None, None,
          "Write a combined-format access log to this file, or - for stdout."],
     ]
 
     def __init__(self) -> None:
         super().__init__()
-        self["bind"] = []
-        self["to"] = []
-        self["fallback"] = []
         self["http-var"] = []
         self["trust-forwarded-from"] = []
         self["keepalive"] = 0
-
-    def opt_bind(self, description: str) -> None:
-        """
-        Listen on this Twisted server endpoint (repeatable), e.g. tcp:8080.
-        """
-        self["bind"].append(description)
-
-    def opt_to(self, address: str) -> None:
-        """
-        A backend node (repeatable; round robin): host:port, :port, /path,
-        @abstract, tcp:HOST:PORT or unix:PATH.
-        """
-        self["to"].append(self._node(address))
-
-    def opt_fallback(self, address: str) -> None:
-        """
-        A fallback node (repeatable), tried in order after a failed connect.
-        """
-        self["fallback"].append(self._node(address))
 
     def opt_http_var(self, item: str) -> None:
         """
@@ -161,13 +100,6 @@ class Options(usage.Options):
         """
         self["keepalive"] = -1
 
-    @staticmethod
-    def _node(address: str):
-        try:
-            return parseNode(address)
-        except BadNodeAddress as e:
-            raise usage.UsageError(str(e))
-
     def parseOptions(self, options=None) -> None:
         """
         Accept C{--keepalive}, C{--keepalive N} and C{--keepalive=N}.
@@ -187,10 +119,7 @@ class Options(usage.Options):
         super().parseOptions(rewritten)
 
     def postOptions(self) -> None:
-        if not self["bind"]:
-            raise usage.UsageError("at least one --bind is required")
-        if not self["to"]:
-            raise usage.UsageError("at least one --to node is required")
+        super().postOptions()
         if self["keepalive-timeout"]:
             self["keepalive"] = self["keepalive-timeout"]
         elif self["keepalive"] == -1:
@@ -216,18 +145,13 @@ def makeService(options, reactor=None):
         path = options["access-log"]
         stream = sys.stdout if path == "-" else open(path, "a", buffering=1)
         accessLog = AccessLog(stream, reactor)
+    arguments, services = routingArguments(options, reactor)
     router = HTTPRouter(
         reactor,
         options["to"],
-        fallback=options["fallback"],
-        max_retries=options["max-retries"],
-        gracetime=options["gracetime"],
-        connect_timeout=options["connect-timeout"],
-        timeout=options["timeout"],
         headers_timeout=options["headers-timeout"],
         body_timeout=options["body-timeout"],
         keepalive=options["keepalive"],
-        harakiri=options["harakiri"],
         buffer_size=options["buffer-size"],
         modifier1=options["modifier1"],
         modifier2=options["modifier2"],
@@ -237,12 +161,11 @@ def makeService(options, reactor=None):
         spool_dir=options["spool-dir"],
         limit_post=options["limit-post"],
         trust_forwarded_from=options["trust-forwarded-from"],
-        silent_errors=options["silent-errors"],
-        quiet=options["quiet"],
         server_name=options["server-name"],
         max_request_line=options["max-request-line"],
         max_headers=options["max-headers"],
         max_head_size=options["max-head-size"],
         access_log=accessLog,
+        **arguments,
     )
-    return RouterService(reactor, router, options["bind"], options["graceful-timeout"])
+    return routerService(options, reactor, router, services)

@@ -1,0 +1,77 @@
+"""
+The command line of txrouter-fast builds the router and forwarder it describes.
+"""
+
+import pytest
+from twisted.internet.testing import MemoryReactorClock
+from twisted.python.usage import UsageError
+
+from txrouter.routing.cache import CacheForwarder
+from txrouter.routing.code import CodeForwarder
+from txrouter.routing.paths import PathForwarder
+from txrouter.tap.common import ReloadOnHangup
+from txrouter.tap.fast import Options, makeService
+
+
+def build(*args):
+    options = Options()
+    options.parseOptions(["--bind", "tcp:0", *args])
+    return makeService(options, MemoryReactorClock())
+
+
+def test_static_nodes_and_options():
+    service = build(
+        "--to", "127.0.0.1:3031", "--to", "/run/b.sock", "--fallback", "@spare",
+        "--force-key", "k", "--keep-modifiers", "--post-buffering", "8192",
+        "--post-buffering-dir", "/var/tmp", "--timeout", "9", "--max-retries", "1",
+    )
+    router = service.router
+    assert [n.name for n in router.forwarder.nodes] == ["127.0.0.1:3031", "/run/b.sock"]
+    assert [n.name for n in router.fallback] == ["@spare"]
+    assert router.forceKey == b"k" and router.keepModifiers
+    assert (router.postBuffering, router.postBufferingDir) == (8192, "/var/tmp")
+    assert (router.timeout, router.connectTimeout, router.maxRetries) == (9, 9, 1)
+
+
+def test_each_forwarder(tmp_path):
+    mapping = tmp_path / "map"
+    mapping.write_text("a.local /run/a.sock\n")
+    router = build("--use-base", "/run/apps/").router
+    assert isinstance(router.forwarder, PathForwarder)
+    assert router.forwarder.pick(b"x").path == "/run/apps/x"
+    router = build("--use-pattern", "/run/%s/sock").router
+    assert router.forwarder.pick(b"x").path == "/run/x/sock"
+    service = build("--use-cache", "--cache-file", str(mapping))
+    assert isinstance(service.router.forwarder, CacheForwarder)
+    assert any(isinstance(s, ReloadOnHangup) for s in service)
+    router = build("--use-code", "tests.test_forwarders:mapper").router
+    assert isinstance(router.forwarder, CodeForwarder)
+    assert router.forwarder.pick(b"a").path == "/run/a.sock"
+
+
+def test_name_separator_strip():
+    router = build("--use-pattern", ":/run/%s.sock:", "--name-separator-strip").router
+    assert router.forwarder.pick(b"x").path == "/run/x.sock"
+
+
+def test_cheap_mode_is_on_the_service():
+    service = build("--to", "/run/a.sock", "--cheap")
+    assert service.cheap is False
+
+
+@pytest.mark.parametrize(
+    "args",
+    [(), ("--to", "/a", "--use-base", "/b/"), ("--use-pattern", "/no/pattern"),
+     ("--use-cache",), ("--use-code", "nosuchmodule:f"), ("--use-base", "/b/", "--cheap"),
+     ("--to", "/a", "--buffer-size", "-1")],
+)
+def test_usage_errors(args):
+    with pytest.raises((UsageError, ValueError)):
+        build(*args)
+
+
+def test_bad_mapping_file_is_a_usage_error(tmp_path):
+    mapping = tmp_path / "map"
+    mapping.write_text("only-a-key\n")
+    with pytest.raises(UsageError, match=":1:"):
+        build("--use-cache", "--cache-file", str(mapping))

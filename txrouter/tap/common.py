@@ -1,0 +1,256 @@
+"""
+What the command lines of every router share: listeners, timeouts, and the
+ways to find nodes (forwarders), which every router offers alike.
+
+uWSGI picks the first configured mapper and silently ignores the others
+(reference section 3.3); here configuring two is a usage error.
+"""
+
+import signal
+
+from twisted.application.service import Service
+from twisted.python import usage
+
+from txrouter.routing.cache import CacheForwarder, InMemoryStore, MappingFileError
+from txrouter.routing.code import CodeForwarder, loadCallable
+from txrouter.routing.nodes import BadNodeAddress, parseNode
+from txrouter.routing.paths import PathForwarder
+from txrouter.service import RouterService
+
+
+def positive(value: str) -> float:
+    number = float(value)
+    if number < 0:
+        raise ValueError("must not be negative")
+    return number
+
+
+def count(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError("must not be negative")
+    return number
+
+
+def byte(value: str) -> int:
+    number = int(value)
+    if not 0 <= number <= 255:
+        raise ValueError("must be 0..255")
+    return number
+
+
+#: The mapper options, one of which (or C{--to}) a router needs.
+MAPPERS = ("use-base", "use-pattern", "use-cache", "use-code")
+
+
+class RouterOptions(usage.Options):
+    """
+    The options every router has.  Subclasses add their own and call
+    L{RouterOptions.postOptions}.
+    """
+
+    optFlags = [
+        ["fallback-on-no-key", None,
+         "Send requests whose key maps to no node to the --fallback nodes too."],
+        ["use-cache", None,
+         "Find nodes in a key/value store (filled by --cache-file): values"
+         " ADDR[,MODIFIER1], several joined by | for round robin."],
+        ["name-separator-strip", None,
+         "Strip leading and trailing ':' from forwarder values, as uwsgiconf"
+         " does when it renders them."],
+        ["cheap", None,
+         "Stop accepting clients while no node is available; resume when one is."],
+        ["silent-errors", None,
+         "Close the connection without a response on errors, as uWSGI does,"
+         " instead of a short 4xx/5xx answer."],
+        ["quiet", None, "Do not log failed connects to nodes."],
+    ]
+
+    optParameters = [
+        ["use-base", None, None,
+         "Route KEY to the unix socket DIR+KEY (the key is checked: no '/', '..',"
+         " control bytes; at most 255 bytes)."],
+        ["use-pattern", None, None,
+         "Route KEY to the unix socket PATTERN with every %s replaced by KEY"
+         " (the key is checked as for --use-base)."],
+        ["cache-file", None, None,
+         "Mapping file for --use-cache: KEY VALUE per line; reloaded on SIGHUP."],
+        ["use-code", None, None,
+         "Route by a Python function: MODULE:CALLABLE (or uWSGI's"
+         " MOD1:SCRIPT:FUNC) gets the key, returns ADDR[,MODIFIER1], a list,"
+         " None or a Deferred."],
+        ["code-timeout", None, 5.0,
+         "Seconds a --use-code Deferred may take (504 after).", positive],
+        ["gracetime", None, 30.0,
+         "Seconds a --to node that failed to connect is left out.", positive],
+        ["max-retries", None, 3,
+         "Connect retries per request (so up to N+1 attempts).", count],
+        ["timeout", None, 60.0,
+         "Idle timeout, in seconds, for client and backend connections.", positive],
+        ["connect-timeout", None, None,
+         "Seconds allowed to connect to a node (default: --timeout).", positive],
+        ["harakiri", None, 0,
+         "Seconds a backend may take for a whole response before it is cut"
+         " (504 if nothing was sent yet); 0 for no limit.", positive],
+        ["post-buffering", None, 0,
+         "Read request bodies whole before connecting to a node: up to N bytes"
+         " in memory, larger ones in an unlinked temporary file; 0 streams.", count],
+        ["post-buffering-dir", None, None,
+         "Directory for post-buffering temporary files (default: $TMPDIR)."],
+        ["graceful-timeout", None, 30.0,
+         "On SIGTERM/SIGINT: seconds in-flight requests get to finish.", positive],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["bind"] = []
+        self["to"] = []
+        self["fallback"] = []
+
+    def opt_bind(self, description: str) -> None:
+        """
+        Listen on this Twisted server endpoint (repeatable), e.g. tcp:8080.
+        """
+        self["bind"].append(description)
+
+    def opt_to(self, address: str) -> None:
+        """
+        A backend node (repeatable; round robin): host:port, :port, /path,
+        @abstract, tcp:HOST:PORT or unix:PATH.
+        """
+        self["to"].append(_node(address))
+
+    def opt_fallback(self, address: str) -> None:
+        """
+        A fallback node (repeatable), tried in order after a failed connect.
+        """
+        self["fallback"].append(_node(address))
+
+    def postOptions(self) -> None:
+        if not self["bind"]:
+            raise usage.UsageError("at least one --bind is required")
+        chosen = [name for name in MAPPERS if self[name]] + (["to"] if self["to"] else [])
+        if len(chosen) > 1:
+            raise usage.UsageError(
+                "choose one way to find nodes, not " + ", ".join("--" + n for n in chosen)
+            )
+        if not chosen:
+            raise usage.UsageError(
+                "no nodes: give --to NODE or one of " + ", ".join("--" + n for n in MAPPERS)
+            )
+        if self["use-cache"] and not self["cache-file"]:
+            raise usage.UsageError("--use-cache needs --cache-file (or build it in a .tac)")
+        if self["name-separator-strip"]:
+            for name in ("use-base", "use-pattern", "use-code", "cache-file"):
+                if self[name]:
+                    self[name] = self[name].strip(":")
+        if self["use-pattern"] and "%s" not in self["use-pattern"]:
+            raise usage.UsageError("--use-pattern needs %s where the key goes")
+        if self["use-code"]:
+            try:
+                self["use-code"] = loadCallable(self["use-code"])
+            except ValueError as e:
+                raise usage.UsageError(f"--use-code: {e}")
+
+
+def _node(address: str):
+    try:
+        return parseNode(address)
+    except BadNodeAddress as e:
+        raise usage.UsageError(str(e))
+
+
+class ReloadOnHangup(Service):
+    """
+    Call C{reload} on SIGHUP while running; a failed reload is logged and
+    the old state kept.
+    """
+
+    def __init__(self, reactor, reload) -> None:
+        self.reactor = reactor
+        self.reload = reload
+        self._previous = None
+
+    def startService(self) -> None:
+        super().startService()
+        self._previous = signal.signal(signal.SIGHUP, self._hangup)
+
+    def stopService(self):
+        if self._previous is not None:
+            signal.signal(signal.SIGHUP, self._previous)
+            self._previous = None
+        return super().stopService()
+
+    def _hangup(self, signum, frame) -> None:
+        self.reactor.callFromThread(self._reload)
+
+    def _reload(self) -> None:
+        from twisted.logger import Logger
+
+        try:
+            self.reload()
+        except MappingFileError as e:
+            Logger(namespace="txrouter.cache").error(
+                "cache_file_refused: {error}; keeping the previous mapping",
+                event="cache_file_refused", error=str(e),
+            )
+
+
+def buildForwarder(options, reactor):
+    """
+    The forwarder the options describe (L{None} for the static C{--to} one,
+    which each router builds itself) and the services it needs.
+
+    @return: C{(forwarder, services)}.
+    """
+    if options["use-base"]:
+        return PathForwarder.fromBase(options["use-base"]), []
+    if options["use-pattern"]:
+        return PathForwarder(options["use-pattern"]), []
+    if options["use-code"]:
+        return CodeForwarder(options["use-code"], reactor, options["code-timeout"]), []
+    if options["use-cache"]:
+        try:
+            store = InMemoryStore(path=options["cache-file"])
+        except MappingFileError as e:
+            raise usage.UsageError(str(e))
+        return CacheForwarder(store), [ReloadOnHangup(reactor, store.reload)]
+    return None, []
+
+
+def routingArguments(options, reactor) -> "tuple[dict, list]":
+    """
+    The router constructor arguments every router shares, and the services
+    that go with them.
+    """
+    forwarder, services = buildForwarder(options, reactor)
+    return dict(
+        forwarder=forwarder,
+        fallback=options["fallback"],
+        fallback_on_no_key=options["fallback-on-no-key"],
+        max_retries=options["max-retries"],
+        gracetime=options["gracetime"],
+        timeout=options["timeout"],
+        connect_timeout=options["connect-timeout"],
+        harakiri=options["harakiri"],
+        post_buffering=options["post-buffering"],
+        post_buffering_dir=options["post-buffering-dir"],
+        silent_errors=options["silent-errors"],
+        quiet=options["quiet"],
+    ), services
+
+
+def routerService(options, reactor, router, services=()):
+    """
+    The service running C{router} on the options' listeners, with cheap
+    mode if asked and the forwarder's own services.
+    """
+    try:
+        service = RouterService(
+            reactor, router, options["bind"], options["graceful-timeout"], cheap=options["cheap"],
+        )
+    except ValueError as e:
+        raise usage.UsageError(f"--cheap: {e}")
+    for extra in services:
+        extra.setServiceParent(service)
+    return service
