@@ -8,6 +8,8 @@ from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 
 from txrouter.routing.interfaces import IAvailability
+from txrouter.stats.document import statsDocument
+from txrouter.stats.server import StatsFactory, uwsgiAddressToEndpoint
 
 log = Logger(namespace="txrouter.service")
 
@@ -108,6 +110,29 @@ class RouterService(MultiService):
             availability.watchAvailability(self._availabilityChanged)
             if not availability.available:
                 self._availabilityChanged(False)
+
+    def serveStats(
+        self, reactor, address: str, shortName: str, addresses,
+        http: bool = False, minified: bool = False,
+    ) -> Listener:
+        """
+        Also serve the stats document on C{address} (an endpoint string, or
+        uWSGI's C{host:port} or path); cheap mode never pauses it.
+
+        @param shortName: uWSGI's name of the router in the document.
+        @param addresses: the router's listening addresses, as shown.
+        """
+
+        def document():
+            return statsDocument(
+                shortName, addresses, len(self.router.sessions),
+                [self.router.forwarder], self.cheap,
+            )
+
+        factory = StatsFactory(reactor, document, http, minified)
+        listener = Listener(serverFromString(reactor, uwsgiAddressToEndpoint(address)), factory)
+        listener.setServiceParent(self)
+        return listener
 
     def _availabilityChanged(self, available: bool) -> None:
         if available == (not self.cheap):

@@ -13,9 +13,10 @@ Time comes from an injected C{IReactorTime}.
 from zope.interface import implementer
 
 from txrouter.routing.interfaces import IAvailability, IForwarder, NoNodeForKey
+from txrouter.stats.document import IStatsSource
 
 
-@implementer(IForwarder, IAvailability)
+@implementer(IForwarder, IAvailability, IStatsSource)
 class StaticForwarder:
     """
     Round robin over a fixed list with dead-node quarantine.
@@ -29,6 +30,7 @@ class StaticForwarder:
         self.gracetime = gracetime
         self._cursor = 0
         self._deadSince = {}
+        self._hits = dict.fromkeys(self.nodes, 0)
         self._watchers = []
         self._wakeUp = None
         self.available = bool(self.nodes)
@@ -54,6 +56,8 @@ class StaticForwarder:
             self._recheck()
 
     def connected(self, key, node) -> None:
+        if node in self._hits:
+            self._hits[node] += 1
         if self._deadSince and self._deadSince.pop(node, None) is not None and self._watchers:
             self._recheck()
 
@@ -66,6 +70,23 @@ class StaticForwarder:
         """
         since = self._deadSince.get(node)
         return since is not None and since + self.gracetime > self.clock.seconds()
+
+    def statsFields(self):
+        """
+        uWSGI's C{static_nodes}: successful connections, and the time a node
+        was marked dead (0 while alive).
+        """
+        return [(
+            "static_nodes",
+            [
+                {
+                    "name": node.name,
+                    "hits": self._hits.get(node, 0),
+                    "grace": int(self._deadSince[node]) if self.isDead(node) else 0,
+                }
+                for node in self.nodes
+            ],
+        )]
 
     def watchAvailability(self, callback) -> None:
         self._watchers.append(callback)

@@ -1,0 +1,3 @@
+"""
+The stats server of every router (uWSGI's C{--R-stats}).
+"""

@@ -1,0 +1,88 @@
+"""
+The stats listener: on each connection, write the stats document and close
+(uWSGI's C{--R-stats}); with C{http}, first read one request head and
+answer it as HTTP (uWSGI's C{--stats-http}).
+"""
+
+from twisted.internet.protocol import Protocol, ServerFactory
+
+from txrouter.stats.document import encodeStats
+
+#: Longest request head read in HTTP mode.
+_MAX_REQUEST = 8192
+
+_HTTP_HEAD = (
+    b"HTTP/1.0 200 OK\r\n"
+    b"Connection: close\r\n"
+    b"Access-Control-Allow-Origin: *\r\n"
+    b"Content-Type: application/json\r\n"
+    b"\r\n"
+)
+
+
+def uwsgiAddressToEndpoint(address: str) -> str:
+    """
+    Accept uWSGI's spelling of a listening address as well as endpoint
+    strings: C{host:port} and C{:port} become C{tcp:}, a path C{unix:}.
+    """
+    kind = address.partition(":")[0]
+    if kind in ("tcp", "tcp6", "unix", "ssl", "systemd"):
+        return address
+    if address.startswith("/") or ":" not in address:
+        return "unix:" + address.replace(":", r"\:")
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    return f"tcp:{port}:interface={host.replace(':', chr(92) + ':')}" if host else f"tcp:{port}"
+
+
+class _StatsProtocol(Protocol):
+    _request = b""
+    _timeout = None
+
+    def connectionMade(self) -> None:
+        factory = self.factory
+        if not factory.http:
+            self._answer()
+            return
+        self._timeout = factory.reactor.callLater(factory.timeout, self.transport.abortConnection)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._request is None:
+            return
+        self._request += data
+        if b"\r\n\r\n" in self._request or b"\n\n" in self._request:
+            self._request = None
+            self._answer()
+        elif len(self._request) > _MAX_REQUEST:
+            self._request = None
+            self.transport.abortConnection()
+
+    def _answer(self) -> None:
+        factory = self.factory
+        body = encodeStats(factory.document(), factory.minified)
+        self.transport.write(_HTTP_HEAD + body if factory.http else body)
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason) -> None:
+        if self._timeout is not None and self._timeout.active():
+            self._timeout.cancel()
+
+
+class StatsFactory(ServerFactory):
+    """
+    Serves the document C{document()} returns.
+
+    @ivar timeout: seconds an HTTP client has to send its request (uWSGI's
+        socket timeout, 4 s).
+    """
+
+    protocol = _StatsProtocol
+    noisy = False
+
+    def __init__(self, reactor, document, http: bool = False, minified: bool = False,
+                 timeout: float = 4.0) -> None:
+        self.reactor = reactor
+        self.document = document
+        self.http = http
+        self.minified = minified
+        self.timeout = timeout
