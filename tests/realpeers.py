@@ -1,6 +1,7 @@
 """
 Real processes for end-to-end tests and benchmarks: uWSGI workers, uWSGI's
-own HTTP router, txrouter-http under twistd, curl.
+own HTTP router and FastRouter, txrouter-http and txrouter-fast under twistd,
+nginx (uwsgi_pass) in front of any of them, curl.
 
 Everything listens on 127.0.0.1 or unix sockets, is waited for with a bound,
 and is stopped by its PID: SIGTERM, a bounded wait, then SIGKILL.  Each
@@ -17,12 +18,25 @@ Used from a test::
             result = curl(f"http://127.0.0.1:{port}/")
         assert json.loads(result.stdout)["UWSGI_ROUTER"] == "http"
 
+A FastRouter chain (nginx speaks uwsgi to the router, which picks a worker
+by the Host header)::
+
+    def test_through_fastrouter(tmp_path):
+        router_port, web_port = free_port(), free_port()
+        with uwsgi_worker(tmp_path, str(tmp_path / "app1.local.sock")), \
+                uwsgi_fastrouter(tmp_path, router_port,
+                                 ["--fastrouter-use-pattern", f"{tmp_path}/%s.sock"]), \
+                nginx(tmp_path, web_port, f"127.0.0.1:{router_port}"):
+            result = curl("-H", "Host: app1.local", f"http://127.0.0.1:{web_port}/")
+
 The camelCase names at the end are the spellings older tests use.
 """
 
 import atexit
+import grp
 import os
 import pathlib
+import pwd
 import signal
 import socket
 import subprocess
@@ -38,6 +52,8 @@ TWISTD_COMMAND = (
     else [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 )
 TXROUTER_COMMAND = [*TWISTD_COMMAND, "-n", "--pidfile=", "txrouter-http"]
+TXROUTER_FAST_COMMAND = [*TWISTD_COMMAND, "-n", "--pidfile=", "txrouter-fast"]
+NGINX_UWSGI_PARAMS = pathlib.Path("/etc/nginx/uwsgi_params")
 
 _running = set()
 
@@ -371,6 +387,173 @@ def txrouter_http(tmp_path, port: int, to, extra_args=(), command=None,
                       env=env)
     _ready(process, lambda: wait_for_tcp(port, timeout, process=process))
     return process
+
+
+def txrouter_fast(tmp_path, bind, extra_args=(), command=None, wrapper=(),
+                  timeout: float = 20.0) -> Process:
+    """
+    C{twistd -n --pidfile= txrouter-fast --bind BIND EXTRA_ARGS}, the
+    FastRouter (uwsgi in, uwsgi out), run from the project root with it on
+    PYTHONPATH.  C{bind} is a Twisted endpoint string (C{tcp:3017:interface=
+    127.0.0.1}, C{unix:/path}) or a bare port number, which means
+    C{tcp:PORT:interface=127.0.0.1}; the nodes and the mapper (C{--to},
+    C{--use-pattern}, ...) go in C{extra_args}.  C{command} replaces
+    everything before C{--bind}; C{wrapper} is put in front of the whole
+    command (e.g. C{["taskset", "-c", "0"]}, which execs, so the PID stays
+    the router's).  The process's C{address} is where it listens, spelled
+    as uWSGI would (C{127.0.0.1:PORT} or a path), ready for L{nginx}.
+    Returns once that address accepts.
+    """
+    if isinstance(bind, int):
+        bind = f"tcp:{bind}:interface=127.0.0.1"
+    address = endpoint_address(bind)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    process = Process(
+        [*wrapper, *(command or TXROUTER_FAST_COMMAND), "--bind", bind, *extra_args],
+        pathlib.Path(tmp_path) / f"txrouter-fast-{_log_tag(address)}.log", env=env,
+    )
+    process.address = address
+    _ready(process, lambda: wait_for_address(address, timeout, process))
+    return process
+
+
+def uwsgi_fastrouter(tmp_path, port, extra_args=(), to=(), wrapper=(),
+                     timeout: float = 20.0) -> Process:
+    """
+    uWSGI's own FastRouter (C{uwsgi --plugin fastrouter --master
+    --die-on-term --fastrouter 127.0.0.1:PORT}), the reference txrouter-fast
+    is compared with, with C{--fastrouter-to} for each node of C{to} (one
+    address or several; none by default: give a mapper such as
+    C{--fastrouter-use-pattern} in C{extra_args} instead).  C{port} may
+    also be a unix socket path to listen on.  C{wrapper} is put in front of
+    the command, as for L{txrouter_fast}.  The process's C{address} is
+    C{127.0.0.1:PORT} (or the path).  Returns once that address accepts.
+    """
+    address = f"127.0.0.1:{port}" if isinstance(port, int) else str(port)
+    args = [*wrapper, "uwsgi", "--plugin", "fastrouter", "--master", "--die-on-term",
+            "--fastrouter", address]
+    for node in _nodes(to):
+        args += ["--fastrouter-to", node]
+    process = Process([*args, *extra_args],
+                      pathlib.Path(tmp_path) / f"uwsgi-fastrouter-{_log_tag(address)}.log")
+    process.address = address
+    _ready(process, lambda: wait_for_address(address, timeout, process))
+    return process
+
+
+def nginx(tmp_path, port: int, upstream, extra_locations: str = "", uwsgi_buffering: bool = True,
+          access_log: bool = True, extra_http: str = "", wrapper=(),
+          timeout: float = 20.0) -> Process:
+    """
+    nginx on 127.0.0.1:C{port} passing every request with C{uwsgi_pass} to
+    C{upstream}: C{host:port}, C{unix:/path}, a bare C{/path} or a port
+    number (on 127.0.0.1), with Debian's C{/etc/nginx/uwsgi_params} (so
+    C{HTTP_HOST} is nginx's C{$host}: lower-cased, without the port).
+
+    Request bodies of any size are streamed to the upstream as they arrive
+    (C{client_max_body_size 0}, C{uwsgi_request_buffering off});
+    responses are buffered by nginx as by default unless
+    C{uwsgi_buffering} is false.  C{extra_locations} is nginx text put in
+    the server block before the catch-all C{location /} (more C{location}
+    blocks, each needing its own C{include}/C{uwsgi_pass});
+    C{extra_http} goes in the http block.  One worker process, keep-alive
+    clients may send up to a million requests per connection.
+
+    Everything nginx writes lives in C{tmp_path/nginx-PORT/}: the
+    configuration C{nginx.conf}, the pid file, the temporary-file
+    directories and C{access.log} (C{access_log=False} turns it off);
+    its error log goes to stderr, that is to the process's log
+    C{tmp_path/nginx-PORT.log}.  Runs as the current user: as root, the
+    C{user} directive names root so that the worker can reach sockets and
+    files under C{tmp_path}; otherwise it is left out, as nginx ignores it.
+    Started as C{nginx -e stderr -p DIR -c DIR/nginx.conf -g 'daemon off;'}
+    (master and worker, stopped by the master's PID: SIGTERM is nginx's
+    fast shutdown).  C{wrapper} is put in front of the command, as for
+    L{txrouter_fast}.  Returns once the port accepts.
+    """
+    if not NGINX_UWSGI_PARAMS.exists():
+        raise FileNotFoundError(f"{NGINX_UWSGI_PARAMS} is missing: run scripts/setup (nginx)")
+    if isinstance(upstream, int):
+        upstream = f"127.0.0.1:{upstream}"
+    upstream = str(upstream)
+    if upstream.startswith("/"):
+        upstream = "unix:" + upstream
+    home = pathlib.Path(tmp_path).resolve() / f"nginx-{port}"
+    home.mkdir(parents=True, exist_ok=True)
+    user = ""
+    if os.geteuid() == 0:
+        user = (f"user {pwd.getpwuid(os.geteuid()).pw_name}"
+                f" {grp.getgrgid(os.getegid()).gr_name};")
+    temp_paths = "\n".join(
+        f"    {kind}_temp_path {home / kind};"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    conf = home / "nginx.conf"
+    conf.write_text(f"""\
+# nginx in front of {upstream}, written by tests/realpeers.py
+{user}
+worker_processes 1;
+pid {home / "nginx.pid"};
+error_log stderr notice;
+events {{
+    worker_connections 4096;
+}}
+http {{
+    access_log {home / "access.log" if access_log else "off"};
+{temp_paths}
+    keepalive_requests 1000000;
+    client_max_body_size 0;
+    uwsgi_request_buffering off;
+    uwsgi_buffering {"on" if uwsgi_buffering else "off"};
+{extra_http}
+    server {{
+        listen 127.0.0.1:{port};
+        server_name _;
+{extra_locations}
+        location / {{
+            include {NGINX_UWSGI_PARAMS};
+            uwsgi_pass {upstream};
+        }}
+    }}
+}}
+""")
+    process = Process(
+        [*wrapper, "nginx", "-e", "stderr", "-p", home, "-c", conf, "-g", "daemon off;"],
+        pathlib.Path(tmp_path) / f"nginx-{port}.log",
+    )
+    process.address, process.port, process.home, process.conf = \
+        f"127.0.0.1:{port}", port, home, conf
+    _ready(process, lambda: wait_for_tcp(port, timeout, process=process))
+    return process
+
+
+def endpoint_address(endpoint: str) -> str:
+    """
+    Where a Twisted server endpoint string listens, spelled as uWSGI spells
+    addresses (for L{wait_for_address}): C{tcp:8080:interface=127.0.0.1} ->
+    C{127.0.0.1:8080} (no interface: C{127.0.0.1} too), C{unix:/path} or
+    C{unix:address=/path} -> C{/path}.
+    """
+    kind, _, rest = endpoint.partition(":")
+    positional, named = [], {}
+    for field in rest.split(":") if rest else []:
+        key, eq, value = field.partition("=")
+        if eq:
+            named[key] = value
+        else:
+            positional.append(field)
+    if kind in ("tcp", "tcp6"):
+        port = named.get("port") or positional[0]
+        return f"{named.get('interface', '127.0.0.1')}:{port}"
+    if kind == "unix":
+        return named.get("address") or positional[0]
+    raise ValueError(f"cannot tell where {endpoint!r} listens")
+
+
+def _log_tag(address: str) -> str:
+    return address.rpartition(":")[2] if not address.startswith(("/", "@")) \
+        else pathlib.Path(address).name
 
 
 def _ready(process: Process, wait) -> None:
