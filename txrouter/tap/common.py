@@ -11,11 +11,30 @@ import signal
 from twisted.application.service import Service
 from twisted.python import usage
 
+from txrouter.routing.admission import (
+    DEFAULT_PORTS,
+    SOURCE,
+    AddressPolicy,
+    parseNetwork,
+    parsePortRange,
+)
+from txrouter.routing.balancing import ALGORITHMS
 from txrouter.routing.cache import CacheForwarder, InMemoryStore, MappingFileError
 from txrouter.routing.code import CodeForwarder, loadCallable
 from txrouter.routing.nodes import BadNodeAddress, parseNode
 from txrouter.routing.paths import PathForwarder
+from txrouter.routing.subscriptions import (
+    DEFAULT_MAX_NODES,
+    DEFAULT_MAX_POOLS,
+    DEFAULT_TOLERANCE,
+    SubscriptionRegistry,
+)
 from txrouter.service import RouterService
+from txrouter.subscription.addresses import parseDatagramAddress, uwsgiAddressOfEndpoint
+from txrouter.subscription.federation import DatagramSender, Resubscriber
+from txrouter.subscription.server import subscriptionServices
+from txrouter.subscription.signing import DEFAULT_TOLERANCE as SIGN_TOLERANCE
+from txrouter.subscription.signing import SignatureChecker, digestByName, sign
 
 
 def positive(value: str) -> float:
@@ -39,8 +58,23 @@ def byte(value: str) -> int:
     return number
 
 
+def algorithm(value: str) -> str:
+    """
+    A C{--subscription-algo} name.
+    """
+    if value not in ALGORITHMS:
+        raise ValueError(f"one of {', '.join(ALGORITHMS)}")
+    return value
+
+
 #: The mapper options, one of which (or C{--to}) a router needs.
-MAPPERS = ("use-base", "use-pattern", "use-cache", "use-code")
+MAPPERS = ("use-base", "use-pattern", "use-cache", "use-code", "subscription-server")
+
+#: The repeatable subscription options, each collected in a list.
+_SUBSCRIPTION_LISTS = (
+    "subscription-server", "subscription-allow", "subscription-node-network",
+    "subscription-node-ports", "subscription-node-dir", "resubscribe",
+)
 
 
 class RouterOptions(usage.Options):
@@ -64,6 +98,13 @@ class RouterOptions(usage.Options):
          "Close the connection without a response on errors, as uWSGI does,"
          " instead of a short 4xx/5xx answer."],
         ["quiet", None, "Do not log failed connects to nodes."],
+        ["subscription-dotsplit", None,
+         "A key without a pool tries its dot suffixes: a.b.com, then .b.com, .com."],
+        ["subscription-notify", None,
+         "Acknowledge new nodes to the unix socket their 'notify' var names"
+         " (it must be inside a --subscription-node-dir)."],
+        ["subscription-sni", None,
+         "Keep the sni_key/sni_crt/sni_ca vars of subscriptions (ignored otherwise)."],
     ]
 
     optParameters = [
@@ -99,6 +140,24 @@ class RouterOptions(usage.Options):
          "Directory for post-buffering temporary files (default: $TMPDIR)."],
         ["graceful-timeout", None, 30.0,
          "On SIGTERM/SIGINT: seconds in-flight requests get to finish.", positive],
+        ["subscription-algo", None, "wrr",
+         "Balancing of subscribed pools: wrr, lrc, wlrc or iphash.", algorithm],
+        ["subscription-tolerance", None, DEFAULT_TOLERANCE,
+         "Seconds a subscribed node lives without an announce.", positive],
+        ["subscription-fallback-key", None, None,
+         "The pool for keys that have none (ignored with --subscription-dotsplit)."],
+        ["subscription-max-pools", None, DEFAULT_MAX_POOLS,
+         "Most subscribed pools (keys); announces of more are refused.", count],
+        ["subscription-max-nodes", None, DEFAULT_MAX_NODES,
+         "Most nodes per subscribed pool.", count],
+        ["subscriptions-sign-check", None, None,
+         "Accept only signed announces: DIGEST:DIR, public keys in DIR/<key>.pem."],
+        ["subscriptions-sign-check-tolerance", None, SIGN_TOLERANCE,
+         "Seconds a signed announce's unix timestamp may be old.", count],
+        ["resubscribe-sign", None, None,
+         "Sign --resubscribe announces: DIGEST:PRIVATE_KEY_FILE."],
+        ["resubscribe-address", None, None,
+         "The address --resubscribe announces (default: the first --bind's)."],
     ]
 
     def __init__(self) -> None:
@@ -106,6 +165,8 @@ class RouterOptions(usage.Options):
         self["bind"] = []
         self["to"] = []
         self["fallback"] = []
+        for name in _SUBSCRIPTION_LISTS:
+            self[name] = []
 
     def opt_bind(self, description: str) -> None:
         """
@@ -126,7 +187,59 @@ class RouterOptions(usage.Options):
         """
         self["fallback"].append(_node(address))
 
+    def opt_subscription_server(self, address: str) -> None:
+        """
+        Hear subscriptions on this datagram socket (repeatable): ip:port or
+        :port (UDP), /path or @name (unix datagram).
+        """
+        self["subscription-server"].append(
+            _parsed(_listenAddress, address, "--subscription-server")
+        )
+
+    def opt_subscription_allow(self, network: str) -> None:
+        """
+        Hear UDP subscriptions only from this address or CIDR network
+        (repeatable; default: from anyone).
+        """
+        self["subscription-allow"].append(_parsed(parseNetwork, network, "--subscription-allow"))
+
+    def opt_subscription_node_network(self, network: str) -> None:
+        """
+        Subscribed TCP nodes may be in this CIDR network (repeatable;
+        'source' is the subscriber's own address, the default).
+        """
+        if network != SOURCE:
+            network = _parsed(parseNetwork, network, "--subscription-node-network")
+        self["subscription-node-network"].append(network)
+
+    def opt_subscription_node_ports(self, ports: str) -> None:
+        """
+        Subscribed TCP nodes may use these ports, PORT or LOW-HIGH
+        (repeatable; default 1024-65535).
+        """
+        self["subscription-node-ports"].append(
+            _parsed(parsePortRange, ports, "--subscription-node-ports")
+        )
+
+    def opt_subscription_node_dir(self, directory: str) -> None:
+        """
+        Subscribed unix socket nodes may be inside this absolute directory;
+        @PREFIX admits abstract names starting with it (repeatable;
+        default: no unix socket node).
+        """
+        if not directory.startswith(("/", "@")):
+            raise usage.UsageError(f"--subscription-node-dir: not absolute: {directory!r}")
+        self["subscription-node-dir"].append(directory)
+
+    def opt_resubscribe(self, address: str) -> None:
+        """
+        Announce the pools accepted here to this subscription server too
+        (repeatable): ip:port, /path or @name.
+        """
+        self["resubscribe"].append(_parsed(parseDatagramAddress, address, "--resubscribe"))
+
     def postOptions(self) -> None:
+        self._checkSubscriptionOptions()
         if not self["bind"]:
             raise usage.UsageError("at least one --bind is required")
         chosen = [name for name in MAPPERS if self[name]] + (["to"] if self["to"] else [])
@@ -151,6 +264,46 @@ class RouterOptions(usage.Options):
                 self["use-code"] = loadCallable(self["use-code"])
             except ValueError as e:
                 raise usage.UsageError(f"--use-code: {e}")
+
+    def _checkSubscriptionOptions(self) -> None:
+        """
+        Read the signing options' files and check their digests now, so
+        that a mistake stops start-up.
+        """
+        if self["subscriptions-sign-check"]:
+            self["subscriptions-sign-check"] = _digestAnd(
+                self["subscriptions-sign-check"], "--subscriptions-sign-check"
+            )
+        if self["resubscribe-sign"]:
+            digest, path = _digestAnd(self["resubscribe-sign"], "--resubscribe-sign")
+            try:
+                with open(path, "rb") as f:
+                    pem = f.read()
+                sign(b"", digest, pem)
+            except (OSError, ValueError, TypeError) as e:
+                raise usage.UsageError(f"--resubscribe-sign: {path}: {e}")
+            self["resubscribe-sign"] = (digest, pem)
+        if self["resubscribe"] and not self["subscription-server"]:
+            raise usage.UsageError("--resubscribe needs a --subscription-server")
+
+
+def _listenAddress(address: str):
+    return parseDatagramAddress(address, listen=True)
+
+
+def _parsed(parse, value: str, option: str):
+    try:
+        return parse(value)
+    except ValueError as e:
+        raise usage.UsageError(f"{option}: {e}")
+
+
+def _digestAnd(value: str, option: str) -> "tuple[str, str]":
+    digest, colon, path = value.partition(":")
+    if not colon or not path:
+        raise usage.UsageError(f"{option} wants DIGEST:PATH, not {value!r}")
+    _parsed(digestByName, digest, option)
+    return digest, path
 
 
 def _node(address: str):
@@ -215,7 +368,77 @@ def buildForwarder(options, reactor):
         except MappingFileError as e:
             raise usage.UsageError(str(e))
         return CacheForwarder(store), [ReloadOnHangup(reactor, store.reload)]
+    if options["subscription-server"]:
+        return subscriptionForwarder(options, reactor)
     return None, []
+
+
+def _ownPorts(binds) -> set:
+    """
+    The TCP ports the router listens on, which subscribed loopback nodes
+    must not use.
+    """
+    ports = set()
+    for description in binds:
+        address = uwsgiAddressOfEndpoint(description)
+        if address and not address.startswith(("/", "@")):
+            ports.add(int(address.rpartition(":")[2]))
+    return ports
+
+
+def subscriptionForwarder(options, reactor):
+    """
+    The subscription registry the options describe, and its services: the
+    subscription servers, with notify acks and resubscription if asked.
+
+    @return: C{(registry, services)}.
+    """
+    checker = None
+    if options["subscriptions-sign-check"]:
+        digest, directory = options["subscriptions-sign-check"]
+        checker = SignatureChecker(
+            digest, directory, options["subscriptions-sign-check-tolerance"], clock=reactor,
+        )
+    policy = AddressPolicy(
+        networks=options["subscription-node-network"] or (SOURCE,),
+        ports=options["subscription-node-ports"] or DEFAULT_PORTS,
+        directories=options["subscription-node-dir"],
+        ownPorts=_ownPorts(options["bind"]),
+    )
+    registry = SubscriptionRegistry(
+        reactor,
+        algo=options["subscription-algo"],
+        tolerance=options["subscription-tolerance"],
+        dotsplit=options["subscription-dotsplit"],
+        fallback_key=options["subscription-fallback-key"],
+        max_pools=options["subscription-max-pools"],
+        max_nodes=options["subscription-max-nodes"],
+        allow=options["subscription-allow"],
+        address_policy=policy,
+        sign_check=checker,
+        notify=options["subscription-notify"],
+        sni=options["subscription-sni"],
+        pending_timeout=options["connect-timeout"] or options["timeout"],
+    )
+    sender = None
+    if options["subscription-notify"] or options["resubscribe"]:
+        sender = DatagramSender()
+    resubscriber = None
+    if options["resubscribe"]:
+        address = options["resubscribe-address"] or (
+            uwsgiAddressOfEndpoint(options["bind"][0]) if options["bind"] else None
+        )
+        if not address:
+            raise usage.UsageError(
+                "--resubscribe: the first --bind has no uWSGI address; give --resubscribe-address"
+            )
+        resubscriber = Resubscriber(
+            reactor, options["resubscribe"], address, sender, options["resubscribe-sign"] or None,
+        )
+    services = subscriptionServices(
+        reactor, options["subscription-server"], registry, resubscriber, sender,
+    )
+    return registry, services
 
 
 def routingArguments(options, reactor) -> "tuple[dict, list]":

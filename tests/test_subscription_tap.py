@@ -1,0 +1,129 @@
+"""
+The subscription options of every router build the registry, its servers
+and federation they describe.
+"""
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from twisted.internet.testing import MemoryReactorClock
+from twisted.python.usage import UsageError
+
+from txrouter.routing.admission import SOURCE, parseNetwork
+from txrouter.routing.subscriptions import SubscriptionRegistry
+from txrouter.subscription.server import DatagramListener, SenderCloser
+from txrouter.tap import fast, http
+
+
+def build(module, *args, bind="tcp:3017:interface=127.0.0.1"):
+    options = module.Options()
+    options.parseOptions(["--bind", bind, *args])
+    return module.makeService(options, MemoryReactorClock())
+
+
+def children(service, kind):
+    return [s for s in service if isinstance(s, kind)]
+
+
+@pytest.mark.parametrize("module", [fast, http])
+def test_subscription_server_is_a_forwarder(module):
+    service = build(module, "--subscription-server", "127.0.0.1:7000",
+                    "--subscription-server", "/run/subs.sock", "--cheap")
+    registry = service.router.forwarder
+    assert isinstance(registry, SubscriptionRegistry)
+    listeners = children(service, DatagramListener)
+    assert [listener.address.text for listener in listeners] == ["127.0.0.1:7000", "/run/subs.sock"]
+    assert all(listener.protocol.registry is registry for listener in listeners)
+    assert all(listener.protocol.resubscriber is None for listener in listeners)
+    assert children(service, SenderCloser) == []
+    # No node yet: cheap mode starts cheap, as uWSGI's.
+    assert service.cheap is True
+
+
+def test_defaults():
+    registry = build(fast, "--subscription-server", ":7000").router.forwarder
+    assert (registry.algo, registry.tolerance, registry.dotsplit, registry.fallbackKey) == (
+        "wrr", 17.0, False, None,
+    )
+    assert (registry.maxPools, registry.maxNodes) == (1024, 64)
+    assert registry.sourcePolicy.networks == ()
+    policy = registry.addressPolicy
+    assert (policy.networks, policy.ports, policy.directories) == ((SOURCE,), ((1024, 65535),), ())
+    assert policy.ownPorts == {3017}
+    assert registry.signCheck is None and not registry.notify and not registry.sni
+    assert registry.pendingTimeout == 60
+
+
+def test_every_option_reaches_the_registry(tmp_path):
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    keyFile = tmp_path / "router.pem"
+    keyFile.write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    ))
+    service = build(
+        http, "--subscription-server", "127.0.0.1:7000",
+        "--subscription-algo", "lrc", "--subscription-tolerance", "3",
+        "--subscription-dotsplit", "--subscription-fallback-key", "default.local",
+        "--subscription-allow", "10.0.0.0/8", "--subscription-allow", "127.0.0.1",
+        "--subscription-max-pools", "5", "--subscription-max-nodes", "2",
+        "--subscription-node-network", "source", "--subscription-node-network", "10.1.0.0/16",
+        "--subscription-node-ports", "3031", "--subscription-node-ports", "8000-8100",
+        "--subscription-node-dir", "/run/apps", "--subscription-node-dir", "@apps",
+        "--subscriptions-sign-check", f"SHA256:{keys}",
+        "--subscriptions-sign-check-tolerance", "600",
+        "--subscription-notify", "--subscription-sni",
+        "--resubscribe", "10.0.0.9:7000", "--resubscribe", "/run/up.sock",
+        "--resubscribe-sign", f"SHA256:{keyFile}", "--connect-timeout", "4",
+        bind="tcp:8080",
+    )
+    registry = service.router.forwarder
+    assert (registry.algo, registry.tolerance, registry.dotsplit) == ("lrc", 3.0, True)
+    assert registry.fallbackKey == b"default.local"
+    assert registry.sourcePolicy.networks == (parseNetwork("10.0.0.0/8"), parseNetwork("127.0.0.1"))
+    assert (registry.maxPools, registry.maxNodes) == (5, 2)
+    policy = registry.addressPolicy
+    assert policy.networks == (SOURCE, parseNetwork("10.1.0.0/16"))
+    assert policy.ports == ((3031, 3031), (8000, 8100))
+    assert policy.directories == ("/run/apps", "@apps")
+    assert policy.ownPorts == {8080}
+    assert (registry.signCheck.directory, registry.signCheck.tolerance) == (str(keys), 600)
+    assert registry.notify and registry.sni and registry.pendingTimeout == 4
+    [listener] = children(service, DatagramListener)
+    resubscriber = listener.protocol.resubscriber
+    assert [t.text for t in resubscriber.targets] == ["10.0.0.9:7000", "/run/up.sock"]
+    assert resubscriber.address == b":8080"
+    assert resubscriber.sign[0] == "SHA256" and b"PRIVATE KEY" in resubscriber.sign[1]
+    assert listener.protocol.sender is resubscriber.sender
+    assert children(service, SenderCloser)[0].sender is resubscriber.sender
+
+
+def test_resubscribe_address():
+    service = build(fast, "--subscription-server", ":7000", "--resubscribe", "127.0.0.1:7001",
+                    "--resubscribe-address", "10.0.0.5:3017")
+    [listener] = children(service, DatagramListener)
+    assert listener.protocol.resubscriber.address == b"10.0.0.5:3017"
+    with pytest.raises(UsageError, match="--resubscribe-address"):
+        build(fast, "--subscription-server", ":7000", "--resubscribe", "127.0.0.1:7001",
+              bind="ssl:443:privateKey=k.pem")
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--subscription-server", "localhost:7000"), "--subscription-server"),
+    (("--subscription-server", ":7000", "--to", "/a.sock"), "choose one way"),
+    (("--subscription-server", ":7000", "--subscription-algo", "rr"), "wrr, lrc"),
+    (("--subscription-server", ":7000", "--subscription-allow", "10.0.0.0/33"), "--subscription-allow"),
+    (("--subscription-server", ":7000", "--subscription-node-network", "x"), "node-network"),
+    (("--subscription-server", ":7000", "--subscription-node-ports", "0-10"), "node-ports"),
+    (("--subscription-server", ":7000", "--subscription-node-dir", "run"), "not absolute"),
+    (("--subscription-server", ":7000", "--subscriptions-sign-check", "/keys"), "DIGEST:PATH"),
+    (("--subscription-server", ":7000", "--subscriptions-sign-check", "SHA0:/k"), "unknown digest"),
+    (("--subscription-server", ":7000", "--resubscribe", "127.0.0.1:0"), "--resubscribe"),
+    (("--subscription-server", ":7000", "--resubscribe-sign", "SHA1:/no/such.pem"), "--resubscribe-sign"),
+    (("--to", "/a.sock", "--resubscribe", "127.0.0.1:7001"), "needs a --subscription-server"),
+])
+def test_usage_errors(args, message):
+    with pytest.raises(UsageError, match=message):
+        build(fast, *args)
