@@ -10,6 +10,7 @@ from txrouter.routing.cache import CacheForwarder
 from txrouter.routing.code import CodeForwarder
 from txrouter.routing.paths import PathForwarder
 from txrouter.tap.common import ReloadOnHangup
+from txrouter.stats.server import StatsFactory
 from txrouter.tap.fast import Options, makeService
 
 
@@ -75,3 +76,21 @@ def test_bad_mapping_file_is_a_usage_error(tmp_path):
     mapping.write_text("only-a-key\n")
     with pytest.raises(UsageError, match=":1:"):
         build("--use-cache", "--cache-file", str(mapping))
+
+
+def test_stats_options_serve_the_document():
+    service = build(
+        "--subscription-server", "127.0.0.1:7000", "--stats", "127.0.0.1:5005",
+        "--stats-http", "--stats-minified",
+    )
+    [stats] = [s.factory for s in service if isinstance(getattr(s, "factory", None), StatsFactory)]
+    assert stats.http and stats.minified
+    document = stats.document()
+    assert document["fastrouter"] == [":0", "127.0.0.1:7000"]
+    assert document["subscriptions"] == []
+    assert document["cheap"] == 0
+
+
+def test_bad_stats_address_is_a_usage_error():
+    with pytest.raises(UsageError, match="--stats"):
+        build("--to", "/run/a.sock", "--stats", "nonsense:x:y")

@@ -83,6 +83,10 @@ class RouterOptions(usage.Options):
     L{RouterOptions.postOptions}.
     """
 
+    #: uWSGI's name of the router: the stats document lists the listeners
+    #: under it.
+    statsName = "router"
+
     optFlags = [
         ["fallback-on-no-key", None,
          "Send requests whose key maps to no node to the --fallback nodes too."],
@@ -105,6 +109,8 @@ class RouterOptions(usage.Options):
          " (it must be inside a --subscription-node-dir)."],
         ["subscription-sni", None,
          "Keep the sni_key/sni_crt/sni_ca vars of subscriptions (ignored otherwise)."],
+        ["stats-http", None, "Serve --stats over HTTP (uWSGI's --stats-http)."],
+        ["stats-minified", None, "Write the --stats JSON without whitespace."],
     ]
 
     optParameters = [
@@ -140,6 +146,9 @@ class RouterOptions(usage.Options):
          "Directory for post-buffering temporary files (default: $TMPDIR)."],
         ["graceful-timeout", None, 30.0,
          "On SIGTERM/SIGINT: seconds in-flight requests get to finish.", positive],
+        ["stats", None, None,
+         "Write the stats JSON to whoever connects here: an endpoint string"
+         " (tcp:9191, unix:/run/r.stats) or uWSGI's host:port or path."],
         ["subscription-algo", None, "wrr",
          "Balancing of subscribed pools: wrr, lrc, wlrc or iphash.", algorithm],
         ["subscription-tolerance", None, DEFAULT_TOLERANCE,
@@ -476,4 +485,21 @@ def routerService(options, reactor, router, services=()):
         raise usage.UsageError(f"--cheap: {e}")
     for extra in services:
         extra.setServiceParent(service)
+    if options["stats"]:
+        try:
+            service.serveStats(
+                reactor, options["stats"], options.statsName, statsAddresses(options),
+                http=options["stats-http"], minified=options["stats-minified"],
+            )
+        except ValueError as e:
+            raise usage.UsageError(f"--stats: {e}")
     return service
+
+
+def statsAddresses(options) -> list:
+    """
+    The addresses the stats document lists, as uWSGI does: the listeners,
+    then the subscription servers, in uWSGI's spelling where there is one.
+    """
+    binds = [uwsgiAddressOfEndpoint(description) or description for description in options["bind"]]
+    return binds + [address.text for address in options["subscription-server"]]

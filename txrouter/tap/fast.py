@@ -16,6 +16,8 @@ class Options(RouterOptions):
     The options of C{txrouter-fast}.
     """
 
+    statsName = "fastrouter"
+
     synopsis = "--bind ENDPOINT (--to NODE ... | --use-pattern P | --use-base D | ...) [options]"
     longdesc = (
         "A uwsgi-protocol router (uwsgi in, uwsgi out) between nginx uwsgi_pass"

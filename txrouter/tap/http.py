@@ -20,6 +20,8 @@ class Options(RouterOptions):
     The options of C{txrouter-http}.
     """
 
+    statsName = "http"
+
     synopsis = "--bind ENDPOINT --to NODE [--to NODE ...] [options]"
     longdesc = (
         "An HTTP/1.1 router in front of uWSGI (uwsgi protocol) backends, a"
