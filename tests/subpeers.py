@@ -12,6 +12,7 @@ import os
 import pathlib
 import socket
 
+from tests import realpeers
 from tests.realpeers import (
     ECHO_APP,
     ROOT,
@@ -84,23 +85,17 @@ def txrouter(tmp_path, kind: str, port: int, args, timeout: float = 20.0) -> Pro
     return process
 
 
-def uwsgi_fastrouter(tmp_path, port: int, subscription_port: int, timeout: float = 20.0) -> Process:
+def uwsgi_fastrouter(tmp_path, port: int, subscription_port: int, extra_args=(),
+                     timeout: float = 20.0) -> Process:
     """
     uWSGI's own fastrouter on 127.0.0.1:C{port}, hearing subscriptions on
     UDP 127.0.0.1:C{subscription_port}.
     """
-    process = Process(
-        ["uwsgi", "--plugin", "fastrouter", "--master", "--die-on-term",
-         "--fastrouter", f"127.0.0.1:{port}",
-         "--fastrouter-subscription-server", f"127.0.0.1:{subscription_port}"],
-        pathlib.Path(tmp_path) / f"uwsgi-fastrouter-{port}.log",
+    return realpeers.uwsgi_fastrouter(
+        tmp_path, port,
+        ["--fastrouter-subscription-server", f"127.0.0.1:{subscription_port}", *extra_args],
+        timeout=timeout,
     )
-    try:
-        wait_for_tcp(port, timeout, process=process)
-    except BaseException:
-        process.stop()
-        raise
-    return process
 
 
 def uwsgi_packet(host: str, path: str = "/", modifier1: int = 0) -> bytes:

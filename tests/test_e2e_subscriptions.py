@@ -8,6 +8,7 @@ another.
 """
 
 import contextlib
+import json
 import socket
 import time
 
@@ -256,3 +257,51 @@ def test_a_router_feeds_another(tmp_path):
             wait_for_log(back, "pool removed: f.local")
             wait_for_log(front, f"f.local => removed node: 127.0.0.1:{fastPort}", timeout=5)
             assert ask("http", httpPort, "f.local") == 404
+
+
+def stats(port: int) -> dict:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        return json.loads(read_all(sock))
+
+
+def test_stats_match_uwsgis_fastrouter(tmp_path):
+    """
+    One worker subscribes to txrouter-fast and to uWSGI's fastrouter, both
+    serve the same three requests; the stats documents have the same keys
+    in the same order, the same pool and node fields (plus uWSGI 2.1's
+    C{algo} and C{backup}), and agree on what
+    both count: the node, its weight, the lookups and the requests.
+    """
+    udp, reference_udp = free_udp_port(), free_udp_port()
+    port, reference_port = free_port(), free_port()
+    stats_port, reference_stats_port = free_port(), free_port()
+    address = f"127.0.0.1:{free_port()}"
+    subscriptions = (subscribe2(udp, "s.local", addr=address, weight=2)
+                     + subscribe2(reference_udp, "s.local", addr=address, weight=2))
+    with txrouter(tmp_path, "fast", port, [
+        "--subscription-server", f"127.0.0.1:{udp}",
+        "--stats", f"127.0.0.1:{stats_port}",
+    ]) as router, uwsgi_fastrouter(
+        tmp_path, reference_port, reference_udp,
+        ["--fastrouter-stats", f"127.0.0.1:{reference_stats_port}"],
+    ) as reference, subscribing_worker(tmp_path, address, subscriptions, "a"):
+        joined(router, "s.local", address)
+        joined(reference, "s.local", address)
+        for _ in range(3):
+            assert ask("fast", port, "s.local") == "a"
+            assert ask("fast", reference_port, "s.local") == "a"
+        ours, theirs = stats(stats_port), stats(reference_stats_port)
+
+    assert list(ours) == list(theirs)
+    assert ours["fastrouter"] == [f"127.0.0.1:{port}", f"127.0.0.1:{udp}"]
+    assert theirs["fastrouter"] == [f"127.0.0.1:{reference_port}", f"127.0.0.1:{reference_udp}"]
+    # uWSGI 2.1's additions, which 2.0.21 lacks, are the only extra keys.
+    [pool], [reference_pool] = ours["subscriptions"], theirs["subscriptions"]
+    assert [k for k in pool if k != "algo"] == list(reference_pool)
+    [node], [reference_node] = pool["nodes"], reference_pool["nodes"]
+    assert [k for k in node if k != "backup"] == list(reference_node)
+    shared = ("name", "modifier1", "modifier2", "weight", "requests", "ref", "failcnt", "death_mark")
+    assert {k: node[k] for k in shared} == {k: reference_node[k] for k in shared}
+    assert (pool["key"], pool["hits"]) == (reference_pool["key"], reference_pool["hits"]) == ("s.local", 3)
+    assert ours["active_sessions"] == theirs["active_sessions"] == 0
+    assert ours["cheap"] == theirs["cheap"] == 0
