@@ -437,6 +437,37 @@ class MoreExchangeTests(RouterTestCase):
 
 
 class ForwarderAndPostBufferingTests(RouterTestCase):
+    def test_a_connect_given_up_is_reported_to_the_forwarder(self):
+        """
+        A client that leaves while its node is being connected to stops the
+        connect, and the forwarder hears the pick was abandoned (balancers
+        counting picks in flight would otherwise count it).
+        """
+        from twisted.internet.testing import MemoryReactorClock, StringTransport
+
+        from txrouter.routing.static import StaticForwarder
+
+        reports = []
+
+        class Recording(StaticForwarder):
+            def abandoned(self, key, node):
+                reports.append(("abandoned", key, node.name))
+
+            def released(self, key, node):
+                reports.append(("released", key, node.name))
+
+        reactor = MemoryReactorClock()
+        nodes = [parseNode(NODE_A)]
+        router = HTTPRouter(reactor, nodes, forwarder=Recording(nodes, clock=reactor))
+        protocol = router.buildProtocol(None)
+        protocol.makeConnection(StringTransport())
+        protocol.dataReceived(GET)
+        [connector] = reactor.connectors
+        connector.factory = reactor.tcpClients[0][2]  # as a real connector has
+        protocol.connectionLost(None)
+        self.assertEqual(reports, [("abandoned", b"example.com", NODE_A)])
+        self.assertTrue(connector.stoppedConnecting)
+
     def test_pattern_forwarder_routes_by_host(self):
         from txrouter.routing.paths import PathForwarder
 

@@ -305,6 +305,19 @@ def test_abandoned_picks_stop_counting_after_the_pending_timeout(clock):
     assert registry.pick(b"a.local") is abandoned
 
 
+def test_an_abandoned_pick_stops_counting_at_once(clock):
+    """
+    A pick the router reports abandoned (the client left during the
+    connect) no longer counts as in flight.
+    """
+    registry = SubscriptionRegistry(clock, algo="lrc", pending_timeout=60)
+    registry.apply(sub(address=b"127.0.0.1:3031"), LOCAL)
+    registry.apply(sub(address=b"127.0.0.1:3032"), LOCAL)
+    abandoned = registry.pick(b"a.local")
+    registry.abandoned(b"a.local", abandoned)
+    assert registry.pick(b"a.local") is abandoned
+
+
 def test_pool_algo_from_the_creating_announce(clock):
     """
     uWSGI 2.1's algo var chooses the algorithm of a new pool; an unknown

@@ -130,3 +130,4 @@ class Dispatching:
         if connector is not None:
             connector.factory.receiver = None
             connector.stopConnecting()
+            self.router.forwarder.abandoned(self._plan.key, self._node)

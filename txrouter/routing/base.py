@@ -18,3 +18,6 @@ class StatelessForwarder:
 
     def released(self, key, node) -> None:
         pass
+
+    def abandoned(self, key, node) -> None:
+        pass

@@ -57,6 +57,13 @@ class IForwarder(Interface):
         outcome): balancers counting active requests count one less.
         """
 
+    def abandoned(key, node):
+        """
+        C{node}, picked for C{key}, was given up while the connect to it was
+        under way (the client left or the router is stopping): neither a
+        failure of the node nor a request it served.
+        """
+
 
 class IAvailability(Interface):
     """

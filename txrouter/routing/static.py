@@ -64,6 +64,9 @@ class StaticForwarder:
     def released(self, key, node) -> None:
         pass
 
+    def abandoned(self, key, node) -> None:
+        pass
+
     def isDead(self, node) -> bool:
         """
         Whether C{node} is in quarantine now.

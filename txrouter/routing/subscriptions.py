@@ -578,6 +578,14 @@ class SubscriptionRegistry:
         if entry is not None and entry.active:
             entry.active -= 1
 
+    def abandoned(self, key, node) -> None:
+        """
+        The pick no longer counts as in flight.
+        """
+        pool, entry = self._entryFor(key, node)
+        if entry is not None and entry.pending:
+            entry.pending.popleft()
+
     # IAvailability
 
     def watchAvailability(self, callback) -> None:
