@@ -31,6 +31,8 @@ def test_wheel_carries_the_plugin_but_no_twisted_package_init(wheel):
     assert "twisted/plugins/__init__.py" not in wheel
     assert "txrouter/routers/http.py" in wheel
     assert "txrouter/wire/http1.py" in wheel
+    assert "txrouter/subscription/client.py" in wheel
+    assert "txrouter/tap/subscribe.py" in wheel
 
 
 def twistd(*args):
@@ -44,12 +46,14 @@ def test_twistd_lists_the_plugins():
     result = twistd("--help")
     assert "txrouter-http" in result.stdout
     assert "txrouter-fast" in result.stdout
+    assert "txrouter-subscribe" in result.stdout
 
 
 @pytest.mark.parametrize(
     "plugin, module, page",
     [("txrouter-http", "txrouter.tap.http", "http-router.md"),
-     ("txrouter-fast", "txrouter.tap.fast", "fastrouter.md")],
+     ("txrouter-fast", "txrouter.tap.fast", "fastrouter.md"),
+     ("txrouter-subscribe", "txrouter.tap.subscribe", "subscriptions.md")],
 )
 def test_every_option_is_documented_in_help_and_docs(plugin, module, page):
     """
@@ -74,3 +78,13 @@ def test_missing_bind_or_node_is_a_usage_error():
     result = twistd("-n", "txrouter-http", "--bind", "tcp:0", "--to", "h:notaport")
     assert result.returncode != 0
     assert "notaport" in result.stdout + result.stderr
+
+
+def test_subscriber_usage_errors_stop_twistd(tmp_path):
+    result = twistd("-n", "txrouter-subscribe", "--key", "k", "--address", "127.0.0.1:3031")
+    assert result.returncode != 0
+    assert "--subscribe-to" in result.stdout + result.stderr
+    result = twistd("-n", "txrouter-subscribe", "--subscribe-to", "127.0.0.1:7000", "--key", "k",
+                    "--address", "127.0.0.1:3031", "--sign", f"SHA256:{tmp_path / 'none.pem'}")
+    assert result.returncode != 0
+    assert "--sign" in result.stdout + result.stderr

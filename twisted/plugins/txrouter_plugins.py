@@ -1,5 +1,5 @@
 """
-twistd plugins for txrouter: one per router.
+twistd plugins for txrouter: one per router, and the subscriber.
 
 Importing this file must stay cheap (twistd imports every plugin to list
 them), so the routers' modules are only named here, loaded on use.
@@ -19,4 +19,11 @@ txrouterFast = ServiceMaker(
     "txrouter.tap.fast",
     "uwsgi-protocol router behind nginx uwsgi_pass (uwsgi --fastrouter).",
     "txrouter-fast",
+)
+
+txrouterSubscribe = ServiceMaker(
+    "txrouter-subscribe",
+    "txrouter.tap.subscribe",
+    "Announce a backend to subscription servers (uwsgi --subscribe-to / --subscribe2).",
+    "txrouter-subscribe",
 )

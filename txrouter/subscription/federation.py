@@ -31,7 +31,7 @@ from twisted.logger import Logger
 
 from txrouter.routing.loglimit import LogLimiter
 from txrouter.routing.subscriptions import ADDED, REFRESHED, REMOVED
-from txrouter.subscription.signing import signSubscription
+from txrouter.subscription.signing import AnnounceSigner
 from txrouter.wire.subscription import Subscription, SubscriptionError, encodeSubscription
 
 __all__ = ["DatagramSender", "Resubscriber", "ackMessage"]
@@ -109,7 +109,7 @@ class Resubscriber:
         self.sign = sign
         self.interval = interval
         self._lastSent = {}
-        self._lastUnix = {}
+        self._signer = AnnounceSigner(*sign, maxKeys=_KEY_MEMORY) if sign is not None else None
         self._log = LogLimiter(log, clock, burst=20, interval=60.0)
 
     def forward(self, subscription, applied) -> None:
@@ -164,12 +164,6 @@ class Resubscriber:
             sniCrt=subscription.sniCrt,
             sniCa=subscription.sniCa,
         )
-        if self.sign is not None:
-            command = 1 if unsubscribe else 0
-            unix = max(int(now) + command, self._lastUnix.get(subscription.key, 0) + 1)
-            if len(self._lastUnix) >= _KEY_MEMORY:
-                self._lastUnix = {k: v for k, v in self._lastUnix.items() if v >= int(now)}
-            self._lastUnix[subscription.key] = unix
-            digest, privateKeyPEM = self.sign
-            built = signSubscription(built, digest, privateKeyPEM, unix - command)
+        if self._signer is not None:
+            built = self._signer.sign(built, now)
         return encodeSubscription(built)

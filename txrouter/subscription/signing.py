@@ -33,6 +33,7 @@ from txrouter.wire.subscription import (
 
 __all__ = [
     "DEFAULT_TOLERANCE",
+    "AnnounceSigner",
     "digestByName",
     "keyFileName",
     "sign",
@@ -171,6 +172,50 @@ def signSubscription(
     return attr.evolve(
         unsigned, sign=sign(encodeSignedPayload(unsigned), digest, privateKeyPEM)
     )
+
+
+class AnnounceSigner:
+    """
+    Signs the announces a sender makes over time (a subscriber's, a
+    router's C{--resubscribe} ones), each with a C{unix} newer than the
+    previous one of the same key.
+
+    uWSGI's client writes its clock (plus one for an unsubscribe), so two
+    announces of a key within one second carry the same C{unix}, and a
+    replay-protected server (L{SignatureChecker}) refuses the second.
+    Here an announce carries the clock, or the previous C{unix} of its key
+    plus one if that is more: the clock's value, as uWSGI's, whenever
+    announces of a key are at least a second apart.
+
+    @ivar digest: the digest name (see L{digestByName}).
+    @ivar privateKeyPEM: the unencrypted PEM private key.
+    """
+
+    def __init__(self, digest: str, privateKeyPEM: bytes, maxKeys: int = 4096) -> None:
+        """
+        @param maxKeys: keys whose last C{unix} is remembered; past that,
+            those not newer than the clock are forgotten (their next
+            announce carries the clock anyway).
+        """
+        self.digest = digest
+        self.privateKeyPEM = privateKeyPEM
+        self._maxKeys = maxKeys
+        self._lastUnix = {}
+
+    def sign(self, subscription: Subscription, now: float) -> Subscription:
+        """
+        A signed copy of C{subscription}, as L{signSubscription} makes it,
+        at the clock time C{now}.
+
+        @raise ValueError: as L{sign}.
+        """
+        command = 1 if subscription.unsubscribe else 0
+        key = subscription.key
+        unix = max(int(now) + command, self._lastUnix.get(key, 0) + 1)
+        if len(self._lastUnix) >= self._maxKeys:
+            self._lastUnix = {k: v for k, v in self._lastUnix.items() if v >= int(now)}
+        self._lastUnix[key] = unix
+        return signSubscription(subscription, self.digest, self.privateKeyPEM, unix - command)
 
 
 def _signedBytes(subscription: Subscription) -> bytes:

@@ -1,0 +1,189 @@
+"""
+The Python subscriber end to end: C{twistd txrouter-subscribe} announces a
+real uWSGI 2.0.21 worker that does not subscribe itself to uWSGI's own
+fastrouter and to C{twistd txrouter-fast}, signed or not; requests by the
+key reach the worker while it runs, and the key is gone once it is stopped.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+from tests.realpeers import ROOT, TWISTD_COMMAND, Process, free_port, wait_until
+from tests.subpeers import (
+    ask,
+    free_udp_port,
+    read_all,
+    subscribing_worker,
+    txrouter,
+    uwsgi_fastrouter,
+    wait_for_log,
+)
+
+pytestmark = pytest.mark.e2e
+
+KEY = "py.local"
+
+
+@pytest.fixture(scope="module")
+def worker(tmp_path_factory):
+    """
+    The address of a uWSGI worker (echo app, C{WORKER=plain}) that
+    announces itself nowhere.
+    """
+    tmp = tmp_path_factory.mktemp("worker")
+    address = f"127.0.0.1:{free_port()}"
+    with subscribing_worker(tmp, address, [], "plain"):
+        yield address
+
+
+def subscriber(tmp_path, servers, address, *args, name: str = "subscriber") -> Process:
+    """
+    C{twistd -n txrouter-subscribe} announcing C{address} as C{KEY} to
+    C{servers} every second, with C{args}.
+    """
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    command = [*TWISTD_COMMAND, "-n", "--pidfile=", "txrouter-subscribe",
+               "--key", KEY, "--address", address, "--frequency", "1", *args]
+    for server in servers:
+        command += ["--subscribe-to", server]
+    return Process(command, tmp_path / f"{name}.log", env=env)
+
+
+def heard(router: Process, announcer: Process, text: str, timeout: float = 15.0) -> None:
+    """
+    Wait for C{text} in the router's log, failing at once if either
+    process exits meanwhile.
+    """
+    def check():
+        if not announcer.alive():
+            raise RuntimeError(f"the subscriber exited:\n{announcer.log()[-3000:]}")
+        return text in router.log()
+
+    wait_until(check, repr(text), timeout, router)
+
+
+def stopped(announcer: Process, signum) -> None:
+    """
+    Stop the subscriber with C{signum}; it exits cleanly (twistd kills
+    itself with the signal once shut down), saying it unsubscribed.
+    """
+    announcer.signal(signum)
+    assert announcer.wait(10) in (0, -signum), announcer.log()
+    assert "subscriber_stopped" in announcer.log()
+
+
+def stats(port: int) -> dict:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        return json.loads(read_all(sock))
+
+
+def test_uwsgis_fastrouter_accepts_the_subscriber(tmp_path, worker):
+    """
+    uWSGI's fastrouter adds the node, keeps it past its tolerance (2 s)
+    thanks to the announces every second, routes the key to the worker,
+    and drops the node on the unsubscribe sent on SIGINT.
+    """
+    udp, port, statsPort = free_udp_port(), free_port(), free_port()
+    with uwsgi_fastrouter(tmp_path, port, udp, [
+        "--subscription-tolerance", "2", "--fastrouter-stats", f"127.0.0.1:{statsPort}",
+    ]) as router, subscriber(tmp_path, [f"127.0.0.1:{udp}"], worker, "--weight", "3") as announcer:
+        heard(router, announcer, f"{KEY} => new node: {worker}")
+        assert ask("uwsgi", port, KEY) == "plain"
+        time.sleep(3)
+        assert ask("uwsgi", port, KEY) == "plain"
+        [pool] = stats(statsPort)["subscriptions"]
+        [node] = pool["nodes"]
+        assert (pool["key"], node["name"], node["weight"], node["death_mark"]) == (
+            KEY, worker, 3, 0)
+        stopped(announcer, signal.SIGINT)
+        wait_for_log(router, f"{KEY} => marking {worker} as failed", timeout=5)
+        assert ask("uwsgi", port, KEY) == 0
+        assert stats(statsPort)["subscriptions"] == []
+        assert "no announce" not in router.log()
+
+
+def test_txrouter_fast_accepts_the_subscriber_on_a_unix_socket(tmp_path, worker):
+    """
+    txrouter-fast, hearing subscriptions on a unix datagram socket, adds
+    the node, routes the key to it, and removes it on the unsubscribe sent
+    on SIGTERM.
+    """
+    subs, port = str(tmp_path / "subs.sock"), free_port()
+    with txrouter(tmp_path, "fast", port, ["--subscription-server", subs]) as router, \
+            subscriber(tmp_path, [subs], worker) as announcer:
+        heard(router, announcer, f"{KEY} => new node: {worker}")
+        assert ask("fast", port, KEY) == "plain"
+        stopped(announcer, signal.SIGTERM)
+        wait_for_log(router, f"{KEY} => removed node: {worker} (unsubscribed)", timeout=5)
+        assert ask("fast", port, KEY) == 404
+        assert "subscription_refused" not in router.log()
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory):
+    """
+    RSA keys made by openssl: C{right.pem} with its public key as
+    C{keys/py.local.pem}, and C{wrong.pem}.
+    """
+    tmp = tmp_path_factory.mktemp("keys")
+    (tmp / "keys").mkdir()
+    for name in ("right", "wrong"):
+        subprocess.run(["openssl", "genrsa", "-out", str(tmp / f"{name}.pem"), "2048"],
+                       check=True, capture_output=True, timeout=60)
+    subprocess.run(["openssl", "rsa", "-pubout", "-in", str(tmp / "right.pem"),
+                    "-out", str(tmp / "keys" / f"{KEY}.pem")],
+                   check=True, capture_output=True, timeout=60)
+    return tmp
+
+
+def test_signed_announces_to_both_routers(tmp_path, worker, keys):
+    """
+    One subscriber signing with SHA256 announces to uWSGI's fastrouter
+    (--subscriptions-sign-check SHA256:DIR) and to txrouter-fast
+    (--subscriptions-sign-check sha256:DIR) at once: with a key that is not
+    the one in DIR both refuse it, with the right key both route the key
+    to the worker, and both drop it on the signed unsubscribe.
+    """
+    udp, port = free_udp_port(), free_port()
+    ourUDP, ourPort = free_udp_port(), free_port()
+    servers = [f"127.0.0.1:{udp}", f"127.0.0.1:{ourUDP}"]
+    with uwsgi_fastrouter(tmp_path, port, udp, [
+        "--subscriptions-sign-check", f"SHA256:{keys / 'keys'}",
+    ]) as theirs, txrouter(tmp_path, "fast", ourPort, [
+        "--subscription-server", f"127.0.0.1:{ourUDP}",
+        "--subscriptions-sign-check", f"sha256:{keys / 'keys'}",
+    ]) as ours:
+        with subscriber(tmp_path, servers, worker, "--sign", f"sha256:{keys / 'wrong.pem'}",
+                        name="forger") as forger:
+            heard(ours, forger, "subscription_refused: bad_signature", timeout=10)
+            # A few more announces (one a second) reach uWSGI's too.
+            time.sleep(2)
+            assert forger.alive()
+            assert ask("uwsgi", port, KEY) == 0
+            assert ask("fast", ourPort, KEY) == 404
+            stopped(forger, signal.SIGINT)
+        assert "new node" not in theirs.log()
+        assert "new node" not in ours.log()
+
+        with subscriber(tmp_path, servers, worker, "--sign", f"sha256:{keys / 'right.pem'}",
+                        name="signer") as signer:
+            heard(theirs, signer, f"{KEY} => new node: {worker}")
+            heard(ours, signer, f"{KEY} => new node: {worker}")
+            time.sleep(2)
+            assert ask("uwsgi", port, KEY) == "plain"
+            assert ask("fast", ourPort, KEY) == "plain"
+            stopped(signer, signal.SIGINT)
+        wait_for_log(theirs, f"{KEY} => marking {worker} as failed", timeout=5)
+        wait_for_log(ours, f"{KEY} => removed node: {worker} (unsubscribed)", timeout=5)
+        assert ask("uwsgi", port, KEY) == 0
+        assert ask("fast", ourPort, KEY) == 404
+        # The refreshes, one a second, were all accepted: no replay refused.
+        assert "replayed" not in ours.log()
+        assert "sniffed" not in theirs.log()
