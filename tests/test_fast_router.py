@@ -257,6 +257,29 @@ class RefusalTests(FastRouterTestCase):
         self.assertIn("forwarder_failed", self.eventNames())
         self.flushLoggedErrors(RuntimeError)
 
+    def test_code_forwarder_failing_later_is_a_502_at_once(self):
+        """
+        A user function whose Deferred fails (not a timeout) gets the client
+        a 502 and a logged traceback straight away, not a stuck session.
+        """
+        answers = []
+
+        def failingLater(key):
+            answers.append(Deferred())
+            return answers[-1]
+
+        router = self.router(forwarder=CodeForwarder(failingLater, self.network.reactor))
+        client = self.network.connect(router)
+        client.send(request())
+        answers[0].errback(RuntimeError("user bug, later"))
+        self.network.flush()
+        self.assertEqual(statusOf(client.received()), 502)
+        failures = [e for e in self.events
+                    if e.get("event") == "forwarder_failed" and "log_failure" in e]
+        self.assertEqual(len(failures), 1)
+        self.assertIn("user bug, later", str(failures[0]["log_failure"].value))
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
     def test_code_forwarder_answers_later(self):
         answers = []
 

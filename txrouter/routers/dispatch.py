@@ -73,9 +73,15 @@ class Dispatching:
 
     def _pickFailedLater(self, failure) -> None:
         if not self.finished:
-            self._pickFailed(failure.value)
+            self._pickFailed(failure.value, failure)
 
-    def _pickFailed(self, error: BaseException) -> None:
+    def _pickFailed(self, error: BaseException, failure=None) -> None:
+        """
+        Refuse the request because finding a node failed with C{error}.
+
+        @param failure: the L{Failure} of C{error} when it came from a
+            Deferred (outside any C{except} block), for the traceback.
+        """
         key = self._plan.key
         if isinstance(error, NoNodeForKey):
             self._refuse(404, "no_node_for_key", f"no node serves {key[:64]!r}")
@@ -84,7 +90,7 @@ class Dispatching:
         else:
             log.failure(
                 "forwarder_failed: finding a node for {key!r} raised",
-                event="forwarder_failed", key=key[:64],
+                failure, event="forwarder_failed", key=key[:64],
             )
             self._refuse(502, "forwarder_failed", f"finding a node for {key[:64]!r} failed")
 
