@@ -433,7 +433,7 @@ def test_default_address_policy(clock):
     refuses("address_not_allowed", registry.apply, sub(address=b"169.254.169.254:8080"), LOCAL)
     refuses("address_not_allowed", registry.apply, sub(address=b"127.0.0.1:22"), LOCAL)
     refuses("address_not_allowed", registry.apply, sub(address=b"127.0.0.1:3017"), LOCAL)
-    refuses("address_not_allowed", registry.apply, sub(address=b"0.0.0.0:3031"), LOCAL)
+    refuses("address_not_allowed", registry.apply, sub(address=b"224.0.0.1:3031"), LOCAL)
     refuses("address_not_allowed", registry.apply, sub(address=b"/run/app.sock"), LOCAL)
     refuses("address_not_allowed", registry.apply, sub(address=b"@app"), LOCAL)
     for bad in (b"app.sock", b"localhost:3031", b"127.0.0.1:0", b"127.0.0.1:",
@@ -477,6 +477,26 @@ def test_port_only_addresses_are_completed_with_the_sender(clock):
     captured = [parseSubscription(p) for p in packets("subscribe-port0-signed-notify.json")]
     port0 = [s for s in captured if s.key == b"sock1.local"][0]
     assert registry.apply(port0, LOCAL).node == "127.0.0.1:3033"
+
+
+@pytest.mark.parametrize("networks", [["source"], ["0.0.0.0/0", "::/0"]])
+def test_unspecified_hosts_are_completed_with_the_sender(clock, networks):
+    """
+    uWSGI bound to 0.0.0.0:PORT announces exactly that, and uWSGI's router
+    connects to 0.0.0.0:PORT, its own host; here, as for :PORT, the
+    subscriber's host, whatever --subscription-node-network says, and its
+    unsubscribe removes that node.
+    """
+    registry = SubscriptionRegistry(clock, address_policy=AddressPolicy(networks=networks))
+    assert registry.apply(sub(address=b"0.0.0.0:3031"), "10.1.2.3").node == "10.1.2.3:3031"
+    assert registry.apply(sub(address=b"0.0.0.0:3031"), None).node == "127.0.0.1:3031"
+    assert registry.apply(sub(address=b"0.0.0.0:3031"), LOCAL).action == REFRESHED
+    assert registry.apply(sub(address=b"[::]:3032"), "::1").node == "[::1]:3032"
+    assert registry.apply(sub(address=b"[::]:3032"), "::ffff:10.1.2.3").node == "10.1.2.3:3032"
+    refuses("address_not_allowed", registry.apply, sub(address=b"0.0.0.0:22"), LOCAL)
+    refuses("address_not_allowed", registry.apply, sub(address=b"0.0.0.0:3031"), "224.0.0.1")
+    assert registry.apply(unsub(address=b"0.0.0.0:3031"), "10.1.2.3").action == REMOVED
+    assert names(registry) == ["127.0.0.1:3031", "[::1]:3032", "10.1.2.3:3032"]
 
 
 def test_captured_port0_announce_carries_the_real_port(clock):

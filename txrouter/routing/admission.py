@@ -48,6 +48,9 @@ SOURCE = "source"
 #: Ports a TCP node may have by default: the unprivileged ones.
 DEFAULT_PORTS = ((1024, 65535),)
 
+#: The host of C{:port} and C{0.0.0.0:port} from a unix datagram sender.
+_LOOPBACK = ipaddress.ip_address("127.0.0.1")
+
 
 def parseNetwork(text: str):
     """
@@ -167,8 +170,11 @@ class AddressPolicy:
         """
         The node an announced address stands for, if it may be one.
 
-        C{:port} is completed with the sender's address (127.0.0.1 for a
-        unix datagram sender): uWSGI would connect to itself.
+        C{:port}, C{0.0.0.0:port} and C{[::]:port} are completed with the
+        sender's address (127.0.0.1 for a unix datagram sender): uWSGI
+        connects to C{0.0.0.0:port}, that is to its own host, and a uWSGI
+        instance bound to C{0.0.0.0:PORT} or C{:PORT} announces exactly
+        that.
 
         @param address: the C{address} var.
         @param source: the sender's IP address text, or L{None} for a unix
@@ -244,14 +250,15 @@ class AddressPolicy:
         if bracketed:
             hostText = hostText[1:-1]
         sender = _ip(source)
-        if not hostText:
-            host = sender if sender is not None else ipaddress.ip_address("127.0.0.1")
-        else:
+        host = None
+        if hostText:
             host = _ip(hostText)
             if host is None or (host.version == 6) != bracketed:
                 raise SubscriptionError(
                     "bad_address", f"{text!r}: the host must be an IP address ([v6] in brackets)"
                 )
+        if host is None or host.is_unspecified:
+            host = sender if sender is not None else _LOOPBACK
         if host.is_unspecified or host.is_multicast:
             raise SubscriptionError("address_not_allowed", f"{text!r}: not a unicast address")
         if not any(low <= port <= high for low, high in self.ports):
