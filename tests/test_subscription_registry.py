@@ -8,6 +8,8 @@ import shutil
 
 import attr
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 from zope.interface.verify import verifyObject
@@ -23,7 +25,7 @@ from txrouter.routing.subscriptions import (
     SubscriptionRegistry,
 )
 from txrouter.stats.document import IStatsSource
-from txrouter.subscription.signing import SignatureChecker
+from txrouter.subscription.signing import SignatureChecker, signSubscription
 from txrouter.wire.subscription import Subscription, SubscriptionError, parseSubscription
 
 START = 1795480954.5
@@ -404,6 +406,39 @@ def test_caps_on_pools_and_nodes(clock):
     registry.apply(unsub(b"b.local"), LOCAL)
     registry.apply(sub(b"c.local"), LOCAL)
     assert registry.keys() == [b"a.local", b"c.local"]
+
+
+def test_an_announce_refused_at_the_caps_keeps_its_timestamp(clock, tmp_path):
+    """
+    The caps are checked before the signature, which remembers the
+    timestamp of what it accepts: signed announces refused at the caps are
+    accepted once there is room, and only once.
+    """
+    key = ec.generate_private_key(ec.SECP256R1())
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    public = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo)
+    for name in ("a.local", "b.local"):
+        (tmp_path / f"{name}.pem").write_bytes(public)
+    checker = SignatureChecker("SHA256", str(tmp_path), clock=clock)
+    registry = SubscriptionRegistry(clock, sign_check=checker, max_pools=1, max_nodes=1)
+
+    def signed(announce):
+        return signSubscription(announce, "SHA256", private, int(clock.seconds()))
+
+    registry.apply(signed(sub(b"a.local", b"127.0.0.1:3031")), LOCAL)
+    newPool = signed(sub(b"b.local", b"127.0.0.1:3031"))
+    newNode = signed(sub(b"a.local", b"127.0.0.1:3032"))
+    refuses("too_many_pools", registry.apply, newPool, LOCAL)
+    refuses("too_many_nodes", registry.apply, newNode, LOCAL)
+    registry.apply(signed(unsub(b"a.local", b"127.0.0.1:3031")), LOCAL)
+    assert registry.apply(newNode, LOCAL).action == ADDED
+    refuses("replayed", registry.apply, newNode, LOCAL)
+    registry.apply(signed(unsub(b"a.local", b"127.0.0.1:3032")), LOCAL)
+    assert registry.apply(newPool, LOCAL).action == ADDED
+    refuses("replayed", registry.apply, newPool, LOCAL)
+    assert registry.keys() == [b"b.local"]
 
 
 def test_source_allow_list(clock):

@@ -34,10 +34,13 @@ uWSGI's semantics (reference sections 2.6 to 2.9), and where this differs:
     level present serve, so backups serve only while no primary is there;
   - uWSGI 2.1's C{algo} var chooses the algorithm of the pool it creates.
 
-Admission, on top of uWSGI: a source allow-list and an address policy
-(L{txrouter.routing.admission}), an optional signature checker (its
-C{check} raises for unsigned, forged, stale or replayed announces), and
-caps on pools and nodes per pool.  Refusals raise L{SubscriptionError}
+Admission, on top of uWSGI, in this order: a source allow-list and an
+address policy (L{txrouter.routing.admission}), caps on pools and nodes
+per pool, and an optional signature checker (its C{check} raises for
+unsigned, forged, stale or replayed announces).  The checker comes last
+because it remembers each accepted announce's timestamp: an announce
+refused for another reason must not spend it (and an announce refused at
+the caps costs no signature check).  Refusals raise L{SubscriptionError}
 with a stable event; the caller logs them (the subscription server does,
 rate-limited).  Pool and node changes are logged here, one line each,
 rate-limited too.  C{sni_*} and C{notify} vars are ignored unless enabled.
@@ -279,39 +282,55 @@ class SubscriptionRegistry:
         @param source: the sender's IP address text (C{"127.0.0.1"}), or
             L{None} for a datagram received on a unix socket.
         @return: what was done.
-        @raise SubscriptionError: the announce is refused: C{source_not_allowed},
-            C{bad_address}, C{address_not_allowed}, the signature checker's
-            events (C{unsigned}, C{replayed}, C{bad_signature}, ...),
-            C{too_many_pools}, C{too_many_nodes}.
+        @raise SubscriptionError: the announce is refused, first failure
+            first: C{source_not_allowed}, C{bad_address},
+            C{address_not_allowed}, C{too_many_pools}, C{too_many_nodes},
+            the signature checker's events (C{unsigned}, C{replayed},
+            C{bad_signature}, ...).
         """
         self.sourcePolicy.check(source)
         key = subscription.key
         node = self.addressPolicy.admit(
             subscription.address, source, subscription.modifier1, subscription.modifier2
         )
-        if self.signCheck is not None:
-            self.signCheck.check(subscription)
         self._expireDue()
-        if subscription.unsubscribe or subscription.clear:
-            return self._unsubscribe(key, node.name)
+        removal = bool(subscription.unsubscribe or subscription.clear)
         pool = self._pools.get(key)
         entry = pool.nodes.get(node.name) if pool is not None else None
+        if entry is None and not removal:
+            self._checkCaps(key, pool)
+        # Last, as it remembers the announce: a refused one must not
+        # spend the node's timestamp.
+        if self.signCheck is not None:
+            self.signCheck.check(subscription)
+        if removal:
+            return self._unsubscribe(key, node.name)
         if entry is not None:
             entry.refresh(subscription, self.clock.seconds())
             if entry.dead:
                 entry.dead = False
                 self._alive(+1)
             return Applied(REFRESHED, key, node.name)
+        return self._add(subscription, node, pool)
+
+    def _checkCaps(self, key: bytes, pool) -> None:
+        """
+        @raise SubscriptionError: C{too_many_pools} for a new key at
+            C{maxPools}, C{too_many_nodes} for a new node of a pool at
+            C{maxNodes}.
+        """
         if pool is None and len(self._pools) >= self.maxPools:
             raise SubscriptionError(
-                "too_many_pools", f"{len(self._pools)} pools already (--subscription-max-pools)"
+                "too_many_pools",
+                f"{key[:64]!r} would make {len(self._pools) + 1} pools"
+                f" (--subscription-max-pools {self.maxPools})",
             )
         if pool is not None and len(pool.nodes) >= self.maxNodes:
             raise SubscriptionError(
                 "too_many_nodes",
-                f"{key[:64]!r} has {len(pool.nodes)} nodes already (--subscription-max-nodes)",
+                f"{key[:64]!r} has {len(pool.nodes)} nodes already"
+                f" (--subscription-max-nodes {self.maxNodes})",
             )
-        return self._add(subscription, node, pool)
 
     def _add(self, subscription, node, pool) -> Applied:
         key = subscription.key
