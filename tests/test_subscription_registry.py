@@ -205,6 +205,25 @@ def test_expiry_by_timer_without_traffic(clock, events):
     assert clock.getDelayedCalls() == []
 
 
+def test_close_cancels_the_expiry_timer(clock):
+    """
+    A stopped registry leaves no call in the reactor, arms none for new
+    nodes, and still never serves a node past its tolerance.
+    """
+    registry = SubscriptionRegistry(clock, tolerance=17)
+    registry.apply(sub(address=b"127.0.0.1:3031"), LOCAL)
+    assert len(clock.getDelayedCalls()) == 1
+    registry.close()
+    registry.close()
+    assert clock.getDelayedCalls() == []
+    registry.apply(sub(address=b"127.0.0.1:3032"), LOCAL)
+    assert clock.getDelayedCalls() == []
+    clock.advance(17)
+    with pytest.raises(NoNodeForKey):
+        registry.pick(b"a.local")
+    assert registry.keys() == []
+
+
 def test_pick_never_returns_an_expired_node(clock):
     """
     Even before the timer ran (a pick in the same reactor turn).

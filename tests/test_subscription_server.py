@@ -9,6 +9,7 @@ import pytest
 import pytest_twisted
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from twisted.application.service import MultiService
 from twisted.internet import reactor as realReactor
 from twisted.internet.task import Clock, deferLater
 from twisted.logger import LogLevel, globalLogPublisher
@@ -20,6 +21,7 @@ from txrouter.subscription.addresses import parseDatagramAddress
 from txrouter.subscription.server import (
     READ_BUFFER,
     DatagramListener,
+    RegistryCloser,
     SenderCloser,
     SubscriptionProtocol,
     subscriptionServices,
@@ -299,7 +301,7 @@ def test_services_listen_on_each_address(tmp_path, events):
     services = subscriptionServices(
         reactor, ["127.0.0.1:7000", ":7001", str(stale), "@subs"], registry, sender=sender,
     )
-    assert [type(s) for s in services] == [DatagramListener] * 4 + [SenderCloser]
+    assert [type(s) for s in services] == [RegistryCloser] + [DatagramListener] * 4 + [SenderCloser]
     for service in services:
         service.privilegedStartService()
         service.startService()
@@ -320,7 +322,7 @@ def test_services_listen_on_each_address(tmp_path, events):
     for service in services:
         service.stopService()
     assert stale.exists(), "only socket files are removed"
-    assert all(s.port is None for s in services[:4]) and sender.closed
+    assert all(s.port is None for s in services[1:5]) and sender.closed
 
 
 def test_no_warning_with_an_allow_list_or_signing(events):
@@ -342,9 +344,11 @@ def test_real_sockets(tmp_path):
     """
     registry = SubscriptionRegistry(realReactor, address_policy=AddressPolicy())
     path = str(tmp_path / "subs.sock")
-    udp, unix = subscriptionServices(realReactor, ["127.0.0.1:0", path], registry)
-    udp.startService()
-    unix.startService()
+    services = MultiService()
+    for service in subscriptionServices(realReactor, ["127.0.0.1:0", path], registry):
+        service.setServiceParent(services)
+    closer, udp, unix = services
+    services.startService()
     try:
         port = udp.port.getHost().port
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
@@ -359,12 +363,13 @@ def test_real_sockets(tmp_path):
         assert udp.protocol.counts == {"datagram_too_large": 1, "accepted": 1}
         assert unix.protocol.counts == {"accepted": 1}
         assert [e.name for e in registry.nodes(b"b.local")] == ["127.0.0.1:3032"]
+        assert any(call.func.__self__ is registry for call in realReactor.getDelayedCalls())
     finally:
-        yield udp.stopService()
-        yield unix.stopService()
-        for call in realReactor.getDelayedCalls():
-            if call.func.__self__ is registry:
-                call.cancel()
+        yield services.stopService()
+    # The registry's expiry timer went with the services.
+    assert not any(
+        getattr(call.func, "__self__", None) is registry for call in realReactor.getDelayedCalls()
+    )
     assert not (tmp_path / "subs.sock").exists()
 
 

@@ -3,6 +3,8 @@ The subscription options of every router build the registry, its servers
 and federation they describe.
 """
 
+from unittest.mock import Mock
+
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -13,6 +15,7 @@ from txrouter.routing.admission import SOURCE, parseNetwork
 from txrouter.routing.subscriptions import SubscriptionRegistry
 from txrouter.subscription.server import DatagramListener, SenderCloser
 from txrouter.tap import fast, http
+from txrouter.wire.subscription import Subscription
 
 
 def build(module, *args, bind="tcp:3017:interface=127.0.0.1"):
@@ -38,6 +41,30 @@ def test_subscription_server_is_a_forwarder(module):
     assert children(service, SenderCloser) == []
     # No node yet: cheap mode starts cheap, as uWSGI's.
     assert service.cheap is True
+
+
+def test_stopping_the_router_stops_the_expiry_timer():
+    """
+    The registry's expiry timer does not outlive the router's services.
+    """
+    class Reactor(MemoryReactorClock):
+        def listenUDP(self, port, protocol, interface="", maxPacketSize=8192):
+            return Mock()
+
+    reactor = Reactor()
+    options = fast.Options()
+    options.parseOptions(["--bind", "tcp:3017", "--subscription-server", "127.0.0.1:7000"])
+    service = fast.makeService(options, reactor)
+    registry = service.router.forwarder
+    service.startService()
+    registry.apply(Subscription(b"a.local", b"127.0.0.1:3031"), "127.0.0.1")
+
+    def expiryTimers():
+        return [c for c in reactor.getDelayedCalls() if getattr(c.func, "__self__", None) is registry]
+
+    assert len(expiryTimers()) == 1
+    service.stopService()
+    assert expiryTimers() == []
 
 
 def test_defaults():

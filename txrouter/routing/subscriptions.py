@@ -270,6 +270,7 @@ class SubscriptionRegistry:
         self._deadlines = []
         self._sequence = 0
         self._timer = None
+        self._closed = False
         self._log = LogLimiter(log, clock, burst=100, interval=10.0)
 
     # Announces
@@ -454,8 +455,20 @@ class SubscriptionRegistry:
         self._deadlines = [item for item in self._deadlines if not item[2].removed]
         heapq.heapify(self._deadlines)
 
+    def close(self) -> None:
+        """
+        Cancel the expiry timer and arm no other: the service owning the
+        registry is stopping, and must leave no call pending in the
+        reactor.  Nodes due afterwards are still removed, by the next
+        L{apply} or L{pick} that finds them due.
+        """
+        self._closed = True
+        timer, self._timer = self._timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
     def _schedule(self) -> None:
-        if self._deadlines:
+        if self._deadlines and not self._closed:
             delay = max(0.0, self._deadlines[0][0] - self.clock.seconds())
             self._timer = self.clock.callLater(delay, self._expire)
 

@@ -38,6 +38,7 @@ __all__ = [
     "SubscriptionProtocol",
     "DatagramListener",
     "SenderCloser",
+    "RegistryCloser",
     "subscriptionServices",
 ]
 
@@ -204,6 +205,24 @@ class SenderCloser(Service):
         return super().stopService()
 
 
+class RegistryCloser(Service):
+    """
+    Closes a L{SubscriptionRegistry} when the application stops, so that
+    its expiry timer is not left pending in the reactor.
+
+    L{subscriptionServices} puts it before the listeners: a parent stops
+    its children last to first, so the registry is closed once no socket
+    can feed it any more.
+    """
+
+    def __init__(self, registry) -> None:
+        self.registry = registry
+
+    def stopService(self):
+        self.registry.close()
+        return super().stopService()
+
+
 def _isOpen(address, registry) -> bool:
     """
     Whether anyone beyond this host may announce on C{address} unchecked.
@@ -220,14 +239,16 @@ def subscriptionServices(
 ) -> list:
     """
     One L{DatagramListener} per address, each with its own
-    L{SubscriptionProtocol} on the shared registry.
+    L{SubscriptionProtocol} on the shared registry, after a
+    L{RegistryCloser} (and before a L{SenderCloser} when there is a
+    C{sender}).
 
     @param addresses: uWSGI-style addresses (C{ip:port}, C{:port},
         C{/path}, C{@name}) or L{DatagramAddress}es.
     @raise ValueError: a malformed address.
-    @return: the services, to be added to the router's.
+    @return: the services, to be added to the router's in this order.
     """
-    services = []
+    services = [RegistryCloser(registry)]
     for address in addresses:
         if isinstance(address, str):
             address = parseDatagramAddress(address, listen=True)
