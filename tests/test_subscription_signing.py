@@ -15,6 +15,7 @@ from twisted.internet.task import Clock
 
 from tests.captures import FIXTURES, packets
 from tests.realpeers import free_port, uwsgi_worker
+from txrouter.subscription import signing
 from txrouter.subscription.signing import (
     DEFAULT_TOLERANCE,
     SignatureChecker,
@@ -328,6 +329,40 @@ def test_checker_reloads_a_changed_key_file(tmp_path, keys):
     checker.check(signedBy(second, 102))
     path.unlink()
     assert refusal(checker, signedBy(second, 103)) == "no_public_key"
+
+
+def test_checker_opens_a_key_file_only_when_it_changed(tmp_path, keys, monkeypatch):
+    """
+    The parsed keys are cached (at most C{maxKeys}, least recently used
+    dropped): a datagram of a cached key whose file is unchanged opens
+    no file.
+    """
+    first, _, _ = keys
+    clock = Clock()
+    clock.advance(100)
+    checker = SignatureChecker("SHA256", str(tmp_path), clock=clock, maxKeys=2)
+    opened = []
+
+    def counting(path, *args):
+        opened.append(os.path.basename(path))
+        return open(path, *args)
+
+    monkeypatch.setattr(signing, "open", counting, raising=False)
+    for name in (b"a", b"b", b"c"):
+        (tmp_path / keyFileName(name)).write_bytes(publicPEM(first))
+
+    def check(name, now):
+        checker.check(signSubscription(Subscription(name, b"n"), "SHA256", privatePEM(first), now))
+
+    check(b"a", 100)
+    check(b"b", 100)
+    check(b"a", 101)
+    check(b"b", 101)
+    assert opened == ["a.pem", "b.pem"]
+    check(b"c", 100)
+    check(b"b", 102)
+    check(b"a", 102)
+    assert opened == ["a.pem", "b.pem", "c.pem", "a.pem"]
 
 
 def test_checker_refuses_unknown_digests(tmp_path):

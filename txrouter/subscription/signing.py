@@ -246,6 +246,13 @@ def verify(subscription: Subscription, digest: str, publicKeyPEM: bytes) -> bool
     return _verifyWith(publicKey, subscription.sign, _signedBytes(subscription), algorithm)
 
 
+def _stamp(info: os.stat_result) -> tuple:
+    """
+    What tells a changed key file: device, inode, size, modification time.
+    """
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+
+
 class _WallClock:
     """
     An C{IReactorTime.seconds} provider for callers with no reactor.
@@ -289,8 +296,8 @@ class SignatureChecker:
 
     Public keys are read when first needed and read again when their
     file's device, inode, size or modification time changes (uWSGI reads
-    each key once per pool and never again); a key whose file disappears
-    is forgotten.  Rotate a key by renaming the new file over the old one:
+    each key once per pool and never again): a cached key costs a C{stat}
+    per datagram, no open.  A key whose file disappears is forgotten.  Rotate a key by renaming the new file over the old one:
     a rewrite in place that keeps the size within the file system's
     timestamp granularity can go unnoticed.
 
@@ -304,6 +311,7 @@ class SignatureChecker:
         tolerance: int = DEFAULT_TOLERANCE,
         clock=None,
         maxNodes: int = 65536,
+        maxKeys: int = 1024,
     ) -> None:
         """
         @param digest: the digest name (C{SHA1}, ...), see L{digestByName}.
@@ -312,6 +320,7 @@ class SignatureChecker:
         @param clock: an C{IReactorTime} (only C{seconds} is used); the
             system clock if L{None}.
         @param maxNodes: how many nodes' last timestamps are remembered.
+        @param maxKeys: how many parsed public keys are kept.
         @raise ValueError: unknown digest.
         """
         self._digest = digestByName(digest)
@@ -319,7 +328,8 @@ class SignatureChecker:
         self.tolerance = tolerance
         self._clock = clock if clock is not None else _WallClock()
         self._maxNodes = maxNodes
-        self._keys = {}
+        self._maxKeys = maxKeys
+        self._keys = collections.OrderedDict()
         self._lastSeen = collections.OrderedDict()
 
     def publicKeyPath(self, key: bytes) -> str:
@@ -387,21 +397,31 @@ class SignatureChecker:
         """
         The public key of C{key}, from the cache while its file is unchanged.
 
+        A cached key costs one C{stat} per datagram; its file is opened
+        and parsed only when first needed and after it changes.  The cache
+        holds at most C{maxKeys} keys, the least recently used dropped
+        first.
+
         @raise SubscriptionError: C{no_public_key}, C{bad_public_key}.
         """
         path = self.publicKeyPath(key)
+        keys = self._keys
         try:
-            with open(path, "rb") as f:
-                info = os.fstat(f.fileno())
-                stamp = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
-                cached = self._keys.get(path)
-                if cached is not None and cached[0] == stamp:
-                    publicKey = cached[1]
-                else:
+            stamp = _stamp(os.stat(path))
+            cached = keys.get(path)
+            if cached is not None and cached[0] == stamp:
+                keys.move_to_end(path)
+                publicKey = cached[1]
+            else:
+                with open(path, "rb") as f:
+                    stamp = _stamp(os.fstat(f.fileno()))
                     publicKey = self._read(f, path)
-                    self._keys[path] = (stamp, publicKey)
+                keys[path] = (stamp, publicKey)
+                keys.move_to_end(path)
+                while len(keys) > self._maxKeys:
+                    keys.popitem(last=False)
         except OSError as e:
-            self._keys.pop(path, None)
+            keys.pop(path, None)
             raise SubscriptionError(
                 "no_public_key", f"no public key for {key!r}: {e.strerror}: {path}"
             ) from None
