@@ -650,6 +650,26 @@ def test_stats_fields(clock):
     }
 
 
+def test_transferred_bytes_are_the_nodes_tx_and_rx(clock):
+    """
+    uWSGI's node C{rx} is what was written to the node, C{tx} what it
+    answered; bytes reported for a node that is gone count nowhere.
+    """
+    registry = SubscriptionRegistry(clock)
+    registry.apply(sub(), LOCAL)
+    node = registry.pick(b"a.local")
+    registry.connected(b"a.local", node)
+    registry.transferred(b"a.local", node, 120, 360)
+    registry.transferred(b"a.local", node, 30, 2)
+    [stats] = registry.statsFields()[0][1][0]["nodes"]
+    assert (stats["rx"], stats["tx"]) == (150, 362)
+    registry.apply(unsub(), LOCAL)
+    registry.apply(sub(), LOCAL)
+    registry.transferred(b"a.local", node, 1, 1)
+    [stats] = registry.statsFields()[0][1][0]["nodes"]
+    assert (stats["rx"], stats["tx"]) == (0, 0)
+
+
 def test_constructor_refuses_unknown_algorithms(clock):
     with pytest.raises(ValueError):
         SubscriptionRegistry(clock, algo="rr")

@@ -133,6 +133,8 @@ class SubscribedNode:
     @ivar active: requests connected and not yet released.
     @ivar pending: times of picks not yet connected nor failed.
     @ivar lastRequests: connections since the last announce.
+    @ivar tx: bytes read from the node (uWSGI's C{tx}: its responses).
+    @ivar rx: bytes written to the node (uWSGI's C{rx}).
     """
 
     def __init__(self, node, subscription, now: float) -> None:
@@ -152,6 +154,8 @@ class SubscribedNode:
         self.dead = False
         self.failcnt = 0
         self.removed = False
+        self.tx = 0
+        self.rx = 0
 
     @property
     def name(self) -> str:
@@ -618,6 +622,19 @@ class SubscriptionRegistry:
         if entry is not None and entry.pending:
             entry.pending.popleft()
 
+    def transferred(self, key, node, sent: int, received: int) -> None:
+        """
+        Count bytes relayed through C{node}, picked for C{key}: C{sent}
+        written to it, C{received} read from it (the node's C{rx} and
+        C{tx} in the stats, as uWSGI names them).  A router may report an
+        exchange once, when it is over, or in parts as bytes flow; bytes
+        of a node that is gone are not counted.
+        """
+        pool, entry = self._entryFor(key, node)
+        if entry is not None:
+            entry.rx += sent
+            entry.tx += received
+
     # IAvailability
 
     def watchAvailability(self, callback) -> None:
@@ -650,8 +667,9 @@ class SubscriptionRegistry:
     def statsFields(self):
         """
         uWSGI's C{subscriptions} list (reference section 10.1), with
-        2.1's C{algo} and C{backup}.  C{tx}/C{rx} are not counted (0),
-        nor credentials (C{pid}, C{uid}, C{gid}: 0).
+        2.1's C{algo} and C{backup}.  C{tx}/C{rx} count what routers
+        report to L{transferred} (0 otherwise); credentials (C{pid},
+        C{uid}, C{gid}) are 0.
         """
         pools = []
         for pool in self._pools.values():
@@ -672,8 +690,8 @@ class SubscriptionRegistry:
                         "gid": 0,
                         "requests": entry.requests,
                         "last_requests": entry.lastRequests,
-                        "tx": 0,
-                        "rx": 0,
+                        "tx": entry.tx,
+                        "rx": entry.rx,
                         "cores": entry.cores,
                         "load": entry.load,
                         "weight": entry.weight,
