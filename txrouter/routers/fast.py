@@ -11,6 +11,12 @@ back-pressure until one side closes.
 With post-buffering the body (C{CONTENT_LENGTH} bytes) is read in full,
 into memory or an unlinked temporary file, before a node is connected, so a
 slow upload never holds a backend worker.
+
+A refusal that comes while the client may still be sending its body (nginx
+streaming an upload) is written, then the session lingers: it half-closes
+and reads and drops what still comes for a few seconds.  Closing at once
+would make the kernel reset the connection over the unread bytes, and nginx
+would report its own 502 instead of the refusal.
 """
 
 from twisted.internet.interfaces import IHalfCloseableProtocol
@@ -21,7 +27,7 @@ from zope.interface import implementer
 from txrouter.routers.base import RouterFactory
 from txrouter.routers.dispatch import Dispatching
 from txrouter.routing.static import StaticForwarder
-from txrouter.spool import BodySpool
+from txrouter.spool import BodySpool, SpoolError, checkSpoolDirectory
 from txrouter.timers import IdleTimer
 from txrouter.wire.responses import errorResponse
 from txrouter.wire.uwsgi import MAX_DATASIZE, PacketParser, UwsgiPacketError, misdirectedProtocol
@@ -37,6 +43,30 @@ _KEY_VARS = (b"UWSGI_FASTROUTER_KEY", b"HTTP_HOST", b"SERVER_NAME")
 #: Body bytes held while the node is being connected before the client is
 #: paused.
 _PENDING_LIMIT = 65536
+
+#: Most digits of a C{CONTENT_LENGTH} (as the HTTP router's Content-Length).
+MAX_LENGTH_DIGITS = 19
+
+#: After a refusal, seconds without client bytes, and seconds in all, the
+#: rest of a request body is read and dropped for (nginx's
+#: C{lingering_timeout} and C{lingering_time}).
+LINGER_IDLE = 5.0
+LINGER_TOTAL = 30.0
+
+
+def contentLength(packet) -> "int | None":
+    """
+    The body length a request packet declares: its C{CONTENT_LENGTH}, 0
+    when absent or empty (nginx sends it empty without a body), or
+    L{None} when it is not a plain decimal number of at most
+    L{MAX_LENGTH_DIGITS} digits.
+    """
+    text = packet.get(b"CONTENT_LENGTH", b"")
+    if not text:
+        return 0
+    if len(text) > MAX_LENGTH_DIGITS or not text.isdigit():
+        return None
+    return int(text)
 
 
 def routingKey(packet) -> "bytes | None":
@@ -80,6 +110,7 @@ class FastRouter(RouterFactory):
         keep_modifiers: bool = False,
         post_buffering: int = 0,
         post_buffering_dir: "str | None" = None,
+        limit_post: int = 0,
         silent_errors: bool = False,
         quiet: bool = False,
     ) -> None:
@@ -93,6 +124,10 @@ class FastRouter(RouterFactory):
         @param post_buffering: 0 to stream bodies; else bodies are read
             whole before connecting, up to this many bytes in memory and
             the rest in an unlinked temporary file in C{post_buffering_dir}.
+        @param limit_post: the largest C{CONTENT_LENGTH} accepted (413
+            above); 0 for no limit.
+        @raise ValueError: temporary files cannot be created in
+            C{post_buffering_dir}.
         """
         RouterFactory.__init__(self, reactor)
         self.forwarder = forwarder or StaticForwarder(nodes, reactor, gracetime)
@@ -109,6 +144,12 @@ class FastRouter(RouterFactory):
         self.keepModifiers = keep_modifiers
         self.postBuffering = post_buffering
         self.postBufferingDir = post_buffering_dir
+        if post_buffering and post_buffering_dir is not None:
+            try:
+                checkSpoolDirectory(post_buffering_dir)
+            except SpoolError as e:
+                raise ValueError(f"post_buffering_dir: {e}") from None
+        self.limitPost = limit_post
         self.silentErrors = silent_errors
         self.quiet = quiet
 
@@ -122,9 +163,12 @@ class FastSession(Protocol, Dispatching):
     One client connection: one request packet, its body, its response.
 
     @ivar finished: the session is over (refused, or the node is done).
+    @ivar lingering: after a refusal, the rest of the request body is being
+        read and dropped until the client closes.
     """
 
     finished = False
+    lingering = False
     packet = None
     _start = b""
     _headCall = None
@@ -138,6 +182,7 @@ class FastSession(Protocol, Dispatching):
     _pausedForConnect = False
     _pendingSize = 0
     _dropped = 0
+    _lingerTimer = None
 
     def __init__(self, router: FastRouter) -> None:
         self.router = router
@@ -166,10 +211,14 @@ class FastSession(Protocol, Dispatching):
         Stop everything this session started (timers, spool, node).
         """
         self.finished = True
+        self._buffering = False
         self._timer.cancel()
         if self._headCall is not None and self._headCall.active():
             self._headCall.cancel()
         self._headCall = None
+        if self._lingerTimer is not None:
+            self._lingerTimer.cancel()
+            self._lingerTimer = None
         if self._spool is not None:
             self._spool.close()
             self._spool = None
@@ -180,10 +229,11 @@ class FastSession(Protocol, Dispatching):
 
     def closeWhenIdle(self) -> None:
         """
-        Draining: a session still waiting for its request goes at once; one
-        with a request in flight finishes it.
+        Draining: a session still waiting for its request, or lingering
+        after a refusal, goes at once; one with a request in flight
+        finishes it.
         """
-        if self.packet is None:
+        if self.packet is None or self.lingering:
             self.transport.loseConnection()
 
     def _idle(self) -> None:
@@ -196,13 +246,17 @@ class FastSession(Protocol, Dispatching):
     # The request
 
     def dataReceived(self, data: bytes) -> None:
+        if self.finished:
+            if self._lingerTimer is not None:
+                self._lingerTimer.touch()
+            return
         self._timer.touch()
         if self.packet is None:
             self._headReceived(data)
         elif self._buffering:
             self._buffer(data)
-        elif self.finished or self._spool is not None:
-            # Over, or post-buffered: bytes past CONTENT_LENGTH are dropped.
+        elif self._spool is not None:
+            # Post-buffered: bytes past CONTENT_LENGTH are dropped.
             return
         elif self._upstream is not None:
             self._upstream.write(data)
@@ -238,7 +292,7 @@ class FastSession(Protocol, Dispatching):
             self.refuse(400, "no_key", "the request has no UWSGI_FASTROUTER_KEY, HTTP_HOST or SERVER_NAME")
             return
         self.key = key
-        if self.router.postBuffering and not self._startBuffering(packet):
+        if not self._checkBody(packet):
             return
         if leftover:
             self.dataReceived(leftover)
@@ -258,19 +312,30 @@ class FastSession(Protocol, Dispatching):
             )
             self._abort()
 
-    def _startBuffering(self, packet) -> bool:
+    def _checkBody(self, packet) -> bool:
         """
-        Post-buffering: collect C{CONTENT_LENGTH} bytes before connecting.
+        With post-buffering or a body limit, check C{CONTENT_LENGTH}; with
+        post-buffering, start collecting that many bytes before connecting
+        (uWSGI streams the body verbatim otherwise, and so does this).
 
         @return: whether the session goes on.
         """
-        text = packet.get(b"CONTENT_LENGTH", b"") or b"0"
-        if not text.isdigit():
-            self.refuse(400, "bad_content_length", f"CONTENT_LENGTH {text[:32]!r}")
+        router = self.router
+        if not (router.postBuffering or router.limitPost):
+            return True
+        length = contentLength(packet)
+        if length is None:
+            text = packet.get(b"CONTENT_LENGTH")
+            self.refuse(
+                400, "bad_content_length",
+                f"CONTENT_LENGTH {text[:32]!r} is not a number of at most"
+                f" {MAX_LENGTH_DIGITS} digits",
+            )
             return False
-        length = int(text)
-        if length:
-            router = self.router
+        if router.limitPost and length > router.limitPost:
+            self.refuse(413, "body_too_large", f"body of {length} bytes, limit {router.limitPost}")
+            return False
+        if router.postBuffering and length:
             self._spool = BodySpool(router.postBuffering, router.postBufferingDir)
             self._bodyRemaining = length
             self._buffering = True
@@ -281,14 +346,48 @@ class FastSession(Protocol, Dispatching):
         if len(data) >= remaining:
             self._dropped += len(data) - remaining
             data = data[:remaining]
-        self._spool.write(data)
-        self._bodyRemaining = remaining - len(data)
-        if not self._bodyRemaining:
+        spool = self._spool
+        try:
+            spool.write(data)
+            self._bodyRemaining = remaining = remaining - len(data)
+            if not remaining:
+                spool.finish()
+        except SpoolError as e:
+            self._spoolFailed(e)
+            return
+        if not remaining:
             self._buffering = False
             if self._dropped:
                 log.info("body_surplus: {count} bytes past CONTENT_LENGTH dropped",
                          event="body_surplus", count=self._dropped)
             self._dispatch(self.key, self.client)
+
+    def _spoolFailed(self, error: SpoolError) -> None:
+        """
+        The post-buffered body could not be stored (or read back): 503 and
+        an error line for the operator, who has a disk or directory to fix;
+        the client is not told where.
+        """
+        if self.finished:
+            return
+        log.error(
+            "spool_failed: {client}: the request body could not be stored: {error}",
+            event="spool_failed", client=self.client, error=str(error),
+        )
+        self._close(503, "the request body could not be stored")
+
+    def _bodyMayFollow(self) -> bool:
+        """
+        Whether the client may still be sending body bytes: its packet
+        declared a body, it has not half-closed, and a post-buffered body
+        is not complete.
+        """
+        packet = self.packet
+        if packet is None or self._clientEOF:
+            return False
+        if self._spool is not None and not self._buffering:
+            return False
+        return packet.get(b"CONTENT_LENGTH", b"") not in (b"", b"0")
 
     def _hold(self, data: bytes) -> None:
         """
@@ -305,13 +404,18 @@ class FastSession(Protocol, Dispatching):
         The client half-closed: pass it on once its bytes are sent.
         """
         self._clientEOF = True
+        if self.finished:
+            if self.lingering:
+                self.transport.loseConnection()
+            return
         if self.packet is None or self._buffering:
             self.refuse(400, "client_truncated", "the client closed before the end of its request")
         elif self._upstream is not None:
             self._upstream.transport.loseWriteConnection()
 
     def writeConnectionLost(self) -> None:
-        self._abort()
+        if not self.lingering:
+            self._abort()
 
     # Node side
 
@@ -333,7 +437,7 @@ class FastSession(Protocol, Dispatching):
         self.transport.registerProducer(upstream.transport, True)
         self._relaying = True
         if self._spool is not None:
-            self._spool.sendTo(upstream).addErrback(lambda failure: None)
+            self._spool.sendTo(upstream).addErrback(self._spoolSendFailed)
             return
         if self._pending:
             upstream.write(b"".join(self._pending))
@@ -345,6 +449,15 @@ class FastSession(Protocol, Dispatching):
             self._pausedForConnect = False
             self.transport.resumeProducing()
         upstream.transport.registerProducer(self.transport, True)
+
+    def _spoolSendFailed(self, failure) -> None:
+        """
+        The spooled body did not all reach the node: reading it back
+        failed, or the transfer was stopped because the session ended
+        (nothing more to do then).
+        """
+        if failure.check(SpoolError):
+            self._spoolFailed(failure.value)
 
     def upstreamDataReceived(self, data: bytes) -> None:
         self._responded = True
@@ -388,6 +501,14 @@ class FastSession(Protocol, Dispatching):
         log.info(
             "{event}: {client}: {detail}", event=event, client=self.client, detail=detail,
         )
+        self._close(status, detail)
+
+    def _close(self, status: int, detail: str) -> None:
+        """
+        End the session with a short error response (unless silent, or the
+        node has started answering), lingering if body bytes may follow.
+        """
+        bodyMayFollow = self._bodyMayFollow()
         upstream, self._upstream = self._upstream, None
         self._end()
         if upstream is not None:
@@ -395,8 +516,28 @@ class FastSession(Protocol, Dispatching):
         if self._pausedForConnect:
             self._pausedForConnect = False
             self.transport.resumeProducing()
-        if not (self.router.silentErrors or self._responded):
-            self.transport.write(errorResponse(status, detail))
+        if self.router.silentErrors or self._responded:
+            self.transport.loseConnection()
+            return
+        self.transport.write(errorResponse(status, detail))
+        if bodyMayFollow:
+            self._linger()
+        else:
+            self.transport.loseConnection()
+
+    def _linger(self) -> None:
+        """
+        Half-close after the refusal and drop what the client still sends,
+        until it closes or L{LINGER_IDLE}/L{LINGER_TOTAL} pass.
+        """
+        self.lingering = True
+        self._lingerTimer = IdleTimer(
+            self.router.reactor, LINGER_IDLE, self._lingered, LINGER_TOTAL,
+        )
+        self.transport.loseWriteConnection()
+
+    def _lingered(self) -> None:
+        self._lingerTimer = None
         self.transport.loseConnection()
 
     def _abort(self) -> None:
