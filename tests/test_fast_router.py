@@ -291,6 +291,23 @@ class RefusalTests(FastRouterTestCase):
         self.assertIn("forwarder_failed", self.eventNames())
         self.flushLoggedErrors(RuntimeError)
 
+    def test_store_answering_too_late(self):
+        """
+        A key/value store whose answer does not come within the cache
+        forwarder's timeout: 504, as for user code.
+        """
+        class SlowStore:
+            def get(self, key):
+                return Deferred()
+
+        forwarder = CacheForwarder(SlowStore(), self.network.reactor, timeout=2)
+        client = self.network.connect(self.router(forwarder=forwarder))
+        client.send(request())
+        self.network.reactor.advance(2)
+        self.network.flush()
+        self.assertEqual(statusOf(client.received()), 504)
+        self.assertIn("forwarder_timeout", self.eventNames())
+
     def test_code_forwarder_failing_later_is_a_502_at_once(self):
         """
         A user function whose Deferred fails (not a timeout) gets the client

@@ -7,7 +7,7 @@ import os
 import pytest
 from hypothesis import given, strategies as st
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.task import Clock
 
 from txrouter.routing.cache import CacheForwarder, InMemoryStore, MappingFileError
@@ -113,14 +113,37 @@ def test_store_from_python_and_bad_values():
     assert forwarder.pick(b"b").path == "/run/b.sock"
 
 
-def test_store_answering_later():
-    class LaterStore:
-        def get(self, key):
-            return succeed("/run/late.sock")
+class LaterStore:
+    """
+    A store that answers with the Deferreds it is given, one per lookup.
+    """
 
-    picked = CacheForwarder(LaterStore()).pick(b"k")
+    def __init__(self, *answers):
+        self.answers = list(answers)
+
+    def get(self, key):
+        return self.answers.pop(0)
+
+
+def test_store_answering_later():
+    picked = CacheForwarder(LaterStore(succeed("/run/late.sock"))).pick(b"k")
     assert isinstance(picked, Deferred)
     assert picked.result.path == "/run/late.sock"
+
+
+def test_store_answering_later_has_a_deadline():
+    clock = Clock()
+    cancelled = []
+    slow = Deferred(cancelled.append)
+    forwarder = CacheForwarder(LaterStore(slow, succeed("/run/quick.sock")), clock, timeout=2)
+    failures = []
+    forwarder.pick(b"k").addErrback(failures.append)
+    clock.advance(1.9)
+    assert failures == []
+    clock.advance(0.1)
+    assert cancelled == [slow] and failures[0].check(ForwarderTimeout)
+    assert forwarder.pick(b"k").result.path == "/run/quick.sock"
+    assert clock.getDelayedCalls() == []
 
 
 # Code
@@ -131,9 +154,36 @@ def test_load_callable_forms(tmp_path):
     script = tmp_path / "route.py"
     script.write_text("def route(key):\n    return '/run/' + key + '.sock'\n")
     assert loadCallable(f"0:{script}:route")("x") == "/run/x.sock"
-    for bad in ("nomodule", "tests.test_forwarders:missing", "os:sep", "a:b:c:d"):
-        with pytest.raises((ValueError, OSError)):
+    for bad in ("nomodule", "tests.test_forwarders:missing", "os:sep", "a:b:c:d", "0::f"):
+        with pytest.raises(ValueError):
             loadCallable(bad)
+
+
+def test_load_callable_failures_are_usage_errors(tmp_path, monkeypatch):
+    """
+    Whatever goes wrong loading the user's code is a ValueError (a usage
+    error for twistd) that says what, not a traceback.
+    """
+    missing = tmp_path / "missing.py"
+    broken = tmp_path / "broken.py"
+    broken.write_text("def route(key):\n    return (\n")
+    raising = tmp_path / "raising.py"
+    raising.write_text("raise RuntimeError('no config file')\n")
+    empty = tmp_path / "empty.py"
+    empty.write_text("x = 1\n")
+    cases = {
+        f"0:{missing}:route": f"cannot run '{missing}': No such file or directory",
+        f"0:{broken}:route": f"cannot run '{broken}': syntax error at line 2:",
+        f"0:{raising}:route": f"cannot run '{raising}': RuntimeError: no config file",
+        f"0:{empty}:route": f"'{empty}' defines no 'route'",
+        f"0:{empty}:x": f"'0:{empty}:x' is not callable",
+        "broken:route": "cannot load 'broken:route': syntax error at line 2:",
+    }
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for spec, message in cases.items():
+        with pytest.raises(ValueError) as raised:
+            loadCallable(spec)
+        assert str(raised.value).startswith(message), spec
 
 
 def test_code_forwarder_answers():
@@ -159,6 +209,24 @@ def test_code_forwarder_deadline():
     picked = CodeForwarder(lambda key: quick, clock, timeout=3).pick(b"k")
     quick.callback(Node(name="/x", path="/x"))
     assert picked.result.path == "/x"
+    assert clock.getDelayedCalls() == []
+
+
+def test_code_forwarder_answer_cancelled_by_its_caller():
+    """
+    A caller that gives up (the client left) can cancel the pick: the
+    user's Deferred is cancelled, the deadline is gone, and the failure is
+    the caller's CancelledError, not a timeout.
+    """
+    clock = Clock()
+    cancelled = []
+    pending = Deferred(cancelled.append)
+    picked = CodeForwarder(lambda key: pending, clock, timeout=3).pick(b"k")
+    failures = []
+    picked.addErrback(failures.append)
+    picked.cancel()
+    assert cancelled == [pending]
+    assert failures[0].check(CancelledError) and not failures[0].check(ForwarderTimeout)
     assert clock.getDelayedCalls() == []
 
 

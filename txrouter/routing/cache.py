@@ -6,7 +6,8 @@ or several of those joined by C{|}, balanced round robin by a per-item hit
 counter (reference section 3.3).  Here the store is an L{IKeyValueStore}:
 the embedded L{InMemoryStore} is filled from Python (a C{.tac}) or from a
 mapping file (C{--cache-file}, reloaded on SIGHUP); a shared store can
-replace it.
+replace it.  A store that answers later (a Deferred) gets a deadline, as
+user code does (L{txrouter.routing.code.withDeadline}).
 """
 
 from twisted.internet.defer import Deferred
@@ -14,6 +15,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from txrouter.routing.base import StatelessForwarder
+from txrouter.routing.code import withDeadline
 from txrouter.routing.interfaces import IForwarder, IKeyValueStore, NoNodeForKey
 from txrouter.routing.nodes import BadNodeAddress, parseNodeValue
 from txrouter.routing.rotation import KeyRotation
@@ -112,16 +114,29 @@ class CacheForwarder(StatelessForwarder):
 
     A value with several nodes is balanced round robin per key.  A failed
     connect asks the store again (so the next node of the value is tried).
+
+    @ivar timeout: seconds a store's Deferred answer may take (then 504,
+        C{forwarder_timeout}); needs C{clock}.
     """
 
-    def __init__(self, store) -> None:
+    def __init__(self, store, clock=None, timeout: float = 5.0) -> None:
+        """
+        @param store: an L{IKeyValueStore}.
+        @param clock: the C{IReactorTime} the deadline of a store's later
+            answers is kept with; without one they get none (the embedded
+            store always answers at once).
+        """
         self.store = store
+        self.clock = clock
+        self.timeout = timeout
         self._parsed = {}
         self._rotation = KeyRotation()
 
     def pick(self, key, client=None):
         value = self.store.get(key)
         if isinstance(value, Deferred):
+            if self.clock is not None:
+                value = withDeadline(value, self.clock, self.timeout, key)
             return value.addCallback(self._choose, key)
         return self._choose(value, key)
 

@@ -11,6 +11,9 @@ The function gets the key as text (decoded as Latin-1, so no byte is lost)
 and returns C{addr[,mod1]} (also C{a|b} or a list of those, balanced round
 robin), a L{Node}, L{None} for "no node for this key", or a Deferred of any
 of them.
+
+L{withDeadline} is the deadline itself, which the cache forwarder gives
+stores that answer later too.
 """
 
 import runpy
@@ -31,23 +34,71 @@ def loadCallable(spec: str):
     C{MOD1:SCRIPT:FUNC} (a script file and a function in it; MOD1 is
     ignored, the function is Python).
 
-    @raise ValueError: the spec is malformed or names nothing callable.
+    @raise ValueError: the spec is malformed, the module or script cannot
+        be loaded (missing, a syntax error, an exception while it runs), or
+        it names nothing callable; the message says which.
     """
     parts = spec.split(":")
-    if len(parts) == 3:
+    if len(parts) == 3 and all(parts[1:]):
         _, script, name = parts
-        namespace = runpy.run_path(script)
-        function = namespace.get(name)
+        try:
+            namespace = runpy.run_path(script)
+        except Exception as e:
+            raise ValueError(f"cannot run {script!r}: {_describe(e)}") from None
+        if name not in namespace:
+            raise ValueError(f"{script!r} defines no {name!r}")
+        function = namespace[name]
     elif len(parts) == 2 and all(parts):
         try:
             function = namedAny(f"{parts[0]}.{parts[1]}")
-        except (AttributeError, ImportError) as e:
-            raise ValueError(f"cannot load {spec!r}: {e}")
+        except Exception as e:
+            raise ValueError(f"cannot load {spec!r}: {_describe(e)}") from None
     else:
         raise ValueError(f"expected MODULE:CALLABLE or MOD1:SCRIPT:FUNC, not {spec!r}")
     if not callable(function):
         raise ValueError(f"{spec!r} is not callable")
     return function
+
+
+def _describe(error: Exception) -> str:
+    """
+    One line about why loading user code failed.
+    """
+    if isinstance(error, SyntaxError):
+        return f"syntax error at line {error.lineno}: {error.msg}"
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return f"{type(error).__name__}: {error}"
+
+
+def withDeadline(answer: Deferred, clock, timeout: float, key: bytes) -> Deferred:
+    """
+    Give a forwarder's later answer C{timeout} seconds: past them it is
+    cancelled and fails with L{ForwarderTimeout}, so a slow lookup costs
+    the client a 504, not a stuck session.  Cancelled by its caller (the
+    client left), it fails with C{CancelledError} as usual.
+
+    @return: C{answer}, with the deadline's callbacks added.
+    """
+    expired = []
+
+    def expire():
+        expired.append(True)
+        answer.cancel()
+
+    call = clock.callLater(timeout, expire)
+
+    def settled(result):
+        if call.active():
+            call.cancel()
+        return result
+
+    def timedOut(failure):
+        if expired and failure.check(CancelledError):
+            raise ForwarderTimeout(key)
+        return failure
+
+    return answer.addBoth(settled).addErrback(timedOut)
 
 
 @implementer(IForwarder)
@@ -68,20 +119,7 @@ class CodeForwarder(StatelessForwarder):
         answer = self.function(key.decode("latin-1"))
         if not isinstance(answer, Deferred):
             return self._nodeFrom(answer, key)
-        call = self.clock.callLater(self.timeout, answer.cancel)
-
-        def settled(result):
-            if call.active():
-                call.cancel()
-            return result
-
-        def timedOut(failure):
-            failure.trap(CancelledError)
-            raise ForwarderTimeout(key)
-
-        answer.addBoth(settled)
-        answer.addErrback(timedOut)
-        return answer.addCallback(self._nodeFrom, key)
+        return withDeadline(answer, self.clock, self.timeout, key).addCallback(self._nodeFrom, key)
 
     def _nodeFrom(self, answer, key):
         if answer is None:
