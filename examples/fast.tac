@@ -1,0 +1,42 @@
+"""
+The FastRouter built from Python: run with `twistd -ny examples/fast.tac`.
+
+nginx passes requests to it (`uwsgi_pass 127.0.0.1:3017;` with Debian's
+uwsgi_params), and it routes them by host to each application's uWSGI
+instance, as
+
+    twistd -n txrouter-fast --bind tcp:3017:interface=127.0.0.1 \
+        --use-cache --cache-file apps.map \
+        --post-buffering 65536 --post-buffering-dir /var/tmp
+
+would with an apps.map of the same two lines; here the key/value store is
+filled from Python, and can be changed while the router runs (from an admin
+endpoint, a timer, a subscription of your own...).  It also refuses bodies
+over 100 MiB (limit_post, which has no command-line option yet).
+
+Every command-line option is a keyword argument of FastRouter with the same
+name (dashes become underscores).
+"""
+
+from twisted.application.service import Application
+from twisted.internet import reactor
+
+from txrouter.routers.fast import FastRouter
+from txrouter.routing.cache import CacheForwarder, InMemoryStore
+from txrouter.service import RouterService
+
+store = InMemoryStore({
+    "app1.example.com": "/tmp/txrouter-demo/app1.sock",
+    # Two instances, balanced round robin; modifier1 0 for both.
+    "app2.example.com": "/tmp/txrouter-demo/app2a.sock|/tmp/txrouter-demo/app2b.sock,0",
+})
+
+router = FastRouter(
+    reactor,
+    forwarder=CacheForwarder(store, reactor),
+    post_buffering=65536,
+    post_buffering_dir="/var/tmp",
+    limit_post=100 << 20,
+)
+application = Application("txrouter-fast")
+RouterService(reactor, router, ["tcp:3017:interface=127.0.0.1"]).setServiceParent(application)
