@@ -4,6 +4,8 @@ The stats server: uWSGI's corerouter stats document, always valid JSON.
 
 import json
 
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.protocol import ServerFactory
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
@@ -86,6 +88,18 @@ def test_uwsgi_addresses():
     assert uwsgiAddressToEndpoint("127.0.0.1:5005") == "tcp:5005:interface=127.0.0.1"
     assert uwsgiAddressToEndpoint("/run/stats.sock") == "unix:/run/stats.sock"
     assert uwsgiAddressToEndpoint("tcp:0") == "tcp:0"
+    assert uwsgiAddressToEndpoint("[::1]:5005") == r"tcp:5005:interface=\:\:1"
+
+
+def test_uwsgi_paths_with_endpoint_syntax_in_them():
+    """
+    Colons, equals signs and backslashes of a socket path are escaped, so
+    the stats socket is at exactly that path.
+    """
+    reactor = MemoryReactorClock()
+    path = "/run/a:b=c\\d.sock"
+    serverFromString(reactor, uwsgiAddressToEndpoint(path)).listen(ServerFactory())
+    assert reactor.unixServers[0][0] == path
 
 
 def test_router_service_serves_stats():

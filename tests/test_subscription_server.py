@@ -379,6 +379,7 @@ def test_datagram_address_parsing():
     assert parseDatagramAddress("[::1]:7000").family == socket.AF_INET6
     assert parseDatagramAddress("@name").sendTo() == "\0name"
     assert parseDatagramAddress("/run/s.sock").sendTo() == "/run/s.sock"
-    for bad in ("localhost:7000", "7000", "1.2.3.4:0", "::1:7000", "[1.2.3.4]:7", "@", "x"):
+    for bad in ("localhost:7000", "7000", "1.2.3.4:0", "::1:7000", "[1.2.3.4]:7", "@", "x",
+                "[]:7000", ":\u0663\u0660\u0663\u0661"):
         with pytest.raises(ValueError):
             parseDatagramAddress(bad)

@@ -20,19 +20,28 @@ _HTTP_HEAD = (
 )
 
 
+def _escaped(value: str) -> str:
+    """
+    C{value} as one argument of an endpoint string: backslashes, colons
+    and equals signs escaped with a backslash.
+    """
+    return "".join("\\" + c if c in "\\:=" else c for c in value)
+
+
 def uwsgiAddressToEndpoint(address: str) -> str:
     """
     Accept uWSGI's spelling of a listening address as well as endpoint
-    strings: C{host:port} and C{:port} become C{tcp:}, a path C{unix:}.
+    strings: C{host:port}, C{[v6]:port} and C{:port} become C{tcp:}, a
+    path C{unix:} (any path: its C{\\}, C{:} and C{=} are escaped).
     """
     kind = address.partition(":")[0]
     if kind in ("tcp", "tcp6", "unix", "ssl", "systemd"):
         return address
     if address.startswith("/") or ":" not in address:
-        return "unix:" + address.replace(":", r"\:")
+        return "unix:" + _escaped(address)
     host, _, port = address.rpartition(":")
     host = host.strip("[]")
-    return f"tcp:{port}:interface={host.replace(':', chr(92) + ':')}" if host else f"tcp:{port}"
+    return f"tcp:{_escaped(port)}:interface={_escaped(host)}" if host else f"tcp:{_escaped(port)}"
 
 
 class _StatsProtocol(Protocol):

@@ -64,12 +64,15 @@ def parseDatagramAddress(text: str, listen: bool = False) -> DatagramAddress:
     if text.startswith("/"):
         return DatagramAddress(text, socket.AF_UNIX, path=text)
     host, colon, port = text.rpartition(":")
-    if not colon or not port.isdigit() or not (0 if listen else 1) <= int(port) < 65536:
+    if (not colon or not (port.isascii() and port.isdigit())
+            or not (0 if listen else 1) <= int(port) < 65536):
         raise ValueError(f"not ip:port, :port, /path or @name: {text!r}")
     family = socket.AF_INET
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
         family = socket.AF_INET6
+        if not host:
+            raise ValueError(f"{text!r}: no IPv6 address in the brackets")
     if host:
         try:
             address = ipaddress.ip_address(host)
