@@ -10,6 +10,7 @@ from twisted.logger import Logger
 from txrouter.routing.interfaces import IAvailability
 from txrouter.stats.document import statsDocument
 from txrouter.stats.server import StatsFactory, uwsgiAddressToEndpoint
+from txrouter.transports import listeningReactor
 
 log = Logger(namespace="txrouter.service")
 
@@ -99,7 +100,7 @@ class RouterService(MultiService):
         self.gracefulTimeout = graceful_timeout
         self.listeners = []
         for description in binds:
-            listener = Listener(serverFromString(reactor, description), router)
+            listener = Listener(serverFromString(listeningReactor(reactor), description), router)
             listener.setServiceParent(self)
             self.listeners.append(listener)
         self.cheap = False

@@ -14,6 +14,7 @@ from twisted.internet.protocol import ClientFactory, Protocol
 from zope.interface import Interface, implementer
 
 from txrouter.timers import IdleTimer
+from txrouter.transports import connectNode
 
 
 class IUpstreamReceiver(Interface):
@@ -117,8 +118,13 @@ class Upstream(Protocol):
         that would wait for one more write-readiness event.
         """
         self.receiver = None
-        if self.transport is not None:
-            self.transport.abortConnection()
+        transport = self.transport
+        if transport is not None:
+            closeNow = getattr(transport, "closeNow", None)
+            if closeNow is None:
+                transport.abortConnection()
+            else:
+                closeNow()
 
 
 class _UpstreamFactory(ClientFactory):
@@ -138,6 +144,9 @@ class _UpstreamFactory(ClientFactory):
         self.connector = None
         self.protocol = None
         self.timer = IdleTimer(reactor, connectTimeout, self._timedOut, deadline)
+
+    def startedConnecting(self, connector) -> None:
+        self.connector = connector
 
     def buildProtocol(self, addr):
         self.protocol = Upstream(self.receiver, self.node, self.head, self.timer, self.idleTimeout)
@@ -171,10 +180,12 @@ def connectUpstream(
     @param idleTimeout: seconds without traffic before the connection is cut.
     @param deadline: seconds from now to the end of the exchange before it
         is cut (uWSGI's harakiri); 0 for none.
+    The connection may be made, and C{receiver} told, before this
+    returns (see L{connectNode}).
+
     @return: the C{IConnector}; C{stopConnecting} on it abandons the node.
     """
     factory = _UpstreamFactory(
         reactor, receiver, node, head, connectTimeout, idleTimeout, deadline
     )
-    factory.connector = node.connect(reactor, factory)
-    return factory.connector
+    return connectNode(reactor, node, factory)

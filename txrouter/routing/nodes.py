@@ -6,10 +6,7 @@ C{/path}, C{@abstract}) and as Twisted client endpoint strings restricted to
 the two transports a uwsgi backend listens on (C{tcp:host:port},
 C{tcp:host=H:port=P}, C{unix:/path}, C{unix:path=/path}).
 
-A L{Node} connects through C{IReactorTCP.connectTCP} or
-C{IReactorUNIX.connectUNIX} directly rather than through an endpoint object:
-one connection per request is the hot path of a uwsgi router, and the
-endpoint layer adds a Deferred and a wrapping protocol to each of them.
+Connecting to a node is L{txrouter.transports.connectNode}'s job.
 """
 
 import attr
@@ -21,10 +18,13 @@ class BadNodeAddress(ValueError):
     """
 
 
-@attr.frozen
+@attr.frozen(cache_hash=True)
 class Node:
     """
     One backend.
+
+    Nodes are keys of the forwarders' tables on every request, so their
+    hash is computed once.
 
     @ivar name: the address as uWSGI would print it (C{127.0.0.1:3031},
         C{/run/app.sock}, C{@name}); used in logs and stats.
@@ -41,17 +41,6 @@ class Node:
     path: "str | None" = None
     modifier1: int = 0
     modifier2: int = 0
-
-    def connect(self, reactor, factory):
-        """
-        Start connecting C{factory} to this node, with no deadline of its
-        own (the caller keeps the time).
-
-        @return: the L{IConnector}.
-        """
-        if self.path is not None:
-            return reactor.connectUNIX(self.path, factory, timeout=None)
-        return reactor.connectTCP(self.host, self.port, factory, timeout=None)
 
 
 def _port(text: str, spec: str) -> int:

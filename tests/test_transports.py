@@ -1,0 +1,336 @@
+"""
+The hot path's socket transports, on real sockets with the real reactor:
+writes made while nothing is queued reach the kernel before the reactor
+runs again, everything else behaves as Twisted's transports do (order,
+back-pressure, pull producers, half-close), backend connections to UNIX
+sockets are made before connectNode returns and close at once.
+"""
+
+import errno
+import io
+import os
+import socket
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.address import IPv4Address, UNIXAddress
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import ConnectionDone, ConnectError
+from twisted.internet.protocol import ClientFactory, Factory, Protocol
+from twisted.internet.testing import MemoryReactorClock
+from twisted.protocols.basic import FileSender
+from zope.interface import implementer
+from twisted.internet.interfaces import IPushProducer
+
+from txrouter import transports
+from txrouter.routing.nodes import parseNode
+from txrouter.transports import connectNode, listeningReactor
+
+MIB = 1 << 20
+
+
+def deadline(d: Deferred, seconds: float = 10) -> Deferred:
+    """
+    Fail the test rather than hang if C{d} never fires.
+    """
+    call = reactor.callLater(seconds, d.cancel)
+    return d.addBoth(lambda r: (call.active() and call.cancel(), r)[1])
+
+
+class Collector(Protocol):
+    """
+    Keeps what it receives; C{done} fires with it when the connection ends.
+    """
+
+    def __init__(self) -> None:
+        self.chunks = []
+        self.made = Deferred()
+        self.done = Deferred()
+        self.reason = None
+
+    def connectionMade(self) -> None:
+        self.made.callback(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.chunks.append(data)
+
+    def connectionLost(self, reason) -> None:
+        self.reason = reason
+        self.done.callback(b"".join(self.chunks))
+
+
+class OneProtocolFactory(ClientFactory):
+    def __init__(self, protocol) -> None:
+        self.protocol_ = protocol
+
+    def buildProtocol(self, addr):
+        return self.protocol_
+
+
+@pytest_twisted.inlineCallbacks
+def listen(description: str, protocol):
+    port = yield serverFromString(listeningReactor(reactor), description).listen(
+        OneProtocolFactory(protocol)
+    )
+    return port
+
+
+def plainClient(port) -> socket.socket:
+    address = port.getHost()
+    if isinstance(address, UNIXAddress):
+        client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        client.connect(address.name)
+    else:
+        client = socket.create_connection(("127.0.0.1", address.port))
+    client.settimeout(10)
+    return client
+
+
+def test_other_reactors_are_left_alone():
+    memory = MemoryReactorClock()
+    assert listeningReactor(memory) is memory
+    factory = ClientFactory()
+    connectNode(memory, parseNode("/run/app.sock"), factory)
+    connectNode(memory, parseNode("127.0.0.1:3031"), factory)
+    assert [c[0] for c in memory.unixClients] == ["/run/app.sock"]
+    assert [c[:2] for c in memory.tcpClients] == [("127.0.0.1", 3031)]
+
+
+@pytest.mark.parametrize("kind", ["tcp", "unix"])
+@pytest_twisted.inlineCallbacks
+def test_a_write_on_an_idle_connection_is_sent_at_once(kind, tmp_path):
+    """
+    The bytes are in the client's socket before the reactor runs again;
+    Twisted's own transports would only send them on its next iteration.
+    """
+    description = "tcp:0:interface=127.0.0.1" if kind == "tcp" else f"unix:{tmp_path}/s.sock"
+    server = Collector()
+    port = yield listen(description, server)
+    client = plainClient(port)
+    try:
+        yield deadline(server.made)
+        server.transport.write(b"hello")
+        assert client.recv(100, socket.MSG_DONTWAIT) == b"hello"
+        client.sendall(b"ping")
+        yield deadline(Deferred.fromCoroutine(waitFor(lambda: server.chunks)))
+        assert server.chunks == [b"ping"]
+        server.transport.loseConnection()
+        yield deadline(server.done)
+    finally:
+        client.close()
+        yield port.stopListening()
+
+
+@implementer(IPushProducer)
+class CountingProducer:
+    def __init__(self) -> None:
+        self.pauses = self.resumes = 0
+
+    def pauseProducing(self) -> None:
+        self.pauses += 1
+
+    def resumeProducing(self) -> None:
+        self.resumes += 1
+
+    def stopProducing(self) -> None:
+        pass
+
+
+@pytest_twisted.inlineCallbacks
+def test_what_the_kernel_does_not_take_is_queued_in_order_with_back_pressure():
+    server = Collector()
+    port = yield listen("tcp:0:interface=127.0.0.1", server)
+    client = Collector()
+    connector = reactor.connectTCP("127.0.0.1", port.getHost().port,
+                                   OneProtocolFactory(client))
+    try:
+        yield deadline(server.made)
+        yield deadline(client.made)
+        producer = CountingProducer()
+        server.transport.registerProducer(producer, True)
+        big = os.urandom(8 * MIB)
+        client.transport.pauseProducing()
+        server.transport.write(big)
+        server.transport.write(b"after")
+        assert producer.pauses >= 1, "8 MiB should fill the socket buffer"
+        client.transport.resumeProducing()
+        yield deadline(Deferred.fromCoroutine(waitFor(lambda: producer.resumes)))
+        server.transport.unregisterProducer()
+        server.transport.loseConnection()
+        received = yield deadline(client.done)
+        assert received == big + b"after"
+    finally:
+        connector.disconnect()
+        yield port.stopListening()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_pull_producer_is_asked_for_more_until_the_end(tmp_path):
+    """
+    FileSender (a pull producer, as the body spool uses) must be asked
+    for every chunk: its writes go through Twisted's queue.
+    """
+    server = Collector()
+    port = yield listen(f"unix:{tmp_path}/s.sock", server)
+    client = Collector()
+    reactor.connectUNIX(f"{tmp_path}/s.sock", OneProtocolFactory(client))
+    try:
+        yield deadline(server.made)
+        body = os.urandom(4 * MIB)
+        yield deadline(FileSender().beginFileTransfer(io.BytesIO(body), server.transport))
+        server.transport.loseConnection()
+        assert (yield deadline(client.done)) == body
+    finally:
+        yield port.stopListening()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_half_close_comes_after_the_writes_before_it():
+    """
+    As with Twisted's transports, the write side is shut once everything
+    written before the shutdown was flushed, whichever way it was sent.
+    """
+    server = Collector()
+    port = yield listen("tcp:0:interface=127.0.0.1", server)
+    client = Collector()
+    reactor.connectTCP("127.0.0.1", port.getHost().port, OneProtocolFactory(client))
+    try:
+        yield deadline(server.made)
+        server.transport.write(b"sent at once")
+        server.transport.loseWriteConnection()
+        server.transport.write(b", queued")
+        assert (yield deadline(client.done)) == b"sent at once, queued"
+    finally:
+        server.transport.loseConnection()
+        yield port.stopListening()
+
+
+class BackendFactory(ClientFactory):
+    """
+    Records what happens to one connection attempt.
+    """
+
+    def __init__(self) -> None:
+        self.protocol_ = Collector()
+        self.failed = Deferred()
+        self.reason = None
+        self.started = None
+
+    def startedConnecting(self, connector) -> None:
+        self.started = connector
+
+    def buildProtocol(self, addr):
+        self.protocol_.peer = addr
+        return self.protocol_
+
+    def clientConnectionFailed(self, connector, reason) -> None:
+        self.reason = reason
+        self.failed.callback(None)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_unix_node_is_connected_before_connect_node_returns(tmp_path):
+    path = str(tmp_path / "app.sock")
+    backends = []
+
+    class Backend(Collector):
+        def connectionMade(self) -> None:
+            backends.append(self)
+            Collector.connectionMade(self)
+
+    port = yield UNIXListen(path, Backend)
+    try:
+        first, second = BackendFactory(), BackendFactory()
+        node = parseNode(path)
+        connector = connectNode(reactor, node, first)
+        assert first.started is connector
+        assert first.protocol_.transport is not None, "not connected at once"
+        first.protocol_.transport.write(b"head")
+        connectNode(reactor, node, second)
+        assert first.protocol_.peer == UNIXAddress(path)
+        assert second.protocol_.transport.getPeer() is first.protocol_.transport.getPeer()
+
+        yield deadline(Deferred.fromCoroutine(waitFor(lambda: len(backends) == 2)))
+        backends[0].transport.write(b"response")
+        yield deadline(Deferred.fromCoroutine(waitFor(lambda: first.protocol_.chunks)))
+        assert first.protocol_.chunks == [b"response"]
+
+        first.protocol_.transport.closeNow()
+        assert first.protocol_.reason is not None, "connectionLost runs before closeNow returns"
+        assert first.protocol_.reason.check(ConnectionDone)
+        assert (yield deadline(backends[0].done)) == b"head"
+        second.protocol_.transport.closeNow()
+        yield deadline(backends[1].done)
+    finally:
+        yield port.stopListening()
+
+
+async def waitFor(condition) -> None:
+    from twisted.internet.task import deferLater
+
+    while not condition():
+        await deferLater(reactor, 0.01, lambda: None)
+
+
+def UNIXListen(path, protocolClass):
+    return serverFromString(reactor, f"unix:{path}").listen(Factory.forProtocol(protocolClass))
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_missing_unix_socket_fails_later_not_inside_connect_node(tmp_path):
+    factory = BackendFactory()
+    connectNode(reactor, parseNode(str(tmp_path / "none.sock")), factory)
+    assert not factory.failed.called
+    yield deadline(factory.failed)
+    reason = factory.reason
+    assert reason.check(ConnectError)
+    assert "No such file" in reason.getErrorMessage()
+
+
+@pytest_twisted.inlineCallbacks
+def test_out_of_descriptors_is_a_failed_connect(tmp_path, monkeypatch):
+    def emfile(self):
+        raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+
+    monkeypatch.setattr(transports._UpstreamUNIXClient, "createInternetSocket", emfile)
+    factory = BackendFactory()
+    connectNode(reactor, parseNode(str(tmp_path / "app.sock")), factory)
+    yield deadline(factory.failed)
+    reason = factory.reason
+    assert reason.check(ConnectError)
+    assert "Too many open files" in reason.getErrorMessage()
+
+
+@pytest_twisted.inlineCallbacks
+def test_tcp_nodes(tmp_path):
+    backends = []
+
+    class Backend(Collector):
+        def connectionMade(self) -> None:
+            backends.append(self)
+            Collector.connectionMade(self)
+
+    port = yield serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(
+        Factory.forProtocol(Backend))
+    try:
+        node = parseNode(f"127.0.0.1:{port.getHost().port}")
+        factory = BackendFactory()
+        connectNode(reactor, node, factory)
+        upstream = yield deadline(factory.protocol_.made)
+        assert upstream.peer == IPv4Address("TCP", "127.0.0.1", node.port)
+        upstream.transport.write(b"head")
+        yield deadline(Deferred.fromCoroutine(waitFor(lambda: backends)))
+        backends[0].transport.write(b"response")
+        yield deadline(Deferred.fromCoroutine(waitFor(lambda: upstream.chunks)))
+        upstream.transport.closeNow()
+        assert upstream.reason.check(ConnectionDone)
+        assert (yield deadline(backends[0].done)) == b"head"
+    finally:
+        yield port.stopListening()
+
+    refused = BackendFactory()
+    connectNode(reactor, node, refused)
+    yield deadline(refused.failed)
+    assert refused.reason.check(ConnectError)
