@@ -10,7 +10,10 @@ by PID (through L{tests.realpeers.Process}).
 import json
 import os
 import pathlib
+import re
 import socket
+import threading
+import time
 
 from tests import realpeers
 from tests.realpeers import (
@@ -22,7 +25,8 @@ from tests.realpeers import (
     wait_for_tcp,
     wait_until,
 )
-from txrouter.wire.uwsgi import encodeHeader, encodeVars
+from txrouter.wire.subscription import SubscriptionError, parseSubscription
+from txrouter.wire.uwsgi import decodeVars, encodeHeader, encodeVars
 
 ROUTERS = {
     "fast": [*TWISTD_COMMAND, "-n", "--pidfile=", "txrouter-fast"],
@@ -64,6 +68,16 @@ def subscribing_worker(tmp_path, socket_address: str, subscriptions, name: str,
             process.stop()
             raise
     return process
+
+
+def bound_port(worker: Process, timeout: float = 20.0) -> int:
+    """
+    The port a uWSGI worker started with a port-0 C{--socket} was given,
+    from its log (C{bound to TCP address 0.0.0.0:PORT (port auto-assigned)}).
+    """
+    pattern = re.compile(r"bound to TCP address \S+:(\d+) \(port auto-assigned\)")
+    wait_until(lambda: pattern.search(worker.log()), "the bound port", timeout, worker)
+    return int(pattern.search(worker.log()).group(1))
 
 
 def txrouter(tmp_path, kind: str, port: int, args, timeout: float = 20.0) -> Process:
@@ -175,3 +189,130 @@ def wait_for_log(process: Process, text: str, count: int = 1, timeout: float = 1
     Wait until C{text} appears C{count} times in the process's log.
     """
     wait_until(lambda: process.log().count(text) >= count, repr(text), timeout, process)
+
+
+def stats(port: int) -> dict:
+    """
+    The stats JSON a router's C{--stats 127.0.0.1:PORT} (or uWSGI's
+    C{--fastrouter-stats}) writes to whoever connects.
+    """
+    return json.loads(read_all(socket.create_connection(("127.0.0.1", port), timeout=10)))
+
+
+class _Thread:
+    """
+    A daemon thread serving a bound socket until L{close}, polling with a
+    short timeout so that it stops promptly.
+    """
+
+    def __init__(self, sock) -> None:
+        self.socket = sock
+        self.socket.settimeout(0.2)
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                self.serve_one()
+            except (socket.timeout, BlockingIOError):
+                continue
+            except OSError:
+                if self._stopped.is_set():
+                    return
+                raise
+
+    def close(self) -> None:
+        self._stopped.set()
+        self._thread.join(5)
+        self.socket.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class RecordingBackend(_Thread):
+    """
+    A fake uwsgi backend on 127.0.0.1: reads each connection's uwsgi
+    packet head, records C{(modifier1, modifier2, vars)}, answers a short
+    HTTP response and closes.  For what no real worker can show: the
+    exact header bytes a router writes.
+
+    @ivar port: where it listens.
+    @ivar requests: the recorded heads, in arrival order.
+    """
+
+    ANSWER = b"HTTP/1.0 200 OK\r\nContent-Length: 8\r\n\r\nrecorded"
+
+    def __init__(self) -> None:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(16)
+        self.port = sock.getsockname()[1]
+        self.requests = []
+        super().__init__(sock)
+
+    def serve_one(self) -> None:
+        connection, _ = self.socket.accept()
+        with connection:
+            connection.settimeout(5)
+            head = self._read(connection, 4)
+            datasize = int.from_bytes(head[1:3], "little")
+            block = self._read(connection, datasize)
+            self.requests.append((head[0], head[3], dict(decodeVars(block))))
+            connection.sendall(self.ANSWER)
+
+    @staticmethod
+    def _read(connection, size: int) -> bytes:
+        data = b""
+        while len(data) < size:
+            chunk = connection.recv(size - len(data))
+            if not chunk:
+                raise ConnectionError("closed before a whole uwsgi head")
+            data += chunk
+        return data
+
+
+class DatagramTee(_Thread):
+    """
+    A UDP relay on 127.0.0.1: every datagram it gets is recorded and sent
+    on to C{target} (a subscription server), so a test can see exactly
+    what a real uWSGI subscriber sent, and replay it.
+
+    @ivar port: where subscribers send.
+    @ivar datagrams: C{(time.monotonic(), raw bytes)} in arrival order.
+    """
+
+    def __init__(self, target: int) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        self.target = ("127.0.0.1", target)
+        self.datagrams = []
+        self._lock = threading.Lock()
+        super().__init__(sock)
+
+    def serve_one(self) -> None:
+        datagram, _ = self.socket.recvfrom(65536)
+        with self._lock:
+            self.datagrams.append((time.monotonic(), datagram))
+        self.socket.sendto(datagram, self.target)
+
+    def announces(self) -> list:
+        """
+        The recorded datagrams that parse, as L{Subscription}s with their
+        raw bytes: C{[(subscription, raw), ...]}.
+        """
+        with self._lock:
+            recorded = list(self.datagrams)
+        parsed = []
+        for _, raw in recorded:
+            try:
+                parsed.append((parseSubscription(raw), raw))
+            except SubscriptionError:
+                pass
+        return parsed

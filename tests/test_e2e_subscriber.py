@@ -5,10 +5,8 @@ fastrouter and to C{twistd txrouter-fast}, signed or not; requests by the
 key reach the worker while it runs, and the key is gone once it is stopped.
 """
 
-import json
 import os
 import signal
-import socket
 import subprocess
 import time
 
@@ -18,7 +16,7 @@ from tests.realpeers import ROOT, TWISTD_COMMAND, Process, free_port, wait_until
 from tests.subpeers import (
     ask,
     free_udp_port,
-    read_all,
+    stats,
     subscribing_worker,
     txrouter,
     uwsgi_fastrouter,
@@ -77,11 +75,6 @@ def stopped(announcer: Process, signum) -> None:
     announcer.signal(signum)
     assert announcer.wait(10) in (0, -signum), announcer.log()
     assert "subscriber_stopped" in announcer.log()
-
-
-def stats(port: int) -> dict:
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        return json.loads(read_all(sock))
 
 
 def test_uwsgis_fastrouter_accepts_the_subscriber(tmp_path, worker):
