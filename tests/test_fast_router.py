@@ -395,6 +395,19 @@ class PostBufferingTests(FastRouterTestCase):
         self.assertEqual(backend.requests[-1][1], body)
         self.assertEqual(statusOf(client.received()), 200)
 
+    def test_body_arriving_with_the_packet_connects_once(self):
+        """
+        The whole body in the packet's segment (nginx's usual small POST):
+        one connection to the node, one request.
+        """
+        backend = self.backends[("127.0.0.1", 3031)]
+        for body in (b"s" * 50, b"b" * 5000):
+            client = self.network.connect(self.router(post_buffering=1000))
+            client.send(request(body=body))
+            self.assertTrue(client.received().endswith(b"BODY=" + body))
+        self.assertEqual(len(backend.connections), 2)
+        self.assertEqual(len(backend.requests), 2)
+
     def test_bad_content_length(self):
         """
         With post-buffering (or a body limit) CONTENT_LENGTH is parsed

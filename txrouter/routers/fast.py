@@ -294,10 +294,15 @@ class FastSession(Protocol, Dispatching):
         self.key = key
         if not self._checkBody(packet):
             return
+        if self._buffering:
+            # Dispatched by _buffer once the body is complete, which may be
+            # now.
+            if leftover:
+                self._buffer(leftover)
+            return
         if leftover:
-            self.dataReceived(leftover)
-        if not self._buffering and not self.finished:
-            self._dispatch(key, self.client)
+            self._hold(leftover)
+        self._dispatch(key, self.client)
 
     def _misdirected(self, mistake: str) -> None:
         if mistake == "http":
