@@ -2,6 +2,7 @@
 The HTTP router against in-memory clients and uwsgi backends.
 """
 
+import os
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
@@ -503,6 +504,53 @@ class ForwarderAndPostBufferingTests(RouterTestCase):
         client.send(body[4000:])
         self.assertEqual(self.backendA.requests[-1][1], body)
         self.assertEqual(statusOf(client.received()), 200)
+
+    def test_spool_directories_are_checked_when_the_router_is_built(self):
+        missing = self.mktemp()
+        for option in ("spool_dir", "post_buffering_dir"):
+            with self.assertRaises(ValueError) as raised:
+                self.router(post_buffering=10, **{option: missing})
+            self.assertIn(option, str(raised.exception))
+
+    def test_a_body_that_cannot_be_stored_is_a_503_with_an_error_line(self):
+        """
+        The spool directory vanished, or the disk is full: the request gets
+        a 503 (no node is connected), the operator an error line naming the
+        directory; the next request, with room again, goes through.
+        """
+        import tempfile
+
+        directory = self.mktemp()
+        os.mkdir(directory)
+        post = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n" + b"z" * 5000
+        chunked = (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                   b"1388\r\n" + b"z" * 5000 + b"\r\n0\r\n\r\n")
+        for options, request in [
+            (dict(post_buffering=10, post_buffering_dir=directory), post),
+            (dict(spool_memory=10, spool_dir=directory), chunked),
+        ]:
+            router = self.router(**options)
+            os.rmdir(directory)
+            connections = len(self.backendA.connections)
+            client = self.network.connect(router)
+            client.send(request)
+            self.assertEqual(statusOf(client.received()), 503)
+            self.assertTrue(client.closed)
+            self.assertEqual(len(self.backendA.connections), connections)
+            [line] = [e for e in self.events if e.get("event") == "spool_failed" and e["log_level"].name == "error"]
+            self.assertIn(directory, line["error"])
+            self.events.clear()
+            os.mkdir(directory)
+            client = self.network.connect(router)
+            client.send(request)
+            self.assertEqual(statusOf(client.received()), 200)
+            self.assertEqual(self.backendA.requests[-1][1], b"z" * 5000)
+
+        self.patch(tempfile, "TemporaryFile", lambda dir=None: open("/dev/full", "w+b"))
+        client = self.network.connect(self.router(post_buffering=10))
+        client.send(post)
+        self.assertEqual(statusOf(client.received()), 503)
+        self.assertIn("No space left", [e for e in self.events if e.get("event") == "spool_failed"][0]["error"])
 
     def test_post_buffering_temporary_file_is_closed_when_the_client_leaves(self):
         import os

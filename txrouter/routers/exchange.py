@@ -11,7 +11,7 @@ bytes past that end are never taken for the next answer.
 from twisted.logger import Logger
 
 from txrouter.routers.dispatch import Dispatching
-from txrouter.spool import BodySpool
+from txrouter.spool import BodySpool, SpoolError
 from txrouter.timers import IdleTimer
 from txrouter.wire.http1 import (
     ChunkedDecoder,
@@ -147,7 +147,13 @@ class Exchange(Dispatching):
             self._bodyOut(data)
         else:
             self._bodyTimer.touch()
-            spool.write(data)
+            try:
+                spool.write(data)
+                if not self._bodyRemaining:
+                    spool.finish()
+            except SpoolError as e:
+                self._spoolFailed(e)
+                return b""
         if not self._bodyRemaining:
             self._bodyComplete()
             if spool is not None:
@@ -163,8 +169,14 @@ class Exchange(Dispatching):
             self.session.refuse(e.status, e.event, e.detail)
             return b""
         spool = self._spool
-        for piece in pieces:
-            spool.write(piece)
+        try:
+            for piece in pieces:
+                spool.write(piece)
+            if decoder.done:
+                spool.finish()
+        except SpoolError as e:
+            self._spoolFailed(e)
+            return b""
         limit = self.router.limitPost
         if limit and spool.length > limit:
             self.session.refuse(
@@ -189,6 +201,30 @@ class Exchange(Dispatching):
         if self._pendingSize > _PENDING_LIMIT and not self._pausedForConnect:
             self._pausedForConnect = True
             self.session.pauseReading()
+
+    def _spoolFailed(self, error: SpoolError) -> None:
+        """
+        The body could not be stored (or read back): 503, and an error line
+        for the operator, who has a disk or a directory to fix; the client
+        is not told where.
+        """
+        if self.finished:
+            return
+        log.error(
+            "spool_failed: {client}: the request body could not be stored: {error}",
+            event="spool_failed", client=self.session.remoteAddr.decode() or "unix",
+            error=str(error),
+        )
+        self.session.refuse(503, "spool_failed", "the request body could not be stored")
+
+    def _spoolSendFailed(self, failure) -> None:
+        """
+        The spooled body did not all reach the node: reading it back
+        failed, or the transfer stopped because the exchange ended (nothing
+        more to do then).
+        """
+        if failure.check(SpoolError):
+            self._spoolFailed(failure.value)
 
     def _bodyComplete(self) -> None:
         self.bodyOpen = False
@@ -246,7 +282,7 @@ class Exchange(Dispatching):
         self._relaying = True
         self._respParser = ResponseHeadParser(self.router.maxHeadSize)
         if self._spool is not None:
-            self._spool.sendTo(upstream).addErrback(lambda failure: None)
+            self._spool.sendTo(upstream).addErrback(self._spoolSendFailed)
             return
         if self._pending:
             upstream.write(b"".join(self._pending))

@@ -18,6 +18,7 @@ from txrouter.routers.base import RouterFactory
 from txrouter.routers.exchange import Exchange
 from txrouter.trust import AddressSet
 from txrouter.routing.static import StaticForwarder
+from txrouter.spool import SpoolError, checkSpoolDirectory
 from txrouter.wire.http1 import HTTPError, RequestHeadParser
 from txrouter.wire.responses import errorResponse
 
@@ -89,6 +90,12 @@ class HTTPRouter(RouterFactory):
         if not 0 < max_head_size <= 65536:
             # uwsgi var values are 16-bit: a longer head could not be sent.
             raise ValueError("max_head_size must be between 1 and 65536")
+        for name, directory in [("spool_dir", spool_dir), ("post_buffering_dir", post_buffering_dir)]:
+            if directory is not None:
+                try:
+                    checkSpoolDirectory(directory)
+                except SpoolError as e:
+                    raise ValueError(f"{name}: {e}") from None
         self.reactor = reactor
         self.forwarder = forwarder or StaticForwarder(nodes, reactor, gracetime)
         self.fallback = tuple(fallback)
