@@ -331,6 +331,27 @@ class RefusalTests(FastRouterTestCase):
         self.assertIn("user bug, later", str(failures[0]["log_failure"].value))
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
+    def test_a_client_that_leaves_cancels_the_pending_user_code(self):
+        """
+        The client went away while the user's function was still
+        answering: its Deferred is cancelled (it may stop its own work),
+        and nothing is logged as a failure.
+        """
+        answers = []
+
+        def later(key):
+            answers.append(Deferred(lambda d: cancelled.append(key)))
+            return answers[-1]
+
+        cancelled = []
+        router = self.router(forwarder=CodeForwarder(later, self.network.reactor))
+        client = self.network.connect(router)
+        client.send(request())
+        client.close()
+        self.assertEqual(cancelled, ["a.local"])
+        self.assertNotIn("forwarder_failed", self.eventNames())
+        self.assertEqual(router.sessions, set())
+
     def test_code_forwarder_answers_later(self):
         answers = []
 

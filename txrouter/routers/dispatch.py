@@ -31,6 +31,7 @@ class Dispatching:
     """
 
     _plan = None
+    _pendingPick = None
     _node = None
     _connector = None
     _nodeInUse = False
@@ -54,6 +55,7 @@ class Dispatching:
 
     def _picked(self, node) -> None:
         if isinstance(node, Deferred):
+            self._pendingPick = node
             node.addCallbacks(self._pickedLater, self._pickFailedLater)
             return
         if node is None:
@@ -68,10 +70,12 @@ class Dispatching:
         self._connect(node)
 
     def _pickedLater(self, node) -> None:
+        self._pendingPick = None
         if not self.finished:
             self._picked(node)
 
     def _pickFailedLater(self, failure) -> None:
+        self._pendingPick = None
         if not self.finished:
             self._pickFailed(failure.value, failure)
 
@@ -130,11 +134,16 @@ class Dispatching:
 
     def _releaseNode(self) -> None:
         """
-        The request is over: tell the forwarder, stop a pending connect.
+        The request is over: tell the forwarder, stop a pending pick or
+        connect.
         """
         if self._nodeInUse:
             self._nodeInUse = False
             self.router.forwarder.released(self._plan.key, self._node)
+        pick, self._pendingPick = self._pendingPick, None
+        if pick is not None:
+            # User code still answering: tell it nobody is waiting.
+            pick.cancel()
         connector, self._connector = self._connector, None
         if connector is not None:
             connector.factory.receiver = None
