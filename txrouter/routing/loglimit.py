@@ -6,6 +6,10 @@ refused (or accepted) datagram would let a flood fill the disk.  A
 L{LogLimiter} passes the first C{burst} lines of each C{interval} seconds
 and counts the others; when a window in which lines were dropped ends, it
 logs how many (event C{log_lines_suppressed}).
+
+That report is a delayed call; the limiter's owner calls
+L{LogLimiter.close} when it stops, so that no call is left pending in the
+reactor and no count is lost.
 """
 
 __all__ = ["LogLimiter"]
@@ -33,6 +37,7 @@ class LogLimiter:
         self._windowStart = None
         self._count = 0
         self._report = None
+        self._closed = False
 
     def emit(self, method: str, format: str, **fields) -> bool:
         """
@@ -43,11 +48,14 @@ class LogLimiter:
         """
         now = self.clock.seconds()
         if self._windowStart is None or now - self._windowStart >= self.interval:
+            if self.suppressed and self._report is None:
+                # Closed: no timer reported the window that just ended.
+                self._reportSuppressed()
             self._windowStart = now
             self._count = 0
         if self._count >= self.burst:
             self.suppressed += 1
-            if self._report is None:
+            if self._report is None and not self._closed:
                 self._report = self.clock.callLater(
                     self._windowStart + self.interval - now, self._reportSuppressed
                 )
@@ -61,6 +69,23 @@ class LogLimiter:
 
     def warn(self, format: str, **fields) -> bool:
         return self.emit("warn", format, **fields)
+
+    def close(self) -> None:
+        """
+        Cancel the pending report and arm no other: the owner is stopping.
+        Lines dropped so far are counted in one C{log_lines_suppressed}
+        line now.  Safe to call more than once.
+
+        Lines emitted afterwards still have their budget; what they drop
+        is reported by the first line of a later window, or by the next
+        C{close}.
+        """
+        self._closed = True
+        report, self._report = self._report, None
+        if report is not None and report.active():
+            report.cancel()
+        if self.suppressed:
+            self._reportSuppressed()
 
     def _reportSuppressed(self) -> None:
         self._report = None
