@@ -22,7 +22,9 @@ from txrouter.routing.cache import CacheForwarder, InMemoryStore
 from txrouter.routing.code import CodeForwarder
 from txrouter.routing.nodes import parseNode
 from txrouter.routing.paths import PathForwarder
+from txrouter.routing.subscriptions import SubscriptionRegistry
 from txrouter.testing import MemoryNetwork, UwsgiWSGIBackend
+from txrouter.wire.subscription import Subscription
 from txrouter.wire.uwsgi import encodePacket
 
 NGINX_PACKETS = packets("nginx-via-fastrouter-to-backend.json")
@@ -351,6 +353,24 @@ class RefusalTests(FastRouterTestCase):
         self.assertEqual(cancelled, ["a.local"])
         self.assertNotIn("forwarder_failed", self.eventNames())
         self.assertEqual(router.sessions, set())
+
+    def test_subscribed_nodes_count_the_bytes_they_relay(self):
+        """
+        The stats of a subscribed node show what went to it (C{rx}: the
+        packet and its body) and what came back (C{tx}: the response), as
+        uWSGI's do.
+        """
+        registry = SubscriptionRegistry(self.network.reactor)
+        registry.apply(Subscription(b"a.local", b"127.0.0.1:3031"), "127.0.0.1")
+        router = self.router(forwarder=registry)
+        packet = request(body=b"payload")
+        client = self.network.connect(router)
+        client.send(packet)
+        self.assertEqual(statusOf(client.received()), 200)
+        [(name, [pool])] = registry.statsFields()
+        [node] = pool["nodes"]
+        self.assertEqual((node["rx"], node["tx"]), (len(packet), len(client.received())))
+        self.assertEqual(node["requests"], 1)
 
     def test_code_forwarder_answers_later(self):
         answers = []

@@ -56,7 +56,12 @@ class Upstream(Protocol):
     request body is written to.
 
     @ivar node: the node this connection goes to.
+    @ivar sent: bytes written to the node so far (head and body).
+    @ivar received: bytes read from the node so far.
     """
+
+    sent = 0
+    received = 0
 
     def __init__(self, receiver, node, head: bytes, timer: IdleTimer, idleTimeout: float) -> None:
         self.receiver = receiver
@@ -69,8 +74,10 @@ class Upstream(Protocol):
         timer = self._timer
         timer.timeout = self._idleTimeout
         timer.touch()
-        self.transport.write(self._head)
+        head = self._head
         self._head = b""
+        self.sent = len(head)
+        self.transport.write(head)
         self.receiver.upstreamConnected(self)
 
     def write(self, data: bytes) -> None:
@@ -78,6 +85,7 @@ class Upstream(Protocol):
         Send request bytes (the body) to the node.
         """
         self._timer.touch()
+        self.sent += len(data)
         self.transport.write(data)
 
     def registerProducer(self, producer, streaming) -> None:
@@ -88,6 +96,7 @@ class Upstream(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         self._timer.touch()
+        self.received += len(data)
         self.receiver.upstreamDataReceived(data)
 
     def timedOut(self) -> None:

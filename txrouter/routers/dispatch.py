@@ -11,7 +11,7 @@ every way of failing into one refusal with a stable event name.
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from txrouter.routing.interfaces import ForwarderTimeout, NoNodeForKey
+from txrouter.routing.interfaces import ForwarderTimeout, ITrafficCounting, NoNodeForKey
 from txrouter.routing.retry import RetryPlan
 from txrouter.upstream import connectUpstream
 
@@ -27,7 +27,7 @@ class Dispatching:
     C{connectTimeout}, C{timeout}, C{harakiri}), C{finished},
     C{_refuse(status, event, detail)}, C{_headFor(node)} and
     L{IUpstreamReceiver.upstreamConnected}, which must call
-    L{_nodeConnected}.  L{_releaseNode} is called once the request is over.
+    L{_nodeConnected} with the upstream.  L{_releaseNode} is called once the request is over.
     """
 
     _plan = None
@@ -35,6 +35,7 @@ class Dispatching:
     _node = None
     _connector = None
     _nodeInUse = False
+    _nodeUpstream = None
     _lastConnectTimedOut = None
 
     def _dispatch(self, key: bytes, client) -> None:
@@ -127,9 +128,10 @@ class Dispatching:
             return
         self._picked(node)
 
-    def _nodeConnected(self) -> None:
+    def _nodeConnected(self, upstream) -> None:
         self._connector = None
         self._nodeInUse = True
+        self._nodeUpstream = upstream
         self.router.forwarder.connected(self._plan.key, self._node)
 
     def _releaseNode(self) -> None:
@@ -139,7 +141,12 @@ class Dispatching:
         """
         if self._nodeInUse:
             self._nodeInUse = False
-            self.router.forwarder.released(self._plan.key, self._node)
+            forwarder = self.router.forwarder
+            forwarder.released(self._plan.key, self._node)
+            if ITrafficCounting.providedBy(forwarder):
+                upstream = self._nodeUpstream
+                forwarder.transferred(self._plan.key, self._node, upstream.sent, upstream.received)
+            self._nodeUpstream = None
         pick, self._pendingPick = self._pendingPick, None
         if pick is not None:
             # User code still answering: tell it nobody is waiting.

@@ -275,7 +275,7 @@ class Exchange(Dispatching):
         )
 
     def upstreamConnected(self, upstream) -> None:
-        self._nodeConnected()
+        self._nodeConnected(upstream)
         self._upstream = upstream
         transport = self.session.transport
         transport.registerProducer(upstream.transport, True)

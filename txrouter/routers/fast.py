@@ -435,7 +435,7 @@ class FastSession(Protocol, Dispatching):
         return bytes((modifier1,)) + raw[1:3] + bytes((modifier2,)) + raw[4:]
 
     def upstreamConnected(self, upstream) -> None:
-        self._nodeConnected()
+        self._nodeConnected(upstream)
         self._upstream = upstream
         # From now on the upstream's own timer watches both directions.
         self._timer.cancel()

@@ -65,6 +65,19 @@ class IForwarder(Interface):
         """
 
 
+class ITrafficCounting(Interface):
+    """
+    A forwarder that keeps per-node byte counts (the subscription
+    registry, for uWSGI's C{tx}/C{rx} in the stats).
+    """
+
+    def transferred(key, node, sent, received):
+        """
+        C{node}, picked for C{key}, was sent C{sent} bytes and sent back
+        C{received} bytes for one request (told once, when it is over).
+        """
+
+
 class IAvailability(Interface):
     """
     A forwarder that knows whether any node is available at all; cheap mode

@@ -58,7 +58,7 @@ from zope.interface import implementer
 
 from txrouter.routing.admission import AddressPolicy, SourcePolicy
 from txrouter.routing.balancing import ALGORITHMS, balancerByName, djb33x
-from txrouter.routing.interfaces import IAvailability, IForwarder, NoNodeForKey
+from txrouter.routing.interfaces import IAvailability, IForwarder, ITrafficCounting, NoNodeForKey
 from txrouter.routing.loglimit import LogLimiter
 from txrouter.stats.document import IStatsSource
 from txrouter.wire.subscription import SubscriptionError
@@ -202,7 +202,7 @@ class _Pool:
         return any(not entry.dead for entry in self.nodes.values())
 
 
-@implementer(IForwarder, IAvailability, IStatsSource)
+@implementer(IForwarder, IAvailability, IStatsSource, ITrafficCounting)
 class SubscriptionRegistry:
     """
     Pools of subscribed nodes, kept as uWSGI keeps them (see the module).
