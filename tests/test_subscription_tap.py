@@ -9,13 +9,14 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import globalLogPublisher
 from twisted.python.usage import UsageError
 
 from txrouter.routing.admission import SOURCE, parseNetwork
 from txrouter.routing.subscriptions import SubscriptionRegistry
 from txrouter.subscription.server import DatagramListener, SenderCloser
 from txrouter.tap import fast, http
-from txrouter.wire.subscription import Subscription
+from txrouter.wire.subscription import Subscription, encodeSubscription
 
 
 def build(module, *args, bind="tcp:3017:interface=127.0.0.1"):
@@ -65,6 +66,59 @@ def test_stopping_the_router_stops_the_expiry_timer():
     assert len(expiryTimers()) == 1
     service.stopService()
     assert expiryTimers() == []
+
+
+class StoppingPort:
+    """
+    A datagram port that, like Twisted's, stops its protocol when it stops
+    listening.
+    """
+
+    def __init__(self, protocol):
+        self.protocol = protocol
+        protocol.doStart()
+
+    def stopListening(self):
+        self.protocol.doStop()
+
+
+@pytest.fixture
+def events():
+    captured = []
+    globalLogPublisher.addObserver(captured.append)
+    yield captured
+    globalLogPublisher.removeObserver(captured.append)
+
+
+def test_stopping_the_router_leaves_no_call_pending(tmp_path, events):
+    """
+    A flood of announces fills every log rate limit (the server's
+    refusals, the registry's lines, the resubscriber's failures), each of
+    which arms a report; stopping the router cancels them all and reports
+    the dropped lines at once.
+    """
+    class Reactor(MemoryReactorClock):
+        def listenUDP(self, port, protocol, interface="", maxPacketSize=8192):
+            return StoppingPort(protocol)
+
+    reactor = Reactor()
+    options = fast.Options()
+    options.parseOptions([
+        "--bind", "tcp:3017", "--subscription-server", "127.0.0.1:7000",
+        "--resubscribe", str(tmp_path / "no-such.sock"),
+    ])
+    service = fast.makeService(options, reactor)
+    service.startService()
+    [listener] = children(service, DatagramListener)
+    for n in range(150):
+        announce = encodeSubscription(Subscription(b"k%d.local" % n, b"127.0.0.1:3031"))
+        listener.protocol.datagramReceived(announce, ("127.0.0.1", 5000))
+        listener.protocol.datagramReceived(b"garbage", ("127.0.0.1", 5000))
+    assert len(reactor.getDelayedCalls()) >= 3
+    service.stopService()
+    assert reactor.getDelayedCalls() == []
+    reports = [e for e in events if e.get("event") == "log_lines_suppressed"]
+    assert len(reports) == 3 and all(e["count"] > 0 for e in reports)
 
 
 def test_defaults():

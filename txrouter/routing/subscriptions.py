@@ -464,12 +464,14 @@ class SubscriptionRegistry:
         Cancel the expiry timer and arm no other: the service owning the
         registry is stopping, and must leave no call pending in the
         reactor.  Nodes due afterwards are still removed, by the next
-        L{apply} or L{pick} that finds them due.
+        L{apply} or L{pick} that finds them due.  Log lines held back by
+        the rate limit are counted now.
         """
         self._closed = True
         timer, self._timer = self._timer, None
         if timer is not None and timer.active():
             timer.cancel()
+        self._log.close()
 
     def _schedule(self) -> None:
         if self._deadlines and not self._closed:

@@ -153,6 +153,13 @@ class Resubscriber:
                     error=e.strerror or errno.errorcode.get(e.errno, str(e)),
                 )
 
+    def close(self) -> None:
+        """
+        The router is stopping: report the failures still unreported now,
+        and leave no call pending in the reactor.  Safe to call twice.
+        """
+        self._log.close()
+
     def _build(self, subscription, unsubscribe: bool, now: float) -> bytes:
         built = Subscription(
             subscription.key,

@@ -81,6 +81,13 @@ class SubscriptionProtocol(DatagramProtocol):
         self.counts = collections.Counter()
         self._refusals = LogLimiter(log, clock, burst=20, interval=10.0)
 
+    def stopProtocol(self) -> None:
+        """
+        The last socket is closed: report the refusals still unreported
+        now, and leave no call pending in the reactor.
+        """
+        self._refusals.close()
+
     def datagramReceived(self, datagram: bytes, address) -> None:
         try:
             self._received(datagram, address)
@@ -207,19 +214,23 @@ class SenderCloser(Service):
 
 class RegistryCloser(Service):
     """
-    Closes a L{SubscriptionRegistry} when the application stops, so that
-    its expiry timer is not left pending in the reactor.
+    Closes a L{SubscriptionRegistry}, and the L{Resubscriber} it feeds if
+    any, when the application stops, so that neither leaves a timer
+    pending in the reactor.
 
     L{subscriptionServices} puts it before the listeners: a parent stops
-    its children last to first, so the registry is closed once no socket
-    can feed it any more.
+    its children last to first, so both are closed once no socket can
+    feed them any more.
     """
 
-    def __init__(self, registry) -> None:
+    def __init__(self, registry, resubscriber=None) -> None:
         self.registry = registry
+        self.resubscriber = resubscriber
 
     def stopService(self):
         self.registry.close()
+        if self.resubscriber is not None:
+            self.resubscriber.close()
         return super().stopService()
 
 
@@ -248,7 +259,7 @@ def subscriptionServices(
     @raise ValueError: a malformed address.
     @return: the services, to be added to the router's in this order.
     """
-    services = [RegistryCloser(registry)]
+    services = [RegistryCloser(registry, resubscriber)]
     for address in addresses:
         if isinstance(address, str):
             address = parseDatagramAddress(address, listen=True)
