@@ -3,6 +3,9 @@ The stats server: uWSGI's corerouter stats document, always valid JSON.
 """
 
 import json
+import re
+
+import pytest
 
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.protocol import ServerFactory
@@ -14,7 +17,7 @@ from txrouter.routers.fast import FastRouter
 from txrouter.routing.nodes import parseNode
 from txrouter.service import RouterService
 from txrouter.stats.document import encodeStats, statsDocument
-from txrouter.stats.server import StatsFactory, uwsgiAddressToEndpoint
+from txrouter.stats.server import StatsFactory, statsEndpoint, uwsgiAddressToEndpoint
 
 
 def keysOf(document):
@@ -114,3 +117,21 @@ def test_router_service_serves_stats():
     document = factory.document()
     assert document["fastrouter"] == ["tcp:3017"]
     assert document["static_nodes"][0]["name"] == "/run/a.sock"
+
+
+@pytest.mark.parametrize(
+    "address", ["", "tcp:abc", "tcp:9191:colour=blue", "ssl:9191:privateKey=/no/such.pem", "h:x"],
+)
+def test_a_bad_stats_address_is_a_value_error_naming_it(address):
+    """
+    A stats address Twisted cannot parse (whatever its parser raises) is a
+    ValueError that quotes it, from the service as from the parser, and
+    nothing is added to the service.
+    """
+    reactor = MemoryReactorClock()
+    with pytest.raises(ValueError, match=re.escape(repr(address))):
+        statsEndpoint(reactor, address)
+    service = RouterService(reactor, FastRouter(reactor, [parseNode("/run/a.sock")]), ["tcp:3017"])
+    with pytest.raises(ValueError, match="is not a listening address"):
+        service.serveStats(reactor, address, "fastrouter", ["tcp:3017"])
+    assert len(list(service)) == 1

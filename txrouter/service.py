@@ -9,7 +9,7 @@ from twisted.logger import Logger
 
 from txrouter.routing.interfaces import IAvailability
 from txrouter.stats.document import statsDocument
-from txrouter.stats.server import StatsFactory, uwsgiAddressToEndpoint
+from txrouter.stats.server import StatsFactory, statsEndpoint
 from txrouter.transports import listeningReactor
 
 log = Logger(namespace="txrouter.service")
@@ -122,7 +122,9 @@ class RouterService(MultiService):
 
         @param shortName: uWSGI's name of the router in the document.
         @param addresses: the router's listening addresses, as shown.
+        @raise ValueError: C{address} is not a listening address.
         """
+        endpoint = statsEndpoint(reactor, address)
 
         def document():
             return statsDocument(
@@ -131,7 +133,7 @@ class RouterService(MultiService):
             )
 
         factory = StatsFactory(reactor, document, http, minified)
-        listener = Listener(serverFromString(reactor, uwsgiAddressToEndpoint(address)), factory)
+        listener = Listener(endpoint, factory)
         listener.setServiceParent(self)
         return listener
 

@@ -4,6 +4,7 @@ The stats listener: on each connection, write the stats document and close
 answer it as HTTP (uWSGI's C{--stats-http}).
 """
 
+from twisted.internet.endpoints import serverFromString
 from twisted.internet.protocol import Protocol, ServerFactory
 
 from txrouter.stats.document import encodeStats
@@ -42,6 +43,33 @@ def uwsgiAddressToEndpoint(address: str) -> str:
     host, _, port = address.rpartition(":")
     host = host.strip("[]")
     return f"tcp:{_escaped(port)}:interface={_escaped(host)}" if host else f"tcp:{_escaped(port)}"
+
+
+def statsEndpoint(reactor, address: str):
+    """
+    The server endpoint for a stats address (see L{uwsgiAddressToEndpoint}).
+
+    Nothing is bound yet: given a C{MemoryReactor}, this checks an address
+    before start-up.
+
+    @raise ValueError: C{address} names no endpoint; the message quotes it
+        and says why.
+    """
+    if address:
+        try:
+            return serverFromString(reactor, uwsgiAddressToEndpoint(address))
+        except Exception as e:
+            # Twisted's parsers raise what their arguments raise: ValueError
+            # for a bad number, TypeError for an unknown parameter, OSError
+            # for a missing certificate, IndexError for a missing systemd
+            # descriptor...  All mean the same to the user.
+            reason = str(e) or type(e).__name__
+    else:
+        reason = "empty"
+    raise ValueError(
+        f"{address!r} is not a listening address ({reason}); give an endpoint"
+        " string (tcp:9191, unix:/run/r.stats), host:port or a path"
+    )
 
 
 class _StatsProtocol(Protocol):
