@@ -88,3 +88,23 @@ def test_subscriber_usage_errors_stop_twistd(tmp_path):
                     "--address", "127.0.0.1:3031", "--sign", f"SHA256:{tmp_path / 'none.pem'}")
     assert result.returncode != 0
     assert "--sign" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    "plugin, args, option",
+    [("txrouter-fast", ("--to", "/x.sock", "--post-buffering", "10", "--post-buffering-dir", "{missing}"),
+      "--post-buffering-dir"),
+     ("txrouter-http", ("--to", "/x.sock", "--spool-dir", "{missing}"), "--spool-dir"),
+     ("txrouter-fast", ("--to", "/x.sock", "--stats", "tcp:9191:colour=blue"), "--stats"),
+     ("txrouter-http", ("--to", "/x.sock", "--stats", "ssl:9191:privateKey={missing}"), "--stats")],
+)
+def test_unusable_directories_and_stats_addresses_are_usage_errors(tmp_path, plugin, args, option):
+    """
+    twistd stops with a message that names the option, not a traceback.
+    """
+    missing = str(tmp_path / "gone")
+    result = twistd("-n", plugin, "--bind", "tcp:0", *[arg.format(missing=missing) for arg in args])
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert f"{option}: " in output
+    assert "Traceback" not in output

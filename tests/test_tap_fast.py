@@ -94,3 +94,31 @@ def test_stats_options_serve_the_document():
 def test_bad_stats_address_is_a_usage_error():
     with pytest.raises(UsageError, match="--stats"):
         build("--to", "/run/a.sock", "--stats", "nonsense:x:y")
+
+
+def test_limit_post_reaches_the_router():
+    assert build("--to", "/run/a.sock", "--limit-post", "10").router.limitPost == 10
+    assert build("--to", "/run/a.sock").router.limitPost == 0
+
+
+@pytest.mark.parametrize(
+    "address", ["tcp:9191:colour=blue", "ssl:9191:privateKey=/no/such.pem", "", "h:x"],
+)
+def test_bad_stats_addresses_stop_option_parsing(address):
+    """
+    twistd turns an error of parseOptions into a usage message, one of
+    makeService into a traceback: the address is checked in the first.
+    """
+    options = Options()
+    with pytest.raises(UsageError, match="--stats: .* is not a listening address"):
+        options.parseOptions(["--bind", "tcp:0", "--to", "/run/a.sock", "--stats", address])
+
+
+def test_a_missing_post_buffering_dir_is_a_usage_error(tmp_path):
+    missing = str(tmp_path / "gone")
+    options = Options()
+    with pytest.raises(UsageError, match=f"--post-buffering-dir: {missing}: No such file"):
+        options.parseOptions(["--bind", "tcp:0", "--to", "/run/a.sock",
+                              "--post-buffering", "10", "--post-buffering-dir", missing])
+    # Without post-buffering the router never uses it, and does not check it.
+    build("--to", "/run/a.sock", "--post-buffering-dir", missing)

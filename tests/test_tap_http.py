@@ -49,3 +49,29 @@ def test_options_reach_the_router():
 def test_bad_values_are_usage_errors(args):
     with pytest.raises((UsageError, ValueError)):
         parse(*args)
+
+
+def test_limit_post_reaches_the_router():
+    service = makeService(parse("--limit-post", "10"), MemoryReactorClock())
+    assert service.router.limitPost == 10
+
+
+@pytest.mark.parametrize(
+    "args, option",
+    [(("--spool-dir", "{missing}"), "--spool-dir"),
+     (("--post-buffering-dir", "{missing}"), "--post-buffering-dir"),
+     (("--post-buffering", "10", "--post-buffering-dir", "{missing}"), "--post-buffering-dir"),
+     (("--spool-dir", "{file}"), "--spool-dir")],
+)
+def test_unusable_spool_directories_are_usage_errors(tmp_path, args, option):
+    """
+    Both directories are checked whenever given (a de-chunked body goes to
+    --post-buffering-dir when there is no --spool-dir), as the router
+    checks them.
+    """
+    missing, file = tmp_path / "gone", tmp_path / "file"
+    file.write_text("")
+    args = [arg.format(missing=missing, file=file) for arg in args]
+    with pytest.raises(UsageError, match=f"^{option}: {tmp_path}/"):
+        parse(*args)
+    assert parse("--spool-dir", str(tmp_path), "--post-buffering-dir", str(tmp_path))["spool-dir"]

@@ -30,6 +30,8 @@ from txrouter.routing.subscriptions import (
     SubscriptionRegistry,
 )
 from txrouter.service import RouterService
+from txrouter.spool import SpoolError, checkSpoolDirectory
+from txrouter.stats.server import statsEndpoint
 from txrouter.subscription.addresses import parseDatagramAddress, uwsgiAddressOfEndpoint
 from txrouter.subscription.federation import DatagramSender, Resubscriber
 from txrouter.subscription.server import subscriptionServices
@@ -144,6 +146,8 @@ class RouterOptions(usage.Options):
          " in memory, larger ones in an unlinked temporary file; 0 streams.", count],
         ["post-buffering-dir", None, None,
          "Directory for post-buffering temporary files (default: $TMPDIR)."],
+        ["limit-post", None, 0,
+         "Largest request body in bytes (413 above); 0 for no limit.", count],
         ["graceful-timeout", None, 30.0,
          "On SIGTERM/SIGINT: seconds in-flight requests get to finish.", positive],
         ["stats", None, None,
@@ -273,6 +277,23 @@ class RouterOptions(usage.Options):
                 self["use-code"] = loadCallable(self["use-code"])
             except ValueError as e:
                 raise usage.UsageError(f"--use-code: {e}")
+        for option in self.spoolDirectoryOptions():
+            try:
+                checkSpoolDirectory(self[option])
+            except SpoolError as e:
+                raise usage.UsageError(f"--{option}: {e}")
+        if self["stats"] is not None:
+            _parsed(_checkStatsAddress, self["stats"], "--stats")
+
+    def spoolDirectoryOptions(self) -> list:
+        """
+        The options naming a directory the router will create temporary
+        files in, checked at start-up (as the router's constructor does)
+        so that a mistake is a usage error.
+        """
+        if self["post-buffering"] and self["post-buffering-dir"] is not None:
+            return ["post-buffering-dir"]
+        return []
 
     def _checkSubscriptionOptions(self) -> None:
         """
@@ -294,6 +315,20 @@ class RouterOptions(usage.Options):
             self["resubscribe-sign"] = (digest, pem)
         if self["resubscribe"] and not self["subscription-server"]:
             raise usage.UsageError("--resubscribe needs a --subscription-server")
+
+
+def _checkStatsAddress(address: str) -> None:
+    """
+    Parse a C{--stats} address as the router will, on a reactor that binds
+    nothing: twistd reports a usage error raised here, but only a
+    traceback for one raised by C{makeService}.
+
+    @raise ValueError: it is not a listening address.
+    """
+    # Imported here: it is only needed with --stats, and it brings trial.
+    from twisted.internet.testing import MemoryReactor
+
+    statsEndpoint(MemoryReactor(), address)
 
 
 def _listenAddress(address: str):
@@ -467,6 +502,7 @@ def routingArguments(options, reactor) -> "tuple[dict, list]":
         harakiri=options["harakiri"],
         post_buffering=options["post-buffering"],
         post_buffering_dir=options["post-buffering-dir"],
+        limit_post=options["limit-post"],
         silent_errors=options["silent-errors"],
         quiet=options["quiet"],
     ), services

@@ -52,8 +52,6 @@ class Options(RouterOptions):
          " --buffer-size. Larger requests get 431.", count],
         ["modifier1", None, 0, "uwsgi modifier1 sent to backends (when non-zero).", byte],
         ["modifier2", None, 0, "uwsgi modifier2 sent to backends (when non-zero).", byte],
-        ["limit-post", None, 0,
-         "Largest request body in bytes (413 above); 0 for no limit.", count],
         ["spool-memory", None, 1 << 20,
          "Bytes of a de-chunked body kept in memory before it moves to an"
          " unlinked temporary file.", count],
@@ -120,6 +118,14 @@ class Options(RouterOptions):
                 rewritten.append(arg)
         super().parseOptions(rewritten)
 
+    def spoolDirectoryOptions(self) -> list:
+        """
+        The router checks both directories whenever they are given: a
+        de-chunked body is spooled in C{--post-buffering-dir} too when
+        there is no C{--spool-dir}.
+        """
+        return [name for name in ("spool-dir", "post-buffering-dir") if self[name] is not None]
+
     def postOptions(self) -> None:
         super().postOptions()
         if self["keepalive-timeout"]:
@@ -161,7 +167,6 @@ def makeService(options, reactor=None):
         chunked_input=options["chunked-input"],
         spool_memory=options["spool-memory"],
         spool_dir=options["spool-dir"],
-        limit_post=options["limit-post"],
         trust_forwarded_from=options["trust-forwarded-from"],
         server_name=options["server-name"],
         max_request_line=options["max-request-line"],
