@@ -392,6 +392,33 @@ class _TunnelBackend(ServerFactory):
         return Tunnel()
 
 
+class _SplitResponseBackend(ServerFactory):
+    """
+    Answers each packet with the head and half of a 10-byte body, and the
+    rest when L{finish} is called.
+    """
+
+    protocol = None
+
+    def buildProtocol(self, addr):
+        factory = self
+
+        class Split(Protocol):
+            def connectionMade(self):
+                factory.protocol = self
+                self.parser = PacketParser()
+
+            def dataReceived(self, data):
+                if self.parser is not None and self.parser.feed(data) is not None:
+                    self.parser = None
+                    self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n01234")
+
+            def finish(self):
+                self.transport.write(b"56789")
+
+        return Split()
+
+
 class MoreExchangeTests(RouterTestCase):
     def test_101_opens_a_tunnel_both_ways(self):
         backend = _TunnelBackend()
@@ -406,6 +433,30 @@ class MoreExchangeTests(RouterTestCase):
         self.assertTrue(received.startswith(b"HTTP/1.1 101 Switching Protocols\r\n"))
         self.assertTrue(received.endswith(b"\r\n\r\nHELLO AGAIN"))
         self.assertNotIn(b"Connection: close", received)
+
+    def test_a_response_that_comes_in_parts_is_paced_by_the_client(self):
+        """
+        While a response is being relayed, the client's connection is the
+        producer of the node's (a slow client pauses the node); a response
+        that arrives whole is relayed without that set-up.
+        """
+        backend = _SplitResponseBackend()
+        self.network.addBackend(("127.0.0.1", 3031), backend)
+        self.network.addBackend(("127.0.0.1", 3032), UwsgiWSGIBackend())
+        router = self.router(nodes=("127.0.0.1:3031", "127.0.0.1:3032"), keepalive=5)
+        client = self.request(router, GET)
+        [session] = router.sessions
+        self.assertIs(session.transport.producer, session.exchange._upstream.transport)
+        backend.protocol.finish()
+        self.network.flush()
+        self.assertTrue(client.received().endswith(b"\r\n\r\n0123456789"))
+        self.assertIsNone(session.transport.producer)
+
+        registered = []
+        self.patch(session.transport, "registerProducer", lambda *a: registered.append(a))
+        client.send(GET)
+        self.assertEqual(client.received().count(b"HTTP/1.1 200 OK"), 2)
+        self.assertEqual(registered, [])
 
     def test_101_without_upgrade_request_is_a_bad_response(self):
         backend = _TunnelBackend()

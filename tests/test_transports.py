@@ -244,8 +244,7 @@ def test_a_unix_node_is_connected_before_connect_node_returns(tmp_path):
     try:
         first, second = BackendFactory(), BackendFactory()
         node = parseNode(path)
-        connector = connectNode(reactor, node, first)
-        assert first.started is connector
+        assert connectNode(reactor, node, first) is None, "no connect under way"
         assert first.protocol_.transport is not None, "not connected at once"
         first.protocol_.transport.write(b"head")
         connectNode(reactor, node, second)
@@ -291,16 +290,20 @@ def test_a_missing_unix_socket_fails_later_not_inside_connect_node(tmp_path):
 
 @pytest_twisted.inlineCallbacks
 def test_out_of_descriptors_is_a_failed_connect(tmp_path, monkeypatch):
-    def emfile(self):
+    def emfile(*args):
         raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
 
-    monkeypatch.setattr(transports._UpstreamUNIXClient, "createInternetSocket", emfile)
+    path = str(tmp_path / "app.sock")
+    port = yield UNIXListen(path, Collector)
+    monkeypatch.setattr(transports, "socket", emfile)
     factory = BackendFactory()
-    connectNode(reactor, parseNode(str(tmp_path / "app.sock")), factory)
+    connector = connectNode(reactor, parseNode(path), factory)
+    assert factory.started is connector is not None
     yield deadline(factory.failed)
     reason = factory.reason
     assert reason.check(ConnectError)
     assert "Too many open files" in reason.getErrorMessage()
+    yield port.stopListening()
 
 
 @pytest_twisted.inlineCallbacks

@@ -29,7 +29,7 @@ ones of the tests) get the plain Twisted calls.
 from socket import AF_UNIX, SOCK_NONBLOCK, SOCK_STREAM, socket
 
 from twisted.internet import tcp, unix
-from twisted.internet.abstract import isIPAddress, isIPv6Address
+from twisted.internet.abstract import FileDescriptor, isIPAddress, isIPv6Address
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.error import ConnectError, ConnectionDone
 from twisted.internet.posixbase import PosixReactorBase
@@ -155,9 +155,6 @@ class UpstreamTransport(_EagerWriting):
         # socket close-on-exec.
         return socket(self.addressFamily, self.socketType | SOCK_NONBLOCK)
 
-    def getPeer(self):
-        return self.connector.peer
-
     def closeNow(self) -> None:
         """
         Close the connection now, dropping anything still queued: its
@@ -183,10 +180,77 @@ class _UpstreamTCPClient(UpstreamTransport, tcp.Client):
         return self.connector.peer
 
 
-class _UpstreamUNIXClient(UpstreamTransport, tcp.BaseClient):
+class _UNIXMixin:
+    def getHost(self):
+        return _UNNAMED
+
+    def getTcpNoDelay(self) -> bool:
+        return False
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        """
+        Meaningless on a UNIX socket.
+        """
+
+
+class _UNIXUpstream(_UNIXMixin, UpstreamTransport, tcp.Connection):
     """
-    A UNIX stream connection to a backend, read with C{recv}, whose connect
-    is tried as soon as the connector has set it up (L{connectAtOnce}).
+    A UNIX stream connection to a backend, made at once, without a
+    connector (see L{_connectUNIXAtOnce}); read with C{recv}.
+    """
+
+    logstr = "Upstream,client"
+
+    def __init__(self, skt, protocol, peer, reactor) -> None:
+        # tcp.Connection.__init__ would make the (already non-blocking)
+        # socket non-blocking once more.
+        FileDescriptor.__init__(self, reactor=reactor)
+        self.socket = skt
+        self.fileno = skt.fileno
+        self.protocol = protocol
+        self._peer = peer
+        self.connected = 1
+
+    def getPeer(self):
+        return self._peer
+
+
+def _connectUNIXAtOnce(reactor, path, factory) -> bool:
+    """
+    Connect to the UNIX socket C{path} now and give the connection the
+    protocol C{factory} builds.
+
+    A UNIX socket whose server is listening accepts at once: connecting on
+    the spot saves the reactor iteration Twisted's connector waits for,
+    and the connector's own objects.
+
+    @return: whether the connection was made; if not (no socket, a full
+        backlog, nobody listening), nothing was started.
+    """
+    try:
+        skt = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        result = skt.connect_ex(path)
+    except (OSError, ValueError):
+        result = -1
+    if result:
+        skt.close()
+        return False
+    peer = _peer(path, lambda: UNIXAddress(path))
+    protocol = factory.buildProtocol(peer)
+    transport = _UNIXUpstream(skt, protocol, peer, reactor)
+    transport.startReading()
+    protocol.makeConnection(transport)
+    return True
+
+
+class _UpstreamUNIXClient(_UNIXMixin, UpstreamTransport, tcp.BaseClient):
+    """
+    A UNIX stream connection to a backend made through a connector, read
+    with C{recv}: what is left to Twisted's connect logic when a connect
+    at once did not succeed.
 
     It derives from Twisted's TCP client base, as Twisted's UNIX client
     does, without that client's support for passing file descriptors.
@@ -201,40 +265,15 @@ class _UpstreamUNIXClient(UpstreamTransport, tcp.BaseClient):
         try:
             skt = self.createInternetSocket()
         except OSError as e:
-            # Out of descriptors, say: the connect fails, on the next
-            # iteration as any other failed connect.
-            self.socketCreated = False
+            # Out of descriptors, say: the connect fails on the next
+            # iteration, as any other failed connect (Twisted's UNIX
+            # client would raise out of connectUNIX).
             self._finishInit(None, None, ConnectError(string=e.strerror), reactor)
         else:
-            self.socketCreated = True
-            self._commonConnection.__init__(self, skt, None, reactor)
+            self._finishInit(self.doConnect, skt, None, reactor)
 
-    def connectAtOnce(self) -> None:
-        """
-        Connect now: a UNIX socket whose server is listening accepts at
-        once, which saves the reactor iteration Twisted waits for.  Any
-        other outcome (a full backlog, no such socket, refused) is left to
-        Twisted's own connect on the next iteration, which reports it.
-        """
-        try:
-            result = self.socket.connect_ex(self.realAddress)
-        except OSError as e:
-            result = e.args[0]
-        if result == 0:
-            self._connectDone()
-        else:
-            self.reactor.callLater(0, self.doConnect)
-
-    def getHost(self):
-        return _UNNAMED
-
-    def getTcpNoDelay(self) -> bool:
-        return False
-
-    def setTcpNoDelay(self, enabled: bool) -> None:
-        """
-        Meaningless on a UNIX socket.
-        """
+    def getPeer(self):
+        return self.connector.peer
 
 
 def _peer(key, make):
@@ -253,17 +292,6 @@ class _UpstreamUNIXConnector(unix.Connector):
 
     def _makeTransport(self):
         return _UpstreamUNIXClient(self, self.reactor)
-
-    def connect(self) -> None:
-        """
-        Start connecting, as Twisted's connector does (the factory hears
-        C{startedConnecting} first), then try the connect at once: the
-        factory may build its protocol before this returns.
-        """
-        super().connect()
-        transport = self.transport
-        if transport is not None and transport.socketCreated:
-            transport.connectAtOnce()
 
 
 class _UpstreamTCPConnector(tcp.Connector):
@@ -284,17 +312,20 @@ def connectNode(reactor, node, factory):
     Start connecting C{factory} to C{node}, with no deadline of its own
     (the caller keeps the time).
 
-    A UNIX node usually accepts before this returns: the factory's
-    protocol may be connected already.
+    A UNIX node usually accepts at once: its connection is then made, and
+    C{factory}'s protocol connected, before this returns.
 
     @param node: a L{txrouter.routing.nodes.Node}.
-    @return: the C{IConnector}.
+    @return: the C{IConnector} of the connect under way; L{None} if the
+        connection is made already.
     """
     if not isinstance(reactor, PosixReactorBase):
         if node.path is not None:
             return reactor.connectUNIX(node.path, factory, timeout=None)
         return reactor.connectTCP(node.host, node.port, factory, timeout=None)
     if node.path is not None:
+        if _connectUNIXAtOnce(reactor, node.path, factory):
+            return None
         connector = _UpstreamUNIXConnector(node.path, factory, reactor)
     else:
         connector = _UpstreamTCPConnector(node.host, node.port, factory, reactor)

@@ -192,7 +192,8 @@ def connectUpstream(
     The connection may be made, and C{receiver} told, before this
     returns (see L{connectNode}).
 
-    @return: the C{IConnector}; C{stopConnecting} on it abandons the node.
+    @return: the C{IConnector} of the connect under way (C{stopConnecting}
+        on it abandons the node), or L{None} if the connection is made.
     """
     factory = _UpstreamFactory(
         reactor, receiver, node, head, connectTimeout, idleTimeout, deadline

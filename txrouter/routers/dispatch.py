@@ -102,13 +102,10 @@ class Dispatching:
     def _connect(self, node) -> None:
         router = self.router
         self._node = node
-        connector = connectUpstream(
+        self._connector = connectUpstream(
             router.reactor, node, self, self._headFor(node),
             router.connectTimeout, router.timeout, router.harakiri,
         )
-        # A UNIX node is usually connected, even done with, by now.
-        if not (self._nodeInUse or self.finished):
-            self._connector = connector
 
     def upstreamConnectFailed(self, reason: str, timedOut: bool) -> None:
         self._connector = None

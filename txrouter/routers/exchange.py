@@ -277,9 +277,6 @@ class Exchange(Dispatching):
     def upstreamConnected(self, upstream) -> None:
         self._nodeConnected(upstream)
         self._upstream = upstream
-        transport = self.session.transport
-        transport.registerProducer(upstream.transport, True)
-        self._relaying = True
         self._respParser = ResponseHeadParser(self.router.maxHeadSize)
         if self._spool is not None:
             self._spool.sendTo(upstream).addErrback(self._spoolSendFailed)
@@ -312,7 +309,7 @@ class Exchange(Dispatching):
                 self._surplus(len(data) - remaining)
                 data = data[:remaining]
             self._respRemaining = 0
-            self._toClient(data)
+            self._toClient(data, True)
             self._complete()
         elif framing == "chunked":
             try:
@@ -326,7 +323,7 @@ class Exchange(Dispatching):
             if end < len(data):
                 self._surplus(len(data) - end)
                 data = data[:end]
-            self._toClient(data)
+            self._toClient(data, True)
             self._complete()
         else:
             self._toClient(data)
@@ -401,9 +398,19 @@ class Exchange(Dispatching):
             self._upstream.transport.registerProducer(session, True)
             self._bodyProducer = True
 
-    def _toClient(self, data: bytes) -> None:
+    def _toClient(self, data: bytes, last: bool = False) -> None:
+        """
+        Relay response bytes; C{last} when they end the response.
+
+        A response that arrives whole never waits on the client; one that
+        does not makes the client's transport the producer of the node's
+        from its first bytes, so a slow client slows the node down.
+        """
         self._sent += len(data)
         transport = self.session.transport
+        if not (last or self._relaying):
+            transport.registerProducer(self._upstream.transport, True)
+            self._relaying = True
         head = self._headOut
         if head is not None:
             # The head goes out with the first body bytes, in one write when
