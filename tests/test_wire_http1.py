@@ -3,16 +3,20 @@ The HTTP/1.1 codecs: strictness, limits while bytes arrive, split
 invariance, and agreement with h11 on valid input.
 """
 
+import re
+
 import h11
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from txrouter.wire import http1
 from txrouter.wire.http1 import (
     LAST_CHUNK,
     ChunkedDecoder,
     ChunkedScanner,
     HTTPError,
+    RequestHead,
     RequestHeadParser,
     ResponseHeadParser,
     encode_chunk,
@@ -250,6 +254,41 @@ def test_agrees_with_h11(request_):
     assert head.version == b"HTTP/" + event.http_version
     assert [(n.lower(), v) for n, v in head.headers] == [(n, v) for n, v in event.headers]
     assert ourBody == theirBody
+
+
+def _outcome(parser, head):
+    try:
+        result = parser._parse(head)
+    except HTTPError as e:
+        return ("refused", e.status, e.event)
+    return tuple(getattr(result, name) for name in RequestHead.__slots__)
+
+
+_HEAD_PIECES = st.sampled_from([
+    b"GET", b"POST", b"G\x00T", b" ", b"/", b"/a?b=c", b"/#f", b"*", b"http://h/x", b"\xff",
+    b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2.0", b"\r\n", b"\n", b"\r", b"\t", b":", b"Host", b"h",
+    b"Content-Length", b"Transfer-Encoding", b"chunked", b"12", b"x y", b"Connection", b"close",
+    b"Upgrade", b"websocket", b"Expect", b"100-continue", b"\x7f", b"\x01", b"a" * 40,
+])
+
+
+@settings(max_examples=400)
+@given(st.lists(_HEAD_PIECES, max_size=30), st.sampled_from([b"", b"GET / HTTP/1.1\r\nHost: h"]))
+def test_the_one_match_path_and_the_line_by_line_path_agree(pieces, prefix):
+    """
+    Heads that the single regular expression accepts (the usual ones) get
+    exactly what the line-by-line checks give them; the rest go to those
+    checks anyway.
+    """
+    head = prefix + b"".join(pieces)
+    parser = RequestHeadParser(max_request_line=60, max_header_count=6, max_head_size=400)
+    fast = _outcome(parser, head)
+    plain, http1._PLAIN_HEAD = http1._PLAIN_HEAD, re.compile(rb"(?!)")
+    try:
+        slow = _outcome(parser, head)
+    finally:
+        http1._PLAIN_HEAD = plain
+    assert fast == slow
 
 
 @settings(max_examples=300)

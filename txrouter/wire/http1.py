@@ -48,6 +48,14 @@ _CHUNK_EXT = re.compile(
     rb"(?:[ \t]*;[ \t]*" + _TOKEN + rb"(?:[ \t]*=[ \t]*(?:" + _TOKEN + rb"|" + _QUOTED + rb"))?)*\Z"
 )
 _STATUS_LINE = re.compile(rb"(HTTP/1\.[01]) ([0-9]{3})(?: ([^\r\n]*))?\Z")
+# The usual request head, syntax checked in one match: a request line with
+# an origin-form target, then "name: value" lines of legal bytes only (so no
+# bare CR or LF, no control byte, no obs-fold, no space before a colon).
+# Anything else takes the line-by-line checks, which name what is wrong.
+_PLAIN_HEAD = re.compile(
+    rb"(" + _TOKEN + rb") (/[!-~]*) (HTTP/1\.[01])"
+    rb"(?:\r\n" + _TOKEN + rb":[\t\x20-\x7e\x80-\xff]*)*\Z"
+)
 
 #: Empty lines tolerated before a request line (RFC 9112, section 2.2).
 _MAX_LEADING_EMPTY_LINES = 8
@@ -207,9 +215,12 @@ class RequestHeadParser:
             raise _bad("bad_target", "request target with bytes outside visible ASCII")
         return method, target, version
 
-    def _parse(self, head: bytes) -> RequestHead:
-        if len(head) + 4 > self.max_head_size:
-            raise _bad("head_too_large", f"request head over {self.max_head_size} bytes", 431)
+    def _checkedLines(self, head: bytes):
+        """
+        Check a request head line by line, naming the first fault.
+
+        @return: the method, target, version and C{(name, value)} headers.
+        """
         unfolded = head.replace(b"\r\n", b"")
         if b"\n" in unfolded or b"\r" in unfolded:
             raise _bad("bare_lf", "bare CR or LF in the request head")
@@ -217,9 +228,7 @@ class RequestHeadParser:
         if len(lines) > self.max_header_count + 1:
             raise _bad("too_many_headers", f"more than {self.max_header_count} header lines", 431)
         method, target, version = self._requestLine(lines[0])
-
         headers = []
-        host = contentLength = transferEncoding = connection = upgrade = expect = None
         for line in lines[1:]:
             if line[:1] in b" \t":
                 raise _bad("obs_fold", "folded header line (obs-fold)")
@@ -234,6 +243,30 @@ class RequestHeadParser:
             if value.translate(None, _VALUE_CHARS):
                 raise _bad("bad_header_value", f"control byte in the value of {name[:40]!r}")
             headers.append((name, value))
+        return method, target, version, headers
+
+    def _parse(self, head: bytes) -> RequestHead:
+        if len(head) + 4 > self.max_head_size:
+            raise _bad("head_too_large", f"request head over {self.max_head_size} bytes", 431)
+        plain = _PLAIN_HEAD.match(head)
+        if plain is not None:
+            method, target, version = plain.groups()
+            lines = head.split(b"\r\n")
+            if len(lines) > self.max_header_count + 1:
+                raise _bad("too_many_headers", f"more than {self.max_header_count} header lines", 431)
+            if len(lines[0]) > self.max_request_line:
+                raise _bad(
+                    "request_line_too_long", f"request line over {self.max_request_line} bytes", 414
+                )
+            headers = []
+            for line in lines[1:]:
+                name, _, value = line.partition(b":")
+                headers.append((name, value.strip(b" \t")))
+        else:
+            method, target, version, headers = self._checkedLines(head)
+
+        host = contentLength = transferEncoding = connection = upgrade = expect = None
+        for name, value in headers:
             lower = name.lower()
             if lower == b"host":
                 if host is not None:
