@@ -5,7 +5,7 @@ Node addresses, the static forwarder and the retry plan (reference 3.5).
 import pytest
 from twisted.internet.task import Clock
 
-from txrouter.routing.nodes import BadNodeAddress, parseNode
+from txrouter.routing.nodes import HTTP, UWSGI, BadNodeAddress, parseNode, parseNodeValue
 from txrouter.routing.interfaces import NoNodeForKey
 from txrouter.routing.retry import RetryPlan
 from txrouter.routing.static import StaticForwarder
@@ -39,6 +39,45 @@ def test_node_spellings(spec, name, host, port, path):
 def test_bad_node_addresses(spec):
     with pytest.raises(BadNodeAddress):
         parseNode(spec)
+
+
+def test_nodes_speak_uwsgi_unless_their_address_says_http():
+    assert [parseNode(spec).protocol for spec in ("127.0.0.1:3031", "/run/a.sock", "@a")] == [
+        UWSGI, UWSGI, UWSGI]
+
+
+@pytest.mark.parametrize(
+    "spec, host, port, path",
+    [
+        ("http://127.0.0.1:8000", "127.0.0.1", 8000, None),
+        ("http://backend.local:80", "backend.local", 80, None),
+        ("http://[::1]:8000", "::1", 8000, None),
+        ("http://unix:/run/app.sock", None, 0, "/run/app.sock"),
+        ("http://unix:@app", None, 0, "\0app"),
+    ],
+)
+def test_http_node_spellings(spec, host, port, path):
+    node = parseNode(spec)
+    assert (node.name, node.host, node.port, node.path, node.protocol) == (
+        spec, host, port, path, HTTP)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    ["http://", "http://h", "http://h:", "http://:80", "http://h:0", "http://h:80/",
+     "http://h:80/path", "http://u@h:80", "http://h:80?q", "http://[::1]", "http://[::1]80",
+     "http://::1:80", "http://unix:", "http://unix:run/a.sock", "http://unix:/", "http://unix:@",
+     "http://h :80"],
+)
+def test_bad_http_node_addresses(spec):
+    with pytest.raises(BadNodeAddress) as caught:
+        parseNode(spec)
+    assert spec in str(caught.value)
+
+
+def test_mapped_values_may_name_http_nodes():
+    a, b = parseNodeValue("http://127.0.0.1:8000|/run/b.sock,5")
+    assert (a.protocol, a.port, b.protocol, b.modifier1) == (HTTP, 8000, UWSGI, 5)
 
 
 def nodes(count):

@@ -6,10 +6,28 @@ C{/path}, C{@abstract}) and as Twisted client endpoint strings restricted to
 the two transports a uwsgi backend listens on (C{tcp:host:port},
 C{tcp:host=H:port=P}, C{unix:/path}, C{unix:path=/path}).
 
+A node speaks the uwsgi protocol unless its address says otherwise: an
+C{http://} address (C{http://host:port}, C{http://[v6]:port},
+C{http://unix:/path}, C{http://unix:@abstract}) is a plain HTTP/1.1 server
+(uWSGI 2.1's subscription C{proto} C{h}, or its C{--http-backend-http}).
+
 Connecting to a node is L{txrouter.transports.connectNode}'s job.
 """
 
 import attr
+
+
+#: The node speaks the uwsgi protocol (the default).
+UWSGI = "uwsgi"
+
+#: The node is a plain HTTP/1.1 server.
+HTTP = "http"
+
+#: The protocols a node may speak.
+PROTOCOLS = (UWSGI, HTTP)
+
+_HTTP_PREFIX = "http://"
+_HTTP_UNIX = "unix:"
 
 
 class BadNodeAddress(ValueError):
@@ -33,6 +51,8 @@ class Node:
     @ivar path: UNIX socket path (a leading NUL for the abstract namespace).
     @ivar modifier1: the uwsgi modifier1 this node wants.
     @ivar modifier2: the uwsgi modifier2 this node wants.
+    @ivar protocol: how requests are written to it: L{UWSGI} (a uwsgi
+        packet) or L{HTTP} (an HTTP/1.1 request).
     """
 
     name: str
@@ -41,6 +61,7 @@ class Node:
     path: "str | None" = None
     modifier1: int = 0
     modifier2: int = 0
+    protocol: str = attr.field(default=UWSGI, validator=attr.validators.in_(PROTOCOLS))
 
 
 def _port(text: str, spec: str) -> int:
@@ -76,17 +97,50 @@ def _endpointArgs(rest: str) -> "tuple[list, dict]":
     return args, kwargs
 
 
+def _parseHTTPNode(spec: str, modifier1: int, modifier2: int) -> Node:
+    """
+    Parse the part after C{http://}: C{host:port} (an IPv6 host in
+    brackets), C{unix:/path} or C{unix:@abstract}.  Nothing may follow
+    (no path, query or credentials): a node is an address, not a URL.
+    """
+    rest = spec[len(_HTTP_PREFIX):]
+    named = dict(name=spec, modifier1=modifier1, modifier2=modifier2, protocol=HTTP)
+    if rest.startswith(_HTTP_UNIX):
+        path = rest[len(_HTTP_UNIX):]
+        if path.startswith("@") and len(path) > 1:
+            return Node(path="\0" + path[1:], **named)
+        if path.startswith("/") and len(path) > 1:
+            return Node(path=path, **named)
+        raise BadNodeAddress(f"{spec!r}: want http://unix:/PATH or http://unix:@NAME")
+    if any(c in rest for c in "/?#@") or any(ord(c) < 0x21 or ord(c) == 0x7F for c in rest):
+        raise BadNodeAddress(f"{spec!r}: want http://HOST:PORT, with no path")
+    if rest.startswith("["):
+        host, bracket, portText = rest[1:].partition("]")
+        if not bracket or not host or not portText.startswith(":"):
+            raise BadNodeAddress(f"{spec!r}: want http://[IPV6]:PORT")
+        portText = portText[1:]
+    else:
+        host, colon, portText = rest.partition(":")
+        if not host or not colon or ":" in portText:
+            raise BadNodeAddress(f"{spec!r}: want http://HOST:PORT")
+    return Node(host=host, port=_port(portText, spec), **named)
+
+
 def parseNode(spec: str, modifier1: int = 0, modifier2: int = 0) -> Node:
     """
     Parse a node address.
 
     @param spec: C{host:port}, C{:port} (127.0.0.1), C{/path} (any
         address without a colon is a unix socket path, as in uWSGI),
-        C{@abstract}, C{tcp:host:port}, C{unix:/path}.
+        C{@abstract}, C{tcp:host:port}, C{unix:/path}: a uwsgi node;
+        C{http://host:port}, C{http://unix:/path}, C{http://unix:@name}:
+        an HTTP node.
     @raise BadNodeAddress: anything else.
     """
     if not spec:
         raise BadNodeAddress("empty node address")
+    if spec.startswith(_HTTP_PREFIX):
+        return _parseHTTPNode(spec, modifier1, modifier2)
     if spec.startswith("tcp:") or spec.startswith("unix:"):
         kind, _, rest = spec.partition(":")
         args, kwargs = _endpointArgs(rest)
@@ -125,7 +179,7 @@ def parseNodeValue(value) -> "list[Node]":
     """
     Parse a mapped value as C{--use-cache} and C{--use-code} return them:
     C{addr[,modifier1]}, or several of those joined by C{|} (balanced round
-    robin by the caller).
+    robin by the caller); C{addr} may be an C{http://} address.
 
     @param value: text or bytes (UTF-8).
     @raise BadNodeAddress: an empty or malformed entry.
