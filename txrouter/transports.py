@@ -50,7 +50,14 @@ class _EagerWriting:
     Not while a pull (non-streaming) producer is registered: Twisted asks
     such a producer for more once a queued write has been flushed, so its
     writes must be queued.
+
+    Closing skips the C{shutdown()} Twisted makes before C{close()}: the
+    process holds the only descriptor of the socket (close-on-exec), so
+    C{close()} alone ends the connection, as Twisted's own comment there
+    says.
     """
+
+    _shouldShutdown = False
 
     def write(self, data):
         if (
@@ -144,10 +151,6 @@ class UpstreamTransport(_EagerWriting):
     """
     Mixin for the transports of backend connections.
     """
-
-    # We hold the only descriptor of the socket (close-on-exec), so close()
-    # ends the connection and a shutdown() before it would be a wasted call.
-    _shouldShutdown = False
 
     def createInternetSocket(self):
         # One system call where Twisted's makes four (the socket, then
