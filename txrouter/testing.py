@@ -4,6 +4,8 @@ Test doubles for txrouter's users and for its own tests.
  - L{UwsgiWSGIBackend}: a uwsgi-protocol server that runs a WSGI application
    in-process, the way a uWSGI worker would; listen on it with any server
    endpoint to test a router or a C{.tac} without uWSGI.
+ - L{HTTPWSGIBackend}: the same over plain HTTP/1.1, for the HTTP router's
+   HTTP nodes (C{http://} addresses), recording the exact request heads.
  - L{MemoryNetwork}: a L{MemoryReactorClock} where a router's connections to
    its nodes reach in-memory backends, and clients are in-memory too, so a
    whole request can be driven without a socket (like C{treq.testing}).
@@ -19,6 +21,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 from twisted.test import iosim
 
+from txrouter.wire.http1 import ChunkedDecoder, HTTPError, RequestHeadParser
 from txrouter.wire.uwsgi import PacketParser, UwsgiPacketError
 
 
@@ -140,6 +143,184 @@ class UwsgiWSGIBackend(ServerFactory):
         head = [f"{protocol} {status}\r\n".encode("latin-1")]
         head += [f"{k}: {v}\r\n".encode("latin-1") for k, v in headers]
         return b"".join(head) + b"\r\n" + b"".join(chunks)
+
+
+def _wsgiEnviron(head, body: bytes) -> dict:
+    """
+    The environ a WSGI server builds for an HTTP request.
+    """
+    path, _, query = head.path.partition(b"?")
+    environ = {
+        "REQUEST_METHOD": head.method.decode("latin-1"),
+        "SCRIPT_NAME": "",
+        "PATH_INFO": path.decode("latin-1"),
+        "QUERY_STRING": query.decode("latin-1"),
+        "SERVER_PROTOCOL": head.version.decode("latin-1"),
+        "SERVER_NAME": "localhost",
+        "SERVER_PORT": "80",
+        "CONTENT_LENGTH": str(len(body)) if body else "",
+        "wsgi.input": io.BytesIO(body),
+        "wsgi.errors": sys.stderr,
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": "http",
+        "wsgi.multithread": False,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+    }
+    for name, value in head.headers:
+        key = name.decode("latin-1").upper().replace("-", "_")
+        if key in ("CONTENT_LENGTH", "TRANSFER_ENCODING"):
+            continue
+        if key != "CONTENT_TYPE":
+            key = "HTTP_" + key
+        text = value.decode("latin-1")
+        environ[key] = environ[key] + "," + text if key in environ else text
+    return environ
+
+
+class HTTPRequestRecord:
+    """
+    One request an L{HTTPWSGIBackend} received.
+
+    @ivar raw: the head exactly as received, blank line included.
+    @ivar head: it parsed (a L{txrouter.wire.http1.RequestHead}).
+    @ivar body: the body, de-chunked if it came chunked.
+    """
+
+    def __init__(self, raw: bytes, head, body: bytes) -> None:
+        self.raw = raw
+        self.head = head
+        self.body = body
+
+    def header(self, name: bytes) -> "list[bytes]":
+        """
+        The values of the header C{name} (any case), in order.
+        """
+        name = name.lower()
+        return [v for n, v in self.head.headers if n.lower() == name]
+
+
+class _HTTPWSGIProtocol(Protocol):
+    def __init__(self, backend) -> None:
+        self.backend = backend
+        self._parser = RequestHeadParser()
+        self._received = b""
+        self._raw = None
+        self._head = None
+        self._decoder = None
+        self._body = []
+        self._remaining = 0
+        self.complete = False
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._head is None:
+            self._received += data
+            try:
+                head = self._parser.feed(data)
+            except HTTPError as e:
+                self._refuse(e)
+                return
+            if head is None:
+                return
+            data = self._parser.leftover
+            self._raw = self._received[: len(self._received) - len(data)]
+            self._received = b""
+            self._head = head
+            if head.chunked:
+                self._decoder = ChunkedDecoder()
+            else:
+                self._remaining = head.content_length or 0
+        if self._decoder is not None:
+            try:
+                self._body += self._decoder.feed(data)
+            except HTTPError as e:
+                self._refuse(e)
+                return
+            self.complete = self._decoder.done
+        else:
+            piece = data[: self._remaining]
+            self._body.append(piece)
+            self._remaining -= len(piece)
+            self.complete = not self._remaining
+        if self.complete and not self.backend.hold:
+            self.respond()
+
+    def _refuse(self, error: HTTPError) -> None:
+        self.backend.errors.append(error)
+        self.transport.write(b"HTTP/1.1 %d Bad\r\nConnection: close\r\n\r\n" % error.status)
+        self.transport.loseConnection()
+
+    def respond(self) -> None:
+        """
+        Run the application and write its response; close unless the
+        request allows the connection to be kept.
+        """
+        head, self._head = self._head, None
+        body = b"".join(self._body)
+        self._body, self._decoder, self.complete = [], None, False
+        self.backend.requests.append(HTTPRequestRecord(self._raw, head, body))
+        keep = head.keep_alive and not self.backend.closeAlways
+        self.transport.write(self.backend.render(head, body, keep))
+        if keep:
+            self._parser.reset()
+        else:
+            self.transport.loseConnection()
+
+
+class HTTPWSGIBackend(ServerFactory):
+    """
+    An HTTP/1.1 server running a WSGI application, as gunicorn or
+    C{twisted.web} would, for the HTTP router's HTTP nodes.  Requests are
+    parsed strictly (L{RequestHeadParser}): one that is not valid HTTP/1.1
+    gets a 400 and lands in L{errors}.
+
+    @ivar requests: the L{HTTPRequestRecord} of each request received.
+    @ivar errors: the L{HTTPError} of each request refused.
+    @ivar hold: when true, requests are read but not answered until
+        C{protocol.respond()} is called (see L{pending}).
+    @ivar closeAlways: close after every response, saying
+        C{Connection: close}, even when the request allows keeping the
+        connection (a server does so anyway when the request says close).
+    """
+
+    noisy = False
+
+    def __init__(self, application=echoApplication) -> None:
+        self.application = application
+        self.requests = []
+        self.errors = []
+        self.hold = False
+        self.closeAlways = False
+        self.connections = []
+
+    def buildProtocol(self, addr):
+        protocol = _HTTPWSGIProtocol(self)
+        self.connections.append(protocol)
+        return protocol
+
+    def pending(self):
+        """
+        The connections that hold a complete request not yet answered.
+        """
+        return [c for c in self.connections if c._head is not None and c.complete]
+
+    def render(self, head, body: bytes, keep: bool) -> bytes:
+        """
+        Call the application as a WSGI server would; return the response,
+        with C{Connection: close} unless C{keep}.
+        """
+        started = []
+
+        def start_response(status, headers, exc_info=None):
+            started[:] = [status, headers]
+
+        chunks = list(self.application(_wsgiEnviron(head, body), start_response))
+        status, headers = started
+        lines = [f"HTTP/1.1 {status}\r\n".encode("latin-1")]
+        lines += [f"{k}: {v}\r\n".encode("latin-1") for k, v in headers]
+        if not keep:
+            lines.append(b"Connection: close\r\n")
+        return b"".join(lines) + b"\r\n" + b"".join(chunks)
 
 
 class _Client(Protocol):

@@ -2,15 +2,18 @@
 One HTTP request through the HTTP router: client body in, response out.
 
 An L{Exchange} is created by the session for each request head.  It picks a
-node (with uWSGI's retry rules), sends the uwsgi packet and the body through
-L{txrouter.upstream}, and relays the response while tracking its framing,
-so that a keep-alive connection knows exactly where a response ends and
-bytes past that end are never taken for the next answer.
+node (with uWSGI's retry rules), sends the request head in the node's
+protocol (a uwsgi packet, or an HTTP/1.1 request for an HTTP node, see
+L{txrouter.wire.http2http}) and the body through L{txrouter.upstream}, and
+relays the response while tracking its framing, so that a keep-alive
+connection knows exactly where a response ends and bytes past that end are
+never taken for the next answer.
 """
 
 from twisted.logger import Logger
 
 from txrouter.routers.dispatch import Dispatching
+from txrouter.routing.nodes import HTTP
 from txrouter.spool import BodySpool, SpoolError
 from txrouter.timers import IdleTimer
 from txrouter.wire.http1 import (
@@ -20,6 +23,7 @@ from txrouter.wire.http1 import (
     ResponseHeadParser,
     response_framing,
 )
+from txrouter.wire.http2http import encodeRequestHead, relayedResponseHead
 from txrouter.wire.http2uwsgi import encodeRequestVars
 from txrouter.wire.responses import CONTINUE
 from txrouter.wire.uwsgi import MAX_DATASIZE, encodeHeader
@@ -51,7 +55,10 @@ class Exchange(Dispatching):
     _pendingSize = 0
     _pausedForConnect = False
     _bodyTimer = None
-    _block = b""
+    _block = None
+    _dechunkedLength = None
+    _nodeHead = None
+    _httpHead = None
     _upstream = None
     _relaying = False
     _bodyProducer = False
@@ -97,33 +104,62 @@ class Exchange(Dispatching):
             self.bodyOpen = True
             if router.postBuffering:
                 self._spool = BodySpool(router.postBuffering, router.postBufferingDir)
-        if self._decoder is None and not self._buildBlock(None):
-            return False
+        if self._decoder is None:
+            # Most nodes speak uwsgi: the vars are built at once.
+            self._block = self._uwsgiVars()
         if self.bodyOpen:
             self._bodyTimer = IdleTimer(router.reactor, router.bodyTimeout, self._bodyTimedOut)
-            if head.expect_continue and head.version == b"HTTP/1.1":
-                self.session.transport.write(CONTINUE)
         if self._spool is None:
+            # The head for the chosen node is built (and may be refused)
+            # before the client is told to send its body.
             self._dispatchRequest()
+            if self.finished:
+                return False
+        if self.bodyOpen and head.expect_continue and head.version == b"HTTP/1.1":
+            self.session.transport.write(CONTINUE)
         return True
 
-    def _buildBlock(self, contentLength) -> bool:
+    def _uwsgiVars(self) -> bytes:
         session = self.session
         router = self.router
-        block = encodeRequestVars(
+        return encodeRequestVars(
             self.head, router.serverName, session.serverPort,
             session.remoteAddr, session.remotePort, session.https,
-            router.httpVars, session.trustForwarded, contentLength,
+            router.httpVars, session.trustForwarded, self._dechunkedLength,
         )
+
+    def _headIn(self, protocol) -> "bytes | None":
+        """
+        The request head (without uwsgi's 4-byte header) for a node that
+        speaks C{protocol}, built once per protocol; or L{None} after
+        refusing a request whose head that node could not take (431: the
+        request is at fault, no other node is tried).
+        """
+        session = self.session
+        router = self.router
+        if protocol == HTTP:
+            head = self._httpHead
+            if head is None:
+                try:
+                    head = self._httpHead = encodeRequestHead(
+                        self.head, session.remoteAddr, session.https,
+                        session.trustForwarded, self._dechunkedLength, router.maxHeadSize,
+                    )
+                except HTTPError as e:
+                    session.refuse(e.status, e.event, e.detail)
+                    return None
+            return head
+        block = self._block
+        if block is None:
+            block = self._block = self._uwsgiVars()
         if len(block) > router.bufferSize or len(block) > MAX_DATASIZE:
             session.refuse(
                 431, "packet_too_large",
                 f"request vars take {len(block)} bytes, the backend buffer-size"
                 f" is {router.bufferSize}",
             )
-            return False
-        self._block = block
-        return True
+            return None
+        return block
 
     def bodyReceived(self, data: bytes) -> bytes:
         """
@@ -186,8 +222,8 @@ class Exchange(Dispatching):
         if not decoder.done:
             return b""
         self._bodyComplete()
-        if self._buildBlock(b"%d" % spool.length):
-            self._dispatchRequest()
+        self._dechunkedLength = b"%d" % spool.length
+        self._dispatchRequest()
         return decoder.leftover
 
     def _bodyOut(self, data: bytes) -> None:
@@ -263,16 +299,25 @@ class Exchange(Dispatching):
     def _refuse(self, status: int, event: str, detail: str) -> None:
         self.session.refuse(status, event, detail)
 
+    def _connect(self, node) -> None:
+        """
+        Connect to C{node} once its head is built; a head it cannot take
+        refuses the request instead, and the pick is given up.
+        """
+        head = self._headIn(node.protocol)
+        if head is None:
+            self.router.forwarder.abandoned(self._plan.key, node)
+            return
+        if node.protocol != HTTP:
+            router = self.router
+            head = encodeHeader(
+                router.modifier1 or node.modifier1, len(head), router.modifier2 or node.modifier2,
+            ) + head
+        self._nodeHead = head
+        Dispatching._connect(self, node)
+
     def _headFor(self, node) -> bytes:
-        router = self.router
-        return (
-            encodeHeader(
-                router.modifier1 or node.modifier1,
-                len(self._block),
-                router.modifier2 or node.modifier2,
-            )
-            + self._block
-        )
+        return self._nodeHead
 
     def upstreamConnected(self, upstream) -> None:
         self._nodeConnected(upstream)
@@ -350,6 +395,7 @@ class Exchange(Dispatching):
             return self._responseHead(leftover) if leftover else None
         self.status = status
         request = self.head
+        out = resp.head_bytes
         if status == 101:
             if request.upgrade is None:
                 self._badResponse("101 Switching Protocols to a request without Upgrade")
@@ -360,17 +406,24 @@ class Exchange(Dispatching):
             self._framing, self._respRemaining = response_framing(resp, request.method)
             if self._framing == "chunked":
                 self._scanner = ChunkedScanner()
+            if self._node.protocol == HTTP:
+                # The node's Connection header is about its own hop: it
+                # is removed, and the router decides for the client's.
+                out, reusable = relayedResponseHead(resp)
+                closes = not reusable
+                saysClose = False
+            else:
+                closes = saysClose = resp.connection_close
             self.keepAlive = bool(
                 self.router.keepalive
                 and request.keep_alive
                 and request.version == b"HTTP/1.1"
                 and self._framing != "close"
-                and not resp.connection_close
+                and not closes
                 and not self._raw
             )
-        out = resp.head_bytes
-        if not self.keepAlive and not resp.connection_close and status != 101:
-            out = out[:-2] + _CLOSE_HEADER
+            if not self.keepAlive and not saysClose:
+                out = out[:-2] + _CLOSE_HEADER
         leftover = parser.leftover
         if self._framing == "none":
             self.session.transport.write(out)

@@ -12,6 +12,13 @@ With post-buffering the body (C{CONTENT_LENGTH} bytes) is read in full,
 into memory or an unlinked temporary file, before a node is connected, so a
 slow upload never holds a backend worker.
 
+Every node is spoken to in uwsgi: a node that speaks plain HTTP (an
+C{http://} address, or a subscription with uWSGI 2.1's C{proto} C{h}) cannot
+be, and a request routed to one is refused with a 502 and an
+C{http_node_on_fastrouter} line naming the node, rather than sent a uwsgi
+packet the node would take for a broken HTTP request (uWSGI 2.1's FastRouter
+ignores C{proto} and does that).
+
 A refusal that comes while the client may still be sending its body (nginx
 streaming an upload) is written, then the session lingers: it half-closes
 and reads and drops what still comes for a few seconds.  Closing at once
@@ -26,6 +33,7 @@ from zope.interface import implementer
 
 from txrouter.routers.base import RouterFactory
 from txrouter.routers.dispatch import Dispatching
+from txrouter.routing.nodes import UWSGI
 from txrouter.routing.static import StaticForwarder
 from txrouter.spool import BodySpool, SpoolError, checkSpoolDirectory
 from txrouter.timers import IdleTimer
@@ -426,6 +434,22 @@ class FastSession(Protocol, Dispatching):
 
     def _refuse(self, status: int, event: str, detail: str) -> None:
         self.refuse(status, event, detail)
+
+    def _connect(self, node) -> None:
+        """
+        Connect to C{node} if it speaks uwsgi; refuse the request if not.
+        """
+        if node.protocol != UWSGI:
+            self.router.forwarder.abandoned(self._plan.key, node)
+            log.warn(
+                "http_node_on_fastrouter: {key!r} => {node} speaks {protocol}, the FastRouter"
+                " only uwsgi: 502 (client {client})",
+                event="http_node_on_fastrouter", key=self.key[:64], node=node.name,
+                protocol=node.protocol, client=self.client,
+            )
+            self._close(502, "the backend node does not speak uwsgi")
+            return
+        Dispatching._connect(self, node)
 
     def _headFor(self, node) -> bytes:
         raw = self.packet.raw
