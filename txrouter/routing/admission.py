@@ -22,6 +22,8 @@ listed.  The typical setup, workers on the router's host announcing
 C{127.0.0.1:3031} to C{127.0.0.1:7000}, works unchanged, and so do
 workers on other hosts announcing their own address.
 
+What a node speaks comes from uWSGI 2.1's C{proto} var (L{nodeProtocol}).
+
 Nothing here does I/O.
 """
 
@@ -30,7 +32,7 @@ import posixpath
 
 import attr
 
-from txrouter.routing.nodes import Node
+from txrouter.routing.nodes import HTTP, UWSGI, Node
 from txrouter.wire.subscription import SubscriptionError
 
 __all__ = [
@@ -38,6 +40,7 @@ __all__ = [
     "DEFAULT_PORTS",
     "SourcePolicy",
     "AddressPolicy",
+    "nodeProtocol",
     "parseNetwork",
     "parsePortRange",
 ]
@@ -74,6 +77,30 @@ def parsePortRange(text: str) -> "tuple[int, int]":
     if not 1 <= low <= high <= 65535:
         raise ValueError(f"ports must be within 1..65535, low first: {text!r}")
     return low, high
+
+
+def nodeProtocol(proto) -> str:
+    """
+    The protocol of a node announced with this C{proto} var.
+
+    uWSGI 2.1 keeps the first byte: C{h} is plain HTTP, C{u} (or no
+    C{proto}, or an empty one) is uwsgi; C{f} (FastCGI) and C{s} (SCGI)
+    are protocols txrouter does not speak, refused rather than spoken to in
+    uwsgi as uWSGI 2.1's HTTP router does.
+
+    @param proto: the var's bytes, or L{None} when absent.
+    @return: L{txrouter.routing.nodes.UWSGI} or L{txrouter.routing.nodes.HTTP}.
+    @raise SubscriptionError: C{unsupported_proto}.
+    """
+    first = proto[:1] if proto else b"u"
+    if first == b"h":
+        return HTTP
+    if first == b"u":
+        return UWSGI
+    raise SubscriptionError(
+        "unsupported_proto",
+        f"proto {proto[:16]!r}: only uwsgi (u) and http (h) nodes are spoken to",
+    )
 
 
 def _ip(text):
@@ -166,7 +193,10 @@ class AddressPolicy:
     directories: tuple = attr.field(default=(), converter=_convertDirectories)
     ownPorts: frozenset = attr.field(default=frozenset(), converter=frozenset)
 
-    def admit(self, address: bytes, source, modifier1: int = 0, modifier2: int = 0) -> Node:
+    def admit(
+        self, address: bytes, source, modifier1: int = 0, modifier2: int = 0,
+        protocol: str = UWSGI,
+    ) -> Node:
         """
         The node an announced address stands for, if it may be one.
 
@@ -179,6 +209,7 @@ class AddressPolicy:
         @param address: the C{address} var.
         @param source: the sender's IP address text, or L{None} for a unix
             datagram socket.
+        @param protocol: what the node speaks (L{nodeProtocol}).
         @return: a L{Node} named by its completed address.
         @raise SubscriptionError: C{bad_address} (not an IP C{host:port},
             C{/path} or C{@name}: host names, relative paths, bad ports),
@@ -190,18 +221,19 @@ class AddressPolicy:
             raise SubscriptionError("bad_address", f"non-ASCII address {address[:64]!r}") from None
         if any(ord(c) < 0x21 or ord(c) == 0x7F for c in text):
             raise SubscriptionError("bad_address", f"control byte or space in {address[:64]!r}")
+        node = dict(modifier1=modifier1, modifier2=modifier2, protocol=protocol)
         if text.startswith("@"):
             self._checkAbstract(text)
-            return Node(name=text, path="\0" + text[1:], modifier1=modifier1, modifier2=modifier2)
+            return Node(name=text, path="\0" + text[1:], **node)
         if text.startswith("/"):
             self._checkPath(text)
-            return Node(name=text, path=text, modifier1=modifier1, modifier2=modifier2)
+            return Node(name=text, path=text, **node)
         if ":" not in text:
             raise SubscriptionError(
                 "bad_address",
                 f"relative socket path {text!r}: the router cannot know its directory",
             )
-        return self._tcpNode(text, source, modifier1, modifier2)
+        return self._tcpNode(text, source, node)
 
     def admitNotify(self, path: bytes) -> "str | None":
         """
@@ -241,7 +273,7 @@ class AddressPolicy:
             "address_not_allowed", f"socket {text!r} is not inside a --subscription-node-dir"
         )
 
-    def _tcpNode(self, text: str, source, modifier1: int, modifier2: int) -> Node:
+    def _tcpNode(self, text: str, source, node: dict) -> Node:
         hostText, _, portText = text.rpartition(":")
         if not portText.isdigit() or len(portText) > 5 or not 0 < int(portText) < 65536:
             raise SubscriptionError("bad_address", f"bad port in {text!r}")
@@ -277,7 +309,7 @@ class AddressPolicy:
                 " nor in a --subscription-node-network",
             )
         name = f"[{host}]:{port}" if host.version == 6 else f"{host}:{port}"
-        return Node(name=name, host=str(host), port=port, modifier1=modifier1, modifier2=modifier2)
+        return Node(name=name, host=str(host), port=port, **node)
 
     def _inNetworks(self, host, sender) -> bool:
         for network in self.networks:

@@ -32,7 +32,11 @@ uWSGI's semantics (reference sections 2.6 to 2.9), and where this differs:
     otherwise C{fallback_key} names the pool for keys without one;
   - backup levels (uWSGI 2.1's C{backup} var): only the nodes of the lowest
     level present serve, so backups serve only while no primary is there;
-  - uWSGI 2.1's C{algo} var chooses the algorithm of the pool it creates.
+  - uWSGI 2.1's C{algo} var chooses the algorithm of the pool it creates;
+  - uWSGI 2.1's C{proto} var says what the node speaks (C{h}: plain HTTP,
+    see L{nodeProtocol}); it is that of the announce that created the node
+    (2.1 takes each refresh's), as modifier1 is: a node changes protocol by
+    unsubscribing first, which a subscriber does when it stops.
 
 Admission, on top of uWSGI, in this order: a source allow-list and an
 address policy (L{txrouter.routing.admission}), caps on pools and nodes
@@ -56,10 +60,11 @@ import attr
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from txrouter.routing.admission import AddressPolicy, SourcePolicy
+from txrouter.routing.admission import AddressPolicy, SourcePolicy, nodeProtocol
 from txrouter.routing.balancing import ALGORITHMS, balancerByName, djb33x
 from txrouter.routing.interfaces import IAvailability, IForwarder, ITrafficCounting, NoNodeForKey
 from txrouter.routing.loglimit import LogLimiter
+from txrouter.routing.nodes import UWSGI
 from txrouter.stats.document import IStatsSource
 from txrouter.wire.subscription import SubscriptionError
 
@@ -135,11 +140,14 @@ class SubscribedNode:
     @ivar lastRequests: connections since the last announce.
     @ivar tx: bytes read from the node (uWSGI's C{tx}: its responses).
     @ivar rx: bytes written to the node (uWSGI's C{rx}).
+    @ivar proto: the first byte of the C{proto} var it was created with
+        (uWSGI 2.1 keeps that much), empty when there was none.
     """
 
     def __init__(self, node, subscription, now: float) -> None:
         self.node = node
         self.key = subscription.key
+        self.proto = (subscription.proto or b"")[:1]
         self.backup = subscription.backup or 0
         self.created = now
         self.lastSeen = now
@@ -291,12 +299,14 @@ class SubscriptionRegistry:
             first: C{source_not_allowed}, C{bad_address},
             C{address_not_allowed}, C{too_many_pools}, C{too_many_nodes},
             the signature checker's events (C{unsigned}, C{replayed},
-            C{bad_signature}, ...).
+            C{bad_signature}, ...); C{unsupported_proto} right after the
+            source check.
         """
         self.sourcePolicy.check(source)
         key = subscription.key
         node = self.addressPolicy.admit(
-            subscription.address, source, subscription.modifier1, subscription.modifier2
+            subscription.address, source, subscription.modifier1, subscription.modifier2,
+            nodeProtocol(subscription.proto),
         )
         self._expireDue()
         removal = bool(subscription.unsubscribe or subscription.clear)
@@ -349,8 +359,9 @@ class SubscriptionRegistry:
         entry = pool.nodes[node.name] = SubscribedNode(node, subscription, self.clock.seconds())
         self._count += 1
         self._log.info(
-            "subscription_node_added: {key} => new node: {node}",
+            "subscription_node_added: {key} => new node: {node}{speaks}",
             event="subscription_node_added", key=_text(key), node=node.name,
+            protocol=node.protocol, speaks="" if node.protocol == UWSGI else f" ({node.protocol})",
         )
         self._watch(entry)
         self._keepSNI(pool, subscription)
@@ -669,42 +680,46 @@ class SubscriptionRegistry:
     def statsFields(self):
         """
         uWSGI's C{subscriptions} list (reference section 10.1), with
-        2.1's C{algo} and C{backup}.  C{tx}/C{rx} count what routers
-        report to L{transferred} (0 otherwise); credentials (C{pid},
-        C{uid}, C{gid}) are 0.
+        2.1's C{algo} and C{backup}, and 2.1's C{proto} for nodes announced
+        with one (2.1 writes the byte it keeps, a NUL when there is none).
+        C{tx}/C{rx} count what routers report to L{transferred} (0
+        otherwise); credentials (C{pid}, C{uid}, C{gid}) are 0.
         """
         pools = []
         for pool in self._pools.values():
+            nodes = []
+            for entry in pool.nodes.values():
+                fields = {
+                    "name": entry.name,
+                    "modifier1": entry.node.modifier1,
+                    "modifier2": entry.node.modifier2,
+                    "last_check": int(entry.lastSeen),
+                    "pid": 0,
+                    "uid": 0,
+                    "gid": 0,
+                    "requests": entry.requests,
+                    "last_requests": entry.lastRequests,
+                    "tx": entry.tx,
+                    "rx": entry.rx,
+                    "cores": entry.cores,
+                    "load": entry.load,
+                    "weight": entry.weight,
+                    "wrr": entry.wrr,
+                    "ref": entry.reference,
+                    "failcnt": entry.failcnt,
+                    "death_mark": int(entry.dead),
+                    "backup": entry.backup,
+                }
+                if entry.proto:
+                    fields["proto"] = entry.proto.decode("latin-1")
+                nodes.append(fields)
             pools.append({
                 "key": pool.key.decode("utf-8", "backslashreplace"),
                 "hash": djb33x(pool.key) % 0xFFFF,
                 "hits": pool.hits,
                 "sni_enabled": int(pool.sni is not None),
                 "algo": pool.balancer.name,
-                "nodes": [
-                    {
-                        "name": entry.name,
-                        "modifier1": entry.node.modifier1,
-                        "modifier2": entry.node.modifier2,
-                        "last_check": int(entry.lastSeen),
-                        "pid": 0,
-                        "uid": 0,
-                        "gid": 0,
-                        "requests": entry.requests,
-                        "last_requests": entry.lastRequests,
-                        "tx": entry.tx,
-                        "rx": entry.rx,
-                        "cores": entry.cores,
-                        "load": entry.load,
-                        "weight": entry.weight,
-                        "wrr": entry.wrr,
-                        "ref": entry.reference,
-                        "failcnt": entry.failcnt,
-                        "death_mark": int(entry.dead),
-                        "backup": entry.backup,
-                    }
-                    for entry in pool.nodes.values()
-                ],
+                "nodes": nodes,
             })
         return [("subscriptions", pools)]
 
