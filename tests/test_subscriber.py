@@ -24,6 +24,7 @@ from txrouter.subscription.client import (
 from txrouter.subscription.signing import SignatureChecker, keyFileName, verify
 from txrouter.tap import subscribe
 from txrouter.wire.subscription import Subscription, SubscriptionError, parseSubscription
+from txrouter.wire.uwsgi import encodeHeader, encodeVars
 
 BASIC = packets("subscribe-basic.json")
 SIGNED_NOTIFY = packets("subscribe-port0-signed-notify.json")
@@ -224,6 +225,35 @@ def test_other_vars(clock):
     )
 
 
+def test_an_http_backend_is_announced_with_proto_http_as_uwsgi_21_does(clock):
+    """
+    C{proto="http"} adds the var uWSGI 2.1's C{--subscribe2 ...,proto=http}
+    writes, after the C{sni_*} ones and before C{algo}; 2.1's routers keep
+    its first byte, C{h}.  The default adds nothing: the datagram stays
+    2.0.21's.
+    """
+    subscriber, sender = service(clock, proto="http", sni_ca="/ca.pem", algo="lrc")
+    subscriber.startService()
+    subscriber.stopService()
+    block = encodeVars([
+        (b"key", b"example.com"), (b"address", b"127.0.0.1:3031"), (b"modifier1", b"0"),
+        (b"modifier2", b"0"), (b"cores", b"1"), (b"load", b"0"), (b"weight", b"0"),
+        (b"sni_ca", b"/ca.pem"), (b"proto", b"http"), (b"algo", b"lrc"),
+    ])
+    announce, unsubscribe = (datagram for _, _, datagram in sender.sent)
+    assert announce == encodeHeader(224, len(block), 0) + block
+    assert unsubscribe == encodeHeader(224, len(block), 1) + block
+    plain, plainSender = service(clock)
+    plain.startService()
+    assert b"proto" not in plainSender.sent[0][2]
+
+
+def test_an_unknown_protocol_is_refused(clock):
+    with pytest.raises(ValueError) as e:
+        service(clock, proto="fastcgi")
+    assert "uwsgi or http" in str(e.value)
+
+
 # -- signing
 
 
@@ -405,6 +435,13 @@ def test_option_defaults_are_uwsgis(clock):
     assert subscriber.subscription == Subscription(b"example.com", b"127.0.0.1:3031", cores=1)
 
 
+def test_proto_option(clock):
+    subscriber = subscribe.makeService(options(*REQUIRED, "--proto", "http"), clock)
+    assert subscriber.subscription.proto == b"http"
+    subscriber = subscribe.makeService(options(*REQUIRED, "--proto", "uwsgi"), clock)
+    assert subscriber.subscription.proto is None
+
+
 @pytest.mark.parametrize("args, message", [
     (REQUIRED[2:], "--subscribe-to"),
     (REQUIRED[:2] + REQUIRED[4:], "--key"),
@@ -414,6 +451,7 @@ def test_option_defaults_are_uwsgis(clock):
     (REQUIRED + ("--frequency", "0"), "above 0"),
     (REQUIRED + ("--modifier1", "256"), "0..255"),
     (REQUIRED + ("--algo", "fastest"), "one of wrr"),
+    (REQUIRED + ("--proto", "fastcgi"), "uwsgi or http"),
     (REQUIRED + ("--sign", "SHA256"), "DIGEST:PRIVATE_KEY_FILE"),
     (REQUIRED + ("--sign", "SHA999:/etc/hostname"), "unknown digest"),
     (REQUIRED + ("--sign", "SHA256:/nonexistent/key.pem"), "No such file"),

@@ -4,11 +4,14 @@ uWSGI instance announces itself with C{--subscribe-to} or C{--subscribe2}.
 
 The backend need not be uWSGI, or need not subscribe itself: any server
 speaking what the routers send it (the uwsgi protocol, for the FastRouter
-and the HTTP router) is announced by a L{SubscriberService} running beside
+and the HTTP router; plain HTTP, for the HTTP router, announced with
+C{proto="http"}) is announced by a L{SubscriberService} running beside
 it, in a C{.tac} file or as C{twistd txrouter-subscribe}.  The datagrams
 are those a uWSGI 2.0.21 client sends for the same settings, byte for byte
 (L{encodeSubscription}), so uWSGI's own routers accept them as well as
-txrouter's.
+txrouter's; an HTTP node's carry C{proto=http}, as uWSGI 2.1's
+C{--subscribe2 ...,proto=http} does (2.1's routers keep its first byte,
+C{h}; 2.0.21's ignore it and would speak uwsgi to the node).
 
 As uWSGI's client, the service:
 
@@ -55,6 +58,7 @@ from txrouter.wire.subscription import Subscription, encodeSubscription
 
 __all__ = [
     "DEFAULT_FREQUENCY",
+    "PROTOCOLS",
     "SubscriberService",
     "checkSigningKey",
     "nodeSubscription",
@@ -68,6 +72,10 @@ DEFAULT_FREQUENCY = 10.0
 
 #: Private key files are a few kilobytes; anything much bigger is not one.
 _MAX_KEY_FILE = 64 * 1024
+
+#: What a node may speak -> the C{proto} var announcing it (L{None}: no
+#: var, as a uWSGI 2.0.21 client sends, which every router reads as uwsgi).
+PROTOCOLS = {"uwsgi": None, "http": b"http"}
 
 
 def _bytes(value) -> bytes:
@@ -92,6 +100,7 @@ def nodeSubscription(
     sni_crt=None,
     sni_ca=None,
     algo=None,
+    proto: str = "uwsgi",
 ) -> Subscription:
     """
     The subscribe announce of a node, checked.
@@ -105,11 +114,17 @@ def nodeSubscription(
     @param backup: uWSGI 2.1's backup level (L{None}: no C{backup} var).
     @param algo: uWSGI 2.1's balancing algorithm of a pool this announce
         creates (L{None}: no C{algo} var).
+    @param proto: what the node speaks: C{"uwsgi"} (no C{proto} var) or
+        C{"http"} (C{proto=http}: the HTTP router sends it HTTP/1.1
+        requests; uWSGI 2.0.21's routers ignore the var).
     @return: the announce (a subscribe; C{attr.evolve(s, unsubscribe=True)}
         is its unsubscribe).
-    @raise ValueError: a bad address; a L{SubscriptionError} for a key or
-        address that is empty or over 255 bytes, or a number out of range.
+    @raise ValueError: a bad address or protocol; a L{SubscriptionError}
+        for a key or address that is empty or over 255 bytes, or a number
+        out of range.
     """
+    if proto not in PROTOCOLS:
+        raise ValueError(f"the protocol must be uwsgi or http, not {proto!r}")
     address = _bytes(address)
     try:
         text = address.decode("ascii")
@@ -129,6 +144,7 @@ def nodeSubscription(
         sniCrt=_bytes(sni_crt),
         sniCa=_bytes(sni_ca),
         algo=_bytes(algo),
+        proto=PROTOCOLS[proto],
     )
 
 
@@ -207,6 +223,7 @@ class SubscriberService(Service):
         sni_crt=None,
         sni_ca=None,
         algo=None,
+        proto: str = "uwsgi",
         sender=None,
     ) -> None:
         """
@@ -238,7 +255,7 @@ class SubscriberService(Service):
         self.subscription = nodeSubscription(
             key, address, weight=weight, modifier1=modifier1, modifier2=modifier2,
             backup=backup, cores=cores, notify=notify, sni_key=sni_key, sni_crt=sni_crt,
-            sni_ca=sni_ca, algo=algo,
+            sni_ca=sni_ca, algo=algo, proto=proto,
         )
         self._signer = None
         if sign is not None:
@@ -258,6 +275,7 @@ class SubscriberService(Service):
             key=self.subscription.key.decode("utf-8", "replace"),
             address=self.subscription.address.decode("ascii"),
             servers=", ".join(server.text for server in self.servers),
+            speaks=" (http)" if self.subscription.proto else "",
         )
 
     def startService(self) -> None:
@@ -267,7 +285,7 @@ class SubscriberService(Service):
         """
         super().startService()
         log.info(
-            "subscriber_started: announcing {key} => {address} to {servers}"
+            "subscriber_started: announcing {key} => {address}{speaks} to {servers}"
             " every {frequency} s{signed}",
             event="subscriber_started", frequency=self.frequency,
             signed=", signed" if self._signer is not None else "", **self._describe(),

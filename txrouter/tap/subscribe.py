@@ -14,11 +14,18 @@ from twisted.python import usage
 from txrouter.subscription.addresses import parseDatagramAddress
 from txrouter.subscription.client import (
     DEFAULT_FREQUENCY,
+    PROTOCOLS,
     SubscriberService,
     nodeSubscription,
     readSigningKey,
 )
 from txrouter.tap.common import algorithm, byte, count
+
+
+def protocol(value: str) -> str:
+    if value not in PROTOCOLS:
+        raise ValueError("must be uwsgi or http")
+    return value
 
 
 def frequency(value: str) -> float:
@@ -39,7 +46,8 @@ class Options(usage.Options):
     longdesc = (
         "Announce a backend that does not subscribe itself (a uWSGI instance"
         " without --subscribe-to, or any server speaking what the routers send"
-        " it: the uwsgi protocol, for the FastRouter and the HTTP router) to"
+        " it: the uwsgi protocol, for the FastRouter and the HTTP router; plain"
+        " HTTP, for the HTTP router, with --proto http) to"
         " uWSGI or txrouter subscription servers: a subscribe datagram at start"
         " and every --frequency seconds, signed with --sign, and an unsubscribe"
         " on stop (SIGINT, SIGTERM). The datagrams are those uWSGI 2.0.21's"
@@ -75,6 +83,10 @@ class Options(usage.Options):
         ["algo", None, None,
          "Balancing of a pool this node creates (uWSGI 2.1's algo): wrr, lrc, wlrc or"
          " iphash. uWSGI 2.0.21 ignores it.", algorithm],
+        ["proto", None, "uwsgi",
+         "What the backend speaks: uwsgi, or http (a plain HTTP server: announced with"
+         " uWSGI 2.1's proto=http, and sent HTTP/1.1 requests by txrouter-http and"
+         " uWSGI 2.1's HTTP router; uWSGI 2.0.21 ignores it).", protocol],
     ]
 
     def __init__(self) -> None:
@@ -108,6 +120,7 @@ class Options(usage.Options):
             sni_crt=self["sni-crt"],
             sni_ca=self["sni-ca"],
             algo=self["algo"],
+            proto=self["proto"],
         )
 
     def postOptions(self) -> None:
