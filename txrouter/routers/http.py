@@ -1,5 +1,7 @@
 """
-The HTTP router: HTTP/1.1 in, uwsgi out (uWSGI's C{--http} / C{--http-to}).
+The HTTP router: HTTP/1.1 in, uwsgi out (uWSGI's C{--http} / C{--http-to}),
+or HTTP/1.1 out to the nodes that speak it (C{http://} nodes, uWSGI 2.1's
+subscription C{proto} C{h}).
 
 L{HTTPRouter} is the configured router and the factory of its listeners;
 L{HTTPSession} is one client connection, which may carry several requests
