@@ -4,6 +4,7 @@ not uWSGI (in-memory, through txrouter.testing.HTTPWSGIBackend), nodes
 announced with uWSGI 2.1's C{proto}, and the FastRouter refusing them.
 """
 
+import pytest
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
@@ -394,3 +395,18 @@ def test_static_stats_name_http_nodes_by_their_address():
     forwarder = StaticForwarder([parseNode(NODE)], Clock())
     [(_, [stats])] = forwarder.statsFields()
     assert stats["name"] == NODE
+
+
+def test_the_command_line_takes_http_nodes():
+    from twisted.python import usage
+
+    from txrouter.tap.http import Options
+
+    options = Options()
+    options.parseOptions(["--bind", "tcp:8080", "--to", NODE, "--to", "/run/a.sock",
+                          "--fallback", "http://unix:/run/b.sock"])
+    assert [n.protocol for n in options["to"]] == [HTTP, UWSGI]
+    assert [(n.protocol, n.path) for n in options["fallback"]] == [(HTTP, "/run/b.sock")]
+    with pytest.raises(usage.UsageError) as caught:
+        Options().parseOptions(["--bind", "tcp:8080", "--to", "http://127.0.0.1:8000/app"])
+    assert "http://127.0.0.1:8000/app" in str(caught.value)

@@ -3,6 +3,8 @@ Node addresses, the static forwarder and the retry plan (reference 3.5).
 """
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet.task import Clock
 
 from txrouter.routing.nodes import HTTP, UWSGI, BadNodeAddress, parseNode, parseNodeValue
@@ -73,6 +75,23 @@ def test_bad_http_node_addresses(spec):
     with pytest.raises(BadNodeAddress) as caught:
         parseNode(spec)
     assert spec in str(caught.value)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(
+    st.text(max_size=40),
+    st.text(alphabet="http:/[]@unix.0123456789٣ab?#", max_size=30).map(lambda t: "http://" + t),
+))
+def test_fuzz_a_node_address_parses_or_is_a_bad_node_address(spec):
+    try:
+        node = parseNode(spec)
+    except BadNodeAddress:
+        return
+    assert (node.path is None) != (node.host is None)
+    assert node.path is not None or 0 < node.port < 65536
+    if spec.startswith("http://"):
+        assert node.protocol == HTTP and node.name == spec
+        assert node.path is not None or str(node.port) == spec.rpartition(":")[2]
 
 
 def test_mapped_values_may_name_http_nodes():

@@ -65,7 +65,7 @@ class Node:
 
 
 def _port(text: str, spec: str) -> int:
-    if not text.isdigit() or not 0 < int(text) < 65536:
+    if not (text.isascii() and text.isdigit()) or not 0 < int(text) < 65536:
         raise BadNodeAddress(f"bad port in node address {spec!r}")
     return int(text)
 
