@@ -25,7 +25,9 @@ class Dispatching:
     The class it is mixed into provides C{router} (with C{reactor},
     C{forwarder}, C{fallback}, C{fallbackOnNoKey}, C{maxRetries}, C{quiet},
     C{connectTimeout}, C{timeout}, C{harakiri}), C{finished},
-    C{_refuse(status, event, detail)}, C{_headFor(node)} and
+    C{_refuse(status, event, detail)}, C{_headFor(node)} (the bytes that
+    open the request to C{node}, or L{None} after refusing a request that
+    cannot go there) and
     L{IUpstreamReceiver.upstreamConnected}, which must call
     L{_nodeConnected} with the upstream.  L{_releaseNode} is called once the request is over.
     """
@@ -101,9 +103,14 @@ class Dispatching:
 
     def _connect(self, node) -> None:
         router = self.router
+        head = self._headFor(node)
+        if head is None:
+            # The request was refused: it cannot go to that node.
+            router.forwarder.abandoned(self._plan.key, node)
+            return
         self._node = node
         self._connector = connectUpstream(
-            router.reactor, node, self, self._headFor(node),
+            router.reactor, node, self, head,
             router.connectTimeout, router.timeout, router.harakiri,
         )
 

@@ -57,7 +57,6 @@ class Exchange(Dispatching):
     _bodyTimer = None
     _block = None
     _dechunkedLength = None
-    _nodeHead = None
     _httpHead = None
     _upstream = None
     _relaying = False
@@ -299,25 +298,18 @@ class Exchange(Dispatching):
     def _refuse(self, status: int, event: str, detail: str) -> None:
         self.session.refuse(status, event, detail)
 
-    def _connect(self, node) -> None:
+    def _headFor(self, node) -> "bytes | None":
         """
-        Connect to C{node} once its head is built; a head it cannot take
-        refuses the request instead, and the pick is given up.
+        The request head in C{node}'s protocol, or L{None} if the request
+        was refused because that node could not take it.
         """
         head = self._headIn(node.protocol)
-        if head is None:
-            self.router.forwarder.abandoned(self._plan.key, node)
-            return
-        if node.protocol != HTTP:
-            router = self.router
-            head = encodeHeader(
-                router.modifier1 or node.modifier1, len(head), router.modifier2 or node.modifier2,
-            ) + head
-        self._nodeHead = head
-        Dispatching._connect(self, node)
-
-    def _headFor(self, node) -> bytes:
-        return self._nodeHead
+        if head is None or node.protocol == HTTP:
+            return head
+        router = self.router
+        return encodeHeader(
+            router.modifier1 or node.modifier1, len(head), router.modifier2 or node.modifier2,
+        ) + head
 
     def upstreamConnected(self, upstream) -> None:
         self._nodeConnected(upstream)

@@ -435,12 +435,12 @@ class FastSession(Protocol, Dispatching):
     def _refuse(self, status: int, event: str, detail: str) -> None:
         self.refuse(status, event, detail)
 
-    def _connect(self, node) -> None:
+    def _headFor(self, node) -> "bytes | None":
         """
-        Connect to C{node} if it speaks uwsgi; refuse the request if not.
+        The client's packet with the modifiers C{node} wants, or L{None}
+        after refusing the request if C{node} does not speak uwsgi.
         """
         if node.protocol != UWSGI:
-            self.router.forwarder.abandoned(self._plan.key, node)
             log.warn(
                 "http_node_on_fastrouter: {key!r} => {node} speaks {protocol}, the FastRouter"
                 " only uwsgi: 502 (client {client})",
@@ -448,10 +448,7 @@ class FastSession(Protocol, Dispatching):
                 protocol=node.protocol, client=self.client,
             )
             self._close(502, "the backend node does not speak uwsgi")
-            return
-        Dispatching._connect(self, node)
-
-    def _headFor(self, node) -> bytes:
+            return None
         raw = self.packet.raw
         modifier1, modifier2 = node.modifier1, node.modifier2
         if self.router.keepModifiers and not (modifier1 or modifier2):
