@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from twisted.internet.task import Clock
 
+from txrouter.routing.nodes import HTTP
 from txrouter.routing.subscriptions import SubscriptionRegistry
 from txrouter.subscription.addresses import parseDatagramAddress, uwsgiAddressOfEndpoint
 from txrouter.subscription.federation import DatagramSender, Resubscriber, ackMessage
@@ -67,6 +68,22 @@ def test_new_announce_with_the_routers_address(clock):
     assert forwarded == Subscription(
         b"a.local", b"127.0.0.1:3017", modifier1=5, modifier2=3, sniKey=b"/k", sniCrt=b"/c",
     )
+
+
+def test_an_http_router_says_it_speaks_http(clock):
+    """
+    The HTTP router's re-announces carry uWSGI 2.1's C{proto}, so that the
+    registry upstream makes an HTTP node of it.
+    """
+    sender = FakeSender()
+    resubscriber = Resubscriber(clock, TARGETS, "127.0.0.1:8080", sender, proto=b"http")
+    protocol = SubscriptionProtocol(SubscriptionRegistry(clock), clock, resubscriber)
+    protocol.datagramReceived(announce(), LOCAL)
+    forwarded = sender.sent[0][0]
+    assert forwarded.proto == b"http"
+    upstream = SubscriptionRegistry(clock)
+    upstream.apply(forwarded, "127.0.0.1")
+    assert upstream.pick(b"a.local").protocol == HTTP
 
 
 def test_subscribes_at_most_once_a_second_per_key(clock):

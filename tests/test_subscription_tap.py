@@ -176,6 +176,9 @@ def test_every_option_reaches_the_registry(tmp_path):
     resubscriber = listener.protocol.resubscriber
     assert [t.text for t in resubscriber.targets] == ["10.0.0.9:7000", "/run/up.sock"]
     assert resubscriber.address == b":8080"
+    # The HTTP router's listeners speak HTTP: an upstream txrouter-http
+    # must know (the FastRouter's resubscriptions carry no proto).
+    assert resubscriber.proto == b"http"
     assert resubscriber.sign[0] == "SHA256" and b"PRIVATE KEY" in resubscriber.sign[1]
     assert listener.protocol.sender is resubscriber.sender
     assert children(service, SenderCloser)[0].sender is resubscriber.sender
@@ -186,6 +189,7 @@ def test_resubscribe_address():
                     "--resubscribe-address", "10.0.0.5:3017")
     [listener] = children(service, DatagramListener)
     assert listener.protocol.resubscriber.address == b"10.0.0.5:3017"
+    assert listener.protocol.resubscriber.proto is None
     with pytest.raises(UsageError, match="--resubscribe-address"):
         build(fast, "--subscription-server", ":7000", "--resubscribe", "127.0.0.1:7001",
               bind="ssl:443:privateKey=k.pem")

@@ -92,6 +92,7 @@ class Resubscriber:
 
     def __init__(
         self, clock, targets, address, sender, sign=None, interval: float = 1.0,
+        proto: "bytes | None" = None,
     ) -> None:
         """
         @param clock: an C{IReactorTime}.
@@ -101,7 +102,12 @@ class Resubscriber:
         @param sender: a L{DatagramSender}.
         @param sign: C{(digest, privateKeyPEM)} to sign with, or L{None}.
         @param interval: seconds between two forwarded subscribes of a key.
+        @param proto: what this router's listeners speak, announced as
+            uWSGI 2.1's C{proto} var: L{None} (no var: uwsgi, the
+            FastRouter's) or C{b"http"} (the HTTP router's, so that a
+            txrouter-http upstream speaks HTTP to it).
         """
+        self.proto = proto
         self.clock = clock
         self.targets = list(targets)
         self.address = address.encode() if isinstance(address, str) else address
@@ -170,6 +176,7 @@ class Resubscriber:
             sniKey=subscription.sniKey,
             sniCrt=subscription.sniCrt,
             sniCa=subscription.sniCa,
+            proto=self.proto,
         )
         if self._signer is not None:
             built = self._signer.sign(built, now)

@@ -88,6 +88,9 @@ class RouterOptions(usage.Options):
     #: uWSGI's name of the router: the stats document lists the listeners
     #: under it.
     statsName = "router"
+    #: What the listeners speak, for the C{proto} of resubscriptions
+    #: (L{None}: uwsgi).
+    listenerProto = None
 
     optFlags = [
         ["fallback-on-no-key", None,
@@ -478,6 +481,7 @@ def subscriptionForwarder(options, reactor):
             )
         resubscriber = Resubscriber(
             reactor, options["resubscribe"], address, sender, options["resubscribe-sign"] or None,
+            proto=options.listenerProto,
         )
     services = subscriptionServices(
         reactor, options["subscription-server"], registry, resubscriber, sender,

@@ -21,6 +21,7 @@ class Options(RouterOptions):
     """
 
     statsName = "http"
+    listenerProto = b"http"
 
     synopsis = "--bind ENDPOINT --to NODE [--to NODE ...] [options]"
     longdesc = (
