@@ -179,7 +179,7 @@ class FastSession(Protocol, Dispatching):
     lingering = False
     packet = None
     _start = b""
-    _headCall = None
+    _headTimer = None
     _upstream = None
     _spool = None
     _bodyRemaining = 0
@@ -205,7 +205,8 @@ class FastSession(Protocol, Dispatching):
         peer = self.transport.getPeer()
         self.client = getattr(peer, "host", None)
         self._timer = IdleTimer(router.reactor, router.timeout, self._idle)
-        self._headCall = router.reactor.callLater(router.timeout, self._headTimedOut)
+        # Never touched: the packet's total deadline.
+        self._headTimer = IdleTimer(router.reactor, router.timeout, self._headTimedOut)
 
     def connectionLost(self, reason) -> None:
         self._end()
@@ -221,9 +222,9 @@ class FastSession(Protocol, Dispatching):
         self.finished = True
         self._buffering = False
         self._timer.cancel()
-        if self._headCall is not None and self._headCall.active():
-            self._headCall.cancel()
-        self._headCall = None
+        if self._headTimer is not None:
+            self._headTimer.cancel()
+            self._headTimer = None
         if self._lingerTimer is not None:
             self._lingerTimer.cancel()
             self._lingerTimer = None
@@ -248,7 +249,7 @@ class FastSession(Protocol, Dispatching):
         self.refuse(408, "client_timeout", "the request was not received in time")
 
     def _headTimedOut(self) -> None:
-        self._headCall = None
+        self._headTimer = None
         self.refuse(408, "headers_timeout", "the request packet was not received in time")
 
     # The request
@@ -293,8 +294,8 @@ class FastSession(Protocol, Dispatching):
         self.packet = packet
         leftover = self._parser.leftover
         self._parser = None
-        self._headCall.cancel()
-        self._headCall = None
+        self._headTimer.cancel()
+        self._headTimer = None
         key = self.router.forceKey or routingKey(packet)
         if key is None:
             self.refuse(400, "no_key", "the request has no UWSGI_FASTROUTER_KEY, HTTP_HOST or SERVER_NAME")
