@@ -114,7 +114,8 @@ class IdleTimer:
         self.expired = False
         self._last = now = clock.seconds()
         self._deadline = now + deadline if deadline else _INFINITY
-        self._due = min(now + timeout, self._deadline)
+        due = now + timeout
+        self._due = due if due < self._deadline else self._deadline
         self._number = next(_sequence)
         self._group = group = _groupOf(clock)
         group.add(self)
@@ -143,7 +144,10 @@ class IdleTimer:
         """
         Work out when this timer is due, given its last activity.
         """
-        self._due = due = min(self._last + self._timeout, self._deadline)
+        due = self._last + self._timeout
+        if due > self._deadline:
+            due = self._deadline
+        self._due = due
         return due
 
     def _expire(self) -> None:

@@ -122,9 +122,8 @@ class Exchange(Dispatching):
         session = self.session
         router = self.router
         return encodeRequestVars(
-            self.head, router.serverName, session.serverPort,
-            session.remoteAddr, session.remotePort, session.https,
-            router.httpVars, session.trustForwarded, self._dechunkedLength,
+            self.head, session.connectionVars, router.httpVars, session.trustForwarded,
+            self._dechunkedLength,
         )
 
     def _headIn(self, protocol) -> "bytes | None":

@@ -22,6 +22,7 @@ from txrouter.trust import AddressSet
 from txrouter.routing.static import StaticForwarder
 from txrouter.spool import SpoolError, checkSpoolDirectory
 from txrouter.wire.http1 import HTTPError, RequestHeadParser
+from txrouter.wire.http2uwsgi import encodeConnectionVars
 from txrouter.wire.responses import errorResponse
 
 log = Logger(namespace="txrouter.http")
@@ -170,6 +171,9 @@ class HTTPSession(Protocol):
         self.serverPort = b"%d" % host.port if getattr(host, "port", None) else b""
         self.trustForwarded = bool(peerHost) and router.trusted.contains(peerHost)
         self.https = ISSLTransport.providedBy(self.transport)
+        self.connectionVars = encodeConnectionVars(
+            router.serverName, self.serverPort, self.remoteAddr, self.remotePort, self.https,
+        )
         self._arm(router.headersTimeout, self._headTimedOut)
 
     def connectionLost(self, reason) -> None:

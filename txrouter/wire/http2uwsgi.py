@@ -77,13 +77,33 @@ def _varKey(name: bytes):
     return result
 
 
-def encodeRequestVars(
-    head,
+def encodeConnectionVars(
     serverName: bytes,
     serverPort: bytes,
     remoteAddr: bytes,
     remotePort: bytes,
     https: bool = False,
+) -> bytes:
+    """
+    Encode the vars that are the same for every request of one client
+    connection (C{SCRIPT_NAME} to C{REMOTE_PORT}, in uWSGI's order), once
+    per connection, for L{encodeRequestVars}.
+    """
+    u16 = _packU16
+    return b"".join([
+        _SCRIPT_NAME,
+        _SERVER_NAME, u16(len(serverName)), serverName,
+        _SERVER_PORT, u16(len(serverPort)), serverPort,
+        _UWSGI_ROUTER,
+        _HTTPS if https else b"",
+        _REMOTE_ADDR, u16(len(remoteAddr)), remoteAddr,
+        _REMOTE_PORT, u16(len(remotePort)), remotePort,
+    ])
+
+
+def encodeRequestVars(
+    head,
+    connectionVars: bytes,
     extraVars=(),
     trustForwarded: bool = False,
     contentLength: "bytes | None" = None,
@@ -95,6 +115,8 @@ def encodeRequestVars(
     bounded well below that.
 
     @param head: a L{txrouter.wire.http1.RequestHead}.
+    @param connectionVars: the connection's vars, from
+        L{encodeConnectionVars}.
     @param extraVars: C{(key, value)} pairs appended last (C{--http-var}).
     @param trustForwarded: keep the client's C{X-Forwarded-*} headers.
     @param contentLength: when not L{None}, the body was de-chunked by the
@@ -115,6 +137,8 @@ def encodeRequestVars(
             _PATH_INFO, u16(len(pathInfo)), pathInfo,
             _REQUEST_URI, u16(len(target)), target,
             _QUERY_STRING, u16(len(query)), query,
+            _SERVER_PROTOCOL, u16(len(version)), version,
+            connectionVars,
         ]
     else:
         pieces = [
@@ -122,20 +146,9 @@ def encodeRequestVars(
             _REQUEST_URI, u16(len(target)), target,
             _PATH_INFO, u16(len(pathInfo)), pathInfo,
             _EMPTY_QUERY_STRING,
+            _SERVER_PROTOCOL, u16(len(version)), version,
+            connectionVars,
         ]
-    pieces += [
-        _SERVER_PROTOCOL, u16(len(version)), version,
-        _SCRIPT_NAME,
-        _SERVER_NAME, u16(len(serverName)), serverName,
-        _SERVER_PORT, u16(len(serverPort)), serverPort,
-        _UWSGI_ROUTER,
-    ]
-    if https:
-        pieces.append(_HTTPS)
-    pieces += [
-        _REMOTE_ADDR, u16(len(remoteAddr)), remoteAddr,
-        _REMOTE_PORT, u16(len(remotePort)), remotePort,
-    ]
 
     values = {}
     for name, value in head.headers:
