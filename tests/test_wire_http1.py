@@ -291,6 +291,14 @@ def test_the_one_match_path_and_the_line_by_line_path_agree(pieces, prefix):
     assert fast == slow
 
 
+def test_bare_cr_or_lf_in_a_response_head_is_refused():
+    for raw in (b"HTTP/1.1 200 OK\r\nX-A: b\nX-Injected: 1\r\n\r\n",
+                b"HTTP/1.1 200 OK\r\nX-A: b\rc\r\n\r\n"):
+        with pytest.raises(HTTPError) as e:
+            ResponseHeadParser().feed(raw)
+        assert e.value.status == 502
+
+
 @settings(max_examples=300)
 @given(st.binary(max_size=400), st.integers(1, 50))
 def test_fuzz_only_http_errors(data, step):

@@ -413,7 +413,12 @@ class ResponseHeadParser:
         return self._parse(buf[: end + 4])
 
     def _parse(self, raw: bytes) -> ResponseHead:
-        lines = raw[:-4].split(b"\r\n")
+        block = raw[:-4]
+        if block.count(b"\n") != block.count(b"\r\n") or block.count(b"\r") != block.count(b"\n"):
+            # Relayed as it is, a lone CR or LF could end a line for the
+            # client where it did not for the router.
+            raise _badResponse("bare CR or LF in the response head")
+        lines = block.split(b"\r\n")
         match = _STATUS_LINE.match(lines[0])
         if match is None:
             raise _badResponse(f"malformed status line {lines[0][:60]!r}")
