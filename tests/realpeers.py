@@ -246,13 +246,29 @@ class Process:
         """
         SIGTERM to the PID, then SIGKILL if it is still there after
         C{timeout} seconds.  Returns the exit status.
+
+        A uWSGI 2.0.21 master stopped a moment after it started sometimes
+        waits for ever for a worker that missed its stop request (seen in
+        a quarter of the stops within a second of start-up), so every
+        2.5 s the process's children are told to stop directly (SIGINT);
+        the master then ends as usual.
         """
         if self.alive():
             os.kill(self.pid, signal.SIGTERM)
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                pass
+            deadline = time.monotonic() + timeout
+            while True:
+                left = deadline - time.monotonic()
+                try:
+                    self.popen.wait(max(min(2.5, left), 0))
+                    break
+                except subprocess.TimeoutExpired:
+                    if left <= 2.5:
+                        break
+                for child in self.children():
+                    try:
+                        os.kill(child, signal.SIGINT)
+                    except ProcessLookupError:
+                        pass
         return self.kill()
 
     def kill(self) -> int:

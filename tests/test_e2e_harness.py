@@ -22,6 +22,7 @@ from tests.realpeers import (
     uwsgi_http_router,
     uwsgi_worker,
     wait_for_unix,
+    wait_until,
 )
 
 pytestmark = pytest.mark.e2e
@@ -100,8 +101,9 @@ def test_stop_by_pid(tmp_path):
     """
     sock = str(tmp_path / "app.sock")
     worker = uwsgi_worker(tmp_path, sock, processes=2)
+    # The master binds the socket before it forks its workers.
+    wait_until(lambda: len(worker.children()) == 2, "two workers", 10, worker)
     children = worker.children()
-    assert len(children) == 2
     started = time.monotonic()
     worker.stop(timeout=10)
     assert time.monotonic() - started < 12
