@@ -12,10 +12,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from twisted.internet.task import Clock
-from twisted.logger import globalLogPublisher
 from twisted.python import usage
 
 from tests.captures import packets
+from tests.logs import named
 from txrouter.subscription.client import (
     SubscriberService,
     nodeSubscription,
@@ -62,18 +62,6 @@ def clock():
     clock = Clock()
     clock.advance(CAPTURE_TIME + 0.25)
     return clock
-
-
-@pytest.fixture
-def events():
-    captured = []
-    globalLogPublisher.addObserver(captured.append)
-    yield captured
-    globalLogPublisher.removeObserver(captured.append)
-
-
-def named(events, name):
-    return [e for e in events if e.get("event") == name]
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from twisted.internet.task import Clock
-from twisted.logger import globalLogPublisher
 from zope.interface.verify import verifyObject
 
 from tests.captures import FIXTURES, load, packets
+from tests.logs import named
 from txrouter.routing.admission import AddressPolicy
 from txrouter.routing.interfaces import IAvailability, IForwarder, NoNodeForKey
 from txrouter.routing.subscriptions import (
@@ -37,21 +37,6 @@ def clock():
     clock = Clock()
     clock.advance(START)
     return clock
-
-
-@pytest.fixture
-def events():
-    """
-    The log events emitted during the test.
-    """
-    captured = []
-    globalLogPublisher.addObserver(captured.append)
-    yield captured
-    globalLogPublisher.removeObserver(captured.append)
-
-
-def named(events, name):
-    return [e for e in events if e.get("event") == name]
 
 
 def sub(key=b"a.local", address=b"127.0.0.1:3031", **fields):

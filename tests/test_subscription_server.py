@@ -12,9 +12,10 @@ from hypothesis import strategies as st
 from twisted.application.service import MultiService
 from twisted.internet import reactor as realReactor
 from twisted.internet.task import Clock, deferLater
-from twisted.logger import LogLevel, globalLogPublisher
+from twisted.logger import LogLevel
 
 from tests.captures import packets
+from tests.logs import named
 from txrouter.routing.admission import AddressPolicy
 from txrouter.routing.subscriptions import SubscriptionRegistry
 from txrouter.subscription.addresses import parseDatagramAddress
@@ -37,18 +38,6 @@ def clock():
     clock = Clock()
     clock.advance(1795480954.5)
     return clock
-
-
-@pytest.fixture
-def events():
-    captured = []
-    globalLogPublisher.addObserver(captured.append)
-    yield captured
-    globalLogPublisher.removeObserver(captured.append)
-
-
-def named(events, name):
-    return [e for e in events if e.get("event") == name]
 
 
 def announce(key=b"a.local", address=b"127.0.0.1:3031", **fields) -> bytes:

@@ -9,7 +9,6 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from twisted.internet.testing import MemoryReactorClock
-from twisted.logger import globalLogPublisher
 from twisted.python.usage import UsageError
 
 from txrouter.routing.admission import SOURCE, parseNetwork
@@ -80,14 +79,6 @@ class StoppingPort:
 
     def stopListening(self):
         self.protocol.doStop()
-
-
-@pytest.fixture
-def events():
-    captured = []
-    globalLogPublisher.addObserver(captured.append)
-    yield captured
-    globalLogPublisher.removeObserver(captured.append)
 
 
 def test_stopping_the_router_leaves_no_call_pending(tmp_path, events):
