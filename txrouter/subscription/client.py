@@ -212,26 +212,16 @@ class SubscriberService(Service):
         key,
         address,
         frequency: float = DEFAULT_FREQUENCY,
-        weight: int = 0,
-        modifier1: int = 0,
-        modifier2: int = 0,
-        backup=None,
-        cores: int = 1,
         sign=None,
-        notify=None,
-        sni_key=None,
-        sni_crt=None,
-        sni_ca=None,
-        algo=None,
-        proto: str = "uwsgi",
         sender=None,
+        **fields,
     ) -> None:
         """
         @param reactor: an C{IReactorTime}: the announces' timer and the
             clock of the signed C{unix}.
         @param servers: the subscription servers, L{DatagramAddress}es or
             text (C{ip:port}, C{/path}, C{@name}); at least one.
-        @param key: see L{nodeSubscription}, as the other announce fields.
+        @param key: see L{nodeSubscription}.
         @param address: see L{nodeSubscription}.
         @param frequency: seconds between announces (uWSGI's
             C{--subscribe-freq}); keep it well under the routers'
@@ -241,9 +231,14 @@ class SubscriberService(Service):
         @param sender: what sends the datagrams (C{send(datagram,
             address)}, raising C{OSError}); a L{DatagramSender} of this
             service's own if L{None}.
+        @param fields: the announce's other fields, the keyword arguments
+            of L{nodeSubscription} (C{weight}, C{modifier1}, C{modifier2},
+            C{backup}, C{cores}, C{notify}, C{sni_key}, C{sni_crt},
+            C{sni_ca}, C{algo}, C{proto}).
         @raise ValueError: no server, a bad server address, a bad announce
             (L{nodeSubscription}), a frequency not above 0, or a signing
             key that cannot sign.
+        @raise TypeError: a field L{nodeSubscription} does not know.
         """
         servers = [
             s if isinstance(s, DatagramAddress) else parseDatagramAddress(s) for s in servers
@@ -252,11 +247,7 @@ class SubscriberService(Service):
             raise ValueError("no subscription server to announce to")
         if not frequency > 0:
             raise ValueError(f"the frequency must be above 0 seconds, not {frequency!r}")
-        self.subscription = nodeSubscription(
-            key, address, weight=weight, modifier1=modifier1, modifier2=modifier2,
-            backup=backup, cores=cores, notify=notify, sni_key=sni_key, sni_crt=sni_crt,
-            sni_ca=sni_ca, algo=algo, proto=proto,
-        )
+        self.subscription = nodeSubscription(key, address, **fields)
         self._signer = None
         if sign is not None:
             digest, privateKeyPEM = sign
