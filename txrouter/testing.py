@@ -85,14 +85,12 @@ class _UwsgiWSGIProtocol(Protocol):
         self.transport.loseConnection()
 
 
-class UwsgiWSGIBackend(ServerFactory):
+class _WSGIBackend(ServerFactory):
     """
-    A uwsgi server running a WSGI application, one request per connection.
+    What the backends share: the application, the requests received, the
+    connections made, and holding answers back.
 
-    @ivar requests: C{(vars, body, packet)} of each request received, where
-        C{vars} is a dict of the var bytes.
-    @ivar hold: when true, requests are parsed but not answered until
-        C{protocol.respond()} is called (see L{pending}).
+    @cvar protocol: the protocol class, built with the factory.
     """
 
     noisy = False
@@ -104,9 +102,22 @@ class UwsgiWSGIBackend(ServerFactory):
         self.connections = []
 
     def buildProtocol(self, addr):
-        protocol = _UwsgiWSGIProtocol(self)
+        protocol = self.protocol(self)
         self.connections.append(protocol)
         return protocol
+
+
+class UwsgiWSGIBackend(_WSGIBackend):
+    """
+    A uwsgi server running a WSGI application, one request per connection.
+
+    @ivar requests: C{(vars, body, packet)} of each request received, where
+        C{vars} is a dict of the var bytes.
+    @ivar hold: when true, requests are parsed but not answered until
+        C{protocol.respond()} is called (see L{pending}).
+    """
+
+    protocol = _UwsgiWSGIProtocol
 
     def pending(self):
         """
@@ -267,7 +278,7 @@ class _HTTPWSGIProtocol(Protocol):
             self.transport.loseConnection()
 
 
-class HTTPWSGIBackend(ServerFactory):
+class HTTPWSGIBackend(_WSGIBackend):
     """
     An HTTP/1.1 server running a WSGI application, as gunicorn or
     C{twisted.web} would, for the HTTP router's HTTP nodes.  Requests are
@@ -283,20 +294,12 @@ class HTTPWSGIBackend(ServerFactory):
         connection (a server does so anyway when the request says close).
     """
 
-    noisy = False
+    protocol = _HTTPWSGIProtocol
 
     def __init__(self, application=echoApplication) -> None:
-        self.application = application
-        self.requests = []
+        super().__init__(application)
         self.errors = []
-        self.hold = False
         self.closeAlways = False
-        self.connections = []
-
-    def buildProtocol(self, addr):
-        protocol = _HTTPWSGIProtocol(self)
-        self.connections.append(protocol)
-        return protocol
 
     def pending(self):
         """
