@@ -10,7 +10,6 @@ by PID (through L{tests.realpeers.Process}).
 import json
 import os
 import pathlib
-import re
 import socket
 import threading
 import time
@@ -68,16 +67,6 @@ def subscribing_worker(tmp_path, socket_address: str, subscriptions, name: str,
             process.stop()
             raise
     return process
-
-
-def bound_port(worker: Process, timeout: float = 20.0) -> int:
-    """
-    The port a uWSGI worker started with a port-0 C{--socket} was given,
-    from its log (C{bound to TCP address 0.0.0.0:PORT (port auto-assigned)}).
-    """
-    pattern = re.compile(r"bound to TCP address \S+:(\d+) \(port auto-assigned\)")
-    wait_until(lambda: pattern.search(worker.log()), "the bound port", timeout, worker)
-    return int(pattern.search(worker.log()).group(1))
 
 
 def txrouter(tmp_path, kind: str, port: int, args, timeout: float = 20.0) -> Process:

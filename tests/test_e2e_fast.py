@@ -18,7 +18,6 @@ import json
 import os
 import pathlib
 import signal
-import socket
 import threading
 
 import pytest

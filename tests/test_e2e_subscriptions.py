@@ -24,7 +24,6 @@ from tests.subpeers import (
     RecordingBackend,
     answer,
     ask,
-    bound_port,
     free_udp_port,
     read_all,
     stats,
@@ -119,25 +118,29 @@ def test_routing_by_key_port0_and_port_only_addresses(tmp_path, kind):
 @pytest.mark.parametrize("policy", [[], ["--subscription-node-network", "0.0.0.0/0"]])
 def test_a_worker_on_every_interface_is_reached_on_its_own_host(tmp_path, policy):
     """
-    uWSGI with --socket 0.0.0.0:0 announces 0.0.0.0:PORT with the port it
-    was given; uWSGI's router would connect to 0.0.0.0:PORT, its own host.
-    txrouter takes it, with the default address policy as with 0.0.0.0/0,
-    as the subscriber's own address, routes to it, and the unsubscribe of
-    SIGINT removes that node.
+    uWSGI with --socket 0.0.0.0:PORT announces 0.0.0.0:PORT; uWSGI's router
+    would connect to 0.0.0.0:PORT, its own host.  txrouter takes it, with
+    the default address policy as with 0.0.0.0/0, as the subscriber's own
+    address, routes to it, and the unsubscribe of SIGINT removes that node.
+
+    (The worker listens on 127.0.0.1 and announces 0.0.0.0:PORT with
+    --subscribe2 addr=, the same datagram, so that the test stays on the
+    loopback interface.)
     """
-    udp, port = free_udp_port(), free_port()
+    udp, port, workerPort = free_udp_port(), free_port(), free_port()
     with txrouter(tmp_path, "fast", port, ["--subscription-server", f"127.0.0.1:{udp}", *policy]) as router, \
             DatagramTee(udp) as tee:
-        subscription = ["--subscribe-to", f"127.0.0.1:{tee.port}:any.local"]
-        with subscribing_worker(tmp_path, "0.0.0.0:0", subscription, "any", wait=False) as worker:
-            node = f"127.0.0.1:{bound_port(worker)}"
+        subscription = ["--subscribe2",
+                        f"server=127.0.0.1:{tee.port},key=any.local,addr=0.0.0.0:{workerPort}"]
+        with subscribing_worker(tmp_path, f"127.0.0.1:{workerPort}", subscription, "any") as worker:
+            node = f"127.0.0.1:{workerPort}"
             joined(router, "any.local", node)
             assert ask("fast", port, "any.local") == "any"
             worker.signal(signal.SIGINT)
             worker.wait(10)
             wait_for_log(router, f"any.local => removed node: {node} (unsubscribed)", timeout=5)
         announced = {announce.address for announce, _ in tee.announces()}
-        assert announced == {f"0.0.0.0:{node.rpartition(':')[2]}".encode()}
+        assert announced == {f"0.0.0.0:{workerPort}".encode()}
         assert ask("fast", port, "any.local") == 404
         assert "subscription_refused" not in router.log()
 
