@@ -337,3 +337,44 @@ def test_tcp_nodes(tmp_path):
     connectNode(reactor, node, refused)
     yield deadline(refused.failed)
     assert refused.reason.check(ConnectError)
+
+
+@pytest_twisted.inlineCallbacks
+def test_requests_leave_no_reference_cycles(tmp_path):
+    """
+    What requests through the HTTP router allocate (the exchange, its
+    retry plan, the node connection, its timer) is freed as soon as each
+    is over, by reference counting: nothing waits for the garbage
+    collector's cycle search, which would cost every request CPU time.
+    """
+    import gc
+
+    from txrouter.routers.exchange import Exchange
+    from txrouter.routers.http import HTTPRouter
+    from txrouter.routing.retry import RetryPlan
+    from txrouter.testing import UwsgiWSGIBackend
+    from txrouter.timers import IdleTimer
+    from txrouter.upstream import Upstream
+
+    path = str(tmp_path / "app.sock")
+    backendPort = yield serverFromString(reactor, f"unix:{path}").listen(UwsgiWSGIBackend())
+    router = HTTPRouter(reactor, [parseNode(path)], keepalive=5)
+    routerPort = yield serverFromString(listeningReactor(reactor), "tcp:0:interface=127.0.0.1").listen(router)
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        client = Collector()
+        reactor.connectTCP("127.0.0.1", routerPort.getHost().port, OneProtocolFactory(client))
+        yield deadline(client.made)
+        request = b"POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\n\r\nbody"
+        client.transport.write(request * 2 + request.replace(b"Host: h", b"Host: h\r\nConnection: close"))
+        received = yield deadline(client.done)
+        assert received.count(b"HTTP/1.1 200 OK") == 3
+        gc.collect()
+        kinds = (Exchange, RetryPlan, IdleTimer, Upstream, transports._UNIXUpstream)
+        assert [o for o in gc.garbage if isinstance(o, kinds)] == []
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        yield routerPort.stopListening()
+        yield backendPort.stopListening()

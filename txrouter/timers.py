@@ -153,12 +153,18 @@ class IdleTimer:
     def _expire(self) -> None:
         self._group = None
         self.expired = True
-        self._onIdle()
+        onIdle, self._onIdle = self._onIdle, None
+        onIdle()
 
     def cancel(self) -> None:
         """
         Stop the timer; safe to call more than once.
+
+        The callback is forgotten: it is usually a method of the timer's
+        owner, which holds the timer, and the two would otherwise be left
+        for the garbage collector's cycle search.
         """
+        self._onIdle = None
         group, self._group = self._group, None
         if group is not None:
             group.discard(self)
