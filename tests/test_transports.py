@@ -342,9 +342,9 @@ def test_tcp_nodes(tmp_path):
 @pytest_twisted.inlineCallbacks
 def test_requests_leave_no_reference_cycles(tmp_path):
     """
-    What requests through the HTTP router allocate (the exchange, its
-    retry plan, the node connection, its timer) is freed as soon as each
-    is over, by reference counting: nothing waits for the garbage
+    What requests through either router allocate (the exchange or
+    session, its retry plan, the node connection, its timer) is freed as
+    soon as each is over, by reference counting: nothing waits for the garbage
     collector's cycle search, which would cost every request CPU time.
     """
     import gc
@@ -356,25 +356,38 @@ def test_requests_leave_no_reference_cycles(tmp_path):
     from txrouter.timers import IdleTimer
     from txrouter.upstream import Upstream
 
+    from txrouter.routers.fast import FastRouter, FastSession
+    from txrouter.wire.uwsgi import encodePacket
+
     path = str(tmp_path / "app.sock")
     backendPort = yield serverFromString(reactor, f"unix:{path}").listen(UwsgiWSGIBackend())
-    router = HTTPRouter(reactor, [parseNode(path)], keepalive=5)
-    routerPort = yield serverFromString(listeningReactor(reactor), "tcp:0:interface=127.0.0.1").listen(router)
+    http = HTTPRouter(reactor, [parseNode(path)], keepalive=5)
+    fast = FastRouter(reactor, [parseNode(path)])
+    ports = []
+    for router in (http, fast):
+        ports.append((yield serverFromString(
+            listeningReactor(reactor), "tcp:0:interface=127.0.0.1").listen(router)))
+    request = b"POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\n\r\nbody"
+    requests = [
+        request * 2 + request.replace(b"Host: h", b"Host: h\r\nConnection: close"),
+        encodePacket([(b"HTTP_HOST", b"h"), (b"CONTENT_LENGTH", b"4")]) + b"body",
+    ]
     gc.collect()
     gc.set_debug(gc.DEBUG_SAVEALL)
     try:
-        client = Collector()
-        reactor.connectTCP("127.0.0.1", routerPort.getHost().port, OneProtocolFactory(client))
-        yield deadline(client.made)
-        request = b"POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\n\r\nbody"
-        client.transport.write(request * 2 + request.replace(b"Host: h", b"Host: h\r\nConnection: close"))
-        received = yield deadline(client.done)
-        assert received.count(b"HTTP/1.1 200 OK") == 3
+        for port, data, responses in zip(ports, requests, (3, 1)):
+            client = Collector()
+            reactor.connectTCP("127.0.0.1", port.getHost().port, OneProtocolFactory(client))
+            yield deadline(client.made)
+            client.transport.write(data)
+            received = yield deadline(client.done)
+            assert received.count(b"HTTP/1.1 200 OK") == responses
         gc.collect()
-        kinds = (Exchange, RetryPlan, IdleTimer, Upstream, transports._UNIXUpstream)
+        kinds = (Exchange, FastSession, RetryPlan, IdleTimer, Upstream, transports._UNIXUpstream)
         assert [o for o in gc.garbage if isinstance(o, kinds)] == []
     finally:
         gc.set_debug(0)
         gc.garbage.clear()
-        yield routerPort.stopListening()
+        for port in ports:
+            yield port.stopListening()
         yield backendPort.stopListening()
