@@ -96,9 +96,11 @@ def test_subscriber_usage_errors_stop_twistd(tmp_path):
       "--post-buffering-dir"),
      ("txrouter-http", ("--to", "/x.sock", "--spool-dir", "{missing}"), "--spool-dir"),
      ("txrouter-fast", ("--to", "/x.sock", "--stats", "tcp:9191:colour=blue"), "--stats"),
-     ("txrouter-http", ("--to", "/x.sock", "--stats", "ssl:9191:privateKey={missing}"), "--stats")],
+     ("txrouter-http", ("--to", "/x.sock", "--stats", "ssl:9191:privateKey={missing}"), "--stats"),
+     ("txrouter-http", ("--to", "/x.sock", "--bind", "ssl:0:privateKey={missing}"), "--bind"),
+     ("txrouter-fast", ("--to", "/x.sock", "--bind", "tcp:port=http"), "--bind")],
 )
-def test_unusable_directories_and_stats_addresses_are_usage_errors(tmp_path, plugin, args, option):
+def test_unusable_directories_and_addresses_are_usage_errors(tmp_path, plugin, args, option):
     """
     twistd stops with a message that names the option, not a traceback.
     """

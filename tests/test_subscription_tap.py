@@ -3,11 +3,14 @@ The subscription options of every router build the registry, its servers
 and federation they describe.
 """
 
+import datetime
 from unittest.mock import Mock
 
 import pytest
-from cryptography.hazmat.primitives import serialization
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.usage import UsageError
 
@@ -22,6 +25,25 @@ def build(module, *args, bind="tcp:3017:interface=127.0.0.1"):
     options = module.Options()
     options.parseOptions(["--bind", bind, *args])
     return module.makeService(options, MemoryReactorClock())
+
+
+def selfSignedPEM() -> bytes:
+    """
+    A private key and a self-signed certificate for it, in one PEM file.
+    """
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "txrouter")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(1)
+        .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ) + certificate.public_bytes(serialization.Encoding.PEM)
 
 
 def children(service, kind):
@@ -175,15 +197,18 @@ def test_every_option_reaches_the_registry(tmp_path):
     assert children(service, SenderCloser)[0].sender is resubscriber.sender
 
 
-def test_resubscribe_address():
+def test_resubscribe_address(tmp_path):
     service = build(fast, "--subscription-server", ":7000", "--resubscribe", "127.0.0.1:7001",
                     "--resubscribe-address", "10.0.0.5:3017")
     [listener] = children(service, DatagramListener)
     assert listener.protocol.resubscriber.address == b"10.0.0.5:3017"
     assert listener.protocol.resubscriber.proto is None
+    # A TLS listener has no address a uWSGI router could forward to.
+    pem = tmp_path / "server.pem"
+    pem.write_bytes(selfSignedPEM())
     with pytest.raises(UsageError, match="--resubscribe-address"):
         build(fast, "--subscription-server", ":7000", "--resubscribe", "127.0.0.1:7001",
-              bind="ssl:443:privateKey=k.pem")
+              bind=f"ssl:443:privateKey={pem}")
 
 
 @pytest.mark.parametrize("args, message", [

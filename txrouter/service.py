@@ -4,9 +4,9 @@ A router as a Twisted service: its listeners, cheap mode, a graceful stop.
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import maybeDeferred, succeed
-from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 
+from txrouter.endpoints import parseServerEndpoint
 from txrouter.routing.interfaces import IAvailability
 from txrouter.stats.document import statsDocument
 from txrouter.stats.server import StatsFactory, statsEndpoint
@@ -100,7 +100,7 @@ class RouterService(MultiService):
         self.gracefulTimeout = graceful_timeout
         self.listeners = []
         for description in binds:
-            listener = Listener(serverFromString(listeningReactor(reactor), description), router)
+            listener = Listener(parseServerEndpoint(listeningReactor(reactor), description), router)
             listener.setServiceParent(self)
             self.listeners.append(listener)
         self.cheap = False

@@ -4,9 +4,9 @@ The stats listener: on each connection, write the stats document and close
 answer it as HTTP (uWSGI's C{--stats-http}).
 """
 
-from twisted.internet.endpoints import serverFromString
 from twisted.internet.protocol import Protocol, ServerFactory
 
+from txrouter.endpoints import parseServerEndpoint
 from txrouter.stats.document import encodeStats
 
 #: Longest request head read in HTTP mode.
@@ -55,21 +55,13 @@ def statsEndpoint(reactor, address: str):
     @raise ValueError: C{address} names no endpoint; the message quotes it
         and says why.
     """
-    if address:
-        try:
-            return serverFromString(reactor, uwsgiAddressToEndpoint(address))
-        except Exception as e:
-            # Twisted's parsers raise what their arguments raise: ValueError
-            # for a bad number, TypeError for an unknown parameter, OSError
-            # for a missing certificate, IndexError for a missing systemd
-            # descriptor...  All mean the same to the user.
-            reason = str(e) or type(e).__name__
-    else:
-        reason = "empty"
-    raise ValueError(
-        f"{address!r} is not a listening address ({reason}); give an endpoint"
-        " string (tcp:9191, unix:/run/r.stats), host:port or a path"
-    )
+    try:
+        return parseServerEndpoint(reactor, address and uwsgiAddressToEndpoint(address))
+    except ValueError as e:
+        raise ValueError(
+            f"{address!r} is not a listening address ({e}); give an endpoint"
+            " string (tcp:9191, unix:/run/r.stats), host:port or a path"
+        ) from None
 
 
 class _StatsProtocol(Protocol):

@@ -11,6 +11,7 @@ import signal
 from twisted.application.service import Service
 from twisted.python import usage
 
+from txrouter.endpoints import checkServerEndpoint
 from txrouter.routing.admission import (
     DEFAULT_PORTS,
     SOURCE,
@@ -188,6 +189,7 @@ class RouterOptions(usage.Options):
         """
         Listen on this Twisted server endpoint (repeatable), e.g. tcp:8080.
         """
+        _parsed(checkServerEndpoint, description, "--bind")
         self["bind"].append(description)
 
     def opt_to(self, address: str) -> None:
@@ -318,20 +320,18 @@ class RouterOptions(usage.Options):
             self["resubscribe-sign"] = (digest, pem)
         if self["resubscribe"] and not self["subscription-server"]:
             raise usage.UsageError("--resubscribe needs a --subscription-server")
+        if self["resubscribe"] and not self["resubscribe-address"]:
+            first = self["bind"][0] if self["bind"] else None
+            self["resubscribe-address"] = first and uwsgiAddressOfEndpoint(first)
+            if not self["resubscribe-address"]:
+                raise usage.UsageError(
+                    "--resubscribe: the first --bind has no uWSGI address;"
+                    " give --resubscribe-address"
+                )
 
 
 def _checkStatsAddress(address: str) -> None:
-    """
-    Parse a C{--stats} address as the router will, on a reactor that binds
-    nothing: twistd reports a usage error raised here, but only a
-    traceback for one raised by C{makeService}.
-
-    @raise ValueError: it is not a listening address.
-    """
-    # Imported here: it is only needed with --stats, and it brings trial.
-    from twisted.internet.testing import MemoryReactor
-
-    statsEndpoint(MemoryReactor(), address)
+    checkServerEndpoint(address, statsEndpoint)
 
 
 def _listenAddress(address: str):
@@ -472,15 +472,9 @@ def subscriptionForwarder(options, reactor):
         sender = DatagramSender()
     resubscriber = None
     if options["resubscribe"]:
-        address = options["resubscribe-address"] or (
-            uwsgiAddressOfEndpoint(options["bind"][0]) if options["bind"] else None
-        )
-        if not address:
-            raise usage.UsageError(
-                "--resubscribe: the first --bind has no uWSGI address; give --resubscribe-address"
-            )
         resubscriber = Resubscriber(
-            reactor, options["resubscribe"], address, sender, options["resubscribe-sign"] or None,
+            reactor, options["resubscribe"], options["resubscribe-address"], sender,
+            options["resubscribe-sign"] or None,
             proto=options.listenerProto,
         )
     services = subscriptionServices(
