@@ -1,5 +1,5 @@
 """
-The FastRouter built from Python: run with `twistd -ny examples/fast.tac`.
+The FastRouter built from Python: run with `twistd -r txrouter -ny examples/fast.tac`.
 
 nginx passes requests to it (`uwsgi_pass 127.0.0.1:3017;` with Debian's
 uwsgi_params), and it routes them by host to each application's uWSGI

@@ -1,5 +1,5 @@
 """
-The HTTP router built from Python: run with `twistd -ny examples/router.tac`.
+The HTTP router built from Python: run with `twistd -r txrouter -ny examples/router.tac`.
 
 This is the same router as
 

@@ -47,6 +47,8 @@ def test_twistd_lists_the_plugins():
     assert "txrouter-http" in result.stdout
     assert "txrouter-fast" in result.stdout
     assert "txrouter-subscribe" in result.stdout
+    reactors = twistd("--help-reactors").stdout
+    assert any(line.split() and line.split()[0] == "txrouter" for line in reactors.splitlines())
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ Importing this file must stay cheap (twistd imports every plugin to list
 them), so the routers' modules are only named here, loaded on use.
 """
 
+from twisted.application.reactors import Reactor
 from twisted.application.service import ServiceMaker
 
 txrouterHTTP = ServiceMaker(
@@ -26,4 +27,10 @@ txrouterSubscribe = ServiceMaker(
     "txrouter.tap.subscribe",
     "Announce a backend to subscription servers (uwsgi --subscribe-to / --subscribe2).",
     "txrouter-subscribe",
+)
+
+txrouterReactor = Reactor(
+    "txrouter",
+    "txrouter.reactor",
+    "epoll with lean event dispatch (what the txrouter plugins run on).",
 )

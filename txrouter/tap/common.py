@@ -7,6 +7,7 @@ uWSGI picks the first configured mapper and silently ignores the others
 """
 
 import signal
+import sys
 
 from twisted.application.service import Service
 from twisted.python import usage
@@ -332,6 +333,24 @@ class RouterOptions(usage.Options):
 
 def _checkStatsAddress(address: str) -> None:
     checkServerEndpoint(address, statsEndpoint)
+
+
+def runningReactor():
+    """
+    The global reactor for twistd to run a plugin's service on: if no
+    reactor is installed yet (twistd was given no C{--reactor}), first
+    install L{txrouter.reactor.RouterReactor} where epoll exists.
+    """
+    if "twisted.internet.reactor" not in sys.modules:
+        try:
+            from txrouter.reactor import install
+        except ImportError:
+            pass
+        else:
+            install()
+    from twisted.internet import reactor
+
+    return reactor
 
 
 def _listenAddress(address: str):

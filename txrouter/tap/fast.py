@@ -7,7 +7,9 @@ C{--use-pattern}); see C{docs/fastrouter.md}.
 """
 
 from txrouter.routers.fast import FastRouter
-from txrouter.tap.common import RouterOptions, count, routerService, routingArguments
+from txrouter.tap.common import (
+    RouterOptions, count, routerService, routingArguments, runningReactor,
+)
 from txrouter.wire.uwsgi import MAX_DATASIZE
 
 
@@ -43,7 +45,7 @@ def makeService(options, reactor=None):
     Build the FastRouter service described by parsed L{Options}.
     """
     if reactor is None:
-        from twisted.internet import reactor
+        reactor = runningReactor()
     arguments, services = routingArguments(options, reactor)
     router = FastRouter(
         reactor,

@@ -12,7 +12,9 @@ from twisted.python import usage
 
 from txrouter.accesslog import AccessLog
 from txrouter.routers.http import HTTPRouter
-from txrouter.tap.common import RouterOptions, byte, count, positive, routerService, routingArguments
+from txrouter.tap.common import (
+    RouterOptions, byte, count, positive, routerService, routingArguments, runningReactor,
+)
 
 
 class Options(RouterOptions):
@@ -148,7 +150,7 @@ def makeService(options, reactor=None):
     Build the router service described by parsed L{Options}.
     """
     if reactor is None:
-        from twisted.internet import reactor
+        reactor = runningReactor()
     accessLog = None
     if options["access-log"]:
         path = options["access-log"]

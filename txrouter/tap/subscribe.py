@@ -19,7 +19,7 @@ from txrouter.subscription.client import (
     nodeSubscription,
     readSigningKey,
 )
-from txrouter.tap.common import algorithm, byte, count
+from txrouter.tap.common import algorithm, byte, count, runningReactor
 
 
 def protocol(value: str) -> str:
@@ -145,7 +145,7 @@ def makeService(options, reactor=None):
     The L{SubscriberService} described by parsed L{Options}.
     """
     if reactor is None:
-        from twisted.internet import reactor
+        reactor = runningReactor()
     return SubscriberService(
         reactor,
         options["subscribe-to"],

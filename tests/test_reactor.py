@@ -1,0 +1,222 @@
+"""
+L{txrouter.reactor.RouterReactor} is an epoll reactor: Twisted's own reactor
+conformance tests run against it, with the two it answers differently
+replaced by tests of what it does instead; errors escaping a dispatch are
+logged and the loop goes on; and the router plugins run on it unless told
+otherwise.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+from unittest import SkipTest
+
+import pytest
+
+from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
+from twisted.internet.test import (
+    test_core, test_fdset, test_tcp, test_threads, test_time, test_udp, test_unix,
+)
+from twisted.internet.test.connectionmixins import ConnectableProtocol, runProtocolsWithReactor
+from twisted.logger import formatEvent
+from twisted.python import context
+from twisted.python.log import ILogContext
+
+from tests.realpeers import (
+    ROOT, TWISTD_COMMAND, Process, curl, free_port, uwsgi_worker, wait_for_tcp,
+)
+from txrouter.reactor import RouterReactor
+
+_REACTOR = "txrouter.reactor.RouterReactor"
+
+# Twisted's test_badContext gives a legacy context factory on purpose.
+pytestmark = pytest.mark.filterwarnings("ignore:.*does not explicitly provide any OpenSSL")
+
+
+class _Divergences:
+    """
+    What RouterReactor answers differently from Twisted's epoll reactor,
+    on purpose.
+    """
+
+    def test_logPrefix(self):
+        """
+        Transports still name their protocol in C{logPrefix()}, but an event
+        is handled outside any legacy log context (that context is what the
+        dispatch no longer pays for).
+        """
+        class Recording(ConnectableProtocol):
+            def __init__(self, prefix):
+                self._prefix = prefix
+                self.system = self.transportPrefix = None
+
+            def connectionMade(self):
+                self.transport.write(b"a")
+
+            def logPrefix(self):
+                return self._prefix
+
+            def dataReceived(self, data):
+                self.system = context.get(ILogContext)["system"]
+                self.transportPrefix = self.transport.logPrefix()
+                self.transport.write(b"b")
+                if b"b" in data:
+                    self.transport.loseConnection()
+
+        client, server = Recording("Custom Client"), Recording("Custom Server")
+        runProtocolsWithReactor(self, server, client, self.endpoints)
+        assert "Custom Client" in client.transportPrefix
+        assert "Custom Server" in server.transportPrefix
+        assert client.system == server.system == "-"
+
+    def test_datagramLogPrefix(self):
+        """
+        The same for a datagram transport.
+        """
+        reactor = self.buildReactor()
+        seen = []
+
+        class Recording(DatagramProtocol):
+            def logPrefix(self):
+                return "Custom Datagrams"
+
+            def datagramReceived(self, data, address):
+                seen.append((context.get(ILogContext)["system"], self.transport.logPrefix()))
+                reactor.stop()
+
+        port = self.getListeningPort(reactor, Recording())
+        sender = reactor.listenUDP(0, DatagramProtocol(), interface="127.0.0.1")
+        sender.write(b"x", ("127.0.0.1", port.getHost().port))
+        self.runReactor(reactor)
+        assert seen == [("-", "Custom Datagrams (UDP)")]
+
+    def test_lostFileDescriptor(self):
+        # Twisted skips this one for its own epoll reactor, for the reason
+        # it gives; RouterReactor is that reactor.
+        raise SkipTest("'EPollReactor' cannot detect lost file descriptors")
+
+
+def _conformance(builder):
+    """
+    Twisted's test case classes of C{builder}, for RouterReactor only.
+    """
+    replaced = {
+        name: getattr(_Divergences, name)
+        for name in ("test_logPrefix", "test_lostFileDescriptor") if hasattr(builder, name)
+    }
+    if issubclass(builder, test_udp.UDPServerTestsBuilder):
+        replaced["test_logPrefix"] = _Divergences.test_datagramLogPrefix
+    ours = type(builder.__name__, (builder,), {"_reactors": [_REACTOR], **replaced})
+    return ours.makeTestCaseClasses()
+
+
+for _builder in [
+    test_core.SystemEventTestsBuilder,
+    test_time.TimeTestsBuilder,
+    test_threads.ThreadTestsBuilder,
+    test_fdset.ReactorFDSetTestsBuilder,
+    test_tcp.TCPConnectionTestsBuilder,
+    test_tcp.TCP4ClientTestsBuilder,
+    test_tcp.TCPPortTestsBuilder,
+    test_tcp.TCPTransportTestsBuilder,
+    test_tcp.AbortConnectionTests,
+    test_unix.UNIXTestsBuilder,
+    test_unix.UNIXPortTestsBuilder,
+    test_unix.UNIXDatagramTestsBuilder,
+    test_udp.UDPServerTestsBuilder,
+]:
+    globals().update(_conformance(_builder))
+
+
+class _BrokenOnClose(Protocol):
+    def connectionLost(self, reason):
+        raise RuntimeError("connectionLost blew up")
+
+
+def test_an_error_out_of_a_dispatch_is_logged_and_the_loop_goes_on(events):
+    reactor = RouterReactor()
+    broken, peer = socket.socketpair()
+    survivor, survivorPeer = socket.socketpair()
+    received = []
+
+    class Receiving(Protocol):
+        def dataReceived(self, data):
+            received.append(data)
+            reactor.stop()
+
+    for skt, protocol in ((broken, _BrokenOnClose()), (survivor, Receiving())):
+        skt.setblocking(False)
+        transport = reactor.adoptStreamConnection(skt.fileno(), socket.AF_UNIX, _factory(protocol))
+        del transport
+    broken.close()
+    survivor.close()
+    peer.close()  # EOF for the broken one: its connectionLost raises
+    reactor.callLater(0.05, survivorPeer.send, b"still here")
+    reactor.callLater(5, reactor.stop)
+    reactor.run()
+    survivorPeer.close()
+    assert received == [b"still here"]
+    [failure] = [e for e in events if "log_failure" in e]
+    assert failure["log_failure"].check(RuntimeError)
+    assert failure["log_namespace"] == "txrouter.reactor"
+    assert "_BrokenOnClose" in formatEvent(failure)
+
+
+def _factory(protocol):
+    factory = Factory()
+    factory.buildProtocol = lambda address: protocol
+    return factory
+
+
+def _reactorOfMakeService(*before):
+    script = "\n".join([
+        *before,
+        "from txrouter.tap import http",
+        "options = http.Options()",
+        "options.parseOptions(['--bind', 'tcp:0:interface=127.0.0.1', '--to', '/x.sock'])",
+        "http.makeService(options)",
+        "from twisted.internet import reactor",
+        "print(type(reactor).__module__ + '.' + type(reactor).__name__)",
+    ])
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=60, check=True)
+    return result.stdout.strip()
+
+
+def test_the_plugins_install_it_when_no_reactor_is_chosen():
+    assert _reactorOfMakeService() == _REACTOR
+
+
+def test_a_reactor_chosen_before_is_kept():
+    chosen = _reactorOfMakeService("from twisted.internet import pollreactor", "pollreactor.install()")
+    assert chosen == "twisted.internet.pollreactor.PollReactor"
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("reactorArgs, reactorClass", [
+    (["-r", "txrouter"], _REACTOR),
+    ([], "twisted.internet.epollreactor.EPollReactor"),
+])
+def test_the_example_tac_runs_as_documented(tmp_path, reactorArgs, reactorClass):
+    """
+    C{twistd -r txrouter -ny examples/router.tac} (its port and nodes moved
+    here) routes to real uWSGI workers; so does the same without C{-r}, on
+    twistd's own reactor.
+    """
+    port, sock = free_port(), str(tmp_path / "app.sock")
+    tac = tmp_path / "router.tac"
+    tac.write_text((ROOT / "examples" / "router.tac").read_text()
+                   .replace("tcp:8080:", f"tcp:{port}:")
+                   .replace("/tmp/txrouter-demo/app1.sock", sock)
+                   .replace("/tmp/txrouter-demo/app2.sock", sock))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    with uwsgi_worker(tmp_path, sock), Process(
+        [*TWISTD_COMMAND, *reactorArgs, "-n", "--pidfile=", "-y", str(tac)],
+        tmp_path / "router.log", env=env,
+    ) as router:
+        wait_for_tcp(port, process=router)
+        result = curl(f"http://127.0.0.1:{port}/hello")
+        assert result.returncode == 0 and b"/hello" in result.stdout
+        assert f"reactor class: {reactorClass}." in router.log()

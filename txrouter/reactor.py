@@ -1,0 +1,74 @@
+"""
+The reactor twistd runs a router on: Twisted's epoll reactor with a leaner
+dispatch of ready descriptors.
+
+For each descriptor the poller reports, Twisted's epoll reactor calls
+C{log.callWithLogger}: it asks the descriptor for its C{logPrefix()} and
+runs the read or write inside a legacy log context (a dict pushed on a
+thread-local stack) so that a legacy C{log.msg} made meanwhile is tagged
+with that prefix.  A router handles two events per request and logs
+nothing on that path, and what it logs goes through C{twisted.logger},
+which never reads that context; that layer was an eighth of the
+instructions a keep-alive request cost the HTTP router.  L{RouterReactor}
+calls the read or write directly and logs what escapes it, as
+C{callWithLogger} would.
+
+What differs: a legacy log line that Twisted itself writes while handling
+an event (an accept error, a traceback from a protocol) carries the system
+C{-} instead of the transport's log prefix.
+
+The router plugins install it unless twistd's C{--reactor} names another;
+C{twistd --reactor txrouter} picks it for any other application (a
+C{.tac} file, say).
+"""
+
+from twisted.internet.epollreactor import EPollReactor
+from twisted.logger import Logger
+
+__all__ = ["RouterReactor", "install"]
+
+_log = Logger()
+
+
+class RouterReactor(EPollReactor):
+    """
+    An epoll reactor whose events are dispatched without the legacy log
+    context.
+    """
+
+    def doPoll(self, timeout):
+        """
+        Wait up to C{timeout} seconds (for ever if L{None}) for ready
+        descriptors and handle each.
+        """
+        try:
+            events = self._poller.poll(-1 if timeout is None else timeout, len(self._selectables))
+        except InterruptedError:
+            return
+        selectables = self._selectables
+        handle = self._doReadOrWrite
+        for fd, event in events:
+            selectable = selectables.get(fd)
+            if selectable is None:
+                continue
+            try:
+                handle(selectable, fd, event)
+            except KeyboardInterrupt:
+                raise
+            except BaseException:
+                # _doReadOrWrite catches what doRead and doWrite raise; this
+                # is what the disconnect after them raised
+                # (connectionLost).
+                _log.failure("while handling {selectable!r}", selectable=selectable)
+
+    doIteration = doPoll
+
+
+def install() -> None:
+    """
+    Install L{RouterReactor} as the global reactor.
+    """
+    from twisted.internet.main import installReactor
+
+    installReactor(RouterReactor())
+
