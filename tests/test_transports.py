@@ -246,6 +246,8 @@ def test_a_unix_node_is_connected_before_connect_node_returns(tmp_path):
         node = parseNode(path)
         assert connectNode(reactor, node, first) is None, "no connect under way"
         assert first.protocol_.transport is not None, "not connected at once"
+        skt = first.protocol_.transport.socket
+        assert not skt.getblocking() and not os.get_inheritable(skt.fileno())
         first.protocol_.transport.write(b"head")
         connectNode(reactor, node, second)
         assert first.protocol_.peer == UNIXAddress(path)

@@ -26,7 +26,13 @@ Reactors that are not Twisted's POSIX socket reactors (the in-memory
 ones of the tests) get the plain Twisted calls.
 """
 
-from socket import AF_UNIX, SOCK_NONBLOCK, SOCK_STREAM, socket
+from socket import AF_UNIX, SOCK_NONBLOCK, SOCK_STREAM
+
+# The C socket type under socket.socket, whose __init__ and close() are
+# Python code: a backend connection needs none of what that wrapper adds
+# (makefile, dup, enum-valued family), and every method Twisted calls on a
+# socket is the C type's own.
+from _socket import socket
 
 from twisted.internet import tcp, unix
 from twisted.internet.abstract import FileDescriptor, isIPAddress, isIPv6Address
