@@ -56,9 +56,8 @@ class RouterReactor(EPollReactor):
             except KeyboardInterrupt:
                 raise
             except BaseException:
-                # _doReadOrWrite catches what doRead and doWrite raise; this
-                # is what the disconnect after them raised
-                # (connectionLost).
+                # _doReadOrWrite catches what doRead and doWrite raise, not
+                # what the connectionLost of a disconnect raises.
                 _log.failure("while handling {selectable!r}", selectable=selectable)
 
     doIteration = doPoll
@@ -71,4 +70,3 @@ def install() -> None:
     from twisted.internet.main import installReactor
 
     installReactor(RouterReactor())
-

@@ -332,6 +332,9 @@ class RouterOptions(usage.Options):
 
 
 def _checkStatsAddress(address: str) -> None:
+    """
+    Parse a C{--stats} address as the router will, binding nothing.
+    """
     checkServerEndpoint(address, statsEndpoint)
 
 
