@@ -4,7 +4,9 @@ The seams of the routing layer: forwarders, key/value stores, availability.
 A forwarder maps a routing key to a node.  Every way uWSGI has to find
 nodes (static C{--to}, C{--use-base}/C{--use-pattern}, C{--use-cache},
 C{--use-code}, the subscription server) is one L{IForwarder}, so each router
-can use any of them.  Nothing here does I/O.
+can use any of them.  A forwarder that has a part of the stats document to
+show provides L{IStatsSource}: the stats layer reads routing through it,
+routing never imports stats.  Nothing here does I/O.
 """
 
 from zope.interface import Attribute, Interface
@@ -103,4 +105,18 @@ class IKeyValueStore(Interface):
         @param key: bytes.
         @return: the value (text such as C{127.0.0.1:3031,5} or C{a|b}), or
             L{None}; or a Deferred firing with either.
+        """
+
+
+class IStatsSource(Interface):
+    """
+    Something with a part of the stats document to contribute (the static
+    forwarder's C{static_nodes}, the subscription registry's
+    C{subscriptions}).
+    """
+
+    def statsFields():
+        """
+        @return: a list of C{(key, value)} pairs for the document, in the
+            order uWSGI writes them; values JSON-serialisable.
         """

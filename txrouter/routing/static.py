@@ -12,8 +12,7 @@ Time comes from an injected C{IReactorTime}.
 
 from zope.interface import implementer
 
-from txrouter.routing.interfaces import IAvailability, IForwarder, NoNodeForKey
-from txrouter.stats.document import IStatsSource
+from txrouter.routing.interfaces import IAvailability, IForwarder, IStatsSource, NoNodeForKey
 
 
 @implementer(IForwarder, IAvailability, IStatsSource)

@@ -62,10 +62,15 @@ from zope.interface import implementer
 
 from txrouter.routing.admission import AddressPolicy, SourcePolicy, nodeProtocol
 from txrouter.routing.balancing import ALGORITHMS, balancerByName, djb33x
-from txrouter.routing.interfaces import IAvailability, IForwarder, ITrafficCounting, NoNodeForKey
+from txrouter.routing.interfaces import (
+    IAvailability,
+    IForwarder,
+    IStatsSource,
+    ITrafficCounting,
+    NoNodeForKey,
+)
 from txrouter.routing.loglimit import LogLimiter
 from txrouter.routing.nodes import UWSGI
-from txrouter.stats.document import IStatsSource
 from txrouter.wire.subscription import SubscriptionError
 
 __all__ = [

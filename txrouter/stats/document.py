@@ -5,27 +5,17 @@ corerouter stats (reference section 10.1), always valid and escaped JSON.
 Each part comes from whoever knows it: the router (its sessions), the
 service (its listeners, cheap mode), and the forwarder, through
 L{IStatsSource} (C{static_nodes} for C{--to}, C{subscriptions} for the
-subscription registry).
+subscription registry).  The interface is routing's: stats reads routing,
+never the reverse; it is importable from here too.
 """
 
 import json
 import os
 
-from zope.interface import Interface
-
 import txrouter
+from txrouter.routing.interfaces import IStatsSource
 
-
-class IStatsSource(Interface):
-    """
-    Something with a part of the stats document to contribute.
-    """
-
-    def statsFields():
-        """
-        @return: a list of C{(key, value)} pairs for the document, in the
-            order uWSGI writes them; values JSON-serialisable.
-        """
+__all__ = ["IStatsSource", "encodeStats", "statsDocument"]
 
 
 def statsDocument(shortName: str, addresses, activeSessions: int, sources, cheap: bool) -> dict:
