@@ -446,7 +446,7 @@ class MoreExchangeTests(RouterTestCase):
         router = self.router(nodes=("127.0.0.1:3031", "127.0.0.1:3032"), keepalive=5)
         client = self.request(router, GET)
         [session] = router.sessions
-        self.assertIs(session.transport.producer, session.exchange._upstream.transport)
+        self.assertIs(session.transport.producer, session.exchange.relay.upstream.transport)
         backend.protocol.finish()
         self.network.flush()
         self.assertTrue(client.received().endswith(b"\r\n\r\n0123456789"))

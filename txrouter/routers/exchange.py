@@ -1,21 +1,24 @@
 """
 One HTTP request through the HTTP router: client body in, response out.
 
-An L{Exchange} is created by the session for each request head.  It picks a
-node (with uWSGI's retry rules), sends the request head in the node's
-protocol (a uwsgi packet, or an HTTP/1.1 request for an HTTP node, see
-L{txrouter.wire.http2http}) and the body through L{txrouter.upstream}, and
-relays the response while tracking its framing, so that a keep-alive
-connection knows exactly where a response ends and bytes past that end are
-never taken for the next answer.
+An L{Exchange} is the HTTP front end of one request's
+L{txrouter.lifecycle.RequestLifecycle}: it settles the body framing, builds
+the request head in the node's protocol (a uwsgi packet, or an HTTP/1.1
+request for an HTTP node, see L{txrouter.wire.http2http}), de-chunks, and
+reads the response head for its framing, so that a keep-alive connection
+knows exactly where a response ends and bytes past that end are never
+taken for the next answer.  Node choice, body holding and spooling,
+producers, deadlines and refusals are the lifecycle's; bytes go through
+its L{txrouter.relay.Relay}, which becomes a tunnel after a 101.
 """
 
 from twisted.logger import Logger
+from zope.interface import implementer
 
-from txrouter.routers.dispatch import Dispatching
+from txrouter.lifecycle import IFrontEnd, RequestLifecycle
+from txrouter.relay import Relay
 from txrouter.routing.nodes import HTTP
-from txrouter.spool import BodySpool, SpoolError
-from txrouter.timers import IdleTimer
+from txrouter.spool import BodySpool
 from txrouter.wire.http1 import (
     ChunkedDecoder,
     ChunkedScanner,
@@ -30,50 +33,51 @@ from txrouter.wire.uwsgi import MAX_DATASIZE, encodeHeader
 
 log = Logger(namespace="txrouter.http")
 
-#: Body bytes held while the backend connection is being set up before the
-#: client is paused.
-_PENDING_LIMIT = 65536
-
 _CLOSE_HEADER = b"Connection: close\r\n\r\n"
 
 
-class Exchange(Dispatching):
+@implementer(IFrontEnd)
+class Exchange:
     """
     The state of one request and its response.
 
+    @ivar lifecycle: the request's L{RequestLifecycle}.
     @ivar bodyOpen: request body bytes are still expected from the client.
     """
 
     bodyOpen = False
-    finished = False
     keepAlive = False
     status = 0
     _bodyRemaining = 0
     _decoder = None
-    _spool = None
     _raw = False
-    _pendingSize = 0
-    _pausedForConnect = False
-    _bodyTimer = None
     _block = None
     _dechunkedLength = None
     _httpHead = None
-    _upstream = None
-    _relaying = False
-    _bodyProducer = False
     _respParser = None
     _framing = None
     _respRemaining = 0
     _scanner = None
-    _sent = 0
     _headOut = None
+    _spooling = False
+    _dechunked = 0
 
     def __init__(self, session, head, key: bytes) -> None:
         self.session = session
         self.router = session.router
         self.head = head
         self.key = key
-        self._pending = []
+        self.relay = Relay(session, session.transport)
+        self.lifecycle = RequestLifecycle(
+            self.router.requestSettings, self, self.relay, key, session.clientHost,
+        )
+
+    @property
+    def finished(self) -> bool:
+        """
+        The request is over.
+        """
+        return self.lifecycle.finished
 
     # Request side
 
@@ -85,13 +89,15 @@ class Exchange(Dispatching):
         """
         head = self.head
         router = self.router
+        lifecycle = self.lifecycle
         if head.chunked:
             self.bodyOpen = True
             if router.chunkedInput:
                 self._raw = True
             else:
                 self._decoder = ChunkedDecoder()
-                self._spool = BodySpool(router.spoolMemory, router.spoolDir)
+                self._spooling = True
+                lifecycle.spoolBody(BodySpool(router.spoolMemory, router.spoolDir))
         elif head.content_length:
             if router.limitPost and head.content_length > router.limitPost:
                 self.session.refuse(
@@ -102,17 +108,18 @@ class Exchange(Dispatching):
             self._bodyRemaining = head.content_length
             self.bodyOpen = True
             if router.postBuffering:
-                self._spool = BodySpool(router.postBuffering, router.postBufferingDir)
+                self._spooling = True
+                lifecycle.spoolBody(BodySpool(router.postBuffering, router.postBufferingDir))
         if self._decoder is None:
             # Most nodes speak uwsgi: the vars are built at once.
             self._block = self._uwsgiVars()
         if self.bodyOpen:
-            self._bodyTimer = IdleTimer(router.reactor, router.bodyTimeout, self._bodyTimedOut)
-        if self._spool is None:
+            lifecycle.watchBody(router.bodyTimeout)
+        if not self._spooling:
             # The head for the chosen node is built (and may be refused)
             # before the client is told to send its body.
-            self._dispatchRequest()
-            if self.finished:
+            lifecycle.dispatch()
+            if lifecycle.finished:
                 return False
         if self.bodyOpen and head.expect_continue and head.version == b"HTTP/1.1":
             self.session.transport.write(CONTINUE)
@@ -165,8 +172,10 @@ class Exchange(Dispatching):
 
         @return: the bytes past the end of this body (a pipelined request).
         """
+        lifecycle = self.lifecycle
+        lifecycle.bodyActivity()
         if self._raw:
-            self._bodyOut(data)
+            self.relay.toNode(data)
             return b""
         if self._decoder is not None:
             return self._chunkReceived(data)
@@ -175,44 +184,30 @@ class Exchange(Dispatching):
         if len(data) > remaining:
             surplus = data[remaining:]
             data = data[:remaining]
-        self._bodyRemaining = remaining - len(data)
-        spool = self._spool
-        if spool is None:
-            self._bodyOut(data)
-        else:
-            self._bodyTimer.touch()
-            try:
-                spool.write(data)
-                if not self._bodyRemaining:
-                    spool.finish()
-            except SpoolError as e:
-                self._spoolFailed(e)
-                return b""
-        if not self._bodyRemaining:
+        self._bodyRemaining = remaining = remaining - len(data)
+        if not self._spooling:
+            self.relay.toNode(data)
+        elif not lifecycle.spooled((data,), not remaining):
+            return b""
+        if not remaining:
             self._bodyComplete()
-            if spool is not None:
-                self._dispatchRequest()
+            if self._spooling:
+                lifecycle.dispatch()
         return surplus
 
     def _chunkReceived(self, data: bytes) -> bytes:
         decoder = self._decoder
-        self._bodyTimer.touch()
         try:
             pieces = decoder.feed(data)
         except HTTPError as e:
             self.session.refuse(e.status, e.event, e.detail)
             return b""
-        spool = self._spool
-        try:
-            for piece in pieces:
-                spool.write(piece)
-            if decoder.done:
-                spool.finish()
-        except SpoolError as e:
-            self._spoolFailed(e)
+        lifecycle = self.lifecycle
+        if not lifecycle.spooled(pieces, decoder.done):
             return b""
         limit = self.router.limitPost
-        if limit and spool.length > limit:
+        self._dechunked = length = self._dechunked + sum(map(len, pieces))
+        if limit and length > limit:
             self.session.refuse(
                 413, "body_too_large", f"chunked body over the limit of {limit} bytes"
             )
@@ -220,84 +215,33 @@ class Exchange(Dispatching):
         if not decoder.done:
             return b""
         self._bodyComplete()
-        self._dechunkedLength = b"%d" % spool.length
-        self._dispatchRequest()
+        self._dechunkedLength = b"%d" % length
+        lifecycle.dispatch()
         return decoder.leftover
-
-    def _bodyOut(self, data: bytes) -> None:
-        self._bodyTimer.touch()
-        upstream = self._upstream
-        if upstream is not None:
-            upstream.write(data)
-            return
-        self._pending.append(data)
-        self._pendingSize += len(data)
-        if self._pendingSize > _PENDING_LIMIT and not self._pausedForConnect:
-            self._pausedForConnect = True
-            self.session.pauseReading()
-
-    def _spoolFailed(self, error: SpoolError) -> None:
-        """
-        The body could not be stored (or read back): 503, and an error line
-        for the operator, who has a disk or a directory to fix; the client
-        is not told where.
-        """
-        if self.finished:
-            return
-        log.error(
-            "spool_failed: {client}: the request body could not be stored: {error}",
-            event="spool_failed", client=self.session.remoteAddr.decode() or "unix",
-            error=str(error),
-        )
-        self.session.refuse(503, "spool_failed", "the request body could not be stored")
-
-    def _spoolSendFailed(self, failure) -> None:
-        """
-        The spooled body did not all reach the node: reading it back
-        failed, or the transfer stopped because the exchange ended (nothing
-        more to do then).
-        """
-        if failure.check(SpoolError):
-            self._spoolFailed(failure.value)
 
     def _bodyComplete(self) -> None:
         self.bodyOpen = False
-        self._bodyTimer.cancel()
-        if self._bodyProducer:
-            self._bodyProducer = False
-            self._upstream.transport.unregisterProducer()
-
-    def _bodyTimedOut(self) -> None:
-        if self._framing is None:
-            self.session.refuse(408, "body_timeout", "request body not received in time")
-        else:
-            self.abort("body_timeout")
-            self.session.transport.loseConnection()
+        self.lifecycle.bodyComplete()
 
     def clientEOF(self) -> None:
         """
         The client will send nothing more: in a tunnel, tell the node too.
         """
         if self._raw:
-            if self._upstream is not None:
-                self._upstream.transport.loseWriteConnection()
+            self.relay.clientEOF()
         elif self.bodyOpen:
             log.info(
                 "client_body_truncated: client closed before the end of its body",
                 event="client_body_truncated",
             )
             self.abort("client_body_truncated")
-            self.session.transport.loseConnection()
 
-    # Connecting
+    # IFrontEnd: connecting
 
-    def _dispatchRequest(self) -> None:
-        self._dispatch(self.key, self.session.remoteAddr)
-
-    def _refuse(self, status: int, event: str, detail: str) -> None:
+    def refuse(self, status: int, event: str, detail: str) -> None:
         self.session.refuse(status, event, detail)
 
-    def _headFor(self, node) -> "bytes | None":
+    def headFor(self, node) -> "bytes | None":
         """
         The request head in C{node}'s protocol, or L{None} if the request
         was refused because that node could not take it.
@@ -310,29 +254,16 @@ class Exchange(Dispatching):
             router.modifier1 or node.modifier1, len(head), router.modifier2 or node.modifier2,
         ) + head
 
-    def upstreamConnected(self, upstream) -> None:
-        self._nodeConnected(upstream)
-        self._upstream = upstream
+    def nodeConnected(self, upstream) -> bool:
         self._respParser = ResponseHeadParser(self.router.maxHeadSize)
-        if self._spool is not None:
-            self._spool.sendTo(upstream).addErrback(self._spoolSendFailed)
-            return
-        if self._pending:
-            upstream.write(b"".join(self._pending))
-            self._pending = []
-        if self.bodyOpen:
-            upstream.transport.registerProducer(self.session, True)
-            self._bodyProducer = True
-            if self._pausedForConnect:
-                self._pausedForConnect = False
-                self.session.resumeReading()
+        return self.bodyOpen
 
-    # Response side
+    # IFrontEnd: the response
 
-    def upstreamDataReceived(self, data: bytes) -> None:
+    def responseReceived(self, data: bytes) -> None:
         if self._framing is None:
             data = self._responseHead(data)
-            if data is None or self.finished:
+            if data is None or self.lifecycle.finished:
                 return
         framing = self._framing
         if framing == "length":
@@ -385,6 +316,7 @@ class Exchange(Dispatching):
             self._respParser = ResponseHeadParser(self.router.maxHeadSize)
             return self._responseHead(leftover) if leftover else None
         self.status = status
+        self.lifecycle.responseStarted = True
         request = self.head
         out = resp.head_bytes
         if status == 101:
@@ -397,7 +329,7 @@ class Exchange(Dispatching):
             self._framing, self._respRemaining = response_framing(resp, request.method)
             if self._framing == "chunked":
                 self._scanner = ChunkedScanner()
-            if self._node.protocol == HTTP:
+            if self.lifecycle.node.protocol == HTTP:
                 # The node's Connection header is about its own hop: it
                 # is removed, and the router decides for the client's.
                 out, reusable = relayedResponseHead(resp)
@@ -427,34 +359,21 @@ class Exchange(Dispatching):
 
     def _tunnel(self) -> None:
         """
-        After a 101 answer, pipe the client's bytes to the backend until EOF.
+        After a 101 answer, the relay carries the client's bytes to the
+        node until either side closes.
         """
-        session = self.session
         self._raw = True
         self.bodyOpen = True
-        if self._bodyTimer is not None:
-            self._bodyTimer.cancel()
-        self._bodyTimer = IdleTimer(self.router.reactor, self.router.timeout, self._bodyTimedOut)
-        pipelined, session._pipelined = session._pipelined, b""
+        self.lifecycle.watchBody(self.router.timeout)
+        pipelined = self.session.takePipelined()
         if pipelined:
-            self._bodyOut(pipelined)
-        if not self._bodyProducer:
-            self._upstream.transport.registerProducer(session, True)
-            self._bodyProducer = True
+            self.relay.toNode(pipelined)
+        self.relay.streamFromClient()
 
     def _toClient(self, data: bytes, last: bool = False) -> None:
         """
         Relay response bytes; C{last} when they end the response.
-
-        A response that arrives whole never waits on the client; one that
-        does not makes the client's transport the producer of the node's
-        from its first bytes, so a slow client slows the node down.
         """
-        self._sent += len(data)
-        transport = self.session.transport
-        if not (last or self._relaying):
-            transport.registerProducer(self._upstream.transport, True)
-            self._relaying = True
         head = self._headOut
         if head is not None:
             # The head goes out with the first body bytes, in one write when
@@ -463,49 +382,38 @@ class Exchange(Dispatching):
             if len(data) < 65536:
                 data = head + data
             else:
-                transport.write(head)
-        transport.write(data)
+                self.session.transport.write(head)
+        self.relay.fromNode(data, last)
+
+    def _sent(self) -> int:
+        return self.relay.sentToClient
 
     def _surplus(self, count: int) -> None:
         log.warn(
             "response_surplus: {node} sent {count} bytes past the end of its response;"
             " dropped",
-            event="response_surplus", node=self._node.name, count=count,
+            event="response_surplus", node=self.lifecycle.node.name, count=count,
         )
         self.keepAlive = False
 
     def _badResponse(self, detail: str) -> None:
         log.warn(
             "bad_response: from {node}: {detail}",
-            event="bad_response", node=self._node.name, detail=detail,
+            event="bad_response", node=self.lifecycle.node.name, detail=detail,
         )
         self.session.refuse(502, "bad_response", "the backend sent an invalid response")
 
     def _truncated(self, detail: str) -> None:
         log.warn(
             "response_truncated: from {node}: {detail}",
-            event="response_truncated", node=self._node.name, detail=detail,
+            event="response_truncated", node=self.lifecycle.node.name, detail=detail,
         )
-        self.logAccess(self.status, self._sent)
-        self.abort("response_truncated")
+        self.logAccess(self.status, self._sent())
         self.session.exchange = None
-        self.session.transport.loseConnection()
+        self.abort("response_truncated")
 
-    def upstreamLost(self, reason, timedOut: bool) -> None:
-        self._upstream = None
-        if self.finished:
-            return
-        if self._framing is None:
-            if timedOut:
-                self.session.refuse(504, "backend_timeout", "the backend did not answer in time")
-            else:
-                log.warn(
-                    "backend_closed: {node} closed without a response: {reason}",
-                    event="backend_closed", node=self._node.name,
-                    reason=reason or "connection closed",
-                )
-                self.session.refuse(502, "backend_closed", "the backend closed without a response")
-        elif self._framing == "close" and reason is None and not timedOut:
+    def responseEnded(self, reason, timedOut: bool) -> None:
+        if self._framing == "close" and reason is None and not timedOut:
             self._complete()
         else:
             self._truncated("timed out" if timedOut else (reason or "closed early"))
@@ -514,46 +422,35 @@ class Exchange(Dispatching):
         """
         The response is over: let the session read the next request.
         """
-        if self.finished:
+        lifecycle = self.lifecycle
+        if lifecycle.finished:
             return
-        self._release()
-        self.logAccess(self.status, self._sent)
+        sent = self._sent()
+        lifecycle.release()
+        self.logAccess(self.status, sent)
         self.session.exchangeFinished(self, self.keepAlive and not self.bodyOpen)
 
     # Ending
 
-    def _release(self) -> None:
-        self.finished = True
-        self._releaseNode()
-        if self._bodyTimer is not None:
-            self._bodyTimer.cancel()
-        if self._relaying:
-            self._relaying = False
-            self.session.transport.unregisterProducer()
-        upstream, self._upstream = self._upstream, None
-        if upstream is not None:
-            if self._bodyProducer:
-                self._bodyProducer = False
-                upstream.transport.unregisterProducer()
-            upstream.detach()
-        if self._spool is not None:
-            self._spool.close()
-
-    def abort(self, reason: str) -> None:
+    def abort(self, event: str) -> None:
         """
-        Stop everything this exchange started; the backend connection is cut.
+        Stop everything this exchange started and close both connections
+        (the client's gracefully: what was sent is all it gets).
         """
-        if self.finished:
+        if self.lifecycle.finished:
             return
-        upstream = self._upstream
-        self._release()
-        if upstream is not None and upstream.transport is not None:
-            upstream.transport.abortConnection()
+        self.lifecycle.abort()
+        self.session.transport.loseConnection()
+
+    def stop(self) -> None:
+        """
+        Stop everything this exchange started, cutting the node's
+        connection; the session deals with the client's.
+        """
+        self.lifecycle.abort()
 
     def logAccess(self, status: int, size: int) -> None:
         """
         Write the access log line of this request, if there is a log.
         """
-        accessLog = self.router.accessLog
-        if accessLog is not None:
-            accessLog.log(self.session.remoteAddr, self.head, status, size)
+        self.lifecycle.logAccess(self.head, status, size)

@@ -31,8 +31,10 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from txrouter.lifecycle import IFrontEnd, RequestLifecycle, RequestSettings
+from txrouter.limits import LINGER_IDLE, LINGER_TOTAL, MAX_KEY_LENGTH
+from txrouter.relay import Relay
 from txrouter.routers.base import RouterFactory
-from txrouter.routers.dispatch import Dispatching
 from txrouter.routing.nodes import UWSGI
 from txrouter.routing.static import StaticForwarder
 from txrouter.spool import BodySpool, SpoolError, checkSpoolDirectory
@@ -42,24 +44,12 @@ from txrouter.wire.uwsgi import MAX_DATASIZE, PacketParser, UwsgiPacketError, mi
 
 log = Logger(namespace="txrouter.fast")
 
-#: Longest routing key; longer values are ignored, as in uWSGI.
-MAX_KEY_LENGTH = 255
-
 #: The vars a key is taken from, best first.
 _KEY_VARS = (b"UWSGI_FASTROUTER_KEY", b"HTTP_HOST", b"SERVER_NAME")
-
-#: Body bytes held while the node is being connected before the client is
-#: paused.
-_PENDING_LIMIT = 65536
 
 #: Most digits of a C{CONTENT_LENGTH} (as the HTTP router's Content-Length).
 MAX_LENGTH_DIGITS = 19
 
-#: After a refusal, seconds without client bytes, and seconds in all, the
-#: rest of a request body is read and dropped for (nginx's
-#: C{lingering_timeout} and C{lingering_time}).
-LINGER_IDLE = 5.0
-LINGER_TOTAL = 30.0
 
 
 def contentLength(packet) -> "int | None":
@@ -160,42 +150,46 @@ class FastRouter(RouterFactory):
         self.limitPost = limit_post
         self.silentErrors = silent_errors
         self.quiet = quiet
+        self.requestSettings = RequestSettings(
+            reactor=reactor, forwarder=self.forwarder, fallback=self.fallback,
+            fallbackOnNoKey=fallback_on_no_key, maxRetries=max_retries,
+            connectTimeout=self.connectTimeout, timeout=timeout, harakiri=harakiri,
+            quiet=quiet,
+        )
 
     def buildProtocol(self, addr):
         return FastSession(self)
 
 
-@implementer(IHalfCloseableProtocol)
-class FastSession(Protocol, Dispatching):
+@implementer(IHalfCloseableProtocol, IFrontEnd)
+class FastSession(Protocol):
     """
-    One client connection: one request packet, its body, its response.
+    One client connection: one request packet, its body, its response; the
+    uwsgi front end of the request's L{RequestLifecycle}.
 
     @ivar finished: the session is over (refused, or the node is done).
     @ivar lingering: after a refusal, the rest of the request body is being
         read and dropped until the client closes.
+    @ivar lifecycle: the request's lifecycle, once its packet is read.
     """
 
     finished = False
     lingering = False
     packet = None
+    lifecycle = None
+    key = None
     _start = b""
     _headTimer = None
-    _upstream = None
-    _spool = None
     _bodyRemaining = 0
+    _spooled = False
     _buffering = False
-    _responded = False
-    _relaying = False
     _clientEOF = False
-    _pausedForConnect = False
-    _pendingSize = 0
     _dropped = 0
     _lingerTimer = None
 
     def __init__(self, router: FastRouter) -> None:
         self.router = router
         self._parser = PacketParser(router.bufferSize)
-        self._pending = []
 
     # Connection lifetime
 
@@ -204,20 +198,18 @@ class FastSession(Protocol, Dispatching):
         router.sessions.add(self)
         peer = self.transport.getPeer()
         self.client = getattr(peer, "host", None)
+        self.relay = Relay(self.transport, self.transport)
         self._timer = IdleTimer(router.reactor, router.timeout, self._idle)
         # Never touched: the packet's total deadline.
         self._headTimer = IdleTimer(router.reactor, router.timeout, self._headTimedOut)
 
     def connectionLost(self, reason) -> None:
         self._end()
-        upstream, self._upstream = self._upstream, None
-        if upstream is not None:
-            upstream.detach()
         self.router.sessionClosed(self)
 
     def _end(self) -> None:
         """
-        Stop everything this session started (timers, spool, node).
+        Stop everything this session started (timers, the request).
         """
         self.finished = True
         self._buffering = False
@@ -228,13 +220,8 @@ class FastSession(Protocol, Dispatching):
         if self._lingerTimer is not None:
             self._lingerTimer.cancel()
             self._lingerTimer = None
-        if self._spool is not None:
-            self._spool.close()
-            self._spool = None
-        self._releaseNode()
-        if self._relaying:
-            self._relaying = False
-            self.transport.unregisterProducer()
+        if self.lifecycle is not None:
+            self.lifecycle.release()
 
     def closeWhenIdle(self) -> None:
         """
@@ -264,13 +251,11 @@ class FastSession(Protocol, Dispatching):
             self._headReceived(data)
         elif self._buffering:
             self._buffer(data)
-        elif self._spool is not None:
+        elif self._spooled:
             # Post-buffered: bytes past CONTENT_LENGTH are dropped.
             return
-        elif self._upstream is not None:
-            self._upstream.write(data)
         else:
-            self._hold(data)
+            self.relay.toNode(data)
 
     def _headReceived(self, data: bytes) -> None:
         if self._start is not None:
@@ -301,6 +286,9 @@ class FastSession(Protocol, Dispatching):
             self.refuse(400, "no_key", "the request has no UWSGI_FASTROUTER_KEY, HTTP_HOST or SERVER_NAME")
             return
         self.key = key
+        self.lifecycle = RequestLifecycle(
+            self.router.requestSettings, self, self.relay, key, self.client,
+        )
         if not self._checkBody(packet):
             return
         if self._buffering:
@@ -310,8 +298,8 @@ class FastSession(Protocol, Dispatching):
                 self._buffer(leftover)
             return
         if leftover:
-            self._hold(leftover)
-        self._dispatch(key, self.client)
+            self.relay.toNode(leftover)
+        self.lifecycle.dispatch()
 
     def _misdirected(self, mistake: str) -> None:
         if mistake == "http":
@@ -350,7 +338,8 @@ class FastSession(Protocol, Dispatching):
             self.refuse(413, "body_too_large", f"body of {length} bytes, limit {router.limitPost}")
             return False
         if router.postBuffering and length:
-            self._spool = BodySpool(router.postBuffering, router.postBufferingDir)
+            self.lifecycle.spoolBody(BodySpool(router.postBuffering, router.postBufferingDir))
+            self._spooled = True
             self._bodyRemaining = length
             self._buffering = True
         return True
@@ -360,35 +349,15 @@ class FastSession(Protocol, Dispatching):
         if len(data) >= remaining:
             self._dropped += len(data) - remaining
             data = data[:remaining]
-        spool = self._spool
-        try:
-            spool.write(data)
-            self._bodyRemaining = remaining = remaining - len(data)
-            if not remaining:
-                spool.finish()
-        except SpoolError as e:
-            self._spoolFailed(e)
+        self._bodyRemaining = remaining = remaining - len(data)
+        if not self.lifecycle.spooled((data,), not remaining):
             return
         if not remaining:
             self._buffering = False
             if self._dropped:
                 log.info("body_surplus: {count} bytes past CONTENT_LENGTH dropped",
                          event="body_surplus", count=self._dropped)
-            self._dispatch(self.key, self.client)
-
-    def _spoolFailed(self, error: SpoolError) -> None:
-        """
-        The post-buffered body could not be stored (or read back): 503 and
-        an error line for the operator, who has a disk or directory to fix;
-        the client is not told where.
-        """
-        if self.finished:
-            return
-        log.error(
-            "spool_failed: {client}: the request body could not be stored: {error}",
-            event="spool_failed", client=self.client, error=str(error),
-        )
-        self._close(503, "the request body could not be stored")
+            self.lifecycle.dispatch()
 
     def _bodyMayFollow(self) -> bool:
         """
@@ -399,19 +368,9 @@ class FastSession(Protocol, Dispatching):
         packet = self.packet
         if packet is None or self._clientEOF:
             return False
-        if self._spool is not None and not self._buffering:
+        if self._spooled and not self._buffering:
             return False
         return packet.get(b"CONTENT_LENGTH", b"") not in (b"", b"0")
-
-    def _hold(self, data: bytes) -> None:
-        """
-        Keep body bytes while connecting; past a limit, stop reading.
-        """
-        self._pending.append(data)
-        self._pendingSize += len(data)
-        if self._pendingSize > _PENDING_LIMIT and not self._pausedForConnect:
-            self._pausedForConnect = True
-            self.transport.pauseProducing()
 
     def readConnectionLost(self) -> None:
         """
@@ -424,19 +383,16 @@ class FastSession(Protocol, Dispatching):
             return
         if self.packet is None or self._buffering:
             self.refuse(400, "client_truncated", "the client closed before the end of its request")
-        elif self._upstream is not None:
-            self._upstream.transport.loseWriteConnection()
+        else:
+            self.relay.clientEOF()
 
     def writeConnectionLost(self) -> None:
         if not self.lingering:
             self._abort()
 
-    # Node side
+    # IFrontEnd
 
-    def _refuse(self, status: int, event: str, detail: str) -> None:
-        self.refuse(status, event, detail)
-
-    def _headFor(self, node) -> "bytes | None":
+    def headFor(self, node) -> "bytes | None":
         """
         The client's packet with the modifiers C{node} wants, or L{None}
         after refusing the request if C{node} does not speak uwsgi.
@@ -456,67 +412,26 @@ class FastSession(Protocol, Dispatching):
             return raw
         return bytes((modifier1,)) + raw[1:3] + bytes((modifier2,)) + raw[4:]
 
-    def upstreamConnected(self, upstream) -> None:
-        self._nodeConnected(upstream)
-        self._upstream = upstream
+    def nodeConnected(self, upstream) -> bool:
         # From now on the upstream's own timer watches both directions.
         self._timer.cancel()
-        self.transport.registerProducer(upstream.transport, True)
-        self._relaying = True
-        if self._spool is not None:
-            self._spool.sendTo(upstream).addErrback(self._spoolSendFailed)
-            return
-        if self._pending:
-            upstream.write(b"".join(self._pending))
-            self._pending = []
-        if self._clientEOF:
-            upstream.transport.loseWriteConnection()
-            return
-        if self._pausedForConnect:
-            self._pausedForConnect = False
-            self.transport.resumeProducing()
-        upstream.transport.registerProducer(self.transport, True)
+        return True
 
-    def _spoolSendFailed(self, failure) -> None:
-        """
-        The spooled body did not all reach the node: reading it back
-        failed, or the transfer was stopped because the session ended
-        (nothing more to do then).
-        """
-        if failure.check(SpoolError):
-            self._spoolFailed(failure.value)
+    def responseReceived(self, data: bytes) -> None:
+        self.lifecycle.responseStarted = True
+        self.relay.fromNode(data)
 
-    def upstreamDataReceived(self, data: bytes) -> None:
-        self._responded = True
-        self._timer.touch()
-        self.transport.write(data)
-
-    def upstreamLost(self, reason, timedOut: bool) -> None:
-        self._upstream = None
-        if self.finished:
-            return
-        if not self._responded:
-            if timedOut:
-                self.refuse(504, "backend_timeout", "the backend did not answer in time")
-            else:
-                log.warn(
-                    "backend_closed: {node} closed without a response: {reason}",
-                    event="backend_closed", node=self._node.name,
-                    reason=reason or "connection closed",
-                )
-                self.refuse(502, "backend_closed", "the backend closed without a response")
-        elif reason is None and not timedOut:
+    def responseEnded(self, reason, timedOut: bool) -> None:
+        if reason is None and not timedOut:
             self._end()
             self.transport.loseConnection()
         else:
             log.warn(
                 "response_truncated: from {node}: {reason}",
-                event="response_truncated", node=self._node.name,
+                event="response_truncated", node=self.lifecycle.node.name,
                 reason="timed out" if timedOut else reason,
             )
             self._abort()
-
-    # Ending
 
     def refuse(self, status: int, event: str, detail: str) -> None:
         """
@@ -530,20 +445,20 @@ class FastSession(Protocol, Dispatching):
         )
         self._close(status, detail)
 
+    def abort(self, event: str) -> None:
+        self._abort()
+
+    # Ending
+
     def _close(self, status: int, detail: str) -> None:
         """
         End the session with a short error response (unless silent, or the
         node has started answering), lingering if body bytes may follow.
         """
         bodyMayFollow = self._bodyMayFollow()
-        upstream, self._upstream = self._upstream, None
+        responded = self.lifecycle is not None and self.lifecycle.responseStarted
         self._end()
-        if upstream is not None:
-            upstream.detach()
-        if self._pausedForConnect:
-            self._pausedForConnect = False
-            self.transport.resumeProducing()
-        if self.router.silentErrors or self._responded:
+        if self.router.silentErrors or responded:
             self.transport.loseConnection()
             return
         self.transport.write(errorResponse(status, detail))
@@ -572,8 +487,5 @@ class FastSession(Protocol, Dispatching):
         Cut both connections: a response that is not whole must not look
         whole to the client.
         """
-        upstream, self._upstream = self._upstream, None
         self._end()
-        if upstream is not None:
-            upstream.detach()
         self.transport.abortConnection()

@@ -16,6 +16,8 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from txrouter.lifecycle import RequestSettings
+from txrouter.limits import MAX_KEY_LENGTH
 from txrouter.routers.base import RouterFactory
 from txrouter.routers.exchange import Exchange
 from txrouter.trust import AddressSet
@@ -26,9 +28,6 @@ from txrouter.wire.http2uwsgi import encodeConnectionVars
 from txrouter.wire.responses import errorResponse
 
 log = Logger(namespace="txrouter.http")
-
-#: Longest routing key, as in uWSGI (its key fields are 8-bit lengths).
-MAX_KEY_LENGTH = 255
 
 
 class HTTPRouter(RouterFactory):
@@ -131,6 +130,12 @@ class HTTPRouter(RouterFactory):
         self.maxHeaders = max_headers
         self.maxHeadSize = max_head_size
         self.accessLog = access_log
+        self.requestSettings = RequestSettings(
+            reactor=reactor, forwarder=self.forwarder, fallback=self.fallback,
+            fallbackOnNoKey=fallback_on_no_key, maxRetries=max_retries,
+            connectTimeout=self.connectTimeout, timeout=timeout, harakiri=harakiri,
+            quiet=quiet, accessLog=access_log,
+        )
         RouterFactory.__init__(self, reactor)
 
     def buildProtocol(self, addr):
@@ -166,6 +171,7 @@ class HTTPSession(Protocol):
         peer = self.transport.getPeer()
         host = self.transport.getHost()
         peerHost = getattr(peer, "host", None)
+        self.clientHost = peerHost or None
         self.remoteAddr = peerHost.encode() if peerHost else b""
         self.remotePort = b"%d" % peer.port if peerHost else b""
         self.serverPort = b"%d" % host.port if getattr(host, "port", None) else b""
@@ -180,7 +186,7 @@ class HTTPSession(Protocol):
         self._cancelTimer()
         exchange, self.exchange = self.exchange, None
         if exchange is not None and not exchange.finished:
-            exchange.abort("client went away")
+            exchange.stop()
             # nginx's status for a request its client abandoned.
             exchange.logAccess(499, 0)
         self.router.sessionClosed(self)
@@ -308,6 +314,14 @@ class HTTPSession(Protocol):
         if exchange.start(leftover) and self.exchange is exchange and leftover:
             self.dataReceived(leftover)
 
+    def takePipelined(self) -> bytes:
+        """
+        The client bytes read past the current request, which are no longer
+        a next request (after a 101, they belong to the tunnel).
+        """
+        pipelined, self._pipelined = self._pipelined, b""
+        return pipelined
+
     # Ending a request
 
     def exchangeFinished(self, exchange, keepAlive: bool) -> None:
@@ -342,7 +356,7 @@ class HTTPSession(Protocol):
         self._disarm()
         exchange, self.exchange = self.exchange, None
         if exchange is not None:
-            exchange.abort(event)
+            exchange.stop()
             exchange.logAccess(status, 0)
         if not self.router.silentErrors:
             self.transport.write(errorResponse(status, detail))

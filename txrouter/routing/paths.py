@@ -14,14 +14,12 @@ import os
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from txrouter.limits import MAX_KEY_LENGTH
 from txrouter.routing.base import StatelessForwarder
 from txrouter.routing.interfaces import IForwarder, NoNodeForKey
 from txrouter.routing.nodes import Node
 
 log = Logger(namespace="txrouter.routing")
-
-#: Longest key used in a path, as uWSGI's 8-bit key lengths allow.
-MAX_KEY_LENGTH = 255
 
 
 def unsafeKeyReason(key: bytes) -> "str | None":

@@ -1,0 +1,427 @@
+"""
+One request from "head parsed" to "last byte relayed", the same in every
+router.
+
+A router's front end (the HTTP router's exchange, the FastRouter's
+session, ...) parses its wire format and builds the bytes that open a
+request to a node; everything else a request goes through is here, in a
+L{RequestLifecycle} the front end holds:
+
+  - the node choice, following the request's L{RetryPlan} (uWSGI's retry
+    and fallback rules), waiting for forwarders that answer later (user
+    code), and connecting with L{txrouter.upstream.connectUpstream};
+  - the request body, streamed through a L{txrouter.relay.Relay} (held,
+    boundedly, while the node is connected) or spooled whole first
+    (post-buffering, de-chunking) and sent from the spool;
+  - the body's idle deadline;
+  - every way of failing, turned into one refusal with a status and a
+    stable event name: no node for the key (404), all nodes dead (503),
+    none reachable (502) or in time (504), the forwarder failing (502),
+    the body not stored (503), the node closing or timing out before its
+    response (502, 504);
+  - telling the forwarder what became of the node (connected, failed,
+    released, abandoned, bytes moved) and writing the access log line.
+
+Only failed connects are retried, so a request is never half-sent to two
+nodes.
+
+The front end provides L{IFrontEnd}: the lifecycle asks it for the head
+in a node's protocol, tells it the node is connected, hands it the node's
+bytes, and asks it to refuse.
+"""
+
+import attr
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from zope.interface import Interface
+
+from txrouter.routing.interfaces import ForwarderTimeout, ITrafficCounting, NoNodeForKey
+from txrouter.routing.retry import RetryPlan
+from txrouter.spool import SpoolError
+from txrouter.timers import IdleTimer
+from txrouter.upstream import connectUpstream
+
+log = Logger(namespace="txrouter.lifecycle")
+
+
+@attr.s(frozen=True, slots=True, kw_only=True)
+class RequestSettings:
+    """
+    What a router's options say about the life of each of its requests.
+
+    @ivar reactor: the clock and the reactor nodes are connected with.
+    @ivar forwarder: the L{IForwarder} that picks nodes.
+    @ivar fallback: nodes tried in order after a failed connect.
+    @ivar fallbackOnNoKey: a key without nodes goes to the fallback too.
+    @ivar maxRetries: connect retries per request.
+    @ivar connectTimeout: seconds a connect may take.
+    @ivar timeout: seconds a node connection may stay idle.
+    @ivar harakiri: seconds a whole exchange may take (0: no limit).
+    @ivar quiet: failed connects are not logged.
+    @ivar accessLog: an L{txrouter.accesslog.AccessLog}, or L{None}.
+    """
+
+    reactor = attr.ib()
+    forwarder = attr.ib()
+    fallback: tuple = attr.ib(converter=tuple, default=())
+    fallbackOnNoKey: bool = attr.ib(default=False)
+    maxRetries: int = attr.ib(default=3)
+    connectTimeout: float = attr.ib(default=60.0)
+    timeout: float = attr.ib(default=60.0)
+    harakiri: float = attr.ib(default=0)
+    quiet: bool = attr.ib(default=False)
+    accessLog = attr.ib(default=None)
+
+
+class IFrontEnd(Interface):
+    """
+    What the lifecycle of a request asks of the front end that parsed it.
+    """
+
+    def headFor(node):
+        """
+        The bytes that open the request to C{node}, in its protocol.
+
+        @return: the bytes, or L{None} after refusing a request that node
+            cannot take (no other node is tried then).
+        """
+
+    def nodeConnected(upstream):
+        """
+        C{upstream} has the head; the response is awaited.
+
+        @return: whether client bytes may still follow for the node (they
+            then stream with back-pressure).
+        """
+
+    def responseReceived(data):
+        """
+        Bytes from the node.  The front end sets the lifecycle's
+        C{responseStarted} once it has relayed anything to the client.
+        """
+
+    def responseEnded(reason, timedOut):
+        """
+        The node's connection ended after the response started.
+
+        @param reason: L{None} for a clean close by the node, else text.
+        @param timedOut: the idle timeout or the deadline passed.
+        """
+
+    def refuse(status, event, detail):
+        """
+        End the request with an error in the front end's wire format, and
+        log C{event}; the lifecycle has been released or is released by it.
+        """
+
+    def abort(event):
+        """
+        Cut the request and both connections: what was sent to the client
+        must not look complete.
+        """
+
+
+class RequestLifecycle:
+    """
+    The life of one request through one router.
+
+    @ivar relay: the L{txrouter.relay.Relay} the request's bytes go through.
+    @ivar node: the node being connected or serving, once picked.
+    @ivar finished: the request is over (answered, refused, or aborted).
+    @ivar responseStarted: the front end relayed part of a response.
+    """
+
+    finished = False
+    responseStarted = False
+    node = None
+    _plan = None
+    _pendingPick = None
+    _connector = None
+    _nodeInUse = False
+    _upstream = None
+    _lastConnectTimedOut = None
+    _spool = None
+    _bodyTimer = None
+
+    def __init__(self, settings: RequestSettings, frontEnd, relay, key: bytes, client) -> None:
+        """
+        @param frontEnd: the L{IFrontEnd} of the request.
+        @param key: what the forwarder routes the request by.
+        @param client: the client's address text (balancers hash it), or
+            L{None}.
+        """
+        self.settings = settings
+        self.frontEnd = frontEnd
+        self.relay = relay
+        self.key = key
+        self.client = client
+
+    # The body
+
+    def spoolBody(self, spool) -> None:
+        """
+        The body goes into C{spool} (a L{txrouter.spool.BodySpool}) and is
+        sent from it once a node is connected.
+        """
+        self._spool = spool
+
+    def spooled(self, pieces, complete: bool) -> bool:
+        """
+        Store body bytes in the spool.
+
+        @param pieces: byte strings, in order.
+        @param complete: they end the body.
+        @return: whether they were stored; if not, the request was refused.
+        """
+        spool = self._spool
+        try:
+            for piece in pieces:
+                spool.write(piece)
+            if complete:
+                spool.finish()
+        except SpoolError as e:
+            self.spoolFailed(e)
+            return False
+        return True
+
+    def spoolFailed(self, error: SpoolError) -> None:
+        """
+        The body could not be stored (or read back): 503, and an error line
+        for the operator, who has a disk or a directory to fix; the client
+        is not told where.
+        """
+        if self.finished:
+            return
+        log.error(
+            "spool_failed: {client}: the request body could not be stored: {error}",
+            event="spool_failed", client=self.client or "unix", error=str(error),
+        )
+        self.frontEnd.refuse(503, "spool_failed", "the request body could not be stored")
+
+    def _spoolSent(self, ignored) -> None:
+        self.relay.spoolSent()
+
+    def _spoolSendFailed(self, failure) -> None:
+        # Reading back failed, or the transfer stopped because the request
+        # ended (nothing more to do then).
+        if failure.check(SpoolError):
+            self.spoolFailed(failure.value)
+
+    def watchBody(self, timeout: float) -> None:
+        """
+        Start (or restart) the body's idle deadline: C{timeout} seconds
+        without client bytes end the request (408 while no response has
+        started, a cut connection after).
+        """
+        if self._bodyTimer is not None:
+            self._bodyTimer.cancel()
+        self._bodyTimer = IdleTimer(self.settings.reactor, timeout, self._bodyTimedOut)
+
+    def bodyActivity(self) -> None:
+        """
+        Client body bytes came.
+        """
+        self._bodyTimer.touch()
+
+    def bodyComplete(self) -> None:
+        """
+        The whole body came: stop its deadline and its streaming.
+        """
+        if self._bodyTimer is not None:
+            self._bodyTimer.cancel()
+        self.relay.clientDone()
+
+    def _bodyTimedOut(self) -> None:
+        if self.responseStarted:
+            self.frontEnd.abort("body_timeout")
+        else:
+            self.frontEnd.refuse(408, "body_timeout", "request body not received in time")
+
+    # Choosing and connecting a node
+
+    def dispatch(self) -> None:
+        """
+        Pick the first node and connect to it.
+        """
+        settings = self.settings
+        self._plan = RetryPlan(
+            settings.forwarder, self.key, settings.maxRetries, settings.fallback,
+            self.client, settings.fallbackOnNoKey,
+        )
+        try:
+            picked = self._plan.first()
+        except Exception as error:
+            self._pickFailed(error)
+            return
+        self._picked(picked)
+
+    def _picked(self, node) -> None:
+        if isinstance(node, Deferred):
+            self._pendingPick = node
+            node.addCallbacks(self._pickedLater, self._pickFailedLater)
+            return
+        if node is None:
+            timedOut = self._lastConnectTimedOut
+            if timedOut is None:
+                self.frontEnd.refuse(503, "all_nodes_dead", "every backend node is unavailable")
+            elif timedOut:
+                self.frontEnd.refuse(504, "backend_timeout", "no backend answered in time")
+            else:
+                self.frontEnd.refuse(502, "backend_unreachable", "no backend could be reached")
+            return
+        self._connect(node)
+
+    def _pickedLater(self, node) -> None:
+        self._pendingPick = None
+        if not self.finished:
+            self._picked(node)
+
+    def _pickFailedLater(self, failure) -> None:
+        self._pendingPick = None
+        if not self.finished:
+            self._pickFailed(failure.value, failure)
+
+    def _pickFailed(self, error: BaseException, failure=None) -> None:
+        """
+        Refuse the request because finding a node failed with C{error}.
+
+        @param failure: the L{Failure} of C{error} when it came from a
+            Deferred (outside any C{except} block), for the traceback.
+        """
+        key = self.key[:64]
+        if isinstance(error, NoNodeForKey):
+            self.frontEnd.refuse(404, "no_node_for_key", f"no node serves {key!r}")
+        elif isinstance(error, ForwarderTimeout):
+            self.frontEnd.refuse(504, "forwarder_timeout", f"finding a node for {key!r} took too long")
+        else:
+            log.failure(
+                "forwarder_failed: finding a node for {key!r} raised",
+                failure, event="forwarder_failed", key=key,
+            )
+            self.frontEnd.refuse(502, "forwarder_failed", f"finding a node for {key!r} failed")
+
+    def _connect(self, node) -> None:
+        settings = self.settings
+        head = self.frontEnd.headFor(node)
+        if head is None:
+            # Refused: the request cannot go to that node.
+            settings.forwarder.abandoned(self.key, node)
+            return
+        self.node = node
+        connector = connectUpstream(
+            settings.reactor, node, self, head,
+            settings.connectTimeout, settings.timeout, settings.harakiri,
+        )
+        if self._upstream is None and not self.finished:
+            self._connector = connector
+
+    # IUpstreamReceiver
+
+    def upstreamConnected(self, upstream) -> None:
+        self._connector = None
+        self._nodeInUse = True
+        self._upstream = upstream
+        self.settings.forwarder.connected(self.key, self.node)
+        streaming = self.frontEnd.nodeConnected(upstream)
+        if self.finished:
+            return
+        spool = self._spool
+        if spool is None:
+            self.relay.attach(upstream, streaming)
+        else:
+            self.relay.attach(upstream, False, spooled=True)
+            spool.sendTo(upstream).addCallbacks(self._spoolSent, self._spoolSendFailed)
+
+    def upstreamConnectFailed(self, reason: str, timedOut: bool) -> None:
+        self._connector = None
+        if self.finished:
+            return
+        if not self.settings.quiet:
+            log.warn(
+                "backend_unreachable: cannot connect to {node} ({retries} retries): {reason}",
+                event="backend_unreachable", node=self.node.name,
+                retries=self._plan.retries, reason=reason,
+            )
+        self._lastConnectTimedOut = timedOut
+        try:
+            node = self._plan.afterFailure(self.node)
+        except Exception as error:
+            self._pickFailed(error)
+            return
+        self._picked(node)
+
+    def upstreamDataReceived(self, data: bytes) -> None:
+        self.frontEnd.responseReceived(data)
+
+    def upstreamLost(self, reason, timedOut: bool) -> None:
+        self._upstream = None
+        if self.finished:
+            return
+        if self.responseStarted:
+            self.frontEnd.responseEnded(reason, timedOut)
+        elif timedOut:
+            self.frontEnd.refuse(504, "backend_timeout", "the backend did not answer in time")
+        else:
+            log.warn(
+                "backend_closed: {node} closed without a response: {reason}",
+                event="backend_closed", node=self.node.name,
+                reason=reason or "connection closed",
+            )
+            self.frontEnd.refuse(502, "backend_closed", "the backend closed without a response")
+
+    # Ending
+
+    def release(self) -> None:
+        """
+        The request is over: tell the forwarder, stop a pending pick or
+        connect, the body deadline and the relay, close the node connection
+        and the spool.  Safe to call more than once.
+        """
+        if self.finished:
+            return
+        self.finished = True
+        forwarder = self.settings.forwarder
+        if self._nodeInUse:
+            self._nodeInUse = False
+            forwarder.released(self.key, self.node)
+            if ITrafficCounting.providedBy(forwarder):
+                upstream = self.relay.upstream
+                forwarder.transferred(self.key, self.node, upstream.sent, upstream.received)
+        pick, self._pendingPick = self._pendingPick, None
+        if pick is not None:
+            # User code still answering: tell it nobody is waiting.
+            pick.cancel()
+        connector, self._connector = self._connector, None
+        if connector is not None:
+            connector.factory.receiver = None
+            connector.stopConnecting()
+            forwarder.abandoned(self.key, self.node)
+        if self._bodyTimer is not None:
+            self._bodyTimer.cancel()
+        upstream = self.relay.detach()
+        if upstream is not None:
+            upstream.detach()
+        if self._spool is not None:
+            self._spool.close()
+        # The front end holds this lifecycle: forgetting it spares the
+        # garbage collector a cycle per request.
+        self.frontEnd = None
+        self._upstream = None
+
+    def abort(self) -> None:
+        """
+        Release the request, cutting the node connection.
+        """
+        upstream = self._upstream
+        self.release()
+        if upstream is not None and upstream.transport is not None:
+            upstream.transport.abortConnection()
+
+    def logAccess(self, request, status: int, size: int) -> None:
+        """
+        Write the access log line of C{request} (a
+        L{txrouter.wire.http1.RequestHead}), if there is a log.
+        """
+        accessLog = self.settings.accessLog
+        if accessLog is not None:
+            accessLog.log((self.client or "").encode(), request, status, size)
