@@ -613,3 +613,31 @@ class ForwarderAndPostBufferingTests(RouterTestCase):
         self.assertEqual(len(os.listdir("/proc/self/fd")), before + 1)
         client.close()
         self.assertEqual(len(os.listdir("/proc/self/fd")), before)
+
+
+class ClientAddressTests(RouterTestCase):
+    def test_forwarders_get_the_client_address_as_text(self):
+        """
+        Both routers hand a forwarder the client's IP address as text, so
+        that iphash sends one client to one node, the same node for the
+        same address whichever router it came through.
+        """
+        from txrouter.routers.fast import FastRouter
+        from txrouter.routing.balancing import IPHash
+        from txrouter.routing.static import StaticForwarder
+        from txrouter.wire.uwsgi import encodePacket
+
+        seen = []
+
+        class Recording(StaticForwarder):
+            def pick(self, key=None, client=None):
+                seen.append(client)
+                return StaticForwarder.pick(self, key, client)
+
+        nodes = [parseNode(NODE_A), parseNode(NODE_B)]
+        http = self.router(forwarder=Recording(nodes, self.network.reactor))
+        fast = FastRouter(self.network.reactor, forwarder=Recording(nodes, self.network.reactor))
+        self.request(http, GET, peer=("10.1.2.3", 40000))
+        self.request(fast, encodePacket([(b"HTTP_HOST", b"h")]), peer=("10.1.2.3", 40001))
+        self.assertEqual(seen, ["10.1.2.3", "10.1.2.3"])
+        self.assertNotEqual(IPHash.hash(seen[0]), 0)
