@@ -1,10 +1,16 @@
 """
-What every router's factory shares: its open sessions and a graceful drain.
+What every router's factory shares: the options every router has (node
+choice, timeouts, body limits, errors), its open sessions and a graceful
+drain.
 """
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
+
+from txrouter.lifecycle import RequestSettings
+from txrouter.routing.static import StaticForwarder
+from txrouter.spool import SpoolError, checkSpoolDirectory
 
 log = Logger(namespace="txrouter.router")
 
@@ -22,8 +28,74 @@ class RouterFactory(ServerFactory):
 
     noisy = False
 
-    def __init__(self, reactor) -> None:
+    def __init__(
+        self,
+        reactor,
+        nodes=(),
+        *,
+        forwarder=None,
+        fallback=(),
+        fallback_on_no_key: bool = False,
+        max_retries: int = 3,
+        gracetime: float = 30.0,
+        timeout: float = 60.0,
+        connect_timeout: "float | None" = None,
+        harakiri: float = 0,
+        post_buffering: int = 0,
+        post_buffering_dir: "str | None" = None,
+        limit_post: int = 0,
+        silent_errors: bool = False,
+        quiet: bool = False,
+    ) -> None:
+        """
+        The keyword arguments every router takes, named as the command-line
+        options (dashes become underscores).
+
+        @param nodes: the C{--to} nodes (L{txrouter.routing.nodes.Node}),
+            in round robin.
+        @param forwarder: an L{IForwarder} replacing the static one.
+        @param fallback: nodes tried in order after a failed connect.
+        @param fallback_on_no_key: a key that maps to no node goes to the
+            fallback nodes too.
+        @param max_retries: connect retries per request.
+        @param gracetime: seconds a C{--to} node that failed is left out.
+        @param timeout: idle seconds allowed to clients and nodes.
+        @param connect_timeout: seconds a connect may take (default:
+            C{timeout}).
+        @param harakiri: seconds a node may take for a whole response; 0
+            for no limit.
+        @param post_buffering: 0 to stream request bodies; else they are
+            read whole before a node is connected, up to this many bytes in
+            memory and the rest in an unlinked temporary file in
+            C{post_buffering_dir}.
+        @param limit_post: the largest request body accepted (413 above); 0
+            for no limit.
+        @param silent_errors: close without an error response, as uWSGI.
+        @param quiet: do not log failed connects.
+        @raise ValueError: temporary files cannot be created in
+            C{post_buffering_dir}.
+        """
+        if post_buffering and post_buffering_dir is not None:
+            checkDirectory("post_buffering_dir", post_buffering_dir)
         self.reactor = reactor
+        self.forwarder = forwarder or StaticForwarder(nodes, reactor, gracetime)
+        self.fallback = tuple(fallback)
+        self.fallbackOnNoKey = fallback_on_no_key
+        self.maxRetries = max_retries
+        self.timeout = timeout
+        self.connectTimeout = timeout if connect_timeout is None else connect_timeout
+        self.harakiri = harakiri
+        self.postBuffering = post_buffering
+        self.postBufferingDir = post_buffering_dir
+        self.limitPost = limit_post
+        self.silentErrors = silent_errors
+        self.quiet = quiet
+        self.requestSettings = RequestSettings(
+            reactor=reactor, forwarder=self.forwarder, fallback=self.fallback,
+            fallbackOnNoKey=fallback_on_no_key, maxRetries=max_retries,
+            connectTimeout=self.connectTimeout, timeout=timeout, harakiri=harakiri,
+            quiet=quiet,
+        )
         self.sessions = set()
         self.draining = False
         self._drainWaiters = []
@@ -66,3 +138,16 @@ class RouterFactory(ServerFactory):
             waiters, self._drainWaiters = self._drainWaiters, []
             for waiter in waiters:
                 waiter.callback(None)
+
+
+def checkDirectory(name: str, directory: str) -> None:
+    """
+    Make sure the spool directory named by option C{name} can hold
+    temporary files.
+
+    @raise ValueError: it cannot.
+    """
+    try:
+        checkSpoolDirectory(directory)
+    except SpoolError as e:
+        raise ValueError(f"{name}: {e}") from None

@@ -31,13 +31,12 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from txrouter.lifecycle import IFrontEnd, RequestLifecycle, RequestSettings
+from txrouter.lifecycle import IFrontEnd, RequestLifecycle
 from txrouter.limits import LINGER_IDLE, LINGER_TOTAL, MAX_KEY_LENGTH
 from txrouter.relay import Relay
 from txrouter.routers.base import RouterFactory
 from txrouter.routing.nodes import UWSGI
-from txrouter.routing.static import StaticForwarder
-from txrouter.spool import BodySpool, SpoolError, checkSpoolDirectory
+from txrouter.spool import BodySpool
 from txrouter.timers import IdleTimer
 from txrouter.wire.responses import errorResponse
 from txrouter.wire.uwsgi import MAX_DATASIZE, PacketParser, UwsgiPacketError, misdirectedProtocol
@@ -95,67 +94,25 @@ class FastRouter(RouterFactory):
         reactor,
         nodes=(),
         *,
-        forwarder=None,
-        fallback=(),
-        fallback_on_no_key: bool = False,
-        max_retries: int = 3,
-        gracetime: float = 30.0,
-        timeout: float = 60.0,
-        connect_timeout: "float | None" = None,
-        harakiri: float = 0,
         buffer_size: int = MAX_DATASIZE,
         force_key: "bytes | str | None" = None,
         keep_modifiers: bool = False,
-        post_buffering: int = 0,
-        post_buffering_dir: "str | None" = None,
-        limit_post: int = 0,
-        silent_errors: bool = False,
-        quiet: bool = False,
+        **common,
     ) -> None:
         """
-        @param nodes: the C{--to} nodes (L{txrouter.routing.nodes.Node}).
-        @param forwarder: an L{IForwarder} replacing the static one.
         @param buffer_size: largest vars block accepted from a client.
         @param force_key: route every request by this key.
         @param keep_modifiers: forward the client's modifier1/modifier2
             when the node does not impose its own (uWSGI forces 0).
-        @param post_buffering: 0 to stream bodies; else bodies are read
-            whole before connecting, up to this many bytes in memory and
-            the rest in an unlinked temporary file in C{post_buffering_dir}.
-        @param limit_post: the largest C{CONTENT_LENGTH} accepted (413
-            above); 0 for no limit.
-        @raise ValueError: temporary files cannot be created in
-            C{post_buffering_dir}.
+        @param common: the keyword arguments of every router
+            (L{RouterFactory.__init__}).
         """
-        RouterFactory.__init__(self, reactor)
-        self.forwarder = forwarder or StaticForwarder(nodes, reactor, gracetime)
-        self.fallback = tuple(fallback)
-        self.fallbackOnNoKey = fallback_on_no_key
-        self.maxRetries = max_retries
-        self.timeout = timeout
-        self.connectTimeout = timeout if connect_timeout is None else connect_timeout
-        self.harakiri = harakiri
+        RouterFactory.__init__(self, reactor, nodes, **common)
         self.bufferSize = min(buffer_size, MAX_DATASIZE)
         if isinstance(force_key, str):
             force_key = force_key.encode()
         self.forceKey = force_key
         self.keepModifiers = keep_modifiers
-        self.postBuffering = post_buffering
-        self.postBufferingDir = post_buffering_dir
-        if post_buffering and post_buffering_dir is not None:
-            try:
-                checkSpoolDirectory(post_buffering_dir)
-            except SpoolError as e:
-                raise ValueError(f"post_buffering_dir: {e}") from None
-        self.limitPost = limit_post
-        self.silentErrors = silent_errors
-        self.quiet = quiet
-        self.requestSettings = RequestSettings(
-            reactor=reactor, forwarder=self.forwarder, fallback=self.fallback,
-            fallbackOnNoKey=fallback_on_no_key, maxRetries=max_retries,
-            connectTimeout=self.connectTimeout, timeout=timeout, harakiri=harakiri,
-            quiet=quiet,
-        )
 
     def buildProtocol(self, addr):
         return FastSession(self)

@@ -11,18 +11,17 @@ is an L{txrouter.routers.exchange.Exchange}.
 
 import socket
 
+import attr
+
 from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer, ISSLTransport
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from txrouter.lifecycle import RequestSettings
 from txrouter.limits import MAX_KEY_LENGTH
-from txrouter.routers.base import RouterFactory
+from txrouter.routers.base import RouterFactory, checkDirectory
 from txrouter.routers.exchange import Exchange
 from txrouter.trust import AddressSet
-from txrouter.routing.static import StaticForwarder
-from txrouter.spool import SpoolError, checkSpoolDirectory
 from txrouter.wire.http1 import HTTPError, RequestHeadParser
 from txrouter.wire.http2uwsgi import encodeConnectionVars
 from txrouter.wire.responses import errorResponse
@@ -48,17 +47,9 @@ class HTTPRouter(RouterFactory):
         reactor,
         nodes=(),
         *,
-        forwarder=None,
-        fallback=(),
-        fallback_on_no_key: bool = False,
-        max_retries: int = 3,
-        gracetime: float = 30.0,
-        connect_timeout: "float | None" = None,
-        timeout: float = 60.0,
         headers_timeout: "float | None" = None,
         body_timeout: "float | None" = None,
         keepalive: float = 0,
-        harakiri: float = 0,
         buffer_size: int = 4096,
         modifier1: int = 0,
         modifier2: int = 0,
@@ -66,49 +57,35 @@ class HTTPRouter(RouterFactory):
         chunked_input: bool = False,
         spool_memory: int = 1 << 20,
         spool_dir: "str | None" = None,
-        post_buffering: int = 0,
-        post_buffering_dir: "str | None" = None,
-        limit_post: int = 0,
         trust_forwarded_from=(),
-        silent_errors: bool = False,
-        quiet: bool = False,
         server_name: "str | None" = None,
         max_request_line: int = 8192,
         max_headers: int = 100,
         max_head_size: int = 65536,
         access_log=None,
+        **common,
     ) -> None:
         """
-        @param nodes: the C{--to} nodes (L{txrouter.routing.nodes.Node}).
-        @param forwarder: an L{IForwarder} replacing the static one.
         @param keepalive: 0 for no keep-alive, else the idle seconds allowed
             between two requests of one connection.
-        @param post_buffering: 0 to stream Content-Length bodies; else they
-            are read whole before a node is connected, up to this many bytes
-            in memory and the rest in an unlinked temporary file in
-            C{post_buffering_dir}.
+        @param spool_dir: where de-chunked bodies larger than
+            C{spool_memory} go (default: C{post_buffering_dir}).
         @param access_log: an L{txrouter.accesslog.AccessLog} or L{None}.
+        @param common: the keyword arguments of every router
+            (L{RouterFactory.__init__}).
         """
         if not 0 < max_head_size <= 65536:
             # uwsgi var values are 16-bit: a longer head could not be sent.
             raise ValueError("max_head_size must be between 1 and 65536")
-        for name, directory in [("spool_dir", spool_dir), ("post_buffering_dir", post_buffering_dir)]:
-            if directory is not None:
-                try:
-                    checkSpoolDirectory(directory)
-                except SpoolError as e:
-                    raise ValueError(f"{name}: {e}") from None
-        self.reactor = reactor
-        self.forwarder = forwarder or StaticForwarder(nodes, reactor, gracetime)
-        self.fallback = tuple(fallback)
-        self.fallbackOnNoKey = fallback_on_no_key
-        self.maxRetries = max_retries
-        self.connectTimeout = timeout if connect_timeout is None else connect_timeout
-        self.timeout = timeout
+        directory = common.get("post_buffering_dir")
+        for name, path in [("spool_dir", spool_dir), ("post_buffering_dir", directory)]:
+            if path is not None:
+                checkDirectory(name, path)
+        RouterFactory.__init__(self, reactor, nodes, **common)
+        timeout = self.timeout
         self.headersTimeout = timeout if headers_timeout is None else headers_timeout
         self.bodyTimeout = timeout if body_timeout is None else body_timeout
         self.keepalive = keepalive
-        self.harakiri = harakiri
         self.bufferSize = buffer_size
         self.modifier1 = modifier1
         self.modifier2 = modifier2
@@ -118,25 +95,14 @@ class HTTPRouter(RouterFactory):
         ]
         self.chunkedInput = chunked_input
         self.spoolMemory = spool_memory
-        self.spoolDir = spool_dir if spool_dir is not None else post_buffering_dir
-        self.postBuffering = post_buffering
-        self.postBufferingDir = post_buffering_dir
-        self.limitPost = limit_post
+        self.spoolDir = spool_dir if spool_dir is not None else directory
         self.trusted = AddressSet(trust_forwarded_from)
-        self.silentErrors = silent_errors
-        self.quiet = quiet
         self.serverName = (server_name or socket.gethostname()).encode()
         self.maxRequestLine = max_request_line
         self.maxHeaders = max_headers
         self.maxHeadSize = max_head_size
         self.accessLog = access_log
-        self.requestSettings = RequestSettings(
-            reactor=reactor, forwarder=self.forwarder, fallback=self.fallback,
-            fallbackOnNoKey=fallback_on_no_key, maxRetries=max_retries,
-            connectTimeout=self.connectTimeout, timeout=timeout, harakiri=harakiri,
-            quiet=quiet, accessLog=access_log,
-        )
-        RouterFactory.__init__(self, reactor)
+        self.requestSettings = attr.evolve(self.requestSettings, accessLog=access_log)
 
     def buildProtocol(self, addr):
         return HTTPSession(self)
