@@ -10,7 +10,8 @@ from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.task import Clock
 
-from txrouter.routing.cache import CacheForwarder, InMemoryStore, MappingFileError
+from txrouter.build import MappingFile
+from txrouter.routing.cache import CacheForwarder, InMemoryStore, MappingFileError, parseMapping
 from txrouter.routing.code import CodeForwarder, loadCallable
 from txrouter.routing.interfaces import ForwarderTimeout, NoNodeForKey
 from txrouter.routing.nodes import BadNodeAddress, Node, parseNode, parseNodeValue
@@ -79,10 +80,31 @@ def test_node_values():
 # Cache
 
 
-def test_mapping_file_and_reload(tmp_path):
+def test_mapping_text():
+    assert parseMapping(b"# apps\na.local /run/a.sock\n\r\n  b.local\t127.0.0.1:3031,5|/b \n") == {
+        b"a.local": "/run/a.sock", b"b.local": "127.0.0.1:3031,5|/b",
+    }
+    with pytest.raises(MappingFileError, match="^apps.map:2: expected KEY VALUE"):
+        parseMapping(b"a.local /run/a.sock\nonly-a-key\n", "apps.map")
+    with pytest.raises(MappingFileError, match="^<mapping>:1: "):
+        parseMapping(b"a.local host:notaport\n")
+
+
+def test_replacing_the_store_is_all_or_nothing():
+    store = InMemoryStore({"a": "/run/a.sock"})
+    with pytest.raises(BadNodeAddress):
+        store.replace({"b": "/run/b.sock", "c": "host:notaport"})
+    assert store.mapping == {b"a": "/run/a.sock"}
+    store.replace({"b": "/run/b.sock"})
+    assert store.mapping == {b"b": "/run/b.sock"}
+
+
+def test_mapping_file_and_reload(tmp_path, events):
     path = tmp_path / "map"
     path.write_text("# apps\na.local /run/a.sock\n\nb.local  127.0.0.1:3031,5|/run/b.sock\n")
-    store = InMemoryStore(path=str(path))
+    store = InMemoryStore()
+    mappingFile = MappingFile(str(path), store)
+    mappingFile.load()
     forwarder = CacheForwarder(store)
     assert forwarder.pick(b"a.local").path == "/run/a.sock"
     picks = [forwarder.pick(b"b.local") for _ in range(4)]
@@ -92,10 +114,16 @@ def test_mapping_file_and_reload(tmp_path):
         forwarder.pick(b"c.local")
     path.write_text("a.local /run/new.sock\nbroken\n")
     with pytest.raises(MappingFileError, match=":2:"):
-        store.reload()
+        mappingFile.load()
+    assert forwarder.pick(b"a.local").path == "/run/a.sock"
+    # A reload (SIGHUP) logs the refusal and keeps the mapping.
+    mappingFile.reload()
+    assert [e["event"] for e in events if "cache_file" in e.get("event", "")] == [
+        "cache_file_loaded", "cache_file_refused",
+    ]
     assert forwarder.pick(b"a.local").path == "/run/a.sock"
     path.write_text("c.local /run/c.sock\n")
-    store.reload()
+    mappingFile.reload()
     assert forwarder.pick(b"c.local").path == "/run/c.sock"
     with pytest.raises(NoNodeForKey):
         forwarder.pick(b"a.local")

@@ -2,6 +2,8 @@
 The command line of txrouter-fast builds the router and forwarder it describes.
 """
 
+import signal
+
 import pytest
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.usage import UsageError
@@ -9,7 +11,7 @@ from twisted.python.usage import UsageError
 from txrouter.routing.cache import CacheForwarder
 from txrouter.routing.code import CodeForwarder
 from txrouter.routing.paths import PathForwarder
-from txrouter.tap.common import ReloadOnHangup
+from txrouter.signals import OnSignal
 from txrouter.stats.server import StatsFactory
 from txrouter.tap.fast import Options, makeService
 
@@ -44,7 +46,7 @@ def test_each_forwarder(tmp_path):
     assert router.forwarder.pick(b"x").path == "/run/x/sock"
     service = build("--use-cache", "--cache-file", str(mapping))
     assert isinstance(service.router.forwarder, CacheForwarder)
-    assert any(isinstance(s, ReloadOnHangup) for s in service)
+    assert [s.signum for s in service if isinstance(s, OnSignal)] == [signal.SIGHUP]
     router = build("--use-code", "tests.test_forwarders:mapper").router
     assert isinstance(router.forwarder, CodeForwarder)
     assert router.forwarder.pick(b"a").path == "/run/a.sock"

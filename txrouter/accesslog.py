@@ -1,13 +1,71 @@
 """
-The access log, in the combined log format of Apache and nginx.
+The access log, in the combined log format of Apache and nginx, and the
+file it writes to, which SIGUSR1 reopens after logrotate moved it.
 """
 
 import time
 
+from twisted.logger import Logger
+
+log = Logger(namespace="txrouter.accesslog")
+
+
+class ReopenableFile:
+    """
+    A text file opened for appending, line by line, that can be opened
+    again at the same path.
+
+    logrotate renames the file and then (C{postrotate kill -USR1 PID})
+    asks for L{reopen}: lines written in between still go to the renamed
+    file, the next ones to a new file at the path.  Appending (C{O_APPEND})
+    also suits logrotate's C{copytruncate}.  Characters are written as
+    Latin-1, so that the request's bytes (which L{AccessLog} decodes as
+    Latin-1) reach the file unchanged and no line can fail to encode.
+
+    @ivar path: the file's path.
+    """
+
+    def __init__(self, path: str) -> None:
+        """
+        @raise OSError: the file cannot be opened for appending.
+        """
+        self.path = path
+        self._file = self._open()
+
+    def _open(self):
+        return open(self.path, "a", buffering=1, encoding="latin-1", errors="replace")
+
+    def write(self, text: str) -> None:
+        self._file.write(text)
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def reopen(self) -> None:
+        """
+        Close the file and open the path again (creating it).  If the path
+        cannot be opened, the error is logged (C{access_log_reopen_failed})
+        and lines keep going to the file already open.
+        """
+        try:
+            opened = self._open()
+        except OSError as e:
+            log.error(
+                "access_log_reopen_failed: {path}: {error}; still writing to the old file",
+                event="access_log_reopen_failed", path=self.path, error=e.strerror,
+            )
+            return
+        previous, self._file = self._file, opened
+        previous.close()
+
+    def close(self) -> None:
+        self._file.close()
+
 
 class AccessLog:
     """
-    Writes one line per request to a text file object.
+    Writes one line per request to a text file object (a
+    L{ReopenableFile}, or C{sys.stdout}).
 
     The timestamp is formatted once per second, not once per line.
     """

@@ -5,8 +5,8 @@ uWSGI looks the key up in one of its caches; the value is C{addr[,mod1]},
 or several of those joined by C{|}, balanced round robin by a per-item hit
 counter (reference section 3.3).  Here the store is an L{IKeyValueStore}:
 the embedded L{InMemoryStore} is filled from Python (a C{.tac}) or from a
-mapping file (C{--cache-file}, reloaded on SIGHUP); a shared store can
-replace it.  A store that answers later (a Deferred) gets a deadline, as
+mapping file (C{--cache-file}: L{parseMapping} reads its text, the builder
+reads the file and reloads it on SIGHUP); a shared store can replace it.  A store that answers later (a Deferred) gets a deadline, as
 user code does (L{txrouter.routing.code.withDeadline}).
 """
 
@@ -32,47 +32,44 @@ class MappingFileError(ValueError):
     """
 
 
-def readMappingFile(path: str) -> "dict[bytes, str]":
+def parseMapping(data: bytes, name: str = "<mapping>") -> "dict[bytes, str]":
     """
-    Read a mapping file: one C{KEY VALUE} pair per line (whitespace between
-    them), blank lines and C{#} comments ignored.  Every value is checked.
+    Parse the text of a mapping file: one C{KEY VALUE} pair per line
+    (whitespace between them), blank lines and C{#} comments ignored.
+    Every value is checked.  Reading the file is the caller's business
+    (L{txrouter.build} loads C{--cache-file} and reloads it on SIGHUP).
 
+    @param name: the file's name, for the error messages.
     @raise MappingFileError: naming the file and the line.
     """
     mapping = {}
-    with open(path, "rb") as f:
-        for number, raw in enumerate(f, 1):
-            line = raw.strip()
-            if not line or line.startswith(b"#"):
-                continue
-            parts = line.split(None, 1)
-            if len(parts) != 2:
-                raise MappingFileError(f"{path}:{number}: expected KEY VALUE")
-            key, value = parts[0], parts[1].decode("utf-8", "replace")
-            try:
-                parseNodeValue(value)
-            except BadNodeAddress as e:
-                raise MappingFileError(f"{path}:{number}: {e}")
-            mapping[key] = value
+    for number, raw in enumerate(data.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith(b"#"):
+            continue
+        parts = line.split(None, 1)
+        if len(parts) != 2:
+            raise MappingFileError(f"{name}:{number}: expected KEY VALUE")
+        key, value = parts[0], parts[1].decode("utf-8", "replace")
+        try:
+            parseNodeValue(value)
+        except BadNodeAddress as e:
+            raise MappingFileError(f"{name}:{number}: {e}")
+        mapping[key] = value
     return mapping
 
 
 @implementer(IKeyValueStore)
 class InMemoryStore:
     """
-    A dict of routing keys to node values, optionally loaded from a mapping
-    file.
-
-    @ivar path: the mapping file, or L{None}.
+    A dict of routing keys to node values, filled from Python or replaced
+    as a whole (by a mapping file's loader).
     """
 
-    def __init__(self, mapping=None, path: "str | None" = None) -> None:
+    def __init__(self, mapping=None) -> None:
         self.mapping = {}
-        self.path = path
         for key, value in (mapping or {}).items():
             self.set(key, value)
-        if path is not None:
-            self.reload()
 
     def get(self, key: bytes):
         return self.mapping.get(key)
@@ -84,27 +81,28 @@ class InMemoryStore:
         @raise BadNodeAddress: C{value} is malformed.
         """
         parseNodeValue(value)
-        self.mapping[key.encode() if isinstance(key, str) else key] = value
+        self.mapping[_bytes(key)] = value
 
     def delete(self, key) -> None:
-        self.mapping.pop(key.encode() if isinstance(key, str) else key, None)
+        self.mapping.pop(_bytes(key), None)
 
-    def reload(self) -> None:
+    def replace(self, mapping) -> None:
         """
-        Replace the whole mapping with the file's content.  A file with an
-        error is refused as a whole and the current mapping stays.
+        Replace the whole mapping at once, or, if one of its values is
+        malformed, not at all.
 
-        @raise MappingFileError: the file is malformed (or unreadable).
+        @param mapping: keys (text or bytes) to values.
+        @raise BadNodeAddress: a value is malformed.
         """
-        try:
-            mapping = readMappingFile(self.path)
-        except OSError as e:
-            raise MappingFileError(f"{self.path}: {e.strerror}")
-        self.mapping = mapping
-        log.info(
-            "cache_file_loaded: {count} keys from {path}",
-            event="cache_file_loaded", count=len(mapping), path=self.path,
-        )
+        replacement = {}
+        for key, value in mapping.items():
+            parseNodeValue(value)
+            replacement[_bytes(key)] = value
+        self.mapping = replacement
+
+
+def _bytes(key) -> bytes:
+    return key.encode() if isinstance(key, str) else key
 
 
 @implementer(IForwarder)

@@ -6,10 +6,8 @@ Option names are uWSGI's C{--fastrouter-*} names without the prefix
 C{--use-pattern}); see C{docs/fastrouter.md}.
 """
 
-from txrouter.routers.fast import FastRouter
-from txrouter.tap.common import (
-    RouterOptions, count, routerService, routingArguments, runningReactor,
-)
+from txrouter.config import FastRouterConfig
+from txrouter.tap.common import RouterOptions, count, makeRouterService
 from txrouter.wire.uwsgi import MAX_DATASIZE
 
 
@@ -18,7 +16,7 @@ class Options(RouterOptions):
     The options of C{txrouter-fast}.
     """
 
-    statsName = "fastrouter"
+    configClass = FastRouterConfig
 
     synopsis = "--bind ENDPOINT (--to NODE ... | --use-pattern P | --use-base D | ...) [options]"
     longdesc = (
@@ -44,15 +42,4 @@ def makeService(options, reactor=None):
     """
     Build the FastRouter service described by parsed L{Options}.
     """
-    if reactor is None:
-        reactor = runningReactor()
-    arguments, services = routingArguments(options, reactor)
-    router = FastRouter(
-        reactor,
-        options["to"],
-        force_key=options["force-key"],
-        keep_modifiers=options["keep-modifiers"],
-        buffer_size=options["buffer-size"],
-        **arguments,
-    )
-    return routerService(options, reactor, router, services)
+    return makeRouterService(options, reactor)

@@ -8,13 +8,8 @@ options uWSGI does not have are marked as such in C{docs/http-router.md}.
 
 import sys
 
-from twisted.python import usage
-
-from txrouter.accesslog import AccessLog
-from txrouter.routers.http import HTTPRouter
-from txrouter.tap.common import (
-    RouterOptions, byte, count, positive, routerService, routingArguments, runningReactor,
-)
+from txrouter.config import HTTPRouterConfig
+from txrouter.tap.common import RouterOptions, byte, count, makeRouterService, positive
 
 
 class Options(RouterOptions):
@@ -22,8 +17,7 @@ class Options(RouterOptions):
     The options of C{txrouter-http}.
     """
 
-    statsName = "http"
-    listenerProto = b"http"
+    configClass = HTTPRouterConfig
 
     synopsis = "--bind ENDPOINT --to NODE [--to NODE ...] [options]"
     longdesc = (
@@ -65,7 +59,8 @@ class Options(RouterOptions):
         ["max-headers", None, 100, "Most header lines in a request (431 above).", count],
         ["max-head-size", None, 65536, "Largest request head in bytes (431 above).", count],
         ["access-log", None, None,
-         "Write a combined-format access log to this file, or - for stdout."],
+         "Write a combined-format access log to this file (reopened on SIGUSR1,"
+         " for logrotate), or - for stdout."],
     ]
 
     def __init__(self) -> None:
@@ -78,22 +73,13 @@ class Options(RouterOptions):
         """
         Add the uwsgi var KEY=VALUE to every request (repeatable).
         """
-        key, eq, value = item.partition("=")
-        if not eq or not key:
-            raise usage.UsageError(f"--http-var wants KEY=VALUE, not {item!r}")
-        self["http-var"].append((key, value))
+        self["http-var"].append(item)
 
     def opt_trust_forwarded_from(self, network: str) -> None:
         """
         Pass the client's X-Forwarded-*/Forwarded headers on only from this
         address or CIDR network (repeatable). Others are dropped.
         """
-        import ipaddress
-
-        try:
-            ipaddress.ip_network(network, strict=False)
-        except ValueError as e:
-            raise usage.UsageError(f"--trust-forwarded-from: {e}")
         self["trust-forwarded-from"].append(network)
 
     def opt_keepalive(self) -> None:
@@ -121,20 +107,12 @@ class Options(RouterOptions):
                 rewritten.append(arg)
         super().parseOptions(rewritten)
 
-    def spoolDirectoryOptions(self) -> list:
-        """
-        The router checks both directories whenever they are given: a
-        de-chunked body is spooled in C{--post-buffering-dir} too when
-        there is no C{--spool-dir}.
-        """
-        return [name for name in ("spool-dir", "post-buffering-dir") if self[name] is not None]
-
     def postOptions(self) -> None:
-        super().postOptions()
         if self["keepalive-timeout"]:
             self["keepalive"] = self["keepalive-timeout"]
         elif self["keepalive"] == -1:
             self["keepalive"] = self["timeout"]
+        super().postOptions()
 
 
 def _isNumber(text: str) -> bool:
@@ -149,33 +127,4 @@ def makeService(options, reactor=None):
     """
     Build the router service described by parsed L{Options}.
     """
-    if reactor is None:
-        reactor = runningReactor()
-    accessLog = None
-    if options["access-log"]:
-        path = options["access-log"]
-        stream = sys.stdout if path == "-" else open(path, "a", buffering=1)
-        accessLog = AccessLog(stream, reactor)
-    arguments, services = routingArguments(options, reactor)
-    router = HTTPRouter(
-        reactor,
-        options["to"],
-        headers_timeout=options["headers-timeout"],
-        body_timeout=options["body-timeout"],
-        keepalive=options["keepalive"],
-        buffer_size=options["buffer-size"],
-        modifier1=options["modifier1"],
-        modifier2=options["modifier2"],
-        http_vars=options["http-var"],
-        chunked_input=options["chunked-input"],
-        spool_memory=options["spool-memory"],
-        spool_dir=options["spool-dir"],
-        trust_forwarded_from=options["trust-forwarded-from"],
-        server_name=options["server-name"],
-        max_request_line=options["max-request-line"],
-        max_headers=options["max-headers"],
-        max_head_size=options["max-head-size"],
-        access_log=accessLog,
-        **arguments,
-    )
-    return routerService(options, reactor, router, services)
+    return makeRouterService(options, reactor)

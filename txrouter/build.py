@@ -1,0 +1,395 @@
+"""
+From a router's configuration (L{txrouter.config}) to its running services:
+the one path for the command line and for C{.tac} files.
+
+A C{.tac} file::
+
+    from twisted.application.service import Application
+    from twisted.internet import reactor
+
+    from txrouter.build import buildService
+    from txrouter.config import HTTPRouterConfig
+
+    application = Application("txrouter-http")
+    buildService(
+        HTTPRouterConfig(bind=["tcp:8080"], subscription_server=["127.0.0.1:7000"],
+                         stats="tcp:9191:interface=127.0.0.1"),
+        reactor,
+    ).setServiceParent(application)
+
+L{buildService} gives a L{RouterService} holding, besides the listeners:
+the forwarder's services (the subscription servers with notify acks and
+resubscription, or the SIGHUP reload of a C{--cache-file}), the SIGUSR1
+reopening of the C{--access-log}, and the C{--stats} listener.  What the
+router reads from files is read here: the mapping file, the signing key,
+the C{--use-code} script.  A mistake is a C{ValueError} whose message starts
+with the option's name; L{checkConfig} finds every mistake the build would,
+binding nothing, so that the command line reports it as a usage error.
+"""
+
+import signal
+import sys
+
+import attr
+from twisted.logger import Logger
+
+from txrouter.accesslog import AccessLog, ReopenableFile
+from txrouter.config import FastRouterConfig, HTTPRouterConfig
+from txrouter.endpoints import checkServerEndpoint
+from txrouter.routers.fast import FastRouter
+from txrouter.routers.http import HTTPRouter
+from txrouter.routing.admission import DEFAULT_PORTS, SOURCE, AddressPolicy
+from txrouter.routing.cache import CacheForwarder, InMemoryStore, MappingFileError, parseMapping
+from txrouter.routing.code import CodeForwarder, loadCallable
+from txrouter.routing.paths import PathForwarder
+from txrouter.routing.subscriptions import SubscriptionRegistry
+from txrouter.service import RouterService
+from txrouter.signals import OnSignal
+from txrouter.spool import SpoolError, checkSpoolDirectory
+from txrouter.stats.server import statsEndpoint
+from txrouter.subscription.addresses import uwsgiAddressOfEndpoint
+from txrouter.subscription.client import readSigningKey
+from txrouter.subscription.federation import DatagramSender, Resubscriber
+from txrouter.subscription.server import subscriptionServices
+from txrouter.subscription.signing import SignatureChecker
+
+__all__ = [
+    "MappingFile",
+    "buildAccessLog",
+    "buildForwarder",
+    "buildRouter",
+    "buildService",
+    "checkConfig",
+    "statsAddresses",
+    "subscriptionForwarder",
+]
+
+log = Logger(namespace="txrouter.build")
+
+
+def buildService(config, reactor) -> RouterService:
+    """
+    The service running the router C{config} describes.
+
+    @param config: an L{HTTPRouterConfig} or a L{FastRouterConfig}.
+    @param reactor: the reactor everything runs on (under twistd, the
+        global one; in tests, a C{MemoryReactorClock}).
+    @raise ValueError: a mistake in C{config}; the message starts with the
+        option's name.
+    """
+    for description in config.bind:
+        _checked("--bind", checkServerEndpoint, description)
+    forwarder, services = buildForwarder(config, reactor)
+    accessLog, logServices = buildAccessLog(config, reactor)
+    router = buildRouter(config, reactor, forwarder, accessLog)
+    service = RouterService(
+        reactor, router, config.bind, config.graceful_timeout, cheap=config.cheap,
+    )
+    for extra in services + logServices:
+        extra.setServiceParent(service)
+    if config.stats:
+        _checked(
+            "--stats", service.serveStats, reactor, config.stats, config.statsName,
+            statsAddresses(config), http=config.stats_http, minified=config.stats_minified,
+        )
+    return service
+
+
+def checkConfig(config):
+    """
+    Find the mistakes L{buildService} would, binding and starting nothing:
+    endpoint strings that name no endpoint, directories where temporary
+    files cannot be created, a mapping file, signing key or C{--use-code}
+    that cannot be read, an access log that cannot be opened.
+
+    @return: C{config}, with its C{--use-code} callable loaded (so that a
+        script runs once).
+    @raise ValueError: the first mistake; the message starts with the
+        option's name.
+    """
+    for description in config.bind:
+        _checked("--bind", checkServerEndpoint, description)
+    if config.stats is not None:
+        _checked("--stats", checkServerEndpoint, config.stats, statsEndpoint)
+    for name, directory in _spoolDirectories(config):
+        _checked(name, checkSpoolDirectory, directory)
+    if config.use_cache:
+        MappingFile(config.cache_file, InMemoryStore()).load()
+    if config.resubscribe_sign:
+        _checked("--resubscribe-sign", readSigningKey, config.resubscribe_sign)
+    if isinstance(config, HTTPRouterConfig) and config.access_log not in (None, "-"):
+        _checked("--access-log", _openAccessLog, config.access_log).close()
+    if isinstance(config.use_code, str):
+        config = attr.evolve(config, use_code=_checked("--use-code", loadCallable, config.use_code))
+    return config
+
+
+def _checked(option: str, call, *args, **kwargs):
+    """
+    C{call(*args, **kwargs)}, with the message of a C{ValueError} it
+    raises prefixed by C{option}.
+    """
+    try:
+        return call(*args, **kwargs)
+    except (ValueError, SpoolError) as e:
+        raise ValueError(f"{option}: {e}") from None
+
+
+def _spoolDirectories(config) -> "list[tuple[str, str]]":
+    """
+    The directories the router will create temporary files in, with their
+    options.  The HTTP router uses both whenever given (a de-chunked body
+    is spooled in C{--post-buffering-dir} when there is no C{--spool-dir});
+    the FastRouter uses C{--post-buffering-dir} only with C{--post-buffering}.
+    """
+    if isinstance(config, HTTPRouterConfig):
+        candidates = [("--spool-dir", config.spool_dir),
+                      ("--post-buffering-dir", config.post_buffering_dir)]
+    elif config.post_buffering:
+        candidates = [("--post-buffering-dir", config.post_buffering_dir)]
+    else:
+        candidates = []
+    return [(name, directory) for name, directory in candidates if directory is not None]
+
+
+# The router
+
+
+def buildRouter(config, reactor, forwarder=None, accessLog=None):
+    """
+    The router C{config} describes (the factory its listeners share).
+
+    @param forwarder: an C{IForwarder}, or L{None} for the static one over
+        C{config.to}.
+    @param accessLog: an L{AccessLog} for the HTTP router, or L{None}.
+    """
+    shared = dict(
+        forwarder=forwarder,
+        fallback=config.fallback,
+        fallback_on_no_key=config.fallback_on_no_key,
+        max_retries=config.max_retries,
+        gracetime=config.gracetime,
+        timeout=config.timeout,
+        connect_timeout=config.connect_timeout,
+        harakiri=config.harakiri,
+        post_buffering=config.post_buffering,
+        post_buffering_dir=config.post_buffering_dir,
+        limit_post=config.limit_post,
+        silent_errors=config.silent_errors,
+        quiet=config.quiet,
+    )
+    if isinstance(config, HTTPRouterConfig):
+        return HTTPRouter(
+            reactor,
+            config.to,
+            headers_timeout=config.headers_timeout,
+            body_timeout=config.body_timeout,
+            keepalive=config.keepalive,
+            buffer_size=config.buffer_size,
+            modifier1=config.modifier1,
+            modifier2=config.modifier2,
+            http_vars=config.http_var,
+            chunked_input=config.chunked_input,
+            spool_memory=config.spool_memory,
+            spool_dir=config.spool_dir,
+            trust_forwarded_from=config.trust_forwarded_from,
+            server_name=config.server_name,
+            max_request_line=config.max_request_line,
+            max_headers=config.max_headers,
+            max_head_size=config.max_head_size,
+            access_log=accessLog,
+            **shared,
+        )
+    if isinstance(config, FastRouterConfig):
+        return FastRouter(
+            reactor,
+            config.to,
+            force_key=config.force_key,
+            keep_modifiers=config.keep_modifiers,
+            buffer_size=config.buffer_size,
+            **shared,
+        )
+    raise TypeError(f"not a router configuration: {config!r}")
+
+
+# The access log
+
+
+def buildAccessLog(config, reactor) -> "tuple[AccessLog | None, list]":
+    """
+    The HTTP router's C{--access-log}, and the service that reopens its
+    file on SIGUSR1 (logrotate's C{postrotate kill -USR1}); C{-} is
+    standard output, never reopened.
+
+    @return: C{(accessLog, services)}; C{(None, [])} without one.
+    @raise ValueError: the file cannot be opened for appending.
+    """
+    path = getattr(config, "access_log", None)
+    if not path:
+        return None, []
+    if path == "-":
+        return AccessLog(sys.stdout, reactor), []
+    file = _checked("--access-log", _openAccessLog, path)
+    return AccessLog(file, reactor), [OnSignal(reactor, signal.SIGUSR1, file.reopen)]
+
+
+def _openAccessLog(path: str) -> ReopenableFile:
+    try:
+        return ReopenableFile(path)
+    except OSError as e:
+        raise ValueError(f"{path}: {e.strerror}") from None
+
+
+# Forwarders
+
+
+class MappingFile:
+    """
+    A C{--cache-file}: its content fills a store, now and on each
+    L{reload} (SIGHUP).
+
+    @ivar path: the file.
+    @ivar store: the L{InMemoryStore} it fills.
+    """
+
+    def __init__(self, path: str, store: InMemoryStore) -> None:
+        self.path = path
+        self.store = store
+
+    def load(self) -> None:
+        """
+        Replace the store's whole mapping with the file's.
+
+        @raise MappingFileError: the file cannot be read, or has a bad line
+            (C{FILE:LINE: reason}); the store is left as it was.
+        """
+        try:
+            with open(self.path, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            raise MappingFileError(f"--cache-file: {self.path}: {e.strerror}") from None
+        try:
+            mapping = parseMapping(data, self.path)
+        except MappingFileError as e:
+            raise MappingFileError(f"--cache-file: {e}") from None
+        self.store.replace(mapping)
+        log.info(
+            "cache_file_loaded: {count} keys from {path}",
+            event="cache_file_loaded", count=len(mapping), path=self.path,
+        )
+
+    def reload(self) -> None:
+        """
+        L{load}, keeping the current mapping if the file is refused (logged
+        as C{cache_file_refused}).
+        """
+        try:
+            self.load()
+        except MappingFileError as e:
+            log.error(
+                "cache_file_refused: {error}; keeping the previous mapping",
+                event="cache_file_refused", error=str(e),
+            )
+
+
+def buildForwarder(config, reactor) -> tuple:
+    """
+    The forwarder C{config} chooses (L{None} for the static one over the
+    C{--to} nodes, which the router builds itself) and the services it
+    needs.
+
+    @return: C{(forwarder, services)}.
+    @raise ValueError: a mapping file, script or key that cannot be used.
+    """
+    if config.use_base:
+        return PathForwarder.fromBase(config.use_base), []
+    if config.use_pattern:
+        return PathForwarder(config.use_pattern), []
+    if config.use_code:
+        function = config.use_code
+        if isinstance(function, str):
+            function = _checked("--use-code", loadCallable, function)
+        return CodeForwarder(function, reactor, config.code_timeout), []
+    if config.use_cache:
+        store = InMemoryStore()
+        mappingFile = MappingFile(config.cache_file, store)
+        mappingFile.load()
+        return CacheForwarder(store), [OnSignal(reactor, signal.SIGHUP, mappingFile.reload)]
+    if config.subscription_server:
+        return subscriptionForwarder(config, reactor)
+    return None, []
+
+
+def subscriptionForwarder(config, reactor) -> tuple:
+    """
+    The subscription registry C{config} describes, and its services: the
+    subscription servers, with notify acks and resubscription if asked.
+
+    @return: C{(registry, services)}.
+    @raise ValueError: the C{--resubscribe-sign} key cannot be used.
+    """
+    checker = None
+    if config.subscriptions_sign_check:
+        digest, _, directory = config.subscriptions_sign_check.partition(":")
+        checker = SignatureChecker(
+            digest, directory, config.subscriptions_sign_check_tolerance, clock=reactor,
+        )
+    policy = AddressPolicy(
+        networks=config.subscription_node_network or (SOURCE,),
+        ports=config.subscription_node_ports or DEFAULT_PORTS,
+        directories=config.subscription_node_dir,
+        ownPorts=_ownPorts(config.bind),
+    )
+    registry = SubscriptionRegistry(
+        reactor,
+        algo=config.subscription_algo,
+        tolerance=config.subscription_tolerance,
+        dotsplit=config.subscription_dotsplit,
+        fallback_key=config.subscription_fallback_key,
+        max_pools=config.subscription_max_pools,
+        max_nodes=config.subscription_max_nodes,
+        allow=config.subscription_allow,
+        address_policy=policy,
+        sign_check=checker,
+        notify=config.subscription_notify,
+        sni=config.subscription_sni,
+        pending_timeout=config.connect_timeout or config.timeout,
+    )
+    sender = None
+    if config.subscription_notify or config.resubscribe:
+        sender = DatagramSender()
+    resubscriber = None
+    if config.resubscribe:
+        sign = None
+        if config.resubscribe_sign:
+            sign = _checked("--resubscribe-sign", readSigningKey, config.resubscribe_sign)
+        resubscriber = Resubscriber(
+            reactor, config.resubscribe, config.announcedAddress(), sender, sign,
+            proto=config.listenerProto,
+        )
+    services = subscriptionServices(
+        reactor, config.subscription_server, registry, resubscriber, sender,
+    )
+    return registry, services
+
+
+def _ownPorts(binds) -> set:
+    """
+    The TCP ports the router listens on, which subscribed loopback nodes
+    must not use.
+    """
+    ports = set()
+    for description in binds:
+        address = uwsgiAddressOfEndpoint(description)
+        if address and not address.startswith(("/", "@")):
+            ports.add(int(address.rpartition(":")[2]))
+    return ports
+
+
+def statsAddresses(config) -> list:
+    """
+    The addresses the stats document lists, as uWSGI does: the listeners,
+    then the subscription servers, in uWSGI's spelling where there is one.
+    """
+    binds = [uwsgiAddressOfEndpoint(description) or description for description in config.bind]
+    return binds + [address.text for address in config.subscription_server]

@@ -1,0 +1,332 @@
+"""
+What a router is configured with, as values: one frozen class per router
+whose fields are its command-line options, dashes turned into underscores
+(C{--subscription-server} is C{subscription_server}).
+
+The command line (L{txrouter.tap}) only parses into these; L{txrouter.build}
+turns one into the running services.  A C{.tac} file writes the same
+values::
+
+    HTTPRouterConfig(bind=["tcp:8080"], subscription_server=["127.0.0.1:7000"],
+                     stats="tcp:9191:interface=127.0.0.1", keepalive=15)
+
+Repeatable options are sequences.  Addresses and networks may be given as
+on the command line (text) or already parsed; either way the value holds
+them parsed, so a mistake is a C{ValueError} naming the option as soon as
+the value is made.  Nothing here reads a file or binds a socket: what needs
+that (endpoint strings, directories, key and mapping files) is checked by
+L{txrouter.build.checkConfig}.
+"""
+
+import ipaddress
+import typing
+
+import attr
+
+from txrouter.routing.admission import SOURCE, parseNetwork, parsePortRange
+from txrouter.routing.balancing import ALGORITHMS
+from txrouter.routing.nodes import BadNodeAddress, Node, parseNode
+from txrouter.routing.subscriptions import DEFAULT_MAX_NODES, DEFAULT_MAX_POOLS, DEFAULT_TOLERANCE
+from txrouter.subscription.addresses import (
+    DatagramAddress,
+    parseDatagramAddress,
+    uwsgiAddressOfEndpoint,
+)
+from txrouter.subscription.signing import DEFAULT_TOLERANCE as SIGN_TOLERANCE
+from txrouter.subscription.signing import digestByName
+from txrouter.wire.uwsgi import MAX_DATASIZE
+
+__all__ = ["MAPPERS", "RouterConfig", "HTTPRouterConfig", "FastRouterConfig"]
+
+#: The options choosing how nodes are found besides C{--to}; a router
+#: takes exactly one way.
+MAPPERS = ("use-base", "use-pattern", "use-cache", "use-code", "subscription-server")
+
+
+def _option(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _naming(option: str, parse):
+    """
+    C{parse}, with its C{ValueError} prefixed by C{option}.
+    """
+    def parsed(value):
+        try:
+            return parse(value)
+        except BadNodeAddress as e:
+            raise ValueError(f"{option}: {e}") from None
+        except ValueError as e:
+            raise ValueError(f"{option}: {e}") from None
+
+    return parsed
+
+
+def _each(option: str, parse, kind=()):
+    """
+    A converter of a sequence into a tuple, C{parse} applied to each item
+    that is not a C{kind} yet (a class or a tuple of classes).
+    """
+    parseOne = _naming(option, parse)
+
+    def convert(values):
+        if isinstance(values, (str, bytes)):
+            raise ValueError(f"{option}: a list of values, not {values!r}")
+        return tuple(value if isinstance(value, kind) else parseOne(value) for value in values)
+
+    return convert
+
+
+def _many(option: str, parse, kind=()):
+    return attr.ib(default=(), converter=_each(option, parse, kind))
+
+
+#: What L{parseNetwork} returns.
+_NETWORKS = (ipaddress.IPv4Network, ipaddress.IPv6Network)
+
+
+def _listenAddress(text: str) -> DatagramAddress:
+    return parseDatagramAddress(text, listen=True)
+
+
+def _nodeNetwork(value):
+    return value if value == SOURCE else parseNetwork(value)
+
+
+def _portRange(value) -> "tuple[int, int]":
+    if isinstance(value, str):
+        return parsePortRange(value)
+    low, high = value
+    return parsePortRange(f"{low}-{high}")
+
+
+def _absoluteDirectory(directory: str) -> str:
+    if not directory.startswith(("/", "@")):
+        raise ValueError(f"not absolute: {directory!r}")
+    return directory
+
+
+def _httpVar(item) -> "tuple[str, str]":
+    if isinstance(item, str):
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise ValueError(f"wants KEY=VALUE, not {item!r}")
+        return key, value
+    key, value = item
+    return key, value
+
+
+def _network(text: str) -> str:
+    ipaddress.ip_network(text, strict=False)
+    return text
+
+
+def _algorithm(instance, attribute, value) -> None:
+    if value not in ALGORITHMS:
+        raise ValueError(f"{_option(attribute.name)}: one of {', '.join(ALGORITHMS)}, not {value!r}")
+
+
+def _atLeast(low):
+    def check(instance, attribute, value) -> None:
+        if value is not None and value < low:
+            raise ValueError(f"{_option(attribute.name)}: must be at least {low}, not {value!r}")
+
+    return check
+
+
+def _between(low, high):
+    def check(instance, attribute, value) -> None:
+        if not low <= value <= high:
+            raise ValueError(f"{_option(attribute.name)}: must be {low}..{high}, not {value!r}")
+
+    return check
+
+
+def _digestAndPath(instance, attribute, value) -> None:
+    """
+    A C{DIGEST:PATH} value (C{--subscriptions-sign-check},
+    C{--resubscribe-sign}): the digest must be known.
+    """
+    if value is None:
+        return
+    option = _option(attribute.name)
+    digest, colon, path = value.partition(":")
+    if not colon or not path:
+        raise ValueError(f"{option} wants DIGEST:PATH, not {value!r}")
+    _naming(option, digestByName)(digest)
+
+
+def _seconds(default):
+    return attr.ib(default=default, validator=_atLeast(0))
+
+
+def _count(default):
+    return attr.ib(default=default, validator=_atLeast(0))
+
+
+def _flag():
+    return attr.ib(default=False, converter=bool)
+
+
+@attr.frozen(kw_only=True)
+class RouterConfig:
+    """
+    The options every router shares (C{docs/routing-options.md}).
+
+    @cvar statsName: uWSGI's name of the router, under which the stats
+        document lists its addresses.
+    @cvar listenerProto: what the listeners speak, for the C{proto} of
+        resubscriptions (L{None}: uwsgi).
+    """
+
+    statsName: typing.ClassVar[str] = "router"
+    listenerProto: typing.ClassVar["bytes | None"] = None
+
+    bind: "tuple[str, ...]" = attr.ib(converter=_each("--bind", str, str))
+    to: "tuple[Node, ...]" = _many("--to", parseNode, Node)
+    fallback: "tuple[Node, ...]" = _many("--fallback", parseNode, Node)
+    fallback_on_no_key: bool = _flag()
+    use_base: "str | None" = None
+    use_pattern: "str | None" = None
+    use_cache: bool = _flag()
+    cache_file: "str | None" = None
+    use_code: "str | typing.Callable | None" = None
+    code_timeout: float = _seconds(5.0)
+    name_separator_strip: bool = _flag()
+    gracetime: float = _seconds(30.0)
+    max_retries: int = _count(3)
+    timeout: float = _seconds(60.0)
+    connect_timeout: "float | None" = _seconds(None)
+    harakiri: float = _seconds(0)
+    post_buffering: int = _count(0)
+    post_buffering_dir: "str | None" = None
+    limit_post: int = _count(0)
+    graceful_timeout: float = _seconds(30.0)
+    cheap: bool = _flag()
+    silent_errors: bool = _flag()
+    quiet: bool = _flag()
+    stats: "str | None" = None
+    stats_http: bool = _flag()
+    stats_minified: bool = _flag()
+    subscription_server: "tuple[DatagramAddress, ...]" = _many(
+        "--subscription-server", _listenAddress, DatagramAddress)
+    subscription_algo: str = attr.ib(default="wrr", validator=_algorithm)
+    subscription_tolerance: float = _seconds(DEFAULT_TOLERANCE)
+    subscription_fallback_key: "str | None" = None
+    subscription_max_pools: int = _count(DEFAULT_MAX_POOLS)
+    subscription_max_nodes: int = _count(DEFAULT_MAX_NODES)
+    subscription_dotsplit: bool = _flag()
+    subscription_notify: bool = _flag()
+    subscription_sni: bool = _flag()
+    subscription_allow: tuple = _many("--subscription-allow", parseNetwork, _NETWORKS)
+    subscription_node_network: tuple = _many(
+        "--subscription-node-network", _nodeNetwork, _NETWORKS)
+    subscription_node_ports: "tuple[tuple[int, int], ...]" = _many(
+        "--subscription-node-ports", _portRange)
+    subscription_node_dir: "tuple[str, ...]" = _many("--subscription-node-dir", _absoluteDirectory)
+    subscriptions_sign_check: "str | None" = attr.ib(default=None, validator=_digestAndPath)
+    subscriptions_sign_check_tolerance: int = _count(SIGN_TOLERANCE)
+    resubscribe: "tuple[DatagramAddress, ...]" = _many(
+        "--resubscribe", parseDatagramAddress, DatagramAddress)
+    resubscribe_sign: "str | None" = attr.ib(default=None, validator=_digestAndPath)
+    resubscribe_address: "str | None" = None
+
+    def __attrs_post_init__(self) -> None:
+        if self.name_separator_strip:
+            # uwsgiconf renders values between ':' separators.
+            for name in ("use_base", "use_pattern", "use_code", "cache_file"):
+                value = getattr(self, name)
+                if isinstance(value, str):
+                    object.__setattr__(self, name, value.strip(":"))
+        self._checkNodes()
+        self._checkResubscription()
+
+    def mappers(self) -> "list[str]":
+        """
+        The options of the ways to find nodes that are set.
+        """
+        chosen = [name for name in MAPPERS if getattr(self, name.replace("-", "_"))]
+        return chosen + (["to"] if self.to else [])
+
+    def _checkNodes(self) -> None:
+        if not self.bind:
+            raise ValueError("at least one --bind is required")
+        chosen = self.mappers()
+        if len(chosen) > 1:
+            raise ValueError("choose one way to find nodes, not " + ", ".join("--" + n for n in chosen))
+        if not chosen:
+            raise ValueError(
+                "no nodes: give --to NODE or one of " + ", ".join("--" + n for n in MAPPERS)
+            )
+        if self.use_cache and not self.cache_file:
+            raise ValueError("--use-cache needs --cache-file (or build it in a .tac)")
+        if self.use_pattern and "%s" not in self.use_pattern:
+            raise ValueError("--use-pattern needs %s where the key goes")
+        if self.cheap and chosen[0] not in ("to", "subscription-server"):
+            raise ValueError(
+                f"--cheap: --{chosen[0]} cannot tell when a node is available;"
+                " cheap mode needs --to or --subscription-server"
+            )
+
+    def _checkResubscription(self) -> None:
+        if not self.resubscribe:
+            return
+        if not self.subscription_server:
+            raise ValueError("--resubscribe needs a --subscription-server")
+        if not self.announcedAddress():
+            raise ValueError(
+                "--resubscribe: the first --bind has no uWSGI address; give --resubscribe-address"
+            )
+
+    def announcedAddress(self) -> "str | None":
+        """
+        The address C{--resubscribe} announces: C{--resubscribe-address},
+        else the uWSGI spelling of the first C{--bind}.
+        """
+        return self.resubscribe_address or uwsgiAddressOfEndpoint(self.bind[0])
+
+
+@attr.frozen(kw_only=True)
+class HTTPRouterConfig(RouterConfig):
+    """
+    C{twistd txrouter-http}'s options (C{docs/http-router.md}).
+
+    @ivar keepalive: idle seconds between two requests of a connection, 0
+        for no keep-alive (the command line's bare C{--keepalive} is
+        C{--timeout}'s value).
+    @ivar access_log: a file path, or C{-} for standard output.
+    """
+
+    statsName: typing.ClassVar[str] = "http"
+    listenerProto: typing.ClassVar["bytes | None"] = b"http"
+
+    chunked_input: bool = _flag()
+    headers_timeout: "float | None" = _seconds(None)
+    body_timeout: "float | None" = _seconds(None)
+    keepalive: float = _seconds(0)
+    buffer_size: int = _count(4096)
+    modifier1: int = attr.ib(default=0, validator=_between(0, 255))
+    modifier2: int = attr.ib(default=0, validator=_between(0, 255))
+    spool_memory: int = _count(1 << 20)
+    spool_dir: "str | None" = None
+    server_name: "str | None" = None
+    max_request_line: int = _count(8192)
+    max_headers: int = _count(100)
+    # uwsgi var values are 16-bit: a longer head could not be sent.
+    max_head_size: int = attr.ib(default=65536, validator=_between(1, 65536))
+    access_log: "str | None" = None
+    http_var: "tuple[tuple[str, str], ...]" = _many("--http-var", _httpVar)
+    trust_forwarded_from: "tuple[str, ...]" = _many("--trust-forwarded-from", _network)
+
+
+@attr.frozen(kw_only=True)
+class FastRouterConfig(RouterConfig):
+    """
+    C{twistd txrouter-fast}'s options (C{docs/fastrouter.md}).
+    """
+
+    statsName: typing.ClassVar[str] = "fastrouter"
+
+    keep_modifiers: bool = _flag()
+    force_key: "str | None" = None
+    buffer_size: int = attr.ib(default=MAX_DATASIZE, validator=_between(0, MAX_DATASIZE))
