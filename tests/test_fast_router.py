@@ -17,7 +17,8 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.captures import packets
-from txrouter.routers.fast import LINGER_IDLE, LINGER_TOTAL, FastRouter
+from txrouter.limits import LINGER_IDLE, LINGER_TOTAL
+from txrouter.routers.fast import FastRouter
 from txrouter.routing.cache import CacheForwarder, InMemoryStore
 from txrouter.routing.code import CodeForwarder
 from txrouter.routing.nodes import parseNode

@@ -586,7 +586,11 @@ class ForwarderAndPostBufferingTests(RouterTestCase):
             client = self.network.connect(router)
             client.send(request)
             self.assertEqual(statusOf(client.received()), 503)
-            self.assertTrue(client.closed)
+            # The router cannot know the whole body came: it lingers over
+            # the rest until the client closes.
+            self.assertFalse(client.closed)
+            client.close()
+            self.assertEqual(router.sessions, set())
             self.assertEqual(len(self.backendA.connections), connections)
             [line] = [e for e in self.events if e.get("event") == "spool_failed" and e["log_level"].name == "error"]
             self.assertIn(directory, line["error"])
@@ -641,3 +645,59 @@ class ClientAddressTests(RouterTestCase):
         self.request(fast, encodePacket([(b"HTTP_HOST", b"h")]), peer=("10.1.2.3", 40001))
         self.assertEqual(seen, ["10.1.2.3", "10.1.2.3"])
         self.assertNotEqual(IPHash.hash(seen[0]), 0)
+
+
+class LingerTests(RouterTestCase):
+    """
+    A refusal while the client may still be sending its body is answered,
+    then the router half-closes and drops what still comes, so that the
+    client reads the answer instead of a connection reset.
+    """
+
+    def refusedUpload(self):
+        router = self.router(limit_post=10)
+        client = self.request(
+            router, b"PUT /u HTTP/1.1\r\nHost: h\r\nContent-Length: 100000\r\n\r\n" + b"a" * 1000,
+        )
+        self.assertEqual(statusOf(client.received()), 413)
+        return router, client
+
+    def test_the_rest_of_a_refused_body_is_dropped_until_the_client_closes(self):
+        router, client = self.refusedUpload()
+        client.send(b"a" * 5000)
+        self.assertFalse(client.closed)
+        self.assertEqual(statusOf(client.received()), 413)
+        self.assertEqual(client.received().count(b"HTTP/1.1"), 1)
+        client.close()
+        self.assertEqual(router.sessions, set())
+        self.assertEqual(self.backendA.connections, [])
+
+    def test_lingering_is_bounded(self):
+        """
+        Silence for LINGER_IDLE seconds, or LINGER_TOTAL seconds in all,
+        ends it.
+        """
+        from txrouter.limits import LINGER_IDLE, LINGER_TOTAL
+
+        router, client = self.refusedUpload()
+        self.network.reactor.advance(LINGER_IDLE)
+        self.network.flush()
+        self.assertTrue(client.closed)
+        router, client = self.refusedUpload()
+        for _ in range(int(LINGER_TOTAL / (LINGER_IDLE - 1)) + 1):
+            client.send(b"a")
+            self.network.reactor.advance(LINGER_IDLE - 1)
+            self.network.flush()
+        self.assertTrue(client.closed)
+
+    def test_no_lingering_without_a_body_or_when_silent(self):
+        router = self.router(nodes=("127.0.0.1:9",))
+        client = self.request(router, GET)
+        self.assertEqual(statusOf(client.received()), 502)
+        self.assertTrue(client.closed)
+        router = self.router(limit_post=10, silent_errors=True)
+        client = self.request(
+            router, b"PUT /u HTTP/1.1\r\nHost: h\r\nContent-Length: 100000\r\n\r\naaa",
+        )
+        self.assertEqual(client.received(), b"")
+        self.assertTrue(client.closed)

@@ -43,6 +43,8 @@ class Exchange:
 
     @ivar lifecycle: the request's L{RequestLifecycle}.
     @ivar bodyOpen: request body bytes are still expected from the client.
+    @ivar bodyPending: the request declared a body not yet read whole (it
+        may be arriving even though the router has not asked for it).
     """
 
     bodyOpen = False
@@ -67,6 +69,7 @@ class Exchange:
         self.router = session.router
         self.head = head
         self.key = key
+        self.bodyPending = bool(head.chunked or head.content_length)
         self.relay = Relay(session, session.transport)
         self.lifecycle = RequestLifecycle(
             self.router.requestSettings, self, self.relay, key, session.clientHost,
@@ -220,7 +223,7 @@ class Exchange:
         return decoder.leftover
 
     def _bodyComplete(self) -> None:
-        self.bodyOpen = False
+        self.bodyOpen = self.bodyPending = False
         self.lifecycle.bodyComplete()
 
     def clientEOF(self) -> None:

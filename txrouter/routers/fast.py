@@ -20,10 +20,10 @@ packet the node would take for a broken HTTP request (uWSGI 2.1's FastRouter
 ignores C{proto} and does that).
 
 A refusal that comes while the client may still be sending its body (nginx
-streaming an upload) is written, then the session lingers: it half-closes
-and reads and drops what still comes for a few seconds.  Closing at once
-would make the kernel reset the connection over the unread bytes, and nginx
-would report its own 502 instead of the refusal.
+streaming an upload) is written, then the session lingers
+(L{txrouter.routers.linger}): closing at once would make the kernel reset
+the connection over the unread bytes, and nginx would report its own 502
+instead of the refusal.
 """
 
 from twisted.internet.interfaces import IHalfCloseableProtocol
@@ -32,9 +32,10 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from txrouter.lifecycle import IFrontEnd, RequestLifecycle
-from txrouter.limits import LINGER_IDLE, LINGER_TOTAL, MAX_KEY_LENGTH
+from txrouter.limits import MAX_KEY_LENGTH
 from txrouter.relay import Relay
 from txrouter.routers.base import RouterFactory
+from txrouter.routers.linger import Lingering
 from txrouter.routing.nodes import UWSGI
 from txrouter.spool import BodySpool
 from txrouter.timers import IdleTimer
@@ -126,12 +127,13 @@ class FastSession(Protocol):
 
     @ivar finished: the session is over (refused, or the node is done).
     @ivar lingering: after a refusal, the rest of the request body is being
-        read and dropped until the client closes.
+        read and dropped until the client closes (a L{Lingering}), or
+        L{None}.
     @ivar lifecycle: the request's lifecycle, once its packet is read.
     """
 
     finished = False
-    lingering = False
+    lingering = None
     packet = None
     lifecycle = None
     key = None
@@ -142,7 +144,6 @@ class FastSession(Protocol):
     _buffering = False
     _clientEOF = False
     _dropped = 0
-    _lingerTimer = None
 
     def __init__(self, router: FastRouter) -> None:
         self.router = router
@@ -162,6 +163,8 @@ class FastSession(Protocol):
 
     def connectionLost(self, reason) -> None:
         self._end()
+        if self.lingering is not None:
+            self.lingering.stop()
         self.router.sessionClosed(self)
 
     def _end(self) -> None:
@@ -174,9 +177,6 @@ class FastSession(Protocol):
         if self._headTimer is not None:
             self._headTimer.cancel()
             self._headTimer = None
-        if self._lingerTimer is not None:
-            self._lingerTimer.cancel()
-            self._lingerTimer = None
         if self.lifecycle is not None:
             self.lifecycle.release()
 
@@ -186,7 +186,7 @@ class FastSession(Protocol):
         after a refusal, goes at once; one with a request in flight
         finishes it.
         """
-        if self.packet is None or self.lingering:
+        if self.packet is None or self.lingering is not None:
             self.transport.loseConnection()
 
     def _idle(self) -> None:
@@ -200,8 +200,8 @@ class FastSession(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         if self.finished:
-            if self._lingerTimer is not None:
-                self._lingerTimer.touch()
+            if self.lingering is not None:
+                self.lingering.dataReceived()
             return
         self._timer.touch()
         if self.packet is None:
@@ -335,8 +335,8 @@ class FastSession(Protocol):
         """
         self._clientEOF = True
         if self.finished:
-            if self.lingering:
-                self.transport.loseConnection()
+            if self.lingering is not None:
+                self.lingering.clientClosed()
             return
         if self.packet is None or self._buffering:
             self.refuse(400, "client_truncated", "the client closed before the end of its request")
@@ -344,7 +344,7 @@ class FastSession(Protocol):
             self.relay.clientEOF()
 
     def writeConnectionLost(self) -> None:
-        if not self.lingering:
+        if self.lingering is None:
             self._abort()
 
     # IFrontEnd
@@ -420,24 +420,9 @@ class FastSession(Protocol):
             return
         self.transport.write(errorResponse(status, detail))
         if bodyMayFollow:
-            self._linger()
+            self.lingering = Lingering(self.router.reactor, self.transport)
         else:
             self.transport.loseConnection()
-
-    def _linger(self) -> None:
-        """
-        Half-close after the refusal and drop what the client still sends,
-        until it closes or L{LINGER_IDLE}/L{LINGER_TOTAL} pass.
-        """
-        self.lingering = True
-        self._lingerTimer = IdleTimer(
-            self.router.reactor, LINGER_IDLE, self._lingered, LINGER_TOTAL,
-        )
-        self.transport.loseWriteConnection()
-
-    def _lingered(self) -> None:
-        self._lingerTimer = None
-        self.transport.loseConnection()
 
     def _abort(self) -> None:
         """

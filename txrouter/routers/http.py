@@ -21,6 +21,7 @@ from zope.interface import implementer
 from txrouter.limits import MAX_KEY_LENGTH
 from txrouter.routers.base import RouterFactory, checkDirectory
 from txrouter.routers.exchange import Exchange
+from txrouter.routers.linger import Lingering
 from txrouter.trust import AddressSet
 from txrouter.wire.http1 import HTTPError, RequestHeadParser
 from txrouter.wire.http2uwsgi import encodeConnectionVars
@@ -125,6 +126,8 @@ class HTTPSession(Protocol):
         )
         self._pipelined = b""
         self._closing = False
+        self._clientEOF = False
+        self._lingering = None
         self._timer = None
         self._timerAction = None
         self._pausedReasons = 0
@@ -150,6 +153,8 @@ class HTTPSession(Protocol):
 
     def connectionLost(self, reason) -> None:
         self._cancelTimer()
+        if self._lingering is not None:
+            self._lingering.stop()
         exchange, self.exchange = self.exchange, None
         if exchange is not None and not exchange.finished:
             exchange.stop()
@@ -162,14 +167,18 @@ class HTTPSession(Protocol):
         The client half-closed: finish the current response, then close.
         """
         self._closing = True
+        self._clientEOF = True
         exchange = self.exchange
-        if exchange is None:
+        if self._lingering is not None:
+            self._lingering.clientClosed()
+        elif exchange is None:
             self.transport.loseConnection()
         else:
             exchange.clientEOF()
 
     def writeConnectionLost(self) -> None:
-        self.transport.loseConnection()
+        if self._lingering is None:
+            self.transport.loseConnection()
 
     def closeWhenIdle(self) -> None:
         """
@@ -257,6 +266,8 @@ class HTTPSession(Protocol):
                 self.pauseReading()
             return
         if self._closing:
+            if self._lingering is not None:
+                self._lingering.dataReceived()
             return
         try:
             head = self._parser.feed(data)
@@ -311,7 +322,8 @@ class HTTPSession(Protocol):
 
     def refuse(self, status: int, event: str, detail: str) -> None:
         """
-        Answer with an error (unless C{--silent-errors}) and close.
+        Answer with an error (unless C{--silent-errors}) and close; linger
+        first if the client may still be sending a request body.
         """
         log.info(
             "{event}: {status} {detail} (client {client})",
@@ -321,9 +333,16 @@ class HTTPSession(Protocol):
         self._closing = True
         self._disarm()
         exchange, self.exchange = self.exchange, None
+        bodyMayFollow = False
         if exchange is not None:
+            bodyMayFollow = exchange.bodyPending and not self._clientEOF
             exchange.stop()
             exchange.logAccess(status, 0)
-        if not self.router.silentErrors:
-            self.transport.write(errorResponse(status, detail))
-        self.transport.loseConnection()
+        if self.router.silentErrors:
+            self.transport.loseConnection()
+            return
+        self.transport.write(errorResponse(status, detail))
+        if bodyMayFollow:
+            self._lingering = Lingering(self.router.reactor, self.transport)
+        else:
+            self.transport.loseConnection()

@@ -1,0 +1,48 @@
+"""
+Lingering after a refusal, as nginx does.
+
+A router that refuses a request while the client may still be sending its
+body (a 413 for an upload over the limit, a 502 for a node that cannot be
+reached while nginx streams the body) writes its answer and half-closes;
+closing outright would make the kernel reset the connection over the
+unread bytes, and the client (or nginx in front) would see a reset instead
+of the answer.  L{Lingering} reads and drops what still comes until the
+client closes, or for L{LINGER_IDLE} seconds of silence, or
+L{LINGER_TOTAL} seconds in all.
+"""
+
+from txrouter.limits import LINGER_IDLE, LINGER_TOTAL
+from txrouter.timers import IdleTimer
+
+
+class Lingering:
+    """
+    A refused connection that half-closed and drops what it still reads.
+    """
+
+    def __init__(self, reactor, transport) -> None:
+        """
+        Half-close C{transport} (after what was written) and start the
+        deadlines.
+        """
+        self._transport = transport
+        self._timer = IdleTimer(reactor, LINGER_IDLE, transport.loseConnection, LINGER_TOTAL)
+        transport.loseWriteConnection()
+
+    def dataReceived(self) -> None:
+        """
+        The client sent more: dropped, but it is alive.
+        """
+        self._timer.touch()
+
+    def clientClosed(self) -> None:
+        """
+        The client half-closed too: the connection is over.
+        """
+        self._transport.loseConnection()
+
+    def stop(self) -> None:
+        """
+        The connection is gone.
+        """
+        self._timer.cancel()
