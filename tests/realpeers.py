@@ -67,27 +67,56 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class WaitTimedOut(AssertionError, TimeoutError):
+    """
+    A condition waited for did not come within its deadline.  An
+    C{AssertionError}, so that pytest reports it as a failed check, and a
+    C{TimeoutError}, as it always was.
+    """
+
+
+class ProcessExited(AssertionError, RuntimeError):
+    """
+    The process a wait depended on exited before the condition came.
+    """
+
+
 def wait_until(check, what: str, timeout: float = 15.0, process=None) -> None:
     """
     Call C{check} every 50 ms until it returns true; C{OSError} counts as
-    not yet.  Gives up with C{TimeoutError} after C{timeout} seconds, or at
-    once with C{RuntimeError} if C{process} has exited meanwhile.
+    not yet.  The one way to wait for something in these tests: never a
+    fixed sleep.
+
+    @param what: what is waited for, in words, for the failure message.
+    @param process: a L{Process} whose exit ends the wait at once, and
+        whose log ends the failure message.
+    @raise WaitTimedOut: C{check} was still false after C{timeout} seconds.
+    @raise ProcessExited: C{process} exited meanwhile.
     """
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while True:
         try:
             if check():
                 return
         except OSError:
             pass
         if process is not None and not process.alive():
-            raise RuntimeError(
-                f"{what}: the process exited with {process.popen.returncode}:\n"
+            raise ProcessExited(
+                f"waiting for {what}: the process exited with {process.popen.returncode}:\n"
                 + process.log()[-3000:]
             )
+        if time.monotonic() >= deadline:
+            break
         time.sleep(0.05)
     tail = "\n" + process.log()[-3000:] if process is not None else ""
-    raise TimeoutError(f"{what} not ready after {timeout} s{tail}")
+    raise WaitTimedOut(f"{what}: not there after {timeout} s{tail}")
+
+
+def wait_for_log(process, text: str, count: int = 1, timeout: float = 15.0) -> None:
+    """
+    Wait until C{text} appears C{count} times in the process's log.
+    """
+    wait_until(lambda: process.log().count(text) >= count, repr(text), timeout, process)
 
 
 def tcp_accepts(port: int, host: str = "127.0.0.1") -> bool:
@@ -100,6 +129,32 @@ def unix_accepts(path: str) -> bool:
         s.settimeout(1)
         s.connect("\0" + path[1:] if path.startswith("@") else path)
         return True
+
+
+def tcp_refuses(port: int, host: str = "127.0.0.1") -> bool:
+    """
+    Whether connecting to C{host}:C{port} is refused: nothing listens there
+    (any other failure, a timeout say, raises).
+    """
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def udp_queue(port: int) -> "tuple[int, int]":
+    """
+    The UDP socket bound to C{port} on this host, as the kernel sees it
+    (C{/proc/net/udp}): the bytes received and not yet read by its owner,
+    and the datagrams dropped because that queue was full.
+    """
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        for line in pathlib.Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rpartition(":")[2], 16) == port:
+                return int(fields[4].partition(":")[2], 16), int(fields[-1])
+    raise LookupError(f"no UDP socket on port {port}")
 
 
 def wait_for_tcp(port: int, timeout: float = 15.0, host: str = "127.0.0.1", process=None) -> None:
@@ -624,6 +679,8 @@ def txrouterHTTP(tmp, port, to=(), extra=()):
 
 freePort = free_port
 waitUntil = wait_until
+waitForLog = wait_for_log
 tcpAccepts = tcp_accepts
+tcpRefuses = tcp_refuses
 unixAccepts = unix_accepts
 rawExchange = raw_exchange

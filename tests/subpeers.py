@@ -21,8 +21,8 @@ from tests.realpeers import (
     TWISTD_COMMAND,
     Process,
     wait_for_address,
+    wait_for_log,  # here too, for the tests that import it from this module
     wait_for_tcp,
-    wait_until,
 )
 from txrouter.wire.subscription import SubscriptionError, parseSubscription
 from txrouter.wire.uwsgi import decodeVars, encodeHeader, encodeVars
@@ -171,13 +171,6 @@ def ask(kind: str, port: int, host: str, **kwargs):
     """
     request = uwsgi_request if kind in ("fast", "uwsgi") else http_request
     return answer(request(port, host, **kwargs))
-
-
-def wait_for_log(process: Process, text: str, count: int = 1, timeout: float = 15.0) -> None:
-    """
-    Wait until C{text} appears C{count} times in the process's log.
-    """
-    wait_until(lambda: process.log().count(text) >= count, repr(text), timeout, process)
 
 
 def stats(port: int) -> dict:

@@ -28,6 +28,8 @@ from tests.realpeers import (
     pid_exists,
     uwsgi_fastrouter,
     uwsgi_worker,
+    wait_for_log,
+    wait_until,
 )
 
 pytestmark = pytest.mark.e2e
@@ -214,10 +216,8 @@ def test_nginx_keeps_to_its_directory(chain):
     for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
         assert (home / kind).is_dir()
     curl("-H", "Host: app1.local", f"{chain.url}/logged")
-    deadline = time.monotonic() + 5
-    while "GET /logged HTTP/1.1\" 200" not in (home / "access.log").read_text():
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_until(lambda: "GET /logged HTTP/1.1\" 200" in (home / "access.log").read_text(),
+               "the request in nginx's access log", 5, chain.web)
     assert "start worker process" in chain.web.log()
 
 
@@ -226,10 +226,7 @@ def test_nginx_stop_by_pid(tmp_path):
     stop() ends nginx's master and its worker, by PID, within its bound.
     """
     web = nginx(tmp_path, free_port(), "127.0.0.1:9")
-    deadline = time.monotonic() + 10
-    while not web.children():
-        assert time.monotonic() < deadline, web.log()
-        time.sleep(0.05)
+    wait_until(web.children, "nginx's worker", 10, web)
     children = web.children()
     started = time.monotonic()
     web.stop(timeout=10)
@@ -248,9 +245,3 @@ def test_fastrouter_stop_by_pid(tmp_path):
     assert not [pid for pid in children if pid_exists(pid)]
     assert "goodbye to uWSGI." in router.log()
 
-
-def wait_for_log(process, text, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while text not in process.log():
-        assert time.monotonic() < deadline, process.log()[-3000:]
-        time.sleep(0.05)

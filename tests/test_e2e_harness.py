@@ -21,6 +21,7 @@ from tests.realpeers import (
     raw_exchange,
     uwsgi_http_router,
     uwsgi_worker,
+    wait_for_log,
     wait_for_unix,
     wait_until,
 )
@@ -118,7 +119,7 @@ def test_stop_escalates_to_sigkill(tmp_path):
     """
     script = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(60)"
     with Process(["python3", "-c", script], tmp_path / "stubborn.log") as process:
-        wait_until_logged(process, "up")
+        wait_for_log(process, "up", timeout=10)
         started = time.monotonic()
         assert process.stop(timeout=1) == -signal.SIGKILL
         assert 1 <= time.monotonic() - started < 5
@@ -139,8 +140,13 @@ def test_wait_for_unix_is_bounded(tmp_path):
     assert time.monotonic() - started < 2
 
 
-def wait_until_logged(process, text, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while text not in process.log():
-        assert time.monotonic() < deadline, process.log()
-        time.sleep(0.05)
+def test_a_wait_that_times_out_fails_as_an_assertion_naming_what_it_waited_for():
+    with pytest.raises(AssertionError, match="the moon: not there after 0.1 s"):
+        wait_until(lambda: False, "the moon", 0.1)
+
+
+def test_a_wait_on_a_process_that_exits_fails_at_once(tmp_path):
+    with Process(["python3", "-c", "print('bye')"], tmp_path / "brief.log") as process:
+        with pytest.raises(AssertionError, match="(?s)waiting for the moon: .* exited with 0:.*bye"):
+            wait_until(lambda: False, "the moon", 30, process)
+

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.parse
 
 import pytest
 
@@ -19,9 +20,12 @@ from tests.realpeers import (
     curl,
     freePort,
     rawExchange,
+    tcpRefuses,
     txrouterHTTP,
     uwsgiHTTPRouter,
     uwsgiWorker,
+    waitForLog,
+    waitUntil,
 )
 
 pytestmark = pytest.mark.e2e
@@ -199,7 +203,25 @@ def test_head_timeout_gets_408(tmp, workerSocket):
         assert time.monotonic() - started < 5
 
 
-def test_backend_failures(tmp, workerSocket):
+def hold(port: int, gate, **fields) -> str:
+    """
+    The URL of the echo app's /hold through the router on C{port}: the
+    worker logs "holding /hold?..." when it gets the request and answers
+    once the file C{gate} exists.
+    """
+    query = urllib.parse.urlencode({"file": str(gate), **fields})
+    return f"http://127.0.0.1:{port}/hold?{query}"
+
+
+def held(worker, url: str, timeout: float = 15.0) -> None:
+    """
+    Wait until the request for C{url} is at one of C{worker}'s processes.
+    """
+    uri = url.partition("/hold")[2]
+    waitForLog(worker, f"holding /hold{uri}", timeout=timeout)
+
+
+def test_backend_failures(tmp, workerProcesses):
     dead = str(tmp / "nobody.sock")
     port = freePort()
     with txrouterHTTP(tmp, port, [dead], ["--max-retries", "0", "--gracetime", "30"]) as process:
@@ -208,10 +230,17 @@ def test_backend_failures(tmp, workerSocket):
         assert (first.stdout, second.stdout) == (b"502", b"503")
         assert "backend_unreachable" in process.log()
 
+    worker = workerProcesses[0]
+    gate = tmp / "harakiri.gate"
     port = freePort()
-    with txrouterHTTP(tmp, port, [workerSocket], ["--harakiri", "1"]):
-        slow = curl("-w", " %{http_code}", f"http://127.0.0.1:{port}/slow/3")
-        assert slow.stdout.endswith(b" 504")
+    try:
+        with txrouterHTTP(tmp, port, [worker.address], ["--harakiri", "1"]):
+            # The worker holds the request until the gate opens, which is
+            # after the router has given up on it.
+            slow = curl("-w", " %{http_code}", hold(port, gate))
+            assert slow.stdout.endswith(b" 504")
+    finally:
+        gate.touch()
 
 
 def test_killed_backend_gets_502(tmp):
@@ -220,38 +249,49 @@ def test_killed_backend_gets_502(tmp):
     with uwsgiWorker(tmp, path, processes=1, name="doomed") as worker, \
             txrouterHTTP(tmp, port, [path]):
         result = {}
+        url = hold(port, tmp / "never.gate")
 
         def request():
-            result["r"] = curl("-w", " %{http_code}", f"http://127.0.0.1:{port}/slow/5")
+            result["r"] = curl("-w", " %{http_code}", url)
 
         thread = threading.Thread(target=request)
         thread.start()
-        time.sleep(1.0)
+        held(worker, url)
         os.killpg(worker.pid, signal.SIGKILL)
         thread.join(15)
         assert result["r"].stdout.endswith(b" 502")
 
 
-def test_sigterm_drains_in_flight_requests(tmp, workerSocket):
+def test_sigterm_drains_in_flight_requests(tmp, workerProcesses):
+    """
+    On SIGTERM the router stops listening at once, lets the requests in
+    flight finish however long they take, then exits.
+    """
+    worker = workerProcesses[0]
+    gate = tmp / "drain.gate"
     port = freePort()
-    router = txrouterHTTP(tmp, port, [workerSocket], ["--graceful-timeout", "10"])
+    router = txrouterHTTP(tmp, port, [worker.address], ["--graceful-timeout", "10"])
     try:
+        urls = [hold(port, gate, n=i, router=port) for i in range(3)]
         clients = [
-            subprocess.Popen(["curl", "-sS", "--max-time", "20", "-w", " %{http_code}",
-                              f"http://127.0.0.1:{port}/slow/1.5?n={i}"],
+            subprocess.Popen(["curl", "-sS", "--max-time", "20", "-w", " %{http_code}", url],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-            for i in range(3)
+            for url in urls
         ]
-        time.sleep(0.7)
+        for url in urls:
+            held(worker, url)
         router.signal(signal.SIGTERM)
-        time.sleep(0.3)
-        with pytest.raises(OSError):
-            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        waitUntil(lambda: tcpRefuses(port), "the router to stop listening", 10, router)
+        # Draining: the three requests are still held by the worker.
+        assert [c.poll() for c in clients] == [None] * 3
+        gate.touch()
         outputs = [c.communicate(timeout=20)[0] for c in clients]
         assert [o.endswith(b" 200") for o in outputs] == [True] * 3
-        assert sorted(json.loads(o[:-4])["QUERY_STRING"] for o in outputs) == ["n=0", "n=1", "n=2"]
+        assert sorted(json.loads(o[:-4])["QUERY_STRING"] for o in outputs) == [
+            urllib.parse.urlencode({"file": str(gate), "n": i, "router": port}) for i in range(3)]
         # twistd re-raises the signal once it has shut down cleanly.
         assert router.wait(15) == -signal.SIGTERM
         assert "Server Shut Down." in router.log()
     finally:
+        gate.touch()
         router.stop()

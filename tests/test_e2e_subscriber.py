@@ -8,11 +8,10 @@ key reach the worker while it runs, and the key is gone once it is stopped.
 import os
 import signal
 import subprocess
-import time
 
 import pytest
 
-from tests.realpeers import ROOT, TWISTD_COMMAND, Process, free_port, wait_until
+from tests.realpeers import ROOT, TWISTD_COMMAND, Process, free_port, udp_queue, wait_until
 from tests.subpeers import (
     ask,
     free_udp_port,
@@ -54,17 +53,37 @@ def subscriber(tmp_path, servers, address, *args, name: str = "subscriber") -> P
     return Process(command, tmp_path / f"{name}.log", env=env)
 
 
-def heard(router: Process, announcer: Process, text: str, timeout: float = 15.0) -> None:
+def heard(router: Process, announcer: Process, text: str, timeout: float = 15.0,
+          count: int = 1) -> None:
     """
-    Wait for C{text} in the router's log, failing at once if either
-    process exits meanwhile.
+    Wait for C{text} C{count} times in the router's log, failing at once
+    if either process exits meanwhile.
     """
     def check():
-        if not announcer.alive():
-            raise RuntimeError(f"the subscriber exited:\n{announcer.log()[-3000:]}")
-        return text in router.log()
+        assert announcer.alive(), f"the subscriber exited:\n{announcer.log()[-3000:]}"
+        return router.log().count(text) >= count
 
     wait_until(check, repr(text), timeout, router)
+
+
+def lastCheck(statsPort: int) -> int:
+    """
+    When the router last heard the one node of its one pool (the stats'
+    C{last_check}, in whole seconds since the epoch).
+    """
+    [pool] = stats(statsPort)["subscriptions"]
+    [node] = pool["nodes"]
+    return node["last_check"]
+
+
+def refreshed(router: Process, statsPort: int, seconds: int) -> None:
+    """
+    Wait until the router has taken an announce of its node C{seconds}
+    after the first one it shows now.
+    """
+    first = lastCheck(statsPort)
+    wait_until(lambda: lastCheck(statsPort) >= first + seconds,
+               f"an announce {seconds} s after the first", seconds + 5, router)
 
 
 def stopped(announcer: Process, signum) -> None:
@@ -89,7 +108,7 @@ def test_uwsgis_fastrouter_accepts_the_subscriber(tmp_path, worker):
     ]) as router, subscriber(tmp_path, [f"127.0.0.1:{udp}"], worker, "--weight", "3") as announcer:
         heard(router, announcer, f"{KEY} => new node: {worker}")
         assert ask("uwsgi", port, KEY) == "plain"
-        time.sleep(3)
+        refreshed(router, statsPort, 3)
         assert ask("uwsgi", port, KEY) == "plain"
         [pool] = stats(statsPort)["subscriptions"]
         [node] = pool["nodes"]
@@ -144,21 +163,25 @@ def test_signed_announces_to_both_routers(tmp_path, worker, keys):
     the one in DIR both refuse it, with the right key both route the key
     to the worker, and both drop it on the signed unsubscribe.
     """
-    udp, port = free_udp_port(), free_port()
-    ourUDP, ourPort = free_udp_port(), free_port()
+    udp, port, statsPort = free_udp_port(), free_port(), free_port()
+    ourUDP, ourPort, ourStatsPort = free_udp_port(), free_port(), free_port()
     servers = [f"127.0.0.1:{udp}", f"127.0.0.1:{ourUDP}"]
     with uwsgi_fastrouter(tmp_path, port, udp, [
         "--subscriptions-sign-check", f"SHA256:{keys / 'keys'}",
+        "--fastrouter-stats", f"127.0.0.1:{statsPort}",
     ]) as theirs, txrouter(tmp_path, "fast", ourPort, [
         "--subscription-server", f"127.0.0.1:{ourUDP}",
         "--subscriptions-sign-check", f"sha256:{keys / 'keys'}",
+        "--stats", f"127.0.0.1:{ourStatsPort}",
     ]) as ours:
         with subscriber(tmp_path, servers, worker, "--sign", f"sha256:{keys / 'wrong.pem'}",
                         name="forger") as forger:
-            heard(ours, forger, "subscription_refused: bad_signature", timeout=10)
-            # A few more announces (one a second) reach uWSGI's too.
-            time.sleep(2)
-            assert forger.alive()
+            # Each announce goes to uWSGI's first, then to ours: once ours
+            # has refused three, uWSGI's has had them too, and has judged
+            # them when its socket has nothing left to read (uWSGI logs
+            # nothing for a refused signature); its answers come after.
+            heard(ours, forger, "subscription_refused: bad_signature", timeout=10, count=3)
+            wait_until(lambda: udp_queue(udp)[0] == 0, "uWSGI's fastrouter to read them", 5, theirs)
             assert ask("uwsgi", port, KEY) == 0
             assert ask("fast", ourPort, KEY) == 404
             stopped(forger, signal.SIGINT)
@@ -169,7 +192,9 @@ def test_signed_announces_to_both_routers(tmp_path, worker, keys):
                         name="signer") as signer:
             heard(theirs, signer, f"{KEY} => new node: {worker}")
             heard(ours, signer, f"{KEY} => new node: {worker}")
-            time.sleep(2)
+            # The refreshes that follow, each signed anew, are accepted.
+            refreshed(theirs, statsPort, 2)
+            refreshed(ours, ourStatsPort, 2)
             assert ask("uwsgi", port, KEY) == "plain"
             assert ask("fast", ourPort, KEY) == "plain"
             stopped(signer, signal.SIGINT)

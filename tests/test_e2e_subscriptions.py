@@ -18,7 +18,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.realpeers import free_port, wait_until
+from tests.realpeers import free_port, udp_queue, wait_until
 from tests.subpeers import (
     DatagramTee,
     RecordingBackend,
@@ -224,7 +224,12 @@ def test_a_flood_of_keys_and_nodes_stays_within_the_caps(tmp_path):
                         b"flood.local", f"127.0.0.1:{20000 + i}".encode())), ("127.0.0.1", udp))
                 s.sendto(encodeSubscription(Subscription(
                     f"k{i}.flood".encode(), b"127.0.0.1:30000")), ("127.0.0.1", udp))
-                time.sleep(0.001)
+                if i % 50 == 49:
+                    # The socket's queue holds a few hundred datagrams:
+                    # let the router read them before sending more.
+                    wait_until(lambda: udp_queue(udp)[0] == 0, "the router to read the flood",
+                               10, router)
+        assert udp_queue(udp)[1] == 0, "datagrams dropped by the kernel"
 
         def pools():
             return {pool["key"]: len(pool["nodes"]) for pool in stats(stats_port)["subscriptions"]}
@@ -359,6 +364,9 @@ def _stop_between_announces(worker, tee, key: bytes) -> None:
 
     seen = len(announced())
     wait_until(lambda: len(announced()) > seen, "an announce", 5, worker)
+    # Not a wait for a condition: the signal is placed in time, well
+    # after the announce and well before the next one, as uWSGI shows
+    # nothing of where it is between the two.
     time.sleep(0.3)
     worker.signal(signal.SIGINT)
     worker.wait(10)

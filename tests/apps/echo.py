@@ -7,15 +7,23 @@ The WSGI application the end-to-end tests run in real uWSGI workers.
    end of the response is whatever the server in front makes of it (uWSGI
    ends it by closing the connection unless told to chunk it);
  - /slow/S: answers after S seconds;
+ - /hold?file=PATH (more query fields allowed): writes "holding URI" to
+   stderr (the worker's log), then answers as the default once PATH
+   exists, so that a test knows when the request is at the worker and
+   decides when it ends (a 504 if PATH is still missing after a minute);
  - /status/N: that status with a short body.
 """
 
 import hashlib
 import json
+import os
+import sys
 import time
+import urllib.parse
 
 PIECE = b"x" * 65536
 CHUNKS = 5
+HOLD_LIMIT = 60.0
 
 
 def application(environ, start_response):
@@ -35,6 +43,9 @@ def application(environ, start_response):
         return [body]
     if path.startswith("/slow/"):
         time.sleep(float(path.rsplit("/", 1)[1]))
+    if path == "/hold" and not _held(environ):
+        start_response("504 Never Released", [("Content-Length", "0")])
+        return [b""]
     digest = hashlib.sha256()
     length = 0
     stream = environ["wsgi.input"]
@@ -58,3 +69,18 @@ def _stream(size):
         piece = PIECE[: min(size, len(PIECE))]
         size -= len(piece)
         yield piece
+
+
+def _held(environ) -> bool:
+    """
+    Say that the request is here, then wait until its C{file} exists.
+    """
+    [gate] = urllib.parse.parse_qs(environ["QUERY_STRING"])["file"]
+    sys.stderr.write(f"holding {environ['REQUEST_URI']}\n")
+    sys.stderr.flush()
+    deadline = time.monotonic() + HOLD_LIMIT
+    while not os.path.exists(gate):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
