@@ -77,8 +77,7 @@ def buildService(config, reactor) -> RouterService:
     @raise ValueError: a mistake in C{config}; the message starts with the
         option's name.
     """
-    for description in config.bind:
-        _checked("--bind", checkServerEndpoint, description)
+    _checkPlaces(config)
     forwarder, services = buildForwarder(config, reactor)
     accessLog, logServices = buildAccessLog(config, reactor)
     router = buildRouter(config, reactor, forwarder, accessLog)
@@ -107,12 +106,7 @@ def checkConfig(config):
     @raise ValueError: the first mistake; the message starts with the
         option's name.
     """
-    for description in config.bind:
-        _checked("--bind", checkServerEndpoint, description)
-    if config.stats is not None:
-        _checked("--stats", checkServerEndpoint, config.stats, statsEndpoint)
-    for name, directory in _spoolDirectories(config):
-        _checked(name, checkSpoolDirectory, directory)
+    _checkPlaces(config)
     if config.use_cache:
         MappingFile(config.cache_file, InMemoryStore()).load()
     if config.resubscribe_sign:
@@ -122,6 +116,18 @@ def checkConfig(config):
     if isinstance(config.use_code, str):
         config = attr.evolve(config, use_code=_checked("--use-code", loadCallable, config.use_code))
     return config
+
+
+def _checkPlaces(config) -> None:
+    """
+    Check the endpoint strings and the spool directories.
+    """
+    for description in config.bind:
+        _checked("--bind", checkServerEndpoint, description)
+    if config.stats is not None:
+        _checked("--stats", checkServerEndpoint, config.stats, statsEndpoint)
+    for name, directory in _spoolDirectories(config):
+        _checked(name, checkSpoolDirectory, directory)
 
 
 def _checked(option: str, call, *args, **kwargs):
