@@ -7,15 +7,18 @@ instance, as
 
     twistd -n txrouter-fast --bind tcp:3017:interface=127.0.0.1 \
         --use-cache --cache-file apps.map \
-        --post-buffering 65536 --post-buffering-dir /var/tmp
+        --post-buffering 65536 --post-buffering-dir /var/tmp --limit-post 104857600
 
 would with an apps.map of the same two lines; here the key/value store is
 filled from Python, and can be changed while the router runs (from an admin
 endpoint, a timer, a subscription of your own...).  It also refuses bodies
-over 100 MiB (limit_post, which has no command-line option yet).
+over 100 MiB (limit_post).
 
-Every command-line option is a keyword argument of FastRouter with the same
-name (dashes become underscores).
+Every command-line option of the router is a keyword argument of FastRouter
+with the same name (dashes become underscores); to write the command line's
+options as they are, listeners and forwarders included, use
+txrouter.config.FastRouterConfig and txrouter.build.buildService (see
+docs/tac.md).
 """
 
 from twisted.application.service import Application

@@ -7,8 +7,11 @@ This is the same router as
         --to /tmp/txrouter-demo/app1.sock --to /tmp/txrouter-demo/app2.sock \
         --keepalive 15 --access-log -
 
-Every command-line option is a keyword argument of HTTPRouter with the same
-name (dashes become underscores).
+Every command-line option of the router is a keyword argument of HTTPRouter
+with the same name (dashes become underscores); to write the command line's
+options as they are, listeners and forwarders included, use
+txrouter.config.HTTPRouterConfig and txrouter.build.buildService (see
+docs/tac.md).
 """
 
 import sys
