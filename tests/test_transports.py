@@ -17,7 +17,8 @@ from twisted.internet import reactor
 from twisted.internet.address import IPv4Address, UNIXAddress
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.error import ConnectionDone, ConnectError
+from twisted.internet.epollreactor import EPollReactor
+from twisted.internet.error import ConnectionDone, ConnectError, NotConnectingError, UserError
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock
 from twisted.protocols.basic import FileSender
@@ -26,6 +27,7 @@ from twisted.internet.interfaces import IPushProducer
 
 from txrouter import transports
 from txrouter.routing.nodes import parseNode
+from txrouter.reactor import RouterReactor
 from txrouter.transports import connectNode, listeningReactor
 
 MIB = 1 << 20
@@ -231,7 +233,7 @@ class BackendFactory(ClientFactory):
 
 
 @pytest_twisted.inlineCallbacks
-def test_a_unix_node_is_connected_before_connect_node_returns(tmp_path):
+def test_a_unix_node_is_connected_after_connect_node_returns(tmp_path):
     path = str(tmp_path / "app.sock")
     backends = []
 
@@ -244,14 +246,21 @@ def test_a_unix_node_is_connected_before_connect_node_returns(tmp_path):
     try:
         first, second = BackendFactory(), BackendFactory()
         node = parseNode(path)
-        assert connectNode(reactor, node, first) is None, "no connect under way"
-        assert first.protocol_.transport is not None, "not connected at once"
+        connector = connectNode(reactor, node, first)
+        assert first.started is connector and connector.factory is first
+        assert first.protocol_.transport is None, "connected inside connectNode"
+        assert connector.getDestination() == UNIXAddress(path)
+        yield deadline(first.protocol_.made)
+        assert connector.factory is None, "a reference cycle with a factory that keeps it"
         skt = first.protocol_.transport.socket
         assert not skt.getblocking() and not os.get_inheritable(skt.fileno())
         first.protocol_.transport.write(b"head")
         connectNode(reactor, node, second)
+        yield deadline(second.protocol_.made)
         assert first.protocol_.peer == UNIXAddress(path)
         assert second.protocol_.transport.getPeer() is first.protocol_.transport.getPeer()
+        with pytest.raises(NotConnectingError):
+            connector.stopConnecting()
 
         yield deadline(Deferred.fromCoroutine(waitFor(lambda: len(backends) == 2)))
         backends[0].transport.write(b"response")
@@ -259,13 +268,158 @@ def test_a_unix_node_is_connected_before_connect_node_returns(tmp_path):
         assert first.protocol_.chunks == [b"response"]
 
         first.protocol_.transport.closeNow()
-        assert first.protocol_.reason is not None, "connectionLost runs before closeNow returns"
+        assert first.protocol_.reason is None, "connectionLost ran inside closeNow"
+        yield deadline(first.protocol_.done)
         assert first.protocol_.reason.check(ConnectionDone)
         assert (yield deadline(backends[0].done)) == b"head"
         second.protocol_.transport.closeNow()
         yield deadline(backends[1].done)
     finally:
         yield port.stopListening()
+
+
+class RecordingFactory(BackendFactory):
+    """
+    Records, in order, every call the connect makes to the factory and its
+    protocol.
+    """
+
+    def __init__(self) -> None:
+        BackendFactory.__init__(self)
+        self.calls = []
+        factory = self
+
+        class Recorded(Collector):
+            def makeConnection(self, transport) -> None:
+                factory.calls.append("makeConnection")
+                Collector.makeConnection(self, transport)
+
+        self.protocol_ = Recorded()
+
+    def startedConnecting(self, connector) -> None:
+        self.calls.append("startedConnecting")
+        BackendFactory.startedConnecting(self, connector)
+
+    def buildProtocol(self, addr):
+        self.calls.append("buildProtocol")
+        return BackendFactory.buildProtocol(self, addr)
+
+    def clientConnectionFailed(self, connector, reason) -> None:
+        self.calls.append("clientConnectionFailed")
+        BackendFactory.clientConnectionFailed(self, connector, reason)
+
+
+@pytest.mark.parametrize("kind", ["unix", "missing unix", "tcp", "refused tcp"])
+@pytest_twisted.inlineCallbacks
+def test_connect_node_calls_back_after_it_returns(kind, tmp_path):
+    """
+    One rule whatever the node and the outcome: the factory hears
+    C{startedConnecting} before C{connectNode} returns, and everything else
+    (the protocol's connection, or the failure) afterwards.
+    """
+    path = str(tmp_path / "app.sock")
+    unixPort = yield UNIXListen(path, Collector)
+    tcpPort = yield serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(
+        Factory.forProtocol(Collector))
+    refusedPort = free_port()
+    address = {
+        "unix": path, "missing unix": str(tmp_path / "none.sock"),
+        "tcp": f"127.0.0.1:{tcpPort.getHost().port}", "refused tcp": f"127.0.0.1:{refusedPort}",
+    }[kind]
+    try:
+        factory = RecordingFactory()
+        connector = connectNode(reactor, parseNode(address), factory)
+        assert factory.calls == ["startedConnecting"]
+        assert factory.started is connector and connector.factory is factory
+        if kind.startswith(("missing", "refused")):
+            yield deadline(factory.failed)
+            assert factory.calls == ["startedConnecting", "clientConnectionFailed"]
+        else:
+            yield deadline(factory.protocol_.made)
+            assert factory.calls == ["startedConnecting", "buildProtocol", "makeConnection"]
+            factory.protocol_.transport.closeNow()
+            yield deadline(factory.protocol_.done)
+    finally:
+        yield unixPort.stopListening()
+        yield tcpPort.stopListening()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest_twisted.inlineCallbacks
+def test_stop_connecting_before_the_protocol_is_connected(tmp_path):
+    """
+    A UNIX node accepts at once, but the connection can still be given up
+    until its protocol is connected: the factory hears of it as from
+    Twisted's connectors, and the node sees the connection end unused.
+    """
+    path = str(tmp_path / "app.sock")
+    backend = Collector()
+    port = yield UNIXListen(path, lambda: backend)
+    try:
+        factory = RecordingFactory()
+        connector = connectNode(reactor, parseNode(path), factory)
+        connector.stopConnecting()
+        assert factory.calls == ["startedConnecting", "clientConnectionFailed"]
+        assert factory.reason.check(UserError)
+        assert (yield deadline(backend.done)) == b""
+        assert factory.calls == ["startedConnecting", "clientConnectionFailed"]
+        with pytest.raises(NotConnectingError):
+            connector.stopConnecting()
+    finally:
+        yield port.stopListening()
+
+
+@pytest.mark.parametrize("reactorType", [RouterReactor, EPollReactor])
+def test_close_now_from_a_read_that_also_found_the_socket_writable(reactorType, tmp_path, events):
+    """
+    closeNow() called by the protocol while the reactor handles an event
+    that reported the socket readable and writable: the write half of
+    that event is not handled (the connection is closed), nothing is
+    logged, and the protocol hears connectionLost once, after closeNow
+    has returned.
+    """
+    testReactor = reactorType()
+    path = str(tmp_path / "app.sock")
+    listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listening.bind(path)
+    listening.listen(1)
+    lost = []
+
+    class ClosingOnRead(Protocol):
+        closing = False
+
+        def connectionMade(self) -> None:
+            # Registered for both: the first event reports both.
+            self.transport.startWriting()
+
+        def dataReceived(self, data) -> None:
+            self.closing = True
+            self.transport.closeNow()
+            self.closing = False
+
+        def connectionLost(self, reason) -> None:
+            lost.append((self.closing, reason))
+            testReactor.stop()
+
+    factory = OneProtocolFactory(ClosingOnRead())
+    connectNode(testReactor, parseNode(path), factory)
+    peer, _ = listening.accept()
+    peer.settimeout(10)
+    peer.sendall(b"response")
+    testReactor.callLater(10, testReactor.stop)
+    testReactor.run()
+    try:
+        assert [e for e in events if e.get("log_failure") or e.get("isError")] == []
+        assert [(closing, reason.type) for closing, reason in lost] == [(False, ConnectionDone)]
+        assert peer.recv(10) == b"", "the connection was not closed"
+    finally:
+        peer.close()
+        listening.close()
 
 
 async def waitFor(condition) -> None:
@@ -330,6 +484,8 @@ def test_tcp_nodes(tmp_path):
         backends[0].transport.write(b"response")
         yield deadline(Deferred.fromCoroutine(waitFor(lambda: upstream.chunks)))
         upstream.transport.closeNow()
+        assert upstream.reason is None, "connectionLost ran inside closeNow"
+        yield deadline(upstream.done)
         assert upstream.reason.check(ConnectionDone)
         assert (yield deadline(backends[0].done)) == b"head"
     finally:
@@ -393,3 +549,163 @@ def test_requests_leave_no_reference_cycles(tmp_path):
         for port in ports:
             yield port.stopListening()
         yield backendPort.stopListening()
+
+
+class TLSPeer(Collector):
+    """
+    A L{Collector} that writes C{greeting} as soon as it is connected and
+    closes once it has received C{expected} bytes.
+    """
+
+    def __init__(self, greeting: bytes, expected: int) -> None:
+        Collector.__init__(self)
+        self.greeting = greeting
+        self.expected = expected
+
+    def connectionMade(self) -> None:
+        Collector.connectionMade(self)
+        self.transport.write(self.greeting)
+
+    def dataReceived(self, data: bytes) -> None:
+        Collector.dataReceived(self, data)
+        if sum(map(len, self.chunks)) >= self.expected:
+            self.transport.loseConnection()
+
+
+def tlsOptions(tmp_path):
+    """
+    Server options for a new self-signed certificate, and client options
+    that trust it.
+    """
+    from twisted.internet.ssl import Certificate, PrivateCertificate, optionsForClientTLS
+
+    from tests.certs import selfSigned
+
+    keyPath, certPath, certPEM = selfSigned(tmp_path)
+    server = PrivateCertificate.loadPEM(keyPath.read_bytes() + certPEM).options()
+    client = optionsForClientTLS("localhost", trustRoot=Certificate.loadPEM(certPEM))
+    return server, client, keyPath, certPath
+
+
+@pytest.mark.parametrize("kind", ["ssl", "tls"])
+@pytest_twisted.inlineCallbacks
+def test_a_tls_listener_runs_on_these_transports(kind, tmp_path):
+    """
+    C{ssl:} and C{tls:} listeners accept on the immediate-write transports,
+    under a TLS layer: what the server writes, at once or later, small or
+    large, reaches the client decrypted and in order.
+    """
+    from twisted.internet.interfaces import ISSLTransport
+
+    _, clientOptions, keyPath, certPath = tlsOptions(tmp_path)
+    description = {
+        "ssl": f"ssl:0:interface=127.0.0.1:privateKey={keyPath}:certKey={certPath}",
+        "tls": f"tls:{tmp_path / 'pems'}:port=0:interface=127.0.0.1",
+    }[kind]
+    big = os.urandom(2 * MIB)
+    server = TLSPeer(b"hello" + big, 4)
+    port = yield listen(description, server)
+    client = TLSPeer(b"ping", 5 + len(big))
+    reactor.connectSSL("127.0.0.1", port.getHost().port, OneProtocolFactory(client), clientOptions)
+    try:
+        yield deadline(server.made)
+        assert ISSLTransport.providedBy(server.transport)
+        assert type(server.transport.transport) is transports._EagerTCPServer
+        assert (yield deadline(client.done)) == b"hello" + big
+        assert (yield deadline(server.done)) == b"ping"
+    finally:
+        yield port.stopListening()
+
+
+@pytest_twisted.inlineCallbacks
+def test_start_tls_on_these_transports(tmp_path):
+    """
+    C{startTLS} on an accepted connection and on a backend connection, TCP
+    and UNIX: what is written after it goes through TLS (the peer's TLS
+    layer would fail on a byte sent in the clear), several writes in a
+    row included.
+    """
+    from twisted.internet.interfaces import ISSLTransport
+
+    serverOptions, clientOptions, _, _ = tlsOptions(tmp_path)
+
+    class StartingTLS(Collector):
+        def __init__(self, options, secret: bytes, expected: bytes) -> None:
+            Collector.__init__(self)
+            self.options, self.secret, self.expected = options, secret, expected
+
+        def connectionMade(self) -> None:
+            self.transport.startTLS(self.options)
+            for byte in self.secret:
+                self.transport.write(bytes([byte]))
+            Collector.connectionMade(self)
+
+        def dataReceived(self, data: bytes) -> None:
+            Collector.dataReceived(self, data)
+            if b"".join(self.chunks) == self.expected:
+                self.transport.loseConnection()
+
+    path = str(tmp_path / "app.sock")
+    for description in ("tcp:0:interface=127.0.0.1", f"unix:{path}"):
+        server = StartingTLS(serverOptions, b"server secret", b"client secret")
+        port = yield listen(description, server)
+        client = StartingTLS(clientOptions, b"client secret", b"server secret")
+        node = parseNode(path if description.startswith("unix") else
+                         f"127.0.0.1:{port.getHost().port}")
+        connectNode(reactor, node, OneProtocolFactory(client))
+        try:
+            yield deadline(server.made)
+            yield deadline(client.made)
+            assert isinstance(server.transport, (transports._EagerTCPServer,
+                                                 transports._EagerUNIXServer))
+            assert isinstance(client.transport, transports.UpstreamTransport)
+            assert ISSLTransport.providedBy(server.transport)
+            assert ISSLTransport.providedBy(client.transport)
+            assert (yield deadline(server.done)) == b"client secret"
+            assert (yield deadline(client.done)) == b"server secret"
+        finally:
+            yield port.stopListening()
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_transports_provide_what_they_declare(tmp_path):
+    """
+    Every interface a transport class declares is there on a live
+    transport (zope.interface.verify), and the fast path declares those
+    of Twisted's transports it stands in for.
+    """
+    from twisted.internet.interfaces import (
+        IHalfCloseableDescriptor, ISystemHandle, ITCPTransport, ITLSTransport, IUNIXTransport,
+    )
+    from zope.interface import implementedBy
+    from zope.interface.verify import verifyClass, verifyObject
+
+    common = {ITCPTransport, ISystemHandle, IHalfCloseableDescriptor, ITLSTransport}
+    path = str(tmp_path / "app.sock")
+    live = []
+    for description, node in (("tcp:0:interface=127.0.0.1", None), (f"unix:{path}", path)):
+        server = Collector()
+        port = yield listen(description, server)
+        client = Collector()
+        connectNode(reactor, parseNode(node or f"127.0.0.1:{port.getHost().port}"),
+                    OneProtocolFactory(client))
+        yield deadline(server.made)
+        yield deadline(client.made)
+        live += [server.transport, client.transport]
+        client.transport.closeNow()
+        yield deadline(server.done)
+        yield port.stopListening()
+    assert [type(t) for t in live] == [
+        transports._EagerTCPServer, transports._UpstreamTCPClient,
+        transports._EagerUNIXServer, transports._UNIXUpstream,
+    ]
+    for transport in live:
+        for interface in implementedBy(type(transport)):
+            verifyObject(interface, transport)
+        declared = set(implementedBy(type(transport)))
+        assert common <= declared
+        assert (IUNIXTransport in declared) == isinstance(transport, transports._EagerUNIXServer)
+    assert common <= set(implementedBy(transports._UpstreamUNIXClient))
+    for interface in implementedBy(transports._UpstreamUNIXClient):
+        verifyClass(interface, transports._UpstreamUNIXClient)
+

@@ -13,6 +13,11 @@ instructions a keep-alive request cost the HTTP router.  L{RouterReactor}
 calls the read or write directly and logs what escapes it, as
 C{callWithLogger} would.
 
+It also lets code run right after the events of one poll are handled
+(L{RouterReactor.callAfterEvents}): the router's transports close a
+backend connection and connect a UNIX node there, after the caller has
+returned but before the reactor polls again, without a delayed call.
+
 What differs: a legacy log line that Twisted itself writes while handling
 an event (an accept error, a traceback from a protocol) carries the system
 C{-} instead of the transport's log prefix.
@@ -33,13 +38,34 @@ _log = Logger()
 class RouterReactor(EPollReactor):
     """
     An epoll reactor whose events are dispatched without the legacy log
-    context.
+    context, and which can call code once they are handled.
     """
+
+    _dispatching = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._afterEvents = []
+
+    def callAfterEvents(self, f, *args) -> None:
+        """
+        Call C{f(*args)} once the events of the current poll are handled,
+        before anything else runs (delayed calls, the next poll): never
+        inside the caller's stack, and with no reactor trip in between.
+
+        Outside the handling of events, the call is made on the next
+        iteration (C{callLater(0)}).  What C{f} raises is logged.
+        """
+        if self._dispatching:
+            self._afterEvents.append((f, args))
+        else:
+            self.callLater(0, f, *args)
 
     def doPoll(self, timeout):
         """
         Wait up to C{timeout} seconds (for ever if L{None}) for ready
-        descriptors and handle each.
+        descriptors, handle each, then make the calls asked for meanwhile
+        with L{callAfterEvents}.
         """
         try:
             events = self._poller.poll(-1 if timeout is None else timeout, len(self._selectables))
@@ -47,18 +73,34 @@ class RouterReactor(EPollReactor):
             return
         selectables = self._selectables
         handle = self._doReadOrWrite
-        for fd, event in events:
-            selectable = selectables.get(fd)
-            if selectable is None:
-                continue
-            try:
-                handle(selectable, fd, event)
-            except KeyboardInterrupt:
-                raise
-            except BaseException:
-                # _doReadOrWrite catches what doRead and doWrite raise, not
-                # what the connectionLost of a disconnect raises.
-                _log.failure("while handling {selectable!r}", selectable=selectable)
+        self._dispatching = True
+        try:
+            for fd, event in events:
+                selectable = selectables.get(fd)
+                if selectable is None:
+                    continue
+                try:
+                    handle(selectable, fd, event)
+                except KeyboardInterrupt:
+                    raise
+                except BaseException:
+                    # _doReadOrWrite catches what doRead and doWrite raise, not
+                    # what the connectionLost of a disconnect raises.
+                    _log.failure("while handling {selectable!r}", selectable=selectable)
+            calls = self._afterEvents
+            while calls:
+                # A call may ask for more: they are made in this loop too.
+                self._afterEvents = []
+                for f, args in calls:
+                    try:
+                        f(*args)
+                    except KeyboardInterrupt:
+                        raise
+                    except BaseException:
+                        _log.failure("while calling {f!r} after events", f=f)
+                calls = self._afterEvents
+        finally:
+            self._dispatching = False
 
     doIteration = doPoll
 

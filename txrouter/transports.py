@@ -9,18 +9,36 @@ client whose socket buffer is empty, so the transports here send a write
 at once when nothing is queued, and queue only what the kernel did not
 take; from then on Twisted's own buffering, producers and back-pressure
 apply unchanged, and an error of the immediate send is left for the queued
-write to report, as Twisted would.
+write to report, as Twisted would.  A transport that speaks TLS (an C{ssl:}
+or C{tls:} listener, whose TLS layer is a protocol above the transport, or
+one after C{startTLS}) never sends application bytes itself: they go
+through the TLS layer, which writes records.
 
 Listening: L{listeningReactor} wraps a reactor so that the C{tcp:},
-C{tcp6:} and C{unix:} server endpoints (through C{serverFromString}) build
-ports with these transports; every other endpoint is the reactor's own.
+C{tcp6:}, C{unix:}, C{ssl:} and C{tls:} server endpoints (through
+C{serverFromString}) build ports with these transports; every other
+endpoint is the reactor's own.
 
 Connecting: L{connectNode} opens a backend connection with transports
 that also read with C{recv} (Twisted's UNIX transports use C{recvmsg},
 for file descriptors a backend never sends), reuse one peer address per
-node instead of building one per connection, and can be closed at once
-once their exchange is over (L{UpstreamTransport.closeNow}) instead of
-one reactor iteration later.
+node instead of building one per connection, and can be closed without a
+graceful shutdown once their exchange is over
+(L{UpstreamTransport.closeNow}).
+
+When things are called back, one rule: nothing C{connectNode} or
+C{closeNow} start calls back into the caller before they return.
+C{connectNode} calls C{factory.startedConnecting(connector)} before it
+returns, as Twisted's connectors do, and everything else later:
+C{buildProtocol} and the protocol's C{makeConnection}, or
+C{clientConnectionFailed}.  C{closeNow} stops every read and write at
+once, even one the poller reported in the same event, and the protocol
+hears C{connectionLost} later.  "Later" is right after the reactor has
+handled the events of its current poll (L{txrouter.reactor.RouterReactor.
+callAfterEvents}), or on its next iteration with other reactors: a UNIX
+node that accepts at once (a listening UNIX socket does) is connected with
+no reactor trip in between, as before this rule, and a backend socket is
+closed before the reactor polls again.
 
 Reactors that are not Twisted's POSIX socket reactors (the in-memory
 ones of the tests) get the plain Twisted calls.
@@ -37,15 +55,40 @@ from _socket import socket
 from twisted.internet import tcp, unix
 from twisted.internet.abstract import FileDescriptor, isIPAddress, isIPv6Address
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
-from twisted.internet.error import ConnectError, ConnectionDone
+from twisted.internet.error import ConnectError, ConnectionDone, NotConnectingError, UserError
+from twisted.internet.interfaces import (
+    IHalfCloseableDescriptor, ISystemHandle, ITCPTransport, ITLSTransport, IUNIXTransport,
+)
 from twisted.internet.posixbase import PosixReactorBase
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 __all__ = ["connectNode", "listeningReactor"]
 
 #: Peer addresses kept for reuse, per node address; cleared when full.
 _MAX_PEERS = 4096
 _peers = {}
+
+
+def _soon(reactor, f, *args) -> None:
+    """
+    Call C{f(*args)} once C{reactor} has handled the events of its current
+    poll (L{txrouter.reactor.RouterReactor.callAfterEvents}), or on its next
+    iteration if it cannot say when that is: never before the caller
+    returns.
+    """
+    callAfterEvents = getattr(reactor, "callAfterEvents", None)
+    if callAfterEvents is None:
+        reactor.callLater(0, f, *args)
+    else:
+        callAfterEvents(f, *args)
+
+
+def _ignore(*args) -> None:
+    """
+    The C{doRead} and C{doWrite} of a connection being closed.
+    """
 
 
 class _EagerWriting:
@@ -55,7 +98,8 @@ class _EagerWriting:
 
     Not while a pull (non-streaming) producer is registered: Twisted asks
     such a producer for more once a queued write has been flushed, so its
-    writes must be queued.
+    writes must be queued.  Not once C{startTLS} was called: the bytes must
+    be encrypted first (Twisted's C{write} hands them to the TLS layer).
 
     Closing skips the C{shutdown()} Twisted makes before C{close()}: the
     process holds the only descriptor of the socket (close-on-exec), so
@@ -87,22 +131,42 @@ class _EagerWriting:
         super().write(data)
 
 
+@implementer(ITCPTransport, ISystemHandle, IHalfCloseableDescriptor, ITLSTransport)
 class _EagerTCPServer(_EagerWriting, tcp.Server):
     """
     An accepted TCP connection with immediate writes.
     """
 
 
+@implementer(IUNIXTransport, ISystemHandle, IHalfCloseableDescriptor, ITLSTransport)
 class _EagerUNIXServer(_EagerWriting, unix.Server):
     """
     An accepted UNIX connection with immediate writes, read with C{recv}.
+
+    A descriptor given to C{sendFileDescriptor} goes with the next bytes
+    written, so those take Twisted's queue.
     """
 
     doRead = tcp.Connection.doRead
 
+    def write(self, data):
+        if self._sendmsgQueue:
+            unix.Server.write(self, data)
+        else:
+            _EagerWriting.write(self, data)
+
 
 class _EagerTCPPort(tcp.Port):
     transport = _EagerTCPServer
+
+
+class _EagerTLSPort(_EagerTCPPort):
+    """
+    A TCP port whose connections speak TLS (the protocol is a
+    C{TLSMemoryBIOProtocol}); named so in Twisted's log lines.
+    """
+
+    _type = "TLS"
 
 
 class _EagerUNIXPort(unix.Port):
@@ -111,8 +175,11 @@ class _EagerUNIXPort(unix.Port):
 
 class _EagerListening:
     """
-    A reactor whose C{listenTCP} and C{listenUNIX} make ports with
-    immediate-write transports; anything else is the wrapped reactor's.
+    A reactor whose C{listenTCP}, C{listenSSL} and C{listenUNIX} make ports
+    with immediate-write transports; anything else is the wrapped reactor's.
+
+    C{ssl:} endpoints call C{listenSSL}; C{tls:} endpoints wrap the factory
+    in Twisted's TLS protocol themselves and call C{listenTCP}.
     """
 
     def __init__(self, reactor: PosixReactorBase) -> None:
@@ -121,10 +188,15 @@ class _EagerListening:
     def __getattr__(self, name):
         return getattr(self._reactor, name)
 
-    def listenTCP(self, port, factory, backlog=50, interface=""):
-        listening = _EagerTCPPort(port, factory, backlog, interface, self._reactor)
+    def listenTCP(self, port, factory, backlog=50, interface="", _portType=_EagerTCPPort):
+        listening = _portType(port, factory, backlog, interface, self._reactor)
         listening.startListening()
         return listening
+
+    def listenSSL(self, port, factory, contextFactory, backlog=50, interface=""):
+        # What Twisted's reactors do: TLS is a protocol above a TCP transport.
+        tlsFactory = TLSMemoryBIOFactory(contextFactory, False, factory)
+        return self.listenTCP(port, tlsFactory, backlog, interface, _EagerTLSPort)
 
     def listenUNIX(self, address, factory, backlog=50, mode=0o666, wantPID=0):
         listening = _EagerUNIXPort(address, factory, backlog, mode, self._reactor, wantPID)
@@ -136,7 +208,7 @@ def listeningReactor(reactor):
     """
     The reactor to give C{serverFromString} for a router's listeners.
 
-    @return: C{reactor} wrapped so that TCP and UNIX listeners get
+    @return: C{reactor} wrapped so that TCP, TLS and UNIX listeners get
         immediate-write transports, or C{reactor} itself if it is not one
         of Twisted's POSIX socket reactors.
     """
@@ -166,18 +238,31 @@ class UpstreamTransport(_EagerWriting):
 
     def closeNow(self) -> None:
         """
-        Close the connection now, dropping anything still queued: its
-        exchange is over, so nothing more will be read or written.
+        Close the connection, dropping anything still queued: its exchange
+        is over, so nothing more will be read or written.
 
-        Unlike C{abortConnection}, the protocol's C{connectionLost} runs
-        before this returns, with C{ConnectionDone}.
+        What C{abortConnection} guarantees holds: nothing is read, written
+        or called back from now on, not even for a write readiness the
+        poller reported along with the event being handled, and the
+        protocol's C{connectionLost} (with C{ConnectionDone}) runs after
+        this returns, when the socket is closed.  Unlike
+        C{abortConnection}, that is as soon as the reactor has handled its
+        current events (see the module's docstring), not in a delayed call.
         """
-        if not self.connected or self.disconnected:
+        if self.disconnected or self._aborting:
+            return
+        if not self.connected:
             self.abortConnection()
             return
-        self.connectionLost(_CLOSED)
+        self._aborting = True
+        self._writeDisconnected = True
+        self.stopReading()
+        self.stopWriting()
+        self.doRead = self.doWrite = _ignore
+        _soon(self.reactor, self.connectionLost, _CLOSED)
 
 
+@implementer(ITCPTransport, ISystemHandle, IHalfCloseableDescriptor, ITLSTransport)
 class _UpstreamTCPClient(UpstreamTransport, tcp.Client):
     """
     A TCP connection to a backend.
@@ -202,10 +287,15 @@ class _UNIXMixin:
         """
 
 
-class _UNIXUpstream(_UNIXMixin, UpstreamTransport, tcp.Connection):
+@implementer(ITCPTransport, ISystemHandle, IHalfCloseableDescriptor, ITLSTransport)
+class _UNIXUpstream(_UNIXMixin, UpstreamTransport, tcp._TLSClientMixin, tcp.Connection):
     """
-    A UNIX stream connection to a backend, made at once, without a
-    connector (see L{_connectUNIXAtOnce}); read with C{recv}.
+    A UNIX stream connection to a backend, accepted at once, without a
+    connector (see L{_UNIXAccepted}); read with C{recv}.
+
+    Like Twisted's UNIX transports, it answers the TCP calls (no delay,
+    keep-alive) and can start TLS as a client; unlike them it passes no
+    file descriptors.
     """
 
     logstr = "Upstream,client"
@@ -224,37 +314,87 @@ class _UNIXUpstream(_UNIXMixin, UpstreamTransport, tcp.Connection):
         return self._peer
 
 
-def _connectUNIXAtOnce(reactor, path, factory) -> bool:
+class _UNIXAccepted:
     """
-    Connect to the UNIX socket C{path} now and give the connection the
-    protocol C{factory} builds.
+    The connector L{connectNode} returns for a UNIX node that accepted the
+    connection at once (a listening UNIX socket does, unless its backlog
+    is full): the protocol is built and connected soon after (see the
+    module's docstring), with no reactor trip or poller change in between.
+
+    @ivar factory: the client factory; L{None} once the protocol is
+        connected or the connect given up, so that a factory that keeps
+        its connector makes no reference cycle with it.
+    """
+
+    def __init__(self, reactor, skt, path: str, factory) -> None:
+        self.reactor = reactor
+        self.factory = factory
+        self._socket = skt
+        self._path = path
+        factory.startedConnecting(self)
+        _soon(reactor, self._connect)
+
+    def getDestination(self):
+        return _peer(self._path, lambda: UNIXAddress(self._path))
+
+    def stopConnecting(self) -> None:
+        """
+        Give up the connection before its protocol is connected: the
+        factory hears C{clientConnectionFailed} with C{UserError}, as from
+        Twisted's connectors.
+
+        @raise NotConnectingError: the protocol is connected already.
+        """
+        skt, self._socket = self._socket, None
+        if skt is None:
+            raise NotConnectingError("we're not trying to connect")
+        skt.close()
+        factory, self.factory = self.factory, None
+        factory.clientConnectionFailed(self, Failure(UserError()))
+
+    def _connect(self) -> None:
+        skt, self._socket = self._socket, None
+        if skt is None:
+            return
+        peer = self.getDestination()
+        factory, self.factory = self.factory, None
+        protocol = factory.buildProtocol(peer)
+        if protocol is None:
+            skt.close()
+            return
+        transport = _UNIXUpstream(skt, protocol, peer, self.reactor)
+        transport.startReading()
+        protocol.makeConnection(transport)
+
+
+def _connectUNIXAtOnce(reactor, path, factory):
+    """
+    Connect to the UNIX socket C{path} now; its protocol is connected soon
+    after.
 
     A UNIX socket whose server is listening accepts at once: connecting on
     the spot saves the reactor iteration Twisted's connector waits for,
     and the connector's own objects.
 
-    @return: whether the connection was made; if not (no socket, a full
-        backlog, nobody listening), nothing was started.
+    @return: the L{_UNIXAccepted} connector, or L{None} if the connection
+        was not made (no socket, a full backlog, nobody listening), in
+        which case nothing was started.
     """
     try:
         skt = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK)
     except OSError:
-        return False
+        return None
     try:
         result = skt.connect_ex(path)
     except (OSError, ValueError):
         result = -1
     if result:
         skt.close()
-        return False
-    peer = _peer(path, lambda: UNIXAddress(path))
-    protocol = factory.buildProtocol(peer)
-    transport = _UNIXUpstream(skt, protocol, peer, reactor)
-    transport.startReading()
-    protocol.makeConnection(transport)
-    return True
+        return None
+    return _UNIXAccepted(reactor, skt, path, factory)
 
 
+@implementer(ITCPTransport, ISystemHandle, IHalfCloseableDescriptor, ITLSTransport)
 class _UpstreamUNIXClient(_UNIXMixin, UpstreamTransport, tcp.BaseClient):
     """
     A UNIX stream connection to a backend made through a connector, read
@@ -321,20 +461,25 @@ def connectNode(reactor, node, factory):
     Start connecting C{factory} to C{node}, with no deadline of its own
     (the caller keeps the time).
 
-    A UNIX node usually accepts at once: its connection is then made, and
-    C{factory}'s protocol connected, before this returns.
+    Before this returns, C{factory.startedConnecting(connector)} is called
+    and nothing else; the protocol is built and connected, or
+    C{factory.clientConnectionFailed} called, afterwards, in every case
+    (see the module's docstring for when).
 
     @param node: a L{txrouter.routing.nodes.Node}.
-    @return: the C{IConnector} of the connect under way; L{None} if the
-        connection is made already.
+    @return: the connector: its C{stopConnecting()} gives up the connect
+        while the protocol is not connected yet (the factory then hears
+        C{clientConnectionFailed} with C{UserError}); its C{factory} is
+        C{factory}.
     """
     if not isinstance(reactor, PosixReactorBase):
         if node.path is not None:
             return reactor.connectUNIX(node.path, factory, timeout=None)
         return reactor.connectTCP(node.host, node.port, factory, timeout=None)
     if node.path is not None:
-        if _connectUNIXAtOnce(reactor, node.path, factory):
-            return None
+        accepted = _connectUNIXAtOnce(reactor, node.path, factory)
+        if accepted is not None:
+            return accepted
         connector = _UpstreamUNIXConnector(node.path, factory, reactor)
     else:
         connector = _UpstreamTCPConnector(node.host, node.port, factory, reactor)
