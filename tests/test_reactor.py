@@ -16,7 +16,7 @@ import pytest
 
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.internet.test import (
-    test_core, test_fdset, test_tcp, test_threads, test_time, test_udp, test_unix,
+    test_core, test_fdset, test_tcp, test_threads, test_time, test_tls, test_udp, test_unix,
 )
 from twisted.internet.test.connectionmixins import ConnectableProtocol, runProtocolsWithReactor
 from twisted.logger import formatEvent
@@ -29,6 +29,7 @@ from tests.realpeers import (
 from txrouter.reactor import RouterReactor
 
 _REACTOR = "txrouter.reactor.RouterReactor"
+_LISTENING = "tests.routerlisteners.ListeningAsRouters"
 
 # Twisted's test_badContext gives a legacy context factory on purpose.
 pytestmark = pytest.mark.filterwarnings("ignore:.*does not explicitly provide any OpenSSL")
@@ -92,9 +93,10 @@ class _Divergences:
         assert seen == [("-", "Custom Datagrams (UDP)")]
 
 
-def _conformance(builder):
+def _conformance(builder, reactorName=_REACTOR):
     """
-    Twisted's test case classes of C{builder}, for RouterReactor only.
+    Twisted's test case classes of C{builder}, for RouterReactor (or the
+    reactor named) only.
     """
     replaced = {}
     if hasattr(builder, "test_logPrefix"):
@@ -106,7 +108,8 @@ def _conformance(builder):
         replaced["test_lostFileDescriptor"] = None
     if issubclass(builder, test_udp.UDPServerTestsBuilder):
         replaced["test_logPrefix"] = _Divergences.test_datagramLogPrefix
-    ours = type(builder.__name__, (builder,), {"_reactors": [_REACTOR], **replaced})
+    name = builder.__name__ if reactorName == _REACTOR else builder.__name__ + "_OurListeners"
+    ours = type(name, (builder,), {"_reactors": [reactorName], **replaced})
     return ours.makeTestCaseClasses()
 
 
@@ -117,15 +120,40 @@ for _builder in [
     test_fdset.ReactorFDSetTestsBuilder,
     test_tcp.TCPConnectionTestsBuilder,
     test_tcp.TCP4ClientTestsBuilder,
+    test_tcp.TCP6ClientTestsBuilder,
+    test_tcp.TCP4ConnectorTestsBuilder,
+    test_tcp.TCP6ConnectorTestsBuilder,
     test_tcp.TCPPortTestsBuilder,
+    test_tcp.TCPFDPortTestsBuilder,
     test_tcp.TCPTransportTestsBuilder,
+    test_tcp.AdoptStreamConnectionTestsBuilder,
+    test_tcp.TestBindAddressBuilder,
     test_tcp.AbortConnectionTests,
+    test_tls.SSLClientTestsMixin,
+    test_tls.StartTLSClientTestsMixin,
+    test_tls.TLSPortTestsBuilder,
+    test_tls.AbortSSLConnectionTests,
     test_unix.UNIXTestsBuilder,
     test_unix.UNIXPortTestsBuilder,
     test_unix.UNIXDatagramTestsBuilder,
     test_udp.UDPServerTestsBuilder,
 ]:
     globals().update(_conformance(_builder))
+
+for _builder in [
+    test_tcp.TCP4ClientTestsBuilder,
+    test_tcp.TCPPortTestsBuilder,
+    test_tcp.TCPConnectionTestsBuilder,
+    test_tcp.TCPTransportTestsBuilder,
+    test_tcp.AbortConnectionTests,
+    test_tls.SSLClientTestsMixin,
+    test_tls.StartTLSClientTestsMixin,
+    test_tls.TLSPortTestsBuilder,
+    test_tls.AbortSSLConnectionTests,
+    test_unix.UNIXTestsBuilder,
+    test_unix.UNIXPortTestsBuilder,
+]:
+    globals().update(_conformance(_builder, _LISTENING))
 
 
 class _BrokenOnClose(Protocol):
@@ -160,6 +188,64 @@ def test_an_error_out_of_a_dispatch_is_logged_and_the_loop_goes_on(events):
     assert failure["log_failure"].check(RuntimeError)
     assert failure["log_namespace"] == "txrouter.reactor"
     assert "_BrokenOnClose" in formatEvent(failure)
+
+
+class _RecordingPoller:
+    """
+    The reactor's epoll object, recording each poll in C{order}.
+    """
+
+    def __init__(self, poller, order) -> None:
+        self._poller = poller
+        self._order = order
+
+    def poll(self, *args):
+        self._order.append("poll")
+        return self._poller.poll(*args)
+
+    def __getattr__(self, name):
+        return getattr(self._poller, name)
+
+
+def test_calls_after_events_run_before_the_next_poll(events):
+    """
+    A call asked for while an event is handled runs once the handler has
+    returned, before the reactor polls again, with those it asks for in
+    turn; one that raises is logged and the others still run.  Asked for
+    outside any event, it runs on the next iteration.
+    """
+    reactor = RouterReactor()
+    order = []
+    ours, peer = socket.socketpair()
+
+    def fails():
+        order.append("fails")
+        raise RuntimeError("after events")
+
+    class Receiving(Protocol):
+        def dataReceived(self, data):
+            reactor.callAfterEvents(order.append, "after")
+            reactor.callAfterEvents(fails)
+            reactor.callAfterEvents(lambda: reactor.callAfterEvents(order.append, "nested"))
+            order.append("handled")
+            reactor.callLater(0, reactor.stop)
+
+    ours.setblocking(False)
+    reactor.adoptStreamConnection(ours.fileno(), socket.AF_UNIX, _factory(Receiving()))
+    ours.close()
+    reactor.callAfterEvents(order.append, "before running")
+    reactor._poller = _RecordingPoller(reactor._poller, order)
+    peer.send(b"x")
+    reactor.callLater(5, reactor.stop)
+    reactor.run()
+    peer.close()
+    assert order[0] == "before running"
+    firstData = order.index("handled")
+    assert order[firstData - 1:firstData + 5] == [
+        "poll", "handled", "after", "fails", "nested", "poll",
+    ]
+    [failure] = [e for e in events if "log_failure" in e]
+    assert failure["log_failure"].check(RuntimeError)
 
 
 def _factory(protocol):
