@@ -25,7 +25,7 @@ import attr
 
 from txrouter.routing.admission import SOURCE, parseNetwork, parsePortRange
 from txrouter.routing.balancing import ALGORITHMS
-from txrouter.routing.nodes import BadNodeAddress, Node, parseNode
+from txrouter.routing.nodes import Node, parseNode
 from txrouter.routing.subscriptions import DEFAULT_MAX_NODES, DEFAULT_MAX_POOLS, DEFAULT_TOLERANCE
 from txrouter.subscription.addresses import (
     DatagramAddress,
@@ -54,8 +54,6 @@ def _naming(option: str, parse):
     def parsed(value):
         try:
             return parse(value)
-        except BadNodeAddress as e:
-            raise ValueError(f"{option}: {e}") from None
         except ValueError as e:
             raise ValueError(f"{option}: {e}") from None
 
