@@ -100,7 +100,9 @@ def test_subscriber_usage_errors_stop_twistd(tmp_path):
      ("txrouter-fast", ("--to", "/x.sock", "--stats", "tcp:9191:colour=blue"), "--stats"),
      ("txrouter-http", ("--to", "/x.sock", "--stats", "ssl:9191:privateKey={missing}"), "--stats"),
      ("txrouter-http", ("--to", "/x.sock", "--bind", "ssl:0:privateKey={missing}"), "--bind"),
-     ("txrouter-fast", ("--to", "/x.sock", "--bind", "tcp:port=http"), "--bind")],
+     ("txrouter-fast", ("--to", "/x.sock", "--bind", "tcp:port=http"), "--bind"),
+     ("txrouter-http", ("--to", "/x.sock", "--access-log", "{missing}/access.log"), "--access-log"),
+     ("txrouter-fast", ("--use-cache", "--cache-file", "{missing}"), "--cache-file")],
 )
 def test_unusable_directories_and_addresses_are_usage_errors(tmp_path, plugin, args, option):
     """
