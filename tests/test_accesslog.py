@@ -4,7 +4,9 @@ The access log's file is reopened on SIGUSR1, so that logrotate can move it
 """
 
 import os
+import shutil
 import signal
+import tempfile
 from types import SimpleNamespace
 
 from twisted.internet.testing import MemoryReactorClock
@@ -37,6 +39,15 @@ class ThreadedMemoryReactor(MemoryReactorClock):
         self.callLater(0, f, *args, **kwargs)
 
 
+def temporaryPath(case) -> str:
+    """
+    A path in a directory of its own, removed when C{case} is over.
+    """
+    directory = tempfile.mkdtemp()
+    case.addCleanup(shutil.rmtree, directory)
+    return os.path.join(directory, "access.log")
+
+
 def head(target: bytes):
     return SimpleNamespace(
         method=b"GET", target=target, version=b"HTTP/1.1", headers=[(b"User-Agent", b"curl")],
@@ -45,7 +56,7 @@ def head(target: bytes):
 
 class ReopenableFileTests(SynchronousTestCase):
     def setUp(self):
-        self.path = self.mktemp()
+        self.path = temporaryPath(self)
         self.file = ReopenableFile(self.path)
         self.addCleanup(self.file.close)
 
@@ -133,7 +144,7 @@ class BuiltAccessLogTests(SynchronousTestCase):
         rename and SIGUSR1 (what logrotate does), its next line is in a
         new file at the path.
         """
-        path = self.mktemp()
+        path = temporaryPath(self)
         reactor = ThreadedMemoryReactor()
         service = buildService(
             HTTPRouterConfig(bind=["tcp:0"], to=["/run/a.sock"], access_log=path), reactor,

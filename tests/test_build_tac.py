@@ -11,6 +11,7 @@ from twisted.application.service import IServiceCollection
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.test_accesslog import temporaryPath
 from txrouter.routing.subscriptions import SubscriptionRegistry
 from txrouter.service import RouterService
 from txrouter.stats.server import StatsFactory
@@ -68,7 +69,7 @@ def runDocumentedBlock(reactor, accessLog: str) -> dict:
 class DocumentedBuilderTests(SynchronousTestCase):
     def setUp(self):
         self.reactor = PortsReactor()
-        self.accessLog = self.mktemp()
+        self.accessLog = temporaryPath(self)
         self.namespace = runDocumentedBlock(self.reactor, self.accessLog)
         [self.service] = list(IServiceCollection(self.namespace["application"]))
 
