@@ -108,7 +108,7 @@ def checkConfig(config):
     """
     _checkPlaces(config)
     if config.use_cache:
-        MappingFile(config.cache_file, InMemoryStore()).load()
+        MappingFile(config.cache_file, InMemoryStore()).read()
     if config.resubscribe_sign:
         _checked("--resubscribe-sign", readSigningKey, config.resubscribe_sign)
     if isinstance(config, HTTPRouterConfig) and config.access_log not in (None, "-"):
@@ -262,12 +262,12 @@ class MappingFile:
         self.path = path
         self.store = store
 
-    def load(self) -> None:
+    def read(self) -> "dict[bytes, str]":
         """
-        Replace the store's whole mapping with the file's.
+        The file's mapping, every value checked.
 
         @raise MappingFileError: the file cannot be read, or has a bad line
-            (C{FILE:LINE: reason}); the store is left as it was.
+            (C{--cache-file: FILE:LINE: reason}).
         """
         try:
             with open(self.path, "rb") as f:
@@ -275,9 +275,17 @@ class MappingFile:
         except OSError as e:
             raise MappingFileError(f"--cache-file: {self.path}: {e.strerror}") from None
         try:
-            mapping = parseMapping(data, self.path)
+            return parseMapping(data, self.path)
         except MappingFileError as e:
             raise MappingFileError(f"--cache-file: {e}") from None
+
+    def load(self) -> None:
+        """
+        Replace the store's whole mapping with the file's.
+
+        @raise MappingFileError: as L{read}; the store is left as it was.
+        """
+        mapping = self.read()
         self.store.replace(mapping)
         log.info(
             "cache_file_loaded: {count} keys from {path}",
