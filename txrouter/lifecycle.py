@@ -33,13 +33,13 @@ bytes, and asks it to refuse.
 import attr
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
-from zope.interface import Interface
+from zope.interface import Interface, implementer
 
 from txrouter.routing.interfaces import ForwarderTimeout, ITrafficCounting, NoNodeForKey
 from txrouter.routing.retry import RetryPlan
 from txrouter.spool import SpoolError
 from txrouter.timers import IdleTimer
-from txrouter.upstream import connectUpstream
+from txrouter.upstream import IUpstreamReceiver, connectUpstream
 
 log = Logger(namespace="txrouter.lifecycle")
 
@@ -121,6 +121,7 @@ class IFrontEnd(Interface):
         """
 
 
+@implementer(IUpstreamReceiver)
 class RequestLifecycle:
     """
     The life of one request through one router.
@@ -385,7 +386,7 @@ class RequestLifecycle:
             self._nodeInUse = False
             forwarder.released(self.key, self.node)
             if ITrafficCounting.providedBy(forwarder):
-                upstream = self.relay.upstream
+                upstream = self.relay.upstream or self._upstream
                 forwarder.transferred(self.key, self.node, upstream.sent, upstream.received)
         pick, self._pendingPick = self._pendingPick, None
         if pick is not None:
@@ -393,12 +394,16 @@ class RequestLifecycle:
             pick.cancel()
         connector, self._connector = self._connector, None
         if connector is not None:
-            connector.factory.receiver = None
+            factory = getattr(connector, "factory", None)
+            if factory is not None:
+                factory.receiver = None
             connector.stopConnecting()
             forwarder.abandoned(self.key, self.node)
         if self._bodyTimer is not None:
             self._bodyTimer.cancel()
-        upstream = self.relay.detach()
+        # Not attached yet if the front end ended the request as the node
+        # connected.
+        upstream = self.relay.detach() or self._upstream
         if upstream is not None:
             upstream.detach()
         if self._spool is not None:

@@ -158,6 +158,9 @@ class _UpstreamFactory(ClientFactory):
         self.connector = connector
 
     def buildProtocol(self, addr):
+        # Connected: the connector (which holds this factory) is no longer
+        # needed to stop the connect, and keeping it would make a cycle.
+        self.connector = None
         self.protocol = Upstream(self.receiver, self.node, self.head, self.timer, self.idleTimeout)
         return self.protocol
 
