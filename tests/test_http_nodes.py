@@ -405,8 +405,9 @@ def test_the_command_line_takes_http_nodes():
     options = Options()
     options.parseOptions(["--bind", "tcp:8080", "--to", NODE, "--to", "/run/a.sock",
                           "--fallback", "http://unix:/run/b.sock"])
-    assert [n.protocol for n in options["to"]] == [HTTP, UWSGI]
-    assert [(n.protocol, n.path) for n in options["fallback"]] == [(HTTP, "/run/b.sock")]
+    config = options.config
+    assert [n.protocol for n in config.to] == [HTTP, UWSGI]
+    assert [(n.protocol, n.path) for n in config.fallback] == [(HTTP, "/run/b.sock")]
     with pytest.raises(usage.UsageError) as caught:
         Options().parseOptions(["--bind", "tcp:8080", "--to", "http://127.0.0.1:8000/app"])
     assert "http://127.0.0.1:8000/app" in str(caught.value)
