@@ -3,13 +3,14 @@ Timers that cost nothing per chunk of data, and almost nothing per request.
 
 A router runs an idle timer for every connection to a node and for every
 request body, and nearly all of them are cancelled long before they are
-due.  Each one as a delayed call of its own would cost a heap insertion
-per request; instead the timers of a clock share one delayed call, aimed
-at the earliest time one of them could be due, and starting or cancelling
-a timer is a set operation.  When that call fires it looks at every live
-timer, calls those that are due and aims itself at the next.
+due.  The timers of a clock share one delayed call, aimed at the earliest
+time one of them could be due.  Starting a timer, and cancelling it before
+that call fires, are set operations; the timers still running when it
+fires wait in a binary heap, from which it pops the due ones.  Nothing
+looks at every timer, however many connections are idle.
 """
 
+from heapq import heapify, heappop, heappush, heapreplace
 from itertools import count
 from weakref import WeakKeyDictionary
 
@@ -29,25 +30,92 @@ _sequence = count()
 class _TimerGroup:
     """
     The live L{IdleTimer}s of one clock behind one delayed call.
+
+    Nearly every timer is cancelled soon after it starts, so a new timer
+    only joins a set, C{_recent}: starting and cancelling it are set
+    operations, as cheap as the timer can be.  When the delayed call fires,
+    the timers still in that set move into a binary heap of
+    C{(due, number, timer)} entries, ordered by due time then by start, and
+    the due ones are popped from its top.  A timer moves once, at a heap
+    push's cost, and a firing costs a heap pop per timer it expires.
+
+    The heap is lazy, so that activity stays a timestamp store and
+    cancelling a timer in the heap stays constant time:
+
+      - an entry's due time is only a lower bound: a timer touched since
+        its entry was pushed is pushed again at its real due time when the
+        entry reaches the top;
+      - an entry is live while its timer points at it (C{timer._entry});
+        the entries of cancelled timers, and those replaced when a timeout
+        shrank, are dropped when they reach the top, or all at once, by
+        rebuilding the heap from the live entries, as soon as they outnumber
+        the live ones.  A rebuild costs under two steps per dead entry, so
+        cancelling costs constant time on average, and the heap never holds
+        more than twice as many entries as it has live timers.
+
+    @ivar _recent: the live timers started since the call last fired.
+    @ivar _heap: the entries of the other live timers, and dead entries.
+    @ivar _inHeap: the number of live timers in the heap.
+    @ivar _callTime: when the delayed call fires; infinity if there is none.
     """
 
     def __init__(self, clock) -> None:
         self._clock = clock
-        self._timers = set()
+        self._recent = set()
+        self._heap = []
+        self._inHeap = 0
         self._call = None
         self._callTime = _INFINITY
 
-    def add(self, timer: "IdleTimer") -> None:
-        self._timers.add(timer)
-        self._aim(timer._due)
+    def add(self, timer: "IdleTimer", due: float) -> None:
+        """
+        Start C{timer}, due at C{due}.
+        """
+        self._recent.add(timer)
+        if due < self._callTime:
+            self._aim(due)
 
     def discard(self, timer: "IdleTimer") -> None:
-        timers = self._timers
-        timers.discard(timer)
-        if not timers and self._call is not None:
+        """
+        Stop C{timer}, which may be due and about to expire.
+        """
+        if timer._entry is None:
+            self._recent.discard(timer)
+        else:
+            timer._entry = None
+            self._inHeap -= 1
+            self._sweep()
+        if not self._recent and not self._inHeap and self._call is not None:
             self._call.cancel()
             self._call = None
             self._callTime = _INFINITY
+
+    def retime(self, timer: "IdleTimer", due: float) -> None:
+        """
+        Make sure C{timer}, whose timeout changed, fires at C{due}.
+        """
+        entry = timer._entry
+        if entry is not None and due < entry[0]:
+            self._push(timer, due)
+            self._sweep()
+        if due < self._callTime:
+            self._aim(due)
+
+    def _push(self, timer: "IdleTimer", due: float) -> None:
+        timer._entry = entry = (due, timer._number, timer)
+        heappush(self._heap, entry)
+
+    def _sweep(self) -> None:
+        """
+        Drop the heap's dead entries if they outnumber the live ones.
+        """
+        heap = self._heap
+        if len(heap) > 2 * self._inHeap:
+            if self._inHeap:
+                heap[:] = [entry for entry in heap if entry[2]._entry is entry]
+                heapify(heap)
+            else:
+                heap.clear()
 
     def _aim(self, due: float) -> None:
         """
@@ -62,20 +130,54 @@ class _TimerGroup:
             self._call.reset(delay)
         self._callTime = due
 
+    def _settle(self) -> None:
+        """
+        Move the recent timers into the heap.
+        """
+        recent = self._recent
+        self._inHeap += len(recent)
+        for timer in recent:
+            self._push(timer, timer._dueTime())
+        recent.clear()
+
     def _fire(self) -> None:
+        """
+        Expire the due timers, in due time then start order, and aim the
+        call at the next.
+        """
         self._call = None
         self._callTime = _INFINITY
+        if self._recent:
+            self._settle()
         now = self._clock.seconds()
-        due = [timer for timer in self._timers if timer._update() <= now]
-        due.sort(key=_firingOrder)
-        for timer in due:
-            self._timers.discard(timer)
+        heap = self._heap
+        due = []
+        while heap and heap[0][0] <= now:
+            entry = heap[0]
+            timer = entry[2]
+            if timer._entry is not entry:
+                heappop(heap)
+                continue
+            dueTime = timer._dueTime()
+            if dueTime != entry[0]:
+                # Touched since it was pushed: wait for the real due time,
+                # or take its place among the due ones.
+                timer._entry = entry = (dueTime, entry[1], timer)
+                heapreplace(heap, entry)
+                continue
+            heappop(heap)
+            timer._entry = None
+            due.append(timer)
+        self._inHeap -= len(due)
         for timer in due:
             # An earlier one's callback may have cancelled it.
             if timer._group is self:
                 timer._expire()
-        if self._timers:
-            self._aim(min(timer._due for timer in self._timers))
+        self._sweep()
+        if self._inHeap:
+            while heap[0][2]._entry is not heap[0]:
+                heappop(heap)
+            self._aim(heap[0][0])
 
 
 def _groupOf(clock) -> _TimerGroup:
@@ -89,10 +191,6 @@ def _groupOf(clock) -> _TimerGroup:
     return group
 
 
-def _firingOrder(timer: "IdleTimer"):
-    return timer._due, timer._number
-
-
 class IdleTimer:
     """
     Calls C{onIdle} once nothing has happened for C{timeout} seconds.
@@ -101,6 +199,9 @@ class IdleTimer:
 
     @ivar expired: C{onIdle} was called.
     """
+
+    #: The timer's live entry in its group's heap, if it is there.
+    _entry = None
 
     def __init__(self, clock, timeout: float, onIdle, deadline: float = 0) -> None:
         """
@@ -115,10 +216,9 @@ class IdleTimer:
         self._last = now = clock.seconds()
         self._deadline = now + deadline if deadline else _INFINITY
         due = now + timeout
-        self._due = due if due < self._deadline else self._deadline
         self._number = next(_sequence)
         self._group = group = _groupOf(clock)
-        group.add(self)
+        group.add(self, due if due < self._deadline else self._deadline)
 
     @property
     def timeout(self) -> float:
@@ -132,7 +232,7 @@ class IdleTimer:
     def timeout(self, timeout: float) -> None:
         self._timeout = timeout
         if self._group is not None:
-            self._group._aim(self._update())
+            self._group.retime(self, self._dueTime())
 
     def touch(self) -> None:
         """
@@ -140,15 +240,12 @@ class IdleTimer:
         """
         self._last = self._seconds()
 
-    def _update(self) -> float:
+    def _dueTime(self) -> float:
         """
         Work out when this timer is due, given its last activity.
         """
         due = self._last + self._timeout
-        if due > self._deadline:
-            due = self._deadline
-        self._due = due
-        return due
+        return due if due < self._deadline else self._deadline
 
     def _expire(self) -> None:
         self._group = None
