@@ -10,6 +10,8 @@ nothing else ever escapes.
 
 import ipaddress
 import json
+import pathlib
+import posixpath
 import socket
 
 import attr
@@ -24,7 +26,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
 from txrouter.routing.admission import SOURCE, AddressPolicy
-from txrouter.stats.server import StatsFactory, uwsgiAddressToEndpoint
+from txrouter.stats.server import StatsFactory, statsEndpoint, uwsgiAddressToEndpoint
 from txrouter.subscription.addresses import parseDatagramAddress
 from txrouter.subscription.signing import SignatureChecker, signSubscription
 from txrouter.wire.subscription import Subscription, SubscriptionError
@@ -91,11 +93,36 @@ def _sender(source):
     return address.ipv4_mapped or address if address.version == 6 else address
 
 
+_NOTIFY_PATHS = st.sampled_from([
+    b"/run/apps", b"/run/apps/", b"/run/apps/x", b"//run/apps/x", b"/run/apps/../x",
+    b"/run/apps/./x", b"/run/apps/a/../../x", b"/run/appsx/y", b"@apps-", b"@apps-x", b"@app",
+])
+
+
 @settings(max_examples=300)
-@given(st.sampled_from(_POLICIES), _addresses)
+@given(st.sampled_from(_POLICIES), _addresses | _NOTIFY_PATHS)
 def test_notify_paths_are_allowed_ones_or_none(policy, path):
-    allowed = policy.admitNotify(path)
-    assert allowed is None or (policy.directories and allowed.startswith(("/", "\0")))
+    """
+    A notify path is acknowledged to exactly when it is ASCII and names
+    a socket inside a node directory once C{.} and C{..} are resolved,
+    or an abstract name under an C{@prefix}; the answer is that path.
+    """
+    assert policy.admitNotify(path) == _allowedNotify(policy.directories, path)
+
+
+def _allowedNotify(directories, path: bytes):
+    try:
+        text = path.decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    if text.startswith("@"):
+        inside = any(d.startswith("@") and text.startswith(d) for d in directories)
+        return "\0" + text[1:] if inside else None
+    if text.startswith("/"):
+        parent = pathlib.PurePosixPath(posixpath.normpath(text)).parent
+        inside = any(not d.startswith("@") and parent.is_relative_to(d) for d in directories)
+        return text if inside else None
+    return None
 
 
 @settings(max_examples=600)
@@ -293,8 +320,22 @@ _pathChars = st.characters(blacklist_categories=("Cs",), blacklist_characters="\
 
 @settings(max_examples=300)
 @given(st.text(max_size=40))
-def test_stats_addresses_always_give_an_endpoint_string(text):
-    assert isinstance(uwsgiAddressToEndpoint(text), str)
+def test_stats_addresses_give_an_endpoint_or_a_value_error(text):
+    """
+    Any text either names an endpoint that listens (a text without a
+    colon: at that path, whatever its characters) or is refused with a
+    C{ValueError} that quotes it.
+    """
+    reactor = MemoryReactorClock()
+    try:
+        endpoint = statsEndpoint(reactor, text)
+    except ValueError as e:
+        assert repr(text) in str(e)
+        return
+    endpoint.listen(ServerFactory())
+    if ":" not in text:
+        [(path, *_)] = reactor.unixServers
+        assert path == text
 
 
 @settings(max_examples=300)

@@ -77,17 +77,36 @@ def test_bad_http_node_addresses(spec):
     assert spec in str(caught.value)
 
 
+_ENDPOINT_CHARS = "tcpunixhost=port=path:/\\@ab1[]"
+
+
 @settings(max_examples=500, deadline=None)
 @given(st.one_of(
     st.text(max_size=40),
     st.text(alphabet="http:/[]@unix.0123456789٣ab?#", max_size=30).map(lambda t: "http://" + t),
+    st.text(alphabet=_ENDPOINT_CHARS, max_size=20).map(lambda t: "tcp:" + t),
+    st.text(alphabet=_ENDPOINT_CHARS, max_size=20).map(lambda t: "unix:" + t),
 ))
 @example("http://0:01")
+@example("tcp:host=a\\:b:port=80")
 def test_fuzz_a_node_address_parses_or_is_a_bad_node_address(spec):
+    """
+    Any text is a node or a L{BadNodeAddress}; a node's name, the address
+    as uWSGI would print it, reads back as the same node.
+
+    (Not for the endpoint strings uWSGI's spelling cannot say: a
+    C{unix:} relative path or one that starts with C{@}, a C{tcp:} host
+    that starts with C{@}, C{/} or C{[}; their names read as an abstract
+    socket, a TCP address, a path or an IPv6 address.)
+    """
     try:
         node = parseNode(spec)
     except BadNodeAddress:
         return
+    unsayable = (spec.startswith("unix:") and not node.path.startswith("/")) or (
+        spec.startswith("tcp:") and node.host[:1] in ("@", "/", "["))
+    if not unsayable:
+        assert parseNode(node.name) == node
     assert (node.path is None) != (node.host is None)
     assert node.path is not None or 0 < node.port < 65536
     if spec.startswith("http://"):

@@ -3,6 +3,7 @@ The subscription server: datagrams in, registry changes out, refusals
 logged under a rate limit, nothing a sender does ever raises.
 """
 
+import collections
 import socket
 
 import pytest
@@ -27,7 +28,13 @@ from txrouter.subscription.server import (
     SubscriptionProtocol,
     subscriptionServices,
 )
-from txrouter.wire.subscription import MAX_DATAGRAM, Subscription, encodeSubscription
+from txrouter.wire.subscription import (
+    MAX_DATAGRAM,
+    Subscription,
+    SubscriptionError,
+    encodeSubscription,
+    parseSubscription,
+)
 from txrouter.wire.uwsgi import encodeHeader, encodeVars
 
 LOCAL = ("127.0.0.1", 40000)
@@ -210,11 +217,21 @@ def _protocol(max_pools=1024, max_nodes=64):
 @settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.binary(max_size=300), max_size=20))
 def test_random_datagrams_never_raise(datagrams):
+    """
+    Each datagram is counted once; those that do not parse under the
+    parser's refusal.
+    """
     registry, protocol = _protocol()
+    refusals = collections.Counter()
     for datagram in datagrams:
         protocol.datagramReceived(datagram, LOCAL)
+        try:
+            parseSubscription(datagram)
+        except SubscriptionError as e:
+            refusals[e.event] += 1
     assert "error" not in protocol.counts
     assert sum(protocol.counts.values()) == len(datagrams)
+    assert protocol.counts & refusals == refusals
 
 
 _CAPTURED = packets("subscribe-basic.json") + packets("subscribe-port0-signed-notify.json")
@@ -227,13 +244,33 @@ _CAPTURED = packets("subscribe-basic.json") + packets("subscribe-port0-signed-no
     st.integers(0, 600),
 )
 def test_mutated_captures_never_raise(datagram, flips, cut):
+    """
+    A captured announce with bytes changed or cut short is counted once,
+    under the parser's refusal when it does not parse; it leaves the
+    registry empty unless accepted as a subscribe, which makes exactly
+    its key's pool with its one node.
+    """
     data = bytearray(datagram)
     for position, value in flips:
         if position < len(data):
             data[position] = value
+    data = bytes(data[: cut or len(data)])
     registry, protocol = _protocol()
-    protocol.datagramReceived(bytes(data[: cut or len(data)]), LOCAL)
-    assert "error" not in protocol.counts
+    protocol.datagramReceived(data, LOCAL)
+    [(outcome, count)] = protocol.counts.items()
+    assert count == 1
+    try:
+        subscription = parseSubscription(data)
+    except SubscriptionError as e:
+        assert outcome == e.event
+        assert registry.keys() == []
+        return
+    assert outcome != "error"
+    if outcome == "accepted" and not (subscription.unsubscribe or subscription.clear):
+        assert registry.keys() == [subscription.key]
+        assert len(registry.nodes(subscription.key)) == 1
+    else:
+        assert registry.keys() == []
 
 
 _keys = st.binary(min_size=1, max_size=40)

@@ -176,12 +176,12 @@ bodies = st.binary(max_size=200)
 
 
 @st.composite
-def requests(draw, extensions=(b"", b";a", b";a=b", b' ; q="x y"')):
+def requests(draw, extensions=(b"", b";a", b";a=b", b' ; q="x y"'), minHeaders=0):
     method = draw(st.sampled_from([b"GET", b"POST", b"PUT", b"DELETE", b"PATCH"]))
     path = draw(paths)
     headers = [(b"Host", b"example.com")]
     reserved = {b"host", b"content-length", b"transfer-encoding", b"connection", b"upgrade", b"expect"}
-    for name, value in draw(st.lists(st.tuples(tokens, values), max_size=8)):
+    for name, value in draw(st.lists(st.tuples(tokens, values), min_size=minHeaders, max_size=8)):
         if name.lower() not in reserved:
             headers.append((name, value))
     body = draw(bodies)
@@ -299,30 +299,122 @@ def test_bare_cr_or_lf_in_a_response_head_is_refused():
         assert e.value.status == 502
 
 
-@settings(max_examples=300)
-@given(st.binary(max_size=400), st.integers(1, 50))
-def test_fuzz_only_http_errors(data, step):
-    parser = RequestHeadParser(max_head_size=300, max_request_line=100, max_header_count=10)
+_FUZZ_LIMITS = dict(max_head_size=300, max_request_line=100, max_header_count=10)
+
+
+def _fedInPieces(data: bytes, step: int):
+    """
+    What a parser with L{_FUZZ_LIMITS} makes of C{data} fed C{step} bytes
+    at a time: C{("head", fields..., bytes after the head)},
+    C{("refused", event)} or C{("incomplete",)}.  While the head is
+    incomplete, the parser never holds more than its head limit.
+    """
+    parser = RequestHeadParser(**_FUZZ_LIMITS)
     try:
         for i in range(0, len(data), step):
-            if parser.feed(data[i : i + step]) is not None:
-                break
-    except HTTPError:
-        pass
+            head = parser.feed(data[i : i + step])
+            if head is not None:
+                fields = tuple(getattr(head, name) for name in RequestHead.__slots__)
+                return ("head", *fields, parser.leftover + data[i + step :])
+            assert len(parser._buffer) <= _FUZZ_LIMITS["max_head_size"]
+    except HTTPError as e:
+        return ("refused", e.event)
+    return ("incomplete",)
 
 
-@settings(max_examples=200)
-@given(requests(), st.data())
+@settings(max_examples=300)
+@given(st.binary(max_size=400) | st.lists(_HEAD_PIECES, max_size=40).map(b"".join)
+       | requests().map(lambda request_: request_[0]),
+       st.integers(1, 50))
+def test_fuzz_any_split_gets_the_verdict_of_the_whole(data, step):
+    """
+    Fed in pieces or whole, the same bytes give the same head, or are
+    both refused (the reason may differ: the limits are checked on a
+    partial head before its syntax), or both wait for more.
+    """
+    whole = _fedInPieces(data, max(len(data), 1))
+    pieces = _fedInPieces(data, step)
+    if pieces == ("refused", "too_many_headers") and whole[0] != "refused":
+        # A known fault: test_heads_sent_slowly_count_each_line_once.
+        return
+    if whole[0] == "refused":
+        assert pieces[0] == "refused", (whole, pieces)
+    else:
+        assert pieces == whole
+
+
+@pytest.mark.xfail(strict=True, reason="RequestHeadParser._checkPartial counts the CRLFs of"
+                   " the last 6 bytes of the previous feed again on each feed")
+def test_heads_sent_slowly_count_each_line_once():
+    """
+    A head of 32 lines sent a byte at a time is parsed as when sent whole,
+    not refused as more than 100 header lines.
+    """
+    data = b"GET / HTTP/1.1\r\nHost: h\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(30))
+    assert _fedInPieces(data + b"\r\n", 1)[0] == "head"
+
+
+# Bytes that end or split something in a request, or that no field may hold.
+_SPECIAL_BYTES = b"\x00\x01\x08\t\n\x0b\r\x1f ,:;=\"\\/\x7f\x80\xff"
+
+
+@settings(max_examples=300)
+@given(requests(extensions=(b"", b";a", b";a=b", b';q="x y"'), minHeaders=3), st.data())
 def test_fuzz_mutated_requests(request_, data):
+    """
+    A valid request with a few bytes changed: what the router accepts, h11
+    accepts too and reads the same way (method, target, version, headers
+    and body), so no two readers of a request it lets through disagree.
+    """
     wire, _ = request_
-    index = data.draw(st.integers(0, len(wire) - 1))
-    mutated = wire[:index] + bytes([data.draw(st.integers(0, 255))]) + wire[index + 1 :]
+    mutated = bytearray(wire)
+    inHead = range(wire.index(b"\r\n\r\n") + 4)
+    for _ in range(data.draw(st.integers(1, 3))):
+        index = data.draw(st.sampled_from(inHead) | st.sampled_from(range(len(wire))))
+        mutated[index] = data.draw(st.sampled_from(_SPECIAL_BYTES) | st.integers(0, 255))
+    mutated = bytes(mutated)
     try:
         head, rest = parse(mutated)
-        if head is not None and head.chunked:
-            ChunkedDecoder().feed(rest)
+        if head is None:
+            return
+        if head.chunked:
+            decoder = ChunkedDecoder()
+            body = b"".join(decoder.feed(rest))
+            if not decoder.done:
+                return
+        else:
+            body = rest[: head.content_length or 0]
+            if len(body) < (head.content_length or 0):
+                return
     except HTTPError:
-        pass
+        return
+    ours = (head.method, head.target, head.version, [(n.lower(), v) for n, v in head.headers], body)
+    assert _h11Reading(mutated) == ours
+
+
+def _h11Reading(data: bytes):
+    """
+    What h11 makes of one whole request: its method, target, version,
+    headers and body, or C{"refused"}, or L{None} while incomplete.
+    """
+    connection = h11.Connection(h11.SERVER)
+    connection.receive_data(data)
+    try:
+        request = connection.next_event()
+        if request is h11.NEED_DATA:
+            return None
+        body = b""
+        while True:
+            event = connection.next_event()
+            if isinstance(event, h11.EndOfMessage):
+                break
+            if not isinstance(event, h11.Data):
+                return None
+            body += event.data
+    except h11.RemoteProtocolError:
+        return "refused"
+    return (request.method, request.target, b"HTTP/" + request.http_version,
+            list(request.headers), body)
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ from txrouter.wire.subscription import (
     encodeSubscription,
     parseSubscription,
 )
-from txrouter.wire.uwsgi import encodeHeader, encodeVars
+from txrouter.wire.uwsgi import decodeVars, encodeHeader, encodeVars
 
 BASIC = packets("subscribe-basic.json")
 SIGNED_NOTIFY = packets("subscribe-port0-signed-notify.json")
@@ -318,18 +318,33 @@ def test_roundtrip(value):
     assert encodeSubscription(parsed) == raw
 
 
+_ALWAYS_WRITTEN = {b"modifier1", b"modifier2", b"cores", b"load", b"weight"}
+
+
 def parseOrRefuse(data: bytes) -> None:
     """
     Parsing C{data} either refuses it or gives a value that encodes and
-    parses back to the same value.
+    parses back to the same value, into a datagram with the same vars
+    (perhaps in another order; the numbers every client writes added as
+    0 where they were absent) and the same command (any non-zero byte
+    written as 1): nothing lost, nothing made up.
     """
     try:
         parsed = parseSubscription(data)
     except SubscriptionError as e:
         assert e.event and e.detail
         return
-    again = parseSubscription(encodeSubscription(parsed))
+    encoded = encodeSubscription(parsed)
+    again = parseSubscription(encoded)
     assert again == attr.evolve(parsed, signedPayload=again.signedPayload)
+    sent = decodeVars(data[4:])
+    absent = _ALWAYS_WRITTEN - {name for name, _ in sent}
+    assert sorted(decodeVars(encoded[4:])) == sorted(sent + [(name, b"0") for name in absent])
+    assert encoded[3] == (1 if data[3] else 0)
+    if parsed.sign is not None:
+        assert again.signedPayload == encodeSignedPayload(parsed)
+        assert (parsed.signedPayload == again.signedPayload) == (
+            encoded[4:] == data[4:]), "the signed bytes are the datagram's own"
 
 
 @settings(max_examples=500)

@@ -12,6 +12,7 @@ from txrouter.wire.uwsgi import (
     PacketParser,
     UwsgiPacketError,
     decodeVars,
+    encodeHeader,
     encodePacket,
     encodeVars,
 )
@@ -122,11 +123,56 @@ def test_roundtrip_fed_in_pieces(pairs, m1, m2, body, step):
     assert parser.leftover + raw[fed:] == body
 
 
-@settings(max_examples=300)
-@given(st.binary(max_size=300))
-def test_fuzzed_bytes_only_raise_packet_errors(data):
-    parser = PacketParser(maxSize=4096)
+def _fedInPieces(data: bytes, step: int, maxSize: int):
+    """
+    What a parser makes of C{data} fed C{step} bytes at a time: the
+    packet and the bytes after it, C{("refused", event)} or L{None} while
+    it waits for more.
+    """
+    parser = PacketParser(maxSize=maxSize)
     try:
-        parser.feed(data)
-    except UwsgiPacketError:
-        pass
+        for i in range(0, len(data), step):
+            packet = parser.feed(data[i : i + step])
+            if packet is not None:
+                return packet, parser.leftover + data[i + step :]
+    except UwsgiPacketError as e:
+        return ("refused", e.event)
+    return None
+
+
+def _packet(pairs, m1, m2, size, tail) -> bytes:
+    block = encodeVars(pairs)
+    return encodeHeader(m1, len(block) if size is None else size, m2) + block + tail
+
+
+# Packets whose header says the length of their vars block or not.
+_packetLike = st.builds(
+    _packet, varLists, st.integers(0, 255), st.integers(0, 255),
+    st.none() | st.integers(0, 400) | st.sampled_from([63, 64, 65, 4095, 4096, 4097]),
+    st.binary(max_size=20),
+)
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=300) | _packetLike, st.integers(1, 50), st.sampled_from([64, 4096]))
+def test_fuzzed_bytes_give_the_same_packet_in_any_split_or_are_refused(data, step, maxSize):
+    """
+    Any bytes, fed whole or in pieces, give the same verdict: a packet
+    whose vars re-encode to the bytes it was read from, followed by the
+    rest of the input; a refusal, always of a header announcing more than
+    the limit or of a malformed vars block; or a wait for the bytes the
+    header announces, never more than the limit.
+    """
+    whole = _fedInPieces(data, max(len(data), 1), maxSize)
+    assert _fedInPieces(data, step, maxSize) == whole
+    announced = int.from_bytes(data[1:3], "little")
+    if whole is None:
+        assert len(data) < 4 or len(data) < 4 + announced <= 4 + maxSize
+    elif whole[0] == "refused":
+        expected = {"packet_too_large"} if announced > maxSize else {"truncated_var", "empty_key"}
+        assert whole[1] in expected
+    else:
+        packet, rest = whole
+        assert encodePacket(packet.vars, packet.modifier1, packet.modifier2) == packet.raw
+        assert packet.raw + rest == data
+        assert len(packet.raw) == 4 + announced <= 4 + maxSize
