@@ -156,6 +156,9 @@ class RequestLifecycle:
         self.relay = relay
         self.key = key
         self.client = client
+        # The node's bytes go straight to the front end: one call less per
+        # chunk than a method that passes them on (released in release()).
+        self.upstreamDataReceived = frontEnd.responseReceived
 
     # The body
 
@@ -352,7 +355,10 @@ class RequestLifecycle:
         self._picked(node)
 
     def upstreamDataReceived(self, data: bytes) -> None:
-        self.frontEnd.responseReceived(data)
+        """
+        Bytes from the node, for the front end (an instance attribute
+        replaces this method while the request runs).
+        """
 
     def upstreamLost(self, reason, timedOut: bool) -> None:
         self._upstream = None
@@ -411,6 +417,7 @@ class RequestLifecycle:
         # The front end holds this lifecycle: forgetting it spares the
         # garbage collector a cycle per request.
         self.frontEnd = None
+        del self.upstreamDataReceived
         self._upstream = None
 
     def abort(self) -> None:

@@ -388,9 +388,6 @@ class Exchange:
                 self.session.transport.write(head)
         self.relay.fromNode(data, last)
 
-    def _sent(self) -> int:
-        return self.relay.sentToClient
-
     def _surplus(self, count: int) -> None:
         log.warn(
             "response_surplus: {node} sent {count} bytes past the end of its response;"
@@ -411,7 +408,7 @@ class Exchange:
             "response_truncated: from {node}: {detail}",
             event="response_truncated", node=self.lifecycle.node.name, detail=detail,
         )
-        self.logAccess(self.status, self._sent())
+        self.logAccess(self.status, self.relay.sentToClient)
         self.session.exchange = None
         self.abort("response_truncated")
 
@@ -428,9 +425,9 @@ class Exchange:
         lifecycle = self.lifecycle
         if lifecycle.finished:
             return
-        sent = self._sent()
+        sent = self.relay.sentToClient
         lifecycle.release()
-        self.logAccess(self.status, sent)
+        lifecycle.logAccess(self.head, self.status, sent)
         self.session.exchangeFinished(self, self.keepAlive and not self.bodyOpen)
 
     # Ending
