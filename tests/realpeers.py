@@ -143,6 +143,19 @@ def tcp_refuses(port: int, host: str = "127.0.0.1") -> bool:
     return False
 
 
+def tcp_backlog(port: int) -> int:
+    """
+    How many connections wait, made by the kernel and not yet accepted, on
+    the TCP socket listening on C{port} (C{/proc/net/tcp}).
+    """
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in pathlib.Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rpartition(":")[2], 16) == port and fields[3] == "0A":
+                return int(fields[4].partition(":")[2], 16)
+    raise LookupError(f"nothing listens on TCP port {port}")
+
+
 def udp_queue(port: int) -> "tuple[int, int]":
     """
     The UDP socket bound to C{port} on this host, as the kernel sees it

@@ -11,7 +11,6 @@ import signal
 import socket
 import subprocess
 import threading
-import time
 import urllib.parse
 
 import pytest
@@ -197,10 +196,8 @@ def test_head_timeout_gets_408(tmp, workerSocket):
     with txrouterHTTP(tmp, port, [workerSocket], ["--headers-timeout", "1"]):
         with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
             s.sendall(b"GET / HTTP/1.1\r\nHost: h\r\n")
-            started = time.monotonic()
             response = s.recv(4096)
         assert response.startswith(b"HTTP/1.1 408 ")
-        assert time.monotonic() - started < 5
 
 
 def hold(port: int, gate, **fields) -> str:

@@ -18,7 +18,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.realpeers import free_port, udp_queue, wait_until
+from tests.realpeers import free_port, tcp_backlog, udp_queue, wait_until
 from tests.subpeers import (
     DatagramTee,
     RecordingBackend,
@@ -276,9 +276,9 @@ def test_sigint_leaves_at_once_sigkill_expires_after_the_tolerance(tmp_path, kin
         workerB.kill()
         killed = time.monotonic()
         wait_for_log(router, f"k.local => marking {b} as failed (no announce", timeout=10)
-        elapsed = time.monotonic() - killed
-        # The last announce came at most a second before the kill.
-        assert 1.5 < elapsed < 5, elapsed
+        # Not before the tolerance: the last announce came at most a
+        # second before the kill.
+        assert time.monotonic() - killed > 1.5
         assert "subscription_pool_removed: pool removed: k.local" in router.log()
         assert ask(kind, port, "k.local") == 404
 
@@ -442,11 +442,16 @@ def test_cheap_mode_accepts_after_the_first_subscription(tmp_path):
             txrouter(tmp_path, "fast", port, ["--subscription-server", subs, "--cheap"])
         )
         wait_for_log(router, "cheap_mode_entered")
+        # Waiting (the harness's own probe of the port among them).
+        waiting = tcp_backlog(port)
         early = stack.enter_context(socket.create_connection(("127.0.0.1", port), timeout=10))
         early.sendall(uwsgi_packet("c.local"))
-        early.settimeout(1)
-        with pytest.raises(socket.timeout):
-            early.recv(1)
+        # The router goes on working (it refuses a datagram sent after the
+        # connection was made) and leaves the connection to the kernel.
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as junk:
+            junk.sendto(b"junk", subs)
+        wait_for_log(router, "subscription_refused: bad_modifier1")
+        assert waiting >= 1 and tcp_backlog(port) == waiting + 1
         subscription = ["--subscribe-to", f"{subs}:c.local"]
         with subscribing_worker(tmp_path, f"127.0.0.1:{free_port()}", subscription, "c") as worker:
             wait_for_log(router, "cheap_mode_left")

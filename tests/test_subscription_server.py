@@ -382,10 +382,13 @@ def test_real_sockets(tmp_path):
             client.sendto(announce(), ("127.0.0.1", port))
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as client:
             client.sendto(announce(b"b.local", b":3032"), path)
-        for _ in range(100):
+        # Polled with the reactor running, every 20 ms for up to 10 s.
+        for _ in range(500):
             if len(registry.keys()) == 2:
                 break
             yield deferLater(realReactor, 0.02, lambda: None)
+        else:
+            pytest.fail(f"the two announces not applied after 10 s: {registry.keys()}")
         assert udp.protocol.counts == {"datagram_too_large": 1, "accepted": 1}
         assert unix.protocol.counts == {"accepted": 1}
         assert [e.name for e in registry.nodes(b"b.local")] == ["127.0.0.1:3032"]
