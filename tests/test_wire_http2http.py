@@ -155,7 +155,7 @@ def test_a_head_over_the_limit_is_a_431():
 
 def test_a_crlf_that_did_not_come_through_the_parser_is_refused():
     head = parsed(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
-    head.headers = head.headers + [(b"X", b"a\r\nInjected: 1")]
+    head = head._replace(headers=head.headers + [(b"X", b"a\r\nInjected: 1")])
     with pytest.raises(ValueError):
         encodeRequestHead(head, b"10.0.0.9")
     with pytest.raises(ValueError):

@@ -240,7 +240,7 @@ class _HTTPWSGIProtocol(Protocol):
             if head.chunked:
                 self._decoder = ChunkedDecoder()
             else:
-                self._remaining = head.content_length or 0
+                self._remaining = head.contentLength or 0
         if self._decoder is not None:
             try:
                 self._body += self._decoder.feed(data)
@@ -270,7 +270,7 @@ class _HTTPWSGIProtocol(Protocol):
         body = b"".join(self._body)
         self._body, self._decoder, self.complete = [], None, False
         self.backend.requests.append(HTTPRequestRecord(self._raw, head, body))
-        keep = head.keep_alive and not self.backend.closeAlways
+        keep = head.keepAlive and not self.backend.closeAlways
         self.transport.write(self.backend.render(head, body, keep))
         if keep:
             self._parser.reset()

@@ -24,7 +24,7 @@ from txrouter.wire.http1 import (
     ChunkedScanner,
     HTTPError,
     ResponseHeadParser,
-    response_framing,
+    responseFraming,
 )
 from txrouter.wire.http2http import encodeRequestHead, relayedResponseHead
 from txrouter.wire.http2uwsgi import encodeRequestVars
@@ -69,7 +69,7 @@ class Exchange:
         self.router = session.router
         self.head = head
         self.key = key
-        self.bodyPending = bool(head.chunked or head.content_length)
+        self.bodyPending = bool(head.chunked or head.contentLength)
         self.relay = Relay(session, session.transport)
         self.lifecycle = RequestLifecycle(
             self.router.requestSettings, self, self.relay, key, session.clientHost,
@@ -101,14 +101,14 @@ class Exchange:
                 self._decoder = ChunkedDecoder()
                 self._spooling = True
                 lifecycle.spoolBody(BodySpool(router.spoolMemory, router.spoolDir))
-        elif head.content_length:
-            if router.limitPost and head.content_length > router.limitPost:
+        elif head.contentLength:
+            if router.limitPost and head.contentLength > router.limitPost:
                 self.session.refuse(
                     413, "body_too_large",
-                    f"body of {head.content_length} bytes, limit {router.limitPost}",
+                    f"body of {head.contentLength} bytes, limit {router.limitPost}",
                 )
                 return False
-            self._bodyRemaining = head.content_length
+            self._bodyRemaining = head.contentLength
             self.bodyOpen = True
             if router.postBuffering:
                 self._spooling = True
@@ -124,7 +124,7 @@ class Exchange:
             lifecycle.dispatch()
             if lifecycle.finished:
                 return False
-        if self.bodyOpen and head.expect_continue and head.version == b"HTTP/1.1":
+        if self.bodyOpen and head.expectContinue and head.version == b"HTTP/1.1":
             self.session.transport.write(CONTINUE)
         return True
 
@@ -314,14 +314,14 @@ class Exchange:
             return None
         status = resp.status
         if status < 200 and status != 101:
-            self.session.transport.write(resp.head_bytes)
+            self.session.transport.write(resp.headBytes)
             leftover = parser.leftover
             self._respParser = ResponseHeadParser(self.router.maxHeadSize)
             return self._responseHead(leftover) if leftover else None
         self.status = status
         self.lifecycle.responseStarted = True
         request = self.head
-        out = resp.head_bytes
+        out = resp.headBytes
         if status == 101:
             if request.upgrade is None:
                 self._badResponse("101 Switching Protocols to a request without Upgrade")
@@ -329,7 +329,7 @@ class Exchange:
             self._framing = "close"
             self._tunnel()
         else:
-            self._framing, self._respRemaining = response_framing(resp, request.method)
+            self._framing, self._respRemaining = responseFraming(resp, request.method)
             if self._framing == "chunked":
                 self._scanner = ChunkedScanner()
             if self.lifecycle.node.protocol == HTTP:
@@ -339,10 +339,10 @@ class Exchange:
                 closes = not reusable
                 saysClose = False
             else:
-                closes = saysClose = resp.connection_close
+                closes = saysClose = resp.connectionClose
             self.keepAlive = bool(
                 self.router.keepalive
-                and request.keep_alive
+                and request.keepAlive
                 and request.version == b"HTTP/1.1"
                 and self._framing != "close"
                 and not closes

@@ -14,6 +14,7 @@ framing (L{response_framing}).
 """
 
 import re
+from typing import NamedTuple
 
 __all__ = [
     "HTTPError",
@@ -85,9 +86,13 @@ def _tokens(value: bytes) -> list:
     return [t.strip(b" \t").lower() for t in value.split(b",")]
 
 
-class RequestHead:
+class RequestHead(NamedTuple):
     """
-    A parsed and validated request head.
+    A parsed and validated request head: an immutable value.
+
+    (A named tuple rather than a frozen attrs class: one is made per
+    request, and a tuple is made in one step where a frozen class sets its
+    fields one by one.)
 
     @ivar method: the method token.
     @ivar target: the request target as sent.
@@ -97,21 +102,25 @@ class RequestHead:
     @ivar headers: C{(name, value)} pairs in arrival order; names as sent,
         values without surrounding whitespace.
     @ivar host: the Host value (or the absolute-form authority), or L{None}.
-    @ivar content_length: the body length, or L{None}.
+    @ivar contentLength: the body length, or L{None}.
     @ivar chunked: the body is chunked.
-    @ivar keep_alive: the client allows the connection to be reused.
+    @ivar keepAlive: the client allows the connection to be reused.
     @ivar upgrade: the lower-cased Upgrade value when Connection asks for
         an upgrade, else L{None}.
-    @ivar expect_continue: the client waits for C{100 Continue}.
+    @ivar expectContinue: the client waits for C{100 Continue}.
     """
 
-    __slots__ = (
-        "method", "target", "path", "version", "headers", "host",
-        "content_length", "chunked", "keep_alive", "upgrade", "expect_continue",
-    )
-
-    def __repr__(self) -> str:
-        return f"<RequestHead {self.method!r} {self.target!r} {self.version!r}>"
+    method: bytes
+    target: bytes
+    path: bytes
+    version: bytes
+    headers: list
+    host: "bytes | None"
+    contentLength: "int | None"
+    chunked: bool
+    keepAlive: bool
+    upgrade: "bytes | None"
+    expectContinue: bool
 
 
 class RequestHeadParser:
@@ -124,13 +133,13 @@ class RequestHeadParser:
 
     def __init__(
         self,
-        max_request_line: int = 8192,
-        max_header_count: int = 100,
-        max_head_size: int = 65536,
+        maxRequestLine: int = 8192,
+        maxHeaderCount: int = 100,
+        maxHeadSize: int = 65536,
     ) -> None:
-        self.max_request_line = max_request_line
-        self.max_header_count = max_header_count
-        self.max_head_size = max_head_size
+        self.maxRequestLine = maxRequestLine
+        self.maxHeaderCount = maxHeaderCount
+        self.maxHeadSize = maxHeadSize
         self.reset()
 
     def reset(self) -> None:
@@ -140,6 +149,8 @@ class RequestHeadParser:
         self._buffer = b""
         self._scanned = 0
         self._lines = 0
+        self._linesCountedTo = 0
+        self._emptyLines = 0
         self._lineChecked = False
         self.leftover = b""
 
@@ -164,11 +175,12 @@ class RequestHeadParser:
         return self._parse(buf[:end])
 
     def _skipEmptyLines(self, buf: bytes) -> bytes:
-        count = 0
+        # Counted across feeds: a client sending them a few bytes at a time
+        # gets the same answer as one sending them at once.
         while buf[:2] == b"\r\n":
             buf = buf[2:]
-            count += 1
-            if count > _MAX_LEADING_EMPTY_LINES:
+            self._emptyLines += 1
+            if self._emptyLines > _MAX_LEADING_EMPTY_LINES:
                 raise _bad("bad_request_line", "too many empty lines before the request")
         if buf[:1] == b"\n":
             raise _bad("bare_lf", "line ending in a bare LF")
@@ -181,24 +193,28 @@ class RequestHeadParser:
         scanFrom = max(start - 3, 0)
         if _BARE_LF.search(buf, scanFrom):
             raise _bad("bare_lf", "line ending in a bare LF")
-        self._lines += buf.count(b"\r\n", scanFrom)
+        # Each line end is counted once, whatever the feeds' sizes: from
+        # where the last count stopped (a CR at the very end may still
+        # become a line end).
+        self._lines += buf.count(b"\r\n", self._linesCountedTo)
+        self._linesCountedTo = max(len(buf) - 1, 0)
         self._scanned = max(len(buf) - 3, 0)
         if not self._lineChecked:
             lineEnd = buf.find(b"\r\n")
             if lineEnd == -1:
-                if len(buf) > self.max_request_line:
-                    raise _bad("request_line_too_long", f"request line over {self.max_request_line} bytes", 414)
+                if len(buf) > self.maxRequestLine:
+                    raise _bad("request_line_too_long", f"request line over {self.maxRequestLine} bytes", 414)
             else:
                 self._lineChecked = True
                 self._requestLine(buf[:lineEnd])
-        if len(buf) > self.max_head_size:
-            raise _bad("head_too_large", f"request head over {self.max_head_size} bytes", 431)
-        if self._lines > self.max_header_count + 1:
-            raise _bad("too_many_headers", f"more than {self.max_header_count} header lines", 431)
+        if len(buf) > self.maxHeadSize:
+            raise _bad("head_too_large", f"request head over {self.maxHeadSize} bytes", 431)
+        if self._lines > self.maxHeaderCount + 1:
+            raise _bad("too_many_headers", f"more than {self.maxHeaderCount} header lines", 431)
 
     def _requestLine(self, line: bytes):
-        if len(line) > self.max_request_line:
-            raise _bad("request_line_too_long", f"request line over {self.max_request_line} bytes", 414)
+        if len(line) > self.maxRequestLine:
+            raise _bad("request_line_too_long", f"request line over {self.maxRequestLine} bytes", 414)
         match = _REQUEST_LINE.match(line)
         if match is None:
             if line.startswith(b"PRI * HTTP/2"):
@@ -225,8 +241,8 @@ class RequestHeadParser:
         if b"\n" in unfolded or b"\r" in unfolded:
             raise _bad("bare_lf", "bare CR or LF in the request head")
         lines = head.split(b"\r\n")
-        if len(lines) > self.max_header_count + 1:
-            raise _bad("too_many_headers", f"more than {self.max_header_count} header lines", 431)
+        if len(lines) > self.maxHeaderCount + 1:
+            raise _bad("too_many_headers", f"more than {self.maxHeaderCount} header lines", 431)
         method, target, version = self._requestLine(lines[0])
         headers = []
         for line in lines[1:]:
@@ -246,17 +262,17 @@ class RequestHeadParser:
         return method, target, version, headers
 
     def _parse(self, head: bytes) -> RequestHead:
-        if len(head) + 4 > self.max_head_size:
-            raise _bad("head_too_large", f"request head over {self.max_head_size} bytes", 431)
+        if len(head) + 4 > self.maxHeadSize:
+            raise _bad("head_too_large", f"request head over {self.maxHeadSize} bytes", 431)
         plain = _PLAIN_HEAD.match(head)
         if plain is not None:
             method, target, version = plain.groups()
             lines = head.split(b"\r\n")
-            if len(lines) > self.max_header_count + 1:
-                raise _bad("too_many_headers", f"more than {self.max_header_count} header lines", 431)
-            if len(lines[0]) > self.max_request_line:
+            if len(lines) > self.maxHeaderCount + 1:
+                raise _bad("too_many_headers", f"more than {self.maxHeaderCount} header lines", 431)
+            if len(lines[0]) > self.maxRequestLine:
                 raise _bad(
-                    "request_line_too_long", f"request line over {self.max_request_line} bytes", 414
+                    "request_line_too_long", f"request line over {self.maxRequestLine} bytes", 414
                 )
             headers = []
             for line in lines[1:]:
@@ -289,11 +305,6 @@ class RequestHeadParser:
             elif lower == b"expect":
                 expect = value
 
-        result = RequestHead()
-        result.method = method
-        result.target = target
-        result.version = version
-        result.headers = headers
         isOneOne = version == b"HTTP/1.1"
 
         if transferEncoding is not None:
@@ -307,8 +318,6 @@ class RequestHeadParser:
                     f"Transfer-Encoding {transferEncoding[:40]!r}: only a lone chunked is accepted",
                     501,
                 )
-        result.chunked = transferEncoding is not None
-        result.content_length = contentLength
 
         if host is not None and not _HOST.match(host):
             raise _bad("bad_host", f"malformed Host {host[:64]!r}")
@@ -345,34 +354,38 @@ class RequestHeadParser:
                 raise _bad("host_mismatch", "absolute-form target and Host differ")
         if b"#" in path:
             raise _bad("bad_target", "fragment in the request target")
-        result.path = path
-        result.host = host
-
         tokens = _tokens(connection) if connection is not None else ()
-        if isOneOne:
-            result.keep_alive = b"close" not in tokens
-        else:
-            result.keep_alive = b"keep-alive" in tokens
-        result.upgrade = upgrade.lower() if upgrade is not None and b"upgrade" in tokens else None
-        result.expect_continue = expect is not None and expect.lower() == b"100-continue"
-        return result
+        return RequestHead(
+            method=method,
+            target=target,
+            path=path,
+            version=version,
+            headers=headers,
+            host=host,
+            contentLength=contentLength,
+            chunked=transferEncoding is not None,
+            keepAlive=(b"close" not in tokens) if isOneOne else (b"keep-alive" in tokens),
+            upgrade=upgrade.lower() if upgrade is not None and b"upgrade" in tokens else None,
+            expectContinue=expect is not None and expect.lower() == b"100-continue",
+        )
 
 
-class ResponseHead:
+class ResponseHead(NamedTuple):
     """
-    A parsed response head from a backend.
+    A parsed response head from a backend: an immutable value.
 
-    @ivar head_bytes: the head exactly as received, blank line included.
-    @ivar connection_close: the backend will close (or asked the client to).
+    @ivar headBytes: the head exactly as received, blank line included.
+    @ivar connectionClose: the backend will close (or asked the client to).
     """
 
-    __slots__ = (
-        "version", "status", "reason", "headers", "content_length", "chunked",
-        "connection_close", "head_bytes",
-    )
-
-    def __repr__(self) -> str:
-        return f"<ResponseHead {self.version!r} {self.status}>"
+    version: bytes
+    status: int
+    reason: "bytes | None"
+    headers: list
+    contentLength: "int | None"
+    chunked: bool
+    connectionClose: bool
+    headBytes: bytes
 
 
 def _badResponse(detail: str) -> HTTPError:
@@ -389,8 +402,8 @@ class ResponseHeadParser:
     relayed, not interpreted, except for the framing headers.
     """
 
-    def __init__(self, max_head_size: int = 65536) -> None:
-        self.max_head_size = max_head_size
+    def __init__(self, maxHeadSize: int = 65536) -> None:
+        self.maxHeadSize = maxHeadSize
         self._buffer = b""
         self.leftover = b""
 
@@ -402,8 +415,8 @@ class ResponseHeadParser:
         buf = self._buffer + data if self._buffer else data
         end = buf.find(b"\r\n\r\n", max(len(self._buffer) - 3, 0))
         if end == -1:
-            if len(buf) > self.max_head_size:
-                raise _badResponse(f"response head over {self.max_head_size} bytes")
+            if len(buf) > self.maxHeadSize:
+                raise _badResponse(f"response head over {self.maxHeadSize} bytes")
             if len(buf) >= 5 and buf[:5] != b"HTTP/":
                 raise _badResponse("response does not start with HTTP/")
             self._buffer = buf
@@ -422,14 +435,11 @@ class ResponseHeadParser:
         match = _STATUS_LINE.match(lines[0])
         if match is None:
             raise _badResponse(f"malformed status line {lines[0][:60]!r}")
-        head = ResponseHead()
-        head.version, status, head.reason = match.groups()
-        head.status = int(status)
-        head.head_bytes = raw
+        version, status, reason = match.groups()
         headers = []
         contentLength = None
         chunked = False
-        close = head.version == b"HTTP/1.0"
+        close = version == b"HTTP/1.0"
         transferEncoding = None
         for line in lines[1:]:
             name, colon, value = line.partition(b":")
@@ -452,7 +462,7 @@ class ResponseHeadParser:
                 tokens = _tokens(value)
                 if b"close" in tokens:
                     close = True
-                elif b"keep-alive" in tokens and head.version == b"HTTP/1.0":
+                elif b"keep-alive" in tokens and version == b"HTTP/1.0":
                     close = False
         if transferEncoding is not None:
             codings = _tokens(transferEncoding)
@@ -462,14 +472,19 @@ class ResponseHeadParser:
             if contentLength is not None or not chunked:
                 close = True
             contentLength = None
-        head.headers = headers
-        head.content_length = contentLength
-        head.chunked = chunked
-        head.connection_close = close
-        return head
+        return ResponseHead(
+            version=version,
+            status=int(status),
+            reason=reason,
+            headers=headers,
+            contentLength=contentLength,
+            chunked=chunked,
+            connectionClose=close,
+            headBytes=raw,
+        )
 
 
-def response_framing(head: ResponseHead, request_method: bytes):
+def responseFraming(head: ResponseHead, requestMethod: bytes):
     """
     How the body of a response ends.
 
@@ -477,14 +492,14 @@ def response_framing(head: ResponseHead, request_method: bytes):
         C{("chunked", 0)}, or C{("close", 0)} (the body ends at EOF).
     """
     status = head.status
-    if request_method == b"HEAD" or status < 200 or status == 204 or status == 304:
+    if requestMethod == b"HEAD" or status < 200 or status == 204 or status == 304:
         return ("none", 0)
     if head.chunked:
         return ("chunked", 0)
-    if head.content_length is not None:
-        if head.content_length == 0:
+    if head.contentLength is not None:
+        if head.contentLength == 0:
             return ("none", 0)
-        return ("length", head.content_length)
+        return ("length", head.contentLength)
     return ("close", 0)
 
 
@@ -497,11 +512,11 @@ class _ChunkedMachine:
     L{ChunkedScanner}.
     """
 
-    def __init__(self, status: int, event: str, max_chunk_line: int, max_trailer_size: int) -> None:
+    def __init__(self, status: int, event: str, maxChunkLine: int, maxTrailerSize: int) -> None:
         self._status = status
         self._event = event
-        self._maxLine = max_chunk_line
-        self._maxTrailer = max_trailer_size
+        self._maxLine = maxChunkLine
+        self._maxTrailer = maxTrailerSize
         self._state = _SIZE
         self._line = b""
         self._remaining = 0
@@ -599,8 +614,8 @@ class ChunkedDecoder(_ChunkedMachine):
     @ivar leftover: once done, the bytes that followed the body.
     """
 
-    def __init__(self, max_chunk_line: int = 4096, max_trailer_size: int = 8192) -> None:
-        super().__init__(400, "bad_chunk", max_chunk_line, max_trailer_size)
+    def __init__(self, maxChunkLine: int = 4096, maxTrailerSize: int = 8192) -> None:
+        super().__init__(400, "bad_chunk", maxChunkLine, maxTrailerSize)
         self.leftover = b""
 
     def feed(self, data: bytes) -> list:
@@ -623,8 +638,8 @@ class ChunkedScanner(_ChunkedMachine):
     Finds the end of a chunked response without changing its bytes.
     """
 
-    def __init__(self, max_chunk_line: int = 4096, max_trailer_size: int = 65536) -> None:
-        super().__init__(502, "bad_response_chunk", max_chunk_line, max_trailer_size)
+    def __init__(self, maxChunkLine: int = 4096, maxTrailerSize: int = 65536) -> None:
+        super().__init__(502, "bad_response_chunk", maxChunkLine, maxTrailerSize)
 
     def feed(self, data: bytes):
         """
@@ -635,7 +650,7 @@ class ChunkedScanner(_ChunkedMachine):
         return self._run(data, None)
 
 
-def encode_chunk(data: bytes) -> bytes:
+def encodeChunk(data: bytes) -> bytes:
     """
     One chunk of chunked transfer coding.
     """

@@ -141,7 +141,7 @@ def encodeRequestHead(
     headers = head.headers
     upgrade = head.upgrade is not None
     named = _named(headers)
-    dropExpect = head.expect_continue
+    dropExpect = head.expectContinue
     lines = [head.method + b" " + head.path + b" " + head.version + _CRLF]
     forwardedFor = []
     sentProto = hostSent = False
@@ -198,7 +198,7 @@ def relayedResponseHead(head) -> "tuple[bytes, bool]":
         may carry another request after it (not when C{Transfer-Encoding}
         comes with C{Content-Length}, or is not a lone C{chunked}).
     """
-    raw = head.head_bytes
+    raw = head.headBytes
     if head.status == 101:
         return raw, True
     lines = raw[:-4].split(_CRLF)
