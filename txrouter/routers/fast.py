@@ -35,11 +35,10 @@ from txrouter.lifecycle import IFrontEnd, RequestLifecycle
 from txrouter.limits import MAX_KEY_LENGTH
 from txrouter.relay import Relay
 from txrouter.routers.base import RouterFactory
-from txrouter.routers.linger import Lingering
+from txrouter.routers.linger import answerAndClose
 from txrouter.routing.nodes import UWSGI
 from txrouter.spool import BodySpool
 from txrouter.timers import IdleTimer
-from txrouter.wire.responses import errorResponse
 from txrouter.wire.uwsgi import MAX_DATASIZE, PacketParser, UwsgiPacketError, misdirectedProtocol
 
 log = Logger(namespace="txrouter.fast")
@@ -127,7 +126,7 @@ class FastSession(Protocol):
 
     @ivar finished: the session is over (refused, or the node is done).
     @ivar lingering: after a refusal, the rest of the request body is being
-        read and dropped until the client closes (a L{Lingering}), or
+        read and dropped until the client closes (a L{txrouter.routers.linger.Lingering}), or
         L{None}.
     @ivar lifecycle: the request's lifecycle, once its packet is read.
     """
@@ -415,14 +414,11 @@ class FastSession(Protocol):
         bodyMayFollow = self._bodyMayFollow()
         responded = self.lifecycle is not None and self.lifecycle.responseStarted
         self._end()
-        if self.router.silentErrors or responded:
-            self.transport.loseConnection()
-            return
-        self.transport.write(errorResponse(status, detail))
-        if bodyMayFollow:
-            self.lingering = Lingering(self.router.reactor, self.transport)
-        else:
-            self.transport.loseConnection()
+        router = self.router
+        self.lingering = answerAndClose(
+            router.reactor, self.transport, status, detail, bodyMayFollow,
+            router.silentErrors or responded,
+        )
 
     def _abort(self) -> None:
         """

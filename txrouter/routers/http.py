@@ -21,11 +21,10 @@ from zope.interface import implementer
 from txrouter.limits import MAX_KEY_LENGTH
 from txrouter.routers.base import RouterFactory, checkDirectory
 from txrouter.routers.exchange import Exchange
-from txrouter.routers.linger import Lingering
+from txrouter.routers.linger import answerAndClose
 from txrouter.trust import AddressSet
 from txrouter.wire.http1 import HTTPError, RequestHeadParser
 from txrouter.wire.http2uwsgi import encodeConnectionVars
-from txrouter.wire.responses import errorResponse
 
 log = Logger(namespace="txrouter.http")
 
@@ -338,11 +337,7 @@ class HTTPSession(Protocol):
             bodyMayFollow = exchange.bodyPending and not self._clientEOF
             exchange.stop()
             exchange.logAccess(status, 0)
-        if self.router.silentErrors:
-            self.transport.loseConnection()
-            return
-        self.transport.write(errorResponse(status, detail))
-        if bodyMayFollow:
-            self._lingering = Lingering(self.router.reactor, self.transport)
-        else:
-            self.transport.loseConnection()
+        router = self.router
+        self._lingering = answerAndClose(
+            router.reactor, self.transport, status, detail, bodyMayFollow, router.silentErrors,
+        )

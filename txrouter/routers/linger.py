@@ -13,6 +13,24 @@ L{LINGER_TOTAL} seconds in all.
 
 from txrouter.limits import LINGER_IDLE, LINGER_TOTAL
 from txrouter.timers import IdleTimer
+from txrouter.wire.responses import errorResponse
+
+
+def answerAndClose(reactor, transport, status: int, detail: str, bodyMayFollow: bool, silent: bool):
+    """
+    End a refused connection: the short error response (none if
+    C{silent}), then a close, or lingering if C{bodyMayFollow}.
+
+    @return: the L{Lingering}, or L{None} if the connection is closing.
+    """
+    if silent:
+        transport.loseConnection()
+        return None
+    transport.write(errorResponse(status, detail))
+    if bodyMayFollow:
+        return Lingering(reactor, transport)
+    transport.loseConnection()
+    return None
 
 
 class Lingering:

@@ -24,8 +24,8 @@ __all__ = [
     "ResponseHeadParser",
     "ChunkedDecoder",
     "ChunkedScanner",
-    "response_framing",
-    "encode_chunk",
+    "responseFraming",
+    "encodeChunk",
     "LAST_CHUNK",
 ]
 
