@@ -462,6 +462,48 @@ def test_out_of_descriptors_is_a_failed_connect(tmp_path, monkeypatch):
     yield port.stopListening()
 
 
+@pytest.mark.parametrize("reactorType", [RouterReactor, EPollReactor])
+def test_close_now_outside_an_event(reactorType, tmp_path):
+    """
+    closeNow() called while no event is being handled (from connectionMade
+    here, called from a delayed call), with bytes waiting to be read: they
+    are not, even if the reactor polls before the connection is closed.
+    """
+    testReactor = reactorType()
+    path = str(tmp_path / "app.sock")
+    listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listening.bind(path)
+    listening.listen(1)
+    seen = []
+
+    class ClosingAtOnce(Protocol):
+        def connectionMade(self) -> None:
+            self.transport.closeNow()
+            seen.append("closeNow returned")
+
+        def dataReceived(self, data) -> None:
+            seen.append(data)
+
+        def connectionLost(self, reason) -> None:
+            seen.append(reason.type)
+            testReactor.stop()
+
+    connectNode(testReactor, parseNode(path), OneProtocolFactory(ClosingAtOnce()))
+    peer, _ = listening.accept()
+    peer.settimeout(10)
+    peer.sendall(b"response")
+    testReactor.callLater(10, testReactor.stop)
+    testReactor.run()
+    try:
+        assert seen == ["closeNow returned", ConnectionDone]
+        # Closed with bytes unread: the kernel resets the connection.
+        with pytest.raises(ConnectionResetError):
+            peer.recv(10)
+    finally:
+        peer.close()
+        listening.close()
+
+
 @pytest_twisted.inlineCallbacks
 def test_tcp_nodes(tmp_path):
     backends = []

@@ -41,11 +41,10 @@ class RouterReactor(EPollReactor):
     context, and which can call code once they are handled.
     """
 
-    _dispatching = False
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._afterEvents = []
+    #: While the events of a poll are handled, the calls to make once they
+    #: all are, as C{(f, args)}; L{None} otherwise.  L{callAfterEvents}
+    #: appends to it; the router's transports, on their hot path, too.
+    afterEvents = None
 
     def callAfterEvents(self, f, *args) -> None:
         """
@@ -56,16 +55,17 @@ class RouterReactor(EPollReactor):
         Outside the handling of events, the call is made on the next
         iteration (C{callLater(0)}).  What C{f} raises is logged.
         """
-        if self._dispatching:
-            self._afterEvents.append((f, args))
-        else:
+        afterEvents = self.afterEvents
+        if afterEvents is None:
             self.callLater(0, f, *args)
+        else:
+            afterEvents.append((f, args))
 
     def doPoll(self, timeout):
         """
         Wait up to C{timeout} seconds (for ever if L{None}) for ready
         descriptors, handle each, then make the calls asked for meanwhile
-        with L{callAfterEvents}.
+        (L{afterEvents}).
         """
         try:
             events = self._poller.poll(-1 if timeout is None else timeout, len(self._selectables))
@@ -73,7 +73,7 @@ class RouterReactor(EPollReactor):
             return
         selectables = self._selectables
         handle = self._doReadOrWrite
-        self._dispatching = True
+        calls = self.afterEvents = []
         try:
             for fd, event in events:
                 selectable = selectables.get(fd)
@@ -87,10 +87,9 @@ class RouterReactor(EPollReactor):
                     # _doReadOrWrite catches what doRead and doWrite raise, not
                     # what the connectionLost of a disconnect raises.
                     _log.failure("while handling {selectable!r}", selectable=selectable)
-            calls = self._afterEvents
             while calls:
                 # A call may ask for more: they are made in this loop too.
-                self._afterEvents = []
+                self.afterEvents = []
                 for f, args in calls:
                     try:
                         f(*args)
@@ -98,9 +97,9 @@ class RouterReactor(EPollReactor):
                         raise
                     except BaseException:
                         _log.failure("while calling {f!r} after events", f=f)
-                calls = self._afterEvents
+                calls = self.afterEvents
         finally:
-            self._dispatching = False
+            self.afterEvents = None
 
     doIteration = doPoll
 

@@ -35,7 +35,7 @@ C{clientConnectionFailed}.  C{closeNow} stops every read and write at
 once, even one the poller reported in the same event, and the protocol
 hears C{connectionLost} later.  "Later" is right after the reactor has
 handled the events of its current poll (L{txrouter.reactor.RouterReactor.
-callAfterEvents}), or on its next iteration with other reactors: a UNIX
+afterEvents}), or on its next iteration with other reactors: a UNIX
 node that accepts at once (a listening UNIX socket does) is connected with
 no reactor trip in between, as before this rule, and a backend socket is
 closed before the reactor polls again.
@@ -69,26 +69,6 @@ __all__ = ["connectNode", "listeningReactor"]
 #: Peer addresses kept for reuse, per node address; cleared when full.
 _MAX_PEERS = 4096
 _peers = {}
-
-
-def _soon(reactor, f, *args) -> None:
-    """
-    Call C{f(*args)} once C{reactor} has handled the events of its current
-    poll (L{txrouter.reactor.RouterReactor.callAfterEvents}), or on its next
-    iteration if it cannot say when that is: never before the caller
-    returns.
-    """
-    callAfterEvents = getattr(reactor, "callAfterEvents", None)
-    if callAfterEvents is None:
-        reactor.callLater(0, f, *args)
-    else:
-        callAfterEvents(f, *args)
-
-
-def _ignore(*args) -> None:
-    """
-    The C{doRead} and C{doWrite} of a connection being closed.
-    """
 
 
 class _EagerWriting:
@@ -188,15 +168,18 @@ class _EagerListening:
     def __getattr__(self, name):
         return getattr(self._reactor, name)
 
-    def listenTCP(self, port, factory, backlog=50, interface="", _portType=_EagerTCPPort):
-        listening = _portType(port, factory, backlog, interface, self._reactor)
-        listening.startListening()
-        return listening
+    def listenTCP(self, port, factory, backlog=50, interface=""):
+        return self._listenTCP(_EagerTCPPort, port, factory, backlog, interface)
 
     def listenSSL(self, port, factory, contextFactory, backlog=50, interface=""):
         # What Twisted's reactors do: TLS is a protocol above a TCP transport.
         tlsFactory = TLSMemoryBIOFactory(contextFactory, False, factory)
-        return self.listenTCP(port, tlsFactory, backlog, interface, _EagerTLSPort)
+        return self._listenTCP(_EagerTLSPort, port, tlsFactory, backlog, interface)
+
+    def _listenTCP(self, portType, port, factory, backlog, interface):
+        listening = portType(port, factory, backlog, interface, self._reactor)
+        listening.startListening()
+        return listening
 
     def listenUNIX(self, address, factory, backlog=50, mode=0o666, wantPID=0):
         listening = _EagerUNIXPort(address, factory, backlog, mode, self._reactor, wantPID)
@@ -221,6 +204,7 @@ def listeningReactor(reactor):
 #: costs more than the rest of the close).
 _CLOSED = Failure(ConnectionDone("the exchange is over"))
 _CLOSED.cleanFailure()
+_CLOSED_ARGS = (_CLOSED,)
 
 _UNNAMED = UNIXAddress(None)
 
@@ -236,6 +220,13 @@ class UpstreamTransport(_EagerWriting):
         # socket close-on-exec.
         return socket(self.addressFamily, self.socketType | SOCK_NONBLOCK)
 
+    def doWrite(self):
+        # Not once closeNow was called: the reactor may call doWrite right
+        # after the doRead that called it, for the same event.
+        if self._aborting:
+            return None
+        return super().doWrite()
+
     def closeNow(self) -> None:
         """
         Close the connection, dropping anything still queued: its exchange
@@ -246,8 +237,9 @@ class UpstreamTransport(_EagerWriting):
         poller reported along with the event being handled, and the
         protocol's C{connectionLost} (with C{ConnectionDone}) runs after
         this returns, when the socket is closed.  Unlike
-        C{abortConnection}, that is as soon as the reactor has handled its
-        current events (see the module's docstring), not in a delayed call.
+        C{abortConnection}, on L{txrouter.reactor.RouterReactor} and while
+        it handles events, that is as soon as it has handled them all, not
+        in a delayed call (see the module's docstring).
         """
         if self.disconnected or self._aborting:
             return
@@ -256,10 +248,17 @@ class UpstreamTransport(_EagerWriting):
             return
         self._aborting = True
         self._writeDisconnected = True
-        self.stopReading()
-        self.stopWriting()
-        self.doRead = self.doWrite = _ignore
-        _soon(self.reactor, self.connectionLost, _CLOSED)
+        afterEvents = getattr(self.reactor, "afterEvents", None)
+        if afterEvents is None:
+            # The reactor may poll before the call: nothing to find then.
+            self.stopReading()
+            self.stopWriting()
+            self.reactor.callLater(0, self.connectionLost, _CLOSED)
+        else:
+            # connectionLost, made before the reactor polls again, takes
+            # the socket out of the poller; until then only the write half
+            # of the event being handled can find it (see doWrite).
+            afterEvents.append((self.connectionLost, _CLOSED_ARGS))
 
 
 @implementer(ITCPTransport, ISystemHandle, IHalfCloseableDescriptor, ITLSTransport)
@@ -332,10 +331,15 @@ class _UNIXAccepted:
         self._socket = skt
         self._path = path
         factory.startedConnecting(self)
-        _soon(reactor, self._connect)
+        afterEvents = getattr(reactor, "afterEvents", None)
+        if afterEvents is None:
+            reactor.callLater(0, self._connect)
+        else:
+            afterEvents.append((self._connect, ()))
 
     def getDestination(self):
-        return _peer(self._path, lambda: UNIXAddress(self._path))
+        path = self._path
+        return _peer(path, lambda: UNIXAddress(path))
 
     def stopConnecting(self) -> None:
         """
@@ -356,7 +360,8 @@ class _UNIXAccepted:
         skt, self._socket = self._socket, None
         if skt is None:
             return
-        peer = self.getDestination()
+        path = self._path
+        peer = _peers.get(path) or _peer(path, lambda: UNIXAddress(path))
         factory, self.factory = self.factory, None
         protocol = factory.buildProtocol(peer)
         if protocol is None:
