@@ -98,7 +98,10 @@ def test_uwsgi_keepalive_and_no_length(uwsgi):
 
 def test_stop_by_pid(tmp_path):
     """
-    stop() ends the master and its workers, by PID, within its bound.
+    stop() ends the master and its workers, by PID, within its bound,
+    whether uWSGI's master exits by itself (it says goodbye) or, caught in
+    uWSGI 2.0.21's shutdown race on a loaded machine, is SIGKILLed at the
+    bound.
     """
     sock = str(tmp_path / "app.sock")
     worker = uwsgi_worker(tmp_path, sock, processes=2)
@@ -110,7 +113,6 @@ def test_stop_by_pid(tmp_path):
     assert time.monotonic() - started < 12
     assert not pid_exists(worker.pid)
     assert not [pid for pid in children if pid_exists(pid)]
-    assert "goodbye to uWSGI." in worker.log()
 
 
 def test_stop_escalates_to_sigkill(tmp_path):
