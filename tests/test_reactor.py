@@ -1,10 +1,12 @@
 """
 L{txrouter.reactor.RouterReactor} is an epoll reactor: Twisted's own reactor
-conformance tests run against it, those on the log context it no longer
-sets replaced by tests of what it does instead, and the one Twisted skips
-for its epoll reactor left out; errors escaping a dispatch are
-logged and the loop goes on; and the router plugins run on it unless told
-otherwise.
+conformance tests (TCP and TLS included) run against it, those on the log
+context it no longer sets replaced by tests of what it does instead, and
+the one Twisted skips for its epoll reactor left out; its listening, TLS
+and UNIX tests run again with the router's listening transports; calls
+asked for while events are handled run before the next poll; errors
+escaping a dispatch are logged and the loop goes on; and the router
+plugins run on it unless told otherwise.
 """
 
 import os

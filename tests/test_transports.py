@@ -2,8 +2,10 @@
 The hot path's socket transports, on real sockets with the real reactor:
 writes made while nothing is queued reach the kernel before the reactor
 runs again, everything else behaves as Twisted's transports do (order,
-back-pressure, pull producers, half-close), backend connections to UNIX
-sockets are made before connectNode returns and close at once.
+back-pressure, pull producers, half-close, TLS listeners and startTLS,
+the interfaces they declare); connectNode calls nothing but
+startedConnecting before it returns, whatever the node and the outcome;
+closeNow never re-enters and nothing is read or written after it.
 """
 
 import errno
