@@ -541,13 +541,15 @@ def test_tcp_nodes(tmp_path):
     assert refused.reason.check(ConnectError)
 
 
+@pytest.mark.parametrize("nodeKind", ["unix", "tcp"])
 @pytest_twisted.inlineCallbacks
-def test_requests_leave_no_reference_cycles(tmp_path):
+def test_requests_leave_no_reference_cycles(tmp_path, nodeKind):
     """
     What requests through either router allocate (the exchange or
-    session, its retry plan, the node connection, its timer) is freed as
-    soon as each is over, by reference counting: nothing waits for the garbage
-    collector's cycle search, which would cost every request CPU time.
+    session, its lifecycle, its retry plan, the node connection and its
+    connector, its timer) is freed as soon as each is over, by reference
+    counting: nothing waits for the garbage collector's cycle search, which
+    would cost every request CPU time.  For UNIX and TCP nodes alike.
     """
     import gc
 
@@ -561,10 +563,18 @@ def test_requests_leave_no_reference_cycles(tmp_path):
     from txrouter.routers.fast import FastRouter, FastSession
     from txrouter.wire.uwsgi import encodePacket
 
-    path = str(tmp_path / "app.sock")
-    backendPort = yield serverFromString(reactor, f"unix:{path}").listen(UwsgiWSGIBackend())
-    http = HTTPRouter(reactor, [parseNode(path)], keepalive=5)
-    fast = FastRouter(reactor, [parseNode(path)])
+    from txrouter.lifecycle import RequestLifecycle
+    from txrouter.upstream import _UpstreamFactory
+
+    if nodeKind == "unix":
+        node = str(tmp_path / "app.sock")
+        backendPort = yield serverFromString(reactor, f"unix:{node}").listen(UwsgiWSGIBackend())
+    else:
+        backendPort = yield serverFromString(
+            reactor, "tcp:0:interface=127.0.0.1").listen(UwsgiWSGIBackend())
+        node = f"127.0.0.1:{backendPort.getHost().port}"
+    http = HTTPRouter(reactor, [parseNode(node)], keepalive=5)
+    fast = FastRouter(reactor, [parseNode(node)])
     ports = []
     for router in (http, fast):
         ports.append((yield serverFromString(
@@ -585,7 +595,11 @@ def test_requests_leave_no_reference_cycles(tmp_path):
             received = yield deadline(client.done)
             assert received.count(b"HTTP/1.1 200 OK") == responses
         gc.collect()
-        kinds = (Exchange, FastSession, RetryPlan, IdleTimer, Upstream, transports._UNIXUpstream)
+        kinds = (
+            Exchange, FastSession, RequestLifecycle, RetryPlan, IdleTimer, Upstream,
+            _UpstreamFactory, transports._UNIXUpstream, transports._UpstreamTCPClient,
+            transports._UpstreamTCPConnector,
+        )
         assert [o for o in gc.garbage if isinstance(o, kinds)] == []
     finally:
         gc.set_debug(0)

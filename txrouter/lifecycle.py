@@ -312,12 +312,11 @@ class RequestLifecycle:
             settings.forwarder.abandoned(self.key, node)
             return
         self.node = node
-        connector = connectUpstream(
+        # Nothing is reported back before connectUpstream returns.
+        self._connector = connectUpstream(
             settings.reactor, node, self, head,
             settings.connectTimeout, settings.timeout, settings.harakiri,
         )
-        if self._upstream is None and not self.finished:
-            self._connector = connector
 
     # IUpstreamReceiver
 

@@ -2,44 +2,24 @@
 A router as a Twisted service: its listeners, cheap mode, a graceful stop.
 
 A TLS listener (C{ssl:}, C{tls:}) answers a client's ALPN offer with the
-application protocols its router names (C{IProtocolNegotiationFactory}):
-Twisted, since 26.4, fails the handshake of every client that offers ALPN
-(curl and browsers do) to a factory that names none, with an internal
-error alert and nothing in the log.  The HTTP router names HTTP/1.1 and
-HTTP/1.0 (an adapter registered here).
+application protocols its router names (C{IProtocolNegotiationFactory}, as
+L{txrouter.routers.http.HTTPRouter} provides): Twisted, since 26.4, fails
+the handshake of every client that offers ALPN (curl and browsers do) to a
+factory that names none, with an internal error alert and nothing in the
+log.
 """
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import maybeDeferred, succeed
-from twisted.internet.interfaces import IProtocolNegotiationFactory
 from twisted.logger import Logger
-from twisted.python.components import registerAdapter
-from zope.interface import implementer
 
 from txrouter.endpoints import parseServerEndpoint
-from txrouter.routers.http import HTTPRouter
 from txrouter.routing.interfaces import IAvailability
 from txrouter.stats.document import statsDocument
 from txrouter.stats.server import StatsFactory, statsEndpoint
 from txrouter.transports import listeningReactor
 
 log = Logger(namespace="txrouter.service")
-
-
-@implementer(IProtocolNegotiationFactory)
-class _HTTPApplicationProtocols:
-    """
-    What an HTTP router's TLS listeners offer over ALPN.
-    """
-
-    def __init__(self, router) -> None:
-        pass
-
-    def acceptableProtocols(self):
-        return [b"http/1.1", b"http/1.0"]
-
-
-registerAdapter(_HTTPApplicationProtocols, HTTPRouter, IProtocolNegotiationFactory)
 
 
 class Listener(Service):

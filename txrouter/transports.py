@@ -272,6 +272,14 @@ class _UpstreamTCPClient(UpstreamTransport, tcp.Client):
             return tcp.Client.getPeer(self)
         return self.connector.peer
 
+    def connectionLost(self, reason) -> None:
+        connector = self.connector
+        super().connectionLost(reason)
+        # Twisted's connector keeps its transport and its factory once the
+        # connection is over, each pointing back at it: a cycle per request
+        # for the garbage collector.  Nothing reconnects a node's connector.
+        connector.transport = connector.factory = None
+
 
 class _UNIXMixin:
     def getHost(self):

@@ -171,6 +171,7 @@ class _UpstreamFactory(ClientFactory):
             self.connector.stopConnecting()
 
     def clientConnectionFailed(self, connector, reason) -> None:
+        self.connector = None
         self.timer.cancel()
         receiver, self.receiver = self.receiver, None
         if receiver is not None:
@@ -192,11 +193,11 @@ def connectUpstream(
     @param idleTimeout: seconds without traffic before the connection is cut.
     @param deadline: seconds from now to the end of the exchange before it
         is cut (uWSGI's harakiri); 0 for none.
-    The connection may be made, and C{receiver} told, before this
-    returns (see L{connectNode}).
+    C{receiver} is never told anything before this returns (see
+    L{connectNode}).
 
-    @return: the C{IConnector} of the connect under way (C{stopConnecting}
-        on it abandons the node), or L{None} if the connection is made.
+    @return: the C{IConnector} of the connect under way; C{stopConnecting}
+        on it abandons the node until it is connected.
     """
     factory = _UpstreamFactory(
         reactor, receiver, node, head, connectTimeout, idleTimeout, deadline

@@ -13,7 +13,12 @@ import socket
 
 import attr
 
-from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer, ISSLTransport
+from twisted.internet.interfaces import (
+    IHalfCloseableProtocol,
+    IProtocolNegotiationFactory,
+    IPushProducer,
+    ISSLTransport,
+)
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -29,6 +34,7 @@ from txrouter.wire.http2uwsgi import encodeConnectionVars
 log = Logger(namespace="txrouter.http")
 
 
+@implementer(IProtocolNegotiationFactory)
 class HTTPRouter(RouterFactory):
     """
     A configured HTTP router; also the factory for each of its listeners.
@@ -106,6 +112,14 @@ class HTTPRouter(RouterFactory):
 
     def buildProtocol(self, addr):
         return HTTPSession(self)
+
+    def acceptableProtocols(self) -> list:
+        """
+        What a TLS listener answers a client's ALPN offer with: Twisted
+        fails the handshake of a client that offers ALPN (curl and browsers
+        do) to a factory that names no protocol.
+        """
+        return [b"http/1.1", b"http/1.0"]
 
 
 @implementer(IHalfCloseableProtocol, IPushProducer)
