@@ -473,6 +473,21 @@ class MoreExchangeTests(RouterTestCase):
         )
         self.assertTrue(client.received().startswith(b"HTTP/1.1 431 "))
 
+    def test_the_access_log_counts_the_body_bytes_sent(self):
+        """
+        An access log line's size is the response body's (nginx's
+        C{$body_bytes_sent}), not the head's.
+        """
+        lines = []
+
+        class Log:
+            def log(self, addr, head, status, size):
+                lines.append((status, size))
+
+        router = self.router(access_log=Log(), keepalive=5)
+        client = self.request(router, GET)
+        self.assertEqual(lines, [(200, len(bodyOf(client.received())))])
+
     def test_abandoned_request_is_logged_499(self):
         lines = []
 

@@ -61,6 +61,7 @@ class Exchange:
     _respRemaining = 0
     _scanner = None
     _headOut = None
+    _bodySent = 0
     _spooling = False
     _dechunked = 0
 
@@ -377,6 +378,7 @@ class Exchange:
         """
         Relay response bytes; C{last} when they end the response.
         """
+        self._bodySent += len(data)
         head = self._headOut
         if head is not None:
             # The head goes out with the first body bytes, in one write when
@@ -408,7 +410,7 @@ class Exchange:
             "response_truncated: from {node}: {detail}",
             event="response_truncated", node=self.lifecycle.node.name, detail=detail,
         )
-        self.logAccess(self.status, self.relay.sentToClient)
+        self.logAccess(self.status, self._bodySent)
         self.session.exchange = None
         self.abort("response_truncated")
 
@@ -425,9 +427,8 @@ class Exchange:
         lifecycle = self.lifecycle
         if lifecycle.finished:
             return
-        sent = self.relay.sentToClient
         lifecycle.release()
-        lifecycle.logAccess(self.head, self.status, sent)
+        lifecycle.logAccess(self.head, self.status, self._bodySent)
         self.session.exchangeFinished(self, self.keepAlive and not self.bodyOpen)
 
     # Ending
