@@ -522,3 +522,19 @@ def test_response_head_limit_while_bytes_arrive():
     parser.feed(b"HTTP/1.1 200 OK\r\n")
     with pytest.raises(HTTPError):
         parser.feed(b"X: " + b"a" * 200)
+
+
+def test_heads_are_immutable_values():
+    """
+    A parsed head is a value: it cannot be changed after the parser made
+    it, and two parses of the same bytes are equal.
+    """
+    raw = b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n"
+    head = RequestHeadParser().feed(raw)
+    assert isinstance(head, RequestHead)
+    with pytest.raises(AttributeError):
+        head.path = b"/b"
+    assert head == RequestHeadParser().feed(raw)
+    response = ResponseHeadParser().feed(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    with pytest.raises(AttributeError):
+        response.status = 500
