@@ -124,7 +124,7 @@ class ForwardingTests(FastRouterTestCase):
         cases = [
             ([(b"SERVER_NAME", b"s"), (b"HTTP_HOST", b"h"), (b"UWSGI_FASTROUTER_KEY", b"k")], "/run/a.sock"),
             ([(b"SERVER_NAME", b"s"), (b"HTTP_HOST", b"h")], "/run/b.sock"),
-            ([(b"SERVER_NAME", b"s"), (b"HTTP_HOST", b"x" * 256)], ("127.0.0.1", 3031)),
+            ([(b"SERVER_NAME", b"s")], ("127.0.0.1", 3031)),
         ]
         for extra, address in cases:
             before = len(self.backends[address].requests)
@@ -837,3 +837,84 @@ class DrainTests(FastRouterTestCase):
         self.network.flush()
         self.assertEqual(statusOf(busy.received()), 200)
         self.successResultOf(drained)
+
+
+class KeySelectionTests(FastRouterTestCase):
+    """
+    Which key a packet is routed by, over every combination of the three
+    key vars being absent, empty, oversized, usable, or sent twice (with
+    the same or another value), in either order: the first var present
+    in UWSGI_FASTROUTER_KEY > HTTP_HOST > SERVER_NAME decides, and a
+    deciding var that is empty or oversized is a refusal, never a fall
+    through to the next (the client controls HTTP_HOST); a var sent twice
+    with two values is a refusal too.
+    """
+
+    NAMES = (b"UWSGI_FASTROUTER_KEY", b"HTTP_HOST", b"SERVER_NAME")
+    STATES = ("absent", "empty", "oversized", "usable", "twice", "two-values")
+
+    def pairsFor(self, name: bytes, state: str) -> list:
+        value = name.lower() + b".key"
+        return {
+            "absent": [],
+            "empty": [(name, b"")],
+            "oversized": [(name, b"k" * 256)],
+            "usable": [(name, value)],
+            "twice": [(name, value), (name, value)],
+            "two-values": [(name, value), (name, b"other." + value)],
+        }[state]
+
+    def expected(self, states: dict):
+        """
+        The rule, stated on its own: C{("key", value)} or C{("refused",
+        event)} or C{("none",)}.
+        """
+        if "two-values" in states.values():
+            return ("refused", "ambiguous_key")
+        for name in self.NAMES:
+            state = states[name]
+            if state == "absent":
+                continue
+            if state == "empty":
+                return ("refused", "empty_key")
+            if state == "oversized":
+                return ("refused", "key_too_long")
+            return ("key", name.lower() + b".key")
+        return ("none",)
+
+    def test_every_combination(self):
+        from itertools import product
+
+        from txrouter.routers.fast import KeyRefused, routingKey
+        from txrouter.wire.uwsgi import PacketParser
+
+        checked = 0
+        for combination in product(self.STATES, repeat=3):
+            states = dict(zip(self.NAMES, combination))
+            pairs = [pair for name in self.NAMES for pair in self.pairsFor(name, states[name])]
+            for ordered in (pairs, pairs[::-1]):
+                packet = PacketParser().feed(encodePacket([(b"PATH_INFO", b"/")] + ordered))
+                try:
+                    key = routingKey(packet)
+                    outcome = ("none",) if key is None else ("key", key)
+                except KeyRefused as e:
+                    outcome = ("refused", e.event)
+                self.assertEqual(outcome, self.expected(states), (states, ordered))
+                checked += 1
+        self.assertEqual(checked, 2 * 6 ** 3)
+
+    def test_an_empty_forced_key_is_refused_not_routed_by_the_host(self):
+        """
+        Behind C{uwsgi_param UWSGI_FASTROUTER_KEY $app} with C{$app}
+        empty, nginx still sends the var: the request is refused (as uWSGI
+        closes) and no node hears of it, whatever Host the client sent.
+        """
+        router = self.router(forwarder=CacheForwarder(InMemoryStore({"a.local": "127.0.0.1:3031"})))
+        client = self.network.connect(router)
+        client.send(request(extra=[(b"UWSGI_FASTROUTER_KEY", b"")]))
+        self.assertEqual(statusOf(client.received()), 400)
+        self.assertIn("empty_key", self.eventNames())
+        self.assertEqual(self.backends[("127.0.0.1", 3031)].connections, [])
+        client = self.network.connect(router)
+        client.send(request())
+        self.assertEqual(statusOf(client.received()), 200)

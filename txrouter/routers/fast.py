@@ -4,7 +4,8 @@ The FastRouter: uwsgi in, uwsgi out (uWSGI's C{--fastrouter}).
 It sits behind nginx's C{uwsgi_pass} (or anything speaking uwsgi) in front
 of uWSGI instances.  Each client connection carries one request: a uwsgi
 packet, routed by C{UWSGI_FASTROUTER_KEY} > C{HTTP_HOST} > C{SERVER_NAME}
-(reference sections 3.4 and 4), forwarded verbatim but for the modifier
+(reference sections 3.4 and 4; the first present decides, see
+L{routingKey}), forwarded verbatim but for the modifier
 bytes (section 1.5), followed by the body and the response streamed with
 back-pressure until one side closes.
 
@@ -66,18 +67,54 @@ def contentLength(packet) -> "int | None":
     return int(text)
 
 
+class KeyRefused(Exception):
+    """
+    A request's key vars do not name one usable key.
+
+    @ivar event: the stable event name of the refusal.
+    @ivar detail: what was wrong, for the log and the answer.
+    """
+
+    def __init__(self, event: str, detail: str) -> None:
+        Exception.__init__(self, event, detail)
+        self.event = event
+        self.detail = detail
+
+
 def routingKey(packet) -> "bytes | None":
     """
-    The key of a request packet: the first usable of L{_KEY_VARS}, whatever
-    their order in the packet; values over 255 bytes are skipped.
+    The key of a request packet: the value of the first of L{_KEY_VARS}
+    the packet holds, whatever their order in it.
+
+    The first var present decides, even when its value is unusable: a
+    forced key that nginx sent empty (C{uwsgi_param UWSGI_FASTROUTER_KEY
+    $app} with C{$app} empty) or oversized never lets the client's Host
+    pick the pool instead.
+
+    @return: the key, or L{None} if none of the vars is present.
+    @raise KeyRefused: the deciding var is empty (C{empty_key}) or longer
+        than 255 bytes (C{key_too_long}), or a key var appears twice with
+        different values (C{ambiguous_key}).
     """
     found = {}
     for name, value in packet.vars:
-        if name in _KEY_VARS and name not in found and 0 < len(value) <= MAX_KEY_LENGTH:
-            found[name] = value
+        if name in _KEY_VARS:
+            seen = found.setdefault(name, value)
+            if seen != value:
+                raise KeyRefused(
+                    "ambiguous_key", f"two {name.decode()} vars with different values",
+                )
     for name in _KEY_VARS:
-        if name in found:
-            return found[name]
+        value = found.get(name)
+        if value is None:
+            continue
+        if not value:
+            raise KeyRefused("empty_key", f"{name.decode()} is empty")
+        if len(value) > MAX_KEY_LENGTH:
+            raise KeyRefused(
+                "key_too_long", f"{name.decode()} of {len(value)} bytes (max {MAX_KEY_LENGTH})",
+            )
+        return value
     return None
 
 
@@ -237,7 +274,11 @@ class FastSession(Protocol):
         self._parser = None
         self._headTimer.cancel()
         self._headTimer = None
-        key = self.router.forceKey or routingKey(packet)
+        try:
+            key = self.router.forceKey or routingKey(packet)
+        except KeyRefused as e:
+            self.refuse(400, e.event, e.detail)
+            return
         if key is None:
             self.refuse(400, "no_key", "the request has no UWSGI_FASTROUTER_KEY, HTTP_HOST or SERVER_NAME")
             return
