@@ -918,3 +918,21 @@ class KeySelectionTests(FastRouterTestCase):
         client = self.network.connect(router)
         client.send(request())
         self.assertEqual(statusOf(client.received()), 200)
+
+
+class SlowBodyTests(FastRouterTestCase):
+    def test_a_drip_fed_post_buffered_body_is_cut_with_408(self):
+        """
+        With post-buffering, a body drip-fed below --min-body-rate is
+        refused before any node is connected.
+        """
+        router = self.router(post_buffering=1 << 20, min_body_rate=100, timeout=10)
+        client = self.network.connect(router)
+        client.send(request(body=b"x" * 4000)[:-4000])
+        while not client.received() and self.network.reactor.seconds() < 30:
+            self.network.reactor.advance(2)
+            client.send(b"x")
+        self.assertEqual(statusOf(client.received()), 408)
+        self.assertIn("body_too_slow", self.eventNames())
+        self.assertLessEqual(self.network.reactor.seconds(), 14)
+        self.assertEqual(self.backends[("127.0.0.1", 3031)].connections, [])

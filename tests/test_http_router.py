@@ -716,3 +716,41 @@ class LingerTests(RouterTestCase):
         )
         self.assertEqual(client.received(), b"")
         self.assertTrue(client.closed)
+
+
+class SlowBodyTests(RouterTestCase):
+    """
+    A body drip-fed a byte at a time, each within the idle timeout, is cut
+    once it falls below --min-body-rate; one that keeps up passes.
+    """
+
+    PUT = b"PUT /u HTTP/1.1\r\nHost: h\r\nContent-Length: 4000\r\n\r\n"
+
+    def drip(self, router, chunk: bytes, every: float, seconds: float):
+        client = self.request(router, self.PUT)
+        for _ in range(int(seconds / every)):
+            if client.received():
+                break
+            self.network.reactor.advance(every)
+            client.send(chunk)
+        return client
+
+    def test_a_drip_fed_body_is_cut_with_408(self):
+        router = self.router(min_body_rate=100, body_timeout=10)
+        client = self.drip(router, b"a", 2, 30)
+        self.assertEqual(statusOf(client.received()), 408)
+        self.assertIn("body_too_slow", self.loggedEvents())
+        # Cut soon after the first 10 seconds, not at the end of the drip.
+        self.assertLessEqual(self.network.reactor.seconds(), 14)
+
+    def test_a_body_that_keeps_up_passes(self):
+        router = self.router(min_body_rate=100, body_timeout=10)
+        client = self.drip(router, b"a" * 400, 2, 20)
+        self.assertEqual(statusOf(client.received()), 200)
+        self.assertEqual(self.backendA.requests[-1][1], b"a" * 4000)
+
+    def test_no_minimum_by_default_only_the_idle_timeout(self):
+        router = self.router(body_timeout=10)
+        client = self.drip(router, b"a", 2, 30)
+        self.assertEqual(client.received(), b"")
+        self.assertFalse(client.closed)

@@ -947,7 +947,7 @@ class BodyDeadlineTests(LifecycleTestCase):
         lifecycle = self.lifecycle(ScriptedForwarder(NODE_A))
         lifecycle.watchBody(10)
         self.reactor.advance(6)
-        lifecycle.bodyActivity()
+        lifecycle.bodyActivity(1)
         self.reactor.advance(6)
         self.assertEqual(self.frontEnd.refusals, [])
         self.reactor.advance(4)

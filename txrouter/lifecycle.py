@@ -58,6 +58,8 @@ class RequestSettings:
     @ivar timeout: seconds a node connection may stay idle.
     @ivar harakiri: seconds a whole exchange may take (0: no limit).
     @ivar quiet: failed connects are not logged.
+    @ivar minBodyRate: bytes per second a request body must average once
+        its first C{bodyTimeout} seconds are over (0: no minimum).
     @ivar accessLog: an L{txrouter.accesslog.AccessLog}, or L{None}.
     """
 
@@ -70,6 +72,7 @@ class RequestSettings:
     timeout: float = attr.ib(default=60.0)
     harakiri: float = attr.ib(default=0)
     quiet: bool = attr.ib(default=False)
+    minBodyRate: float = attr.ib(default=0)
     accessLog = attr.ib(default=None)
 
 
@@ -143,6 +146,8 @@ class RequestLifecycle:
     _lastConnectTimedOut = None
     _spool = None
     _bodyTimer = None
+    _bodyDue = None
+    _bodyReceived = 0
 
     def __init__(self, settings: RequestSettings, frontEnd, relay, key: bytes, client) -> None:
         """
@@ -211,21 +216,38 @@ class RequestLifecycle:
         if failure.check(SpoolError):
             self.spoolFailed(failure.value)
 
-    def watchBody(self, timeout: float) -> None:
+    def watchBody(self, timeout: float, rated: bool = True) -> None:
         """
-        Start (or restart) the body's idle deadline: C{timeout} seconds
+        Start (or restart) the body's deadlines: C{timeout} seconds
         without client bytes end the request (408 while no response has
-        started, a cut connection after).
+        started, a cut connection after); so does, if C{rated}, a body
+        arriving slower than the settings' C{minBodyRate} once its first
+        C{timeout} seconds are over: by then it must have come at C{(now -
+        start - timeout) * minBodyRate} bytes at least.  A drip-fed body
+        (a byte every few seconds) would otherwise hold the connection,
+        and a node, for ever.
         """
         if self._bodyTimer is not None:
             self._bodyTimer.cancel()
-        self._bodyTimer = IdleTimer(self.settings.reactor, timeout, self._bodyTimedOut)
+        reactor = self.settings.reactor
+        self._bodyTimer = IdleTimer(reactor, timeout, self._bodyTimedOut)
+        self._bodyDue = None
+        if rated and self.settings.minBodyRate:
+            self._bodyDue = reactor.seconds() + timeout
+            self._bodyReceived = 0
 
-    def bodyActivity(self) -> None:
+    def bodyActivity(self, size: int) -> None:
         """
-        Client body bytes came.
+        C{size} client body bytes came.
         """
-        self._bodyTimer.touch()
+        now = self._bodyTimer.touch()
+        due = self._bodyDue
+        if due is not None:
+            self._bodyReceived = received = self._bodyReceived + size
+            rate = self.settings.minBodyRate
+            if now > due + received / rate:
+                self._bodyDue = None
+                self._bodyTooSlow(received, rate)
 
     def bodyComplete(self) -> None:
         """
@@ -234,6 +256,13 @@ class RequestLifecycle:
         if self._bodyTimer is not None:
             self._bodyTimer.cancel()
         self.relay.clientDone()
+
+    def _bodyTooSlow(self, received: int, rate: float) -> None:
+        detail = f"request body slower than {rate:g} bytes/s ({received} bytes so far)"
+        if self.responseStarted:
+            self.frontEnd.abort("body_too_slow")
+        else:
+            self.frontEnd.refuse(408, "body_too_slow", detail)
 
     def _bodyTimedOut(self) -> None:
         if self.responseStarted:

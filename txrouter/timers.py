@@ -234,11 +234,14 @@ class IdleTimer:
         if self._group is not None:
             self._group.retime(self, self._dueTime())
 
-    def touch(self) -> None:
+    def touch(self) -> float:
         """
         Record activity now.
+
+        @return: now, by the timer's clock.
         """
-        self._last = self._seconds()
+        self._last = now = self._seconds()
+        return now
 
     def _dueTime(self) -> float:
         """

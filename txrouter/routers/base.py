@@ -46,6 +46,7 @@ class RouterFactory(ServerFactory):
         limit_post: int = 0,
         silent_errors: bool = False,
         quiet: bool = False,
+        min_body_rate: float = 0,
     ) -> None:
         """
         The keyword arguments every router takes, named as the command-line
@@ -72,6 +73,9 @@ class RouterFactory(ServerFactory):
             for no limit.
         @param silent_errors: close without an error response, as uWSGI.
         @param quiet: do not log failed connects.
+        @param min_body_rate: bytes per second a request body must average
+            after its first C{body_timeout} (or C{timeout}) seconds, else
+            408 C{body_too_slow}; 0 for no minimum.
         @raise ValueError: temporary files cannot be created in
             C{post_buffering_dir}.
         """
@@ -90,11 +94,12 @@ class RouterFactory(ServerFactory):
         self.limitPost = limit_post
         self.silentErrors = silent_errors
         self.quiet = quiet
+        self.minBodyRate = min_body_rate
         self.requestSettings = RequestSettings(
             reactor=reactor, forwarder=self.forwarder, fallback=self.fallback,
             fallbackOnNoKey=fallback_on_no_key, maxRetries=max_retries,
             connectTimeout=self.connectTimeout, timeout=timeout, harakiri=harakiri,
-            quiet=quiet,
+            quiet=quiet, minBodyRate=min_body_rate,
         )
         self.sessions = set()
         self.draining = False

@@ -177,7 +177,7 @@ class Exchange:
         @return: the bytes past the end of this body (a pipelined request).
         """
         lifecycle = self.lifecycle
-        lifecycle.bodyActivity()
+        lifecycle.bodyActivity(len(data))
         if self._raw:
             self.relay.toNode(data)
             return b""
@@ -368,7 +368,8 @@ class Exchange:
         """
         self._raw = True
         self.bodyOpen = True
-        self.lifecycle.watchBody(self.router.timeout)
+        # A tunnel's traffic is the application's: idle, never rated.
+        self.lifecycle.watchBody(self.router.timeout, rated=False)
         pipelined = self.session.takePipelined()
         if pipelined:
             self.relay.toNode(pipelined)

@@ -336,6 +336,7 @@ class FastSession(Protocol):
             return False
         if router.postBuffering and length:
             self.lifecycle.spoolBody(BodySpool(router.postBuffering, router.postBufferingDir))
+            self.lifecycle.watchBody(router.timeout)
             self._spooled = True
             self._bodyRemaining = length
             self._buffering = True
@@ -347,10 +348,13 @@ class FastSession(Protocol):
             self._dropped += len(data) - remaining
             data = data[:remaining]
         self._bodyRemaining = remaining = remaining - len(data)
-        if not self.lifecycle.spooled((data,), not remaining):
+        lifecycle = self.lifecycle
+        lifecycle.bodyActivity(len(data))
+        if lifecycle.finished or not lifecycle.spooled((data,), not remaining):
             return
         if not remaining:
             self._buffering = False
+            lifecycle.bodyComplete()
             if self._dropped:
                 log.info("body_surplus: {count} bytes past CONTENT_LENGTH dropped",
                          event="body_surplus", count=self._dropped)
