@@ -736,7 +736,7 @@ class SlowBodyTests(RouterTestCase):
         return client
 
     def test_a_drip_fed_body_is_cut_with_408(self):
-        router = self.router(min_body_rate=100, body_timeout=10)
+        router = self.router(body_timeout=10)
         client = self.drip(router, b"a", 2, 30)
         self.assertEqual(statusOf(client.received()), 408)
         self.assertIn("body_too_slow", self.loggedEvents())
@@ -749,8 +749,8 @@ class SlowBodyTests(RouterTestCase):
         self.assertEqual(statusOf(client.received()), 200)
         self.assertEqual(self.backendA.requests[-1][1], b"a" * 4000)
 
-    def test_no_minimum_by_default_only_the_idle_timeout(self):
-        router = self.router(body_timeout=10)
+    def test_zero_turns_the_minimum_off_leaving_the_idle_timeout(self):
+        router = self.router(body_timeout=10, min_body_rate=0)
         client = self.drip(router, b"a", 2, 30)
         self.assertEqual(client.received(), b"")
         self.assertFalse(client.closed)

@@ -46,7 +46,7 @@ class RouterFactory(ServerFactory):
         limit_post: int = 0,
         silent_errors: bool = False,
         quiet: bool = False,
-        min_body_rate: float = 0,
+        min_body_rate: float = 500,
     ) -> None:
         """
         The keyword arguments every router takes, named as the command-line
@@ -75,7 +75,8 @@ class RouterFactory(ServerFactory):
         @param quiet: do not log failed connects.
         @param min_body_rate: bytes per second a request body must average
             after its first C{body_timeout} (or C{timeout}) seconds, else
-            408 C{body_too_slow}; 0 for no minimum.
+            408 C{body_too_slow} (Apache's C{mod_reqtimeout} default rate);
+            0 for no minimum.
         @raise ValueError: temporary files cannot be created in
             C{post_buffering_dir}.
         """
