@@ -245,11 +245,25 @@ class ResponseTests(HTTPNodeTestCase):
         self.assertEqual(client.received(), b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil eof")
         self.assertTrue(client.closed)
 
-    def test_ambiguous_framing_does_not_keep_the_client_connection(self):
-        self.node.application = respond(("Transfer-Encoding", "chunked"), body=b"2\r\nok\r\n0\r\n\r\n")
+    def test_a_transfer_coding_other_than_chunked_does_not_keep_the_client_connection(self):
+        class Gzipped(Protocol):
+            def dataReceived(self, data):
+                self.transport.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nzzz")
+                self.transport.loseConnection()
+
+        self.network.addBackend(("127.0.0.1", 8000), ServerFactory.forProtocol(Gzipped))
         client = self.request(self.router(keepalive=15), GET)
         self.assertIn(b"\r\nConnection: close\r\n", headOf(client.received()))
         self.assertTrue(client.closed)
+
+    def test_content_length_with_transfer_encoding_is_refused_with_a_502(self):
+        self.node.application = respond(("Transfer-Encoding", "chunked"), body=b"2\r\nok\r\n0\r\n\r\n")
+        client = self.request(self.router(keepalive=15), GET)
+        response = client.received()
+        self.assertEqual(statusOf(response), 502)
+        self.assertNotIn(b"Transfer-Encoding", response)
+        self.assertTrue(client.closed)
+        self.assertIn("response_cl_te", self.loggedEvents())
 
     def test_head_and_204_responses_end_without_a_body(self):
         self.node.application = respond(status="204 No Content", body=b"")

@@ -325,6 +325,26 @@ class ErrorTests(RouterTestCase):
         self.assertEqual(statusOf(client.received()), 502)
         self.assertIn("backend_closed", self.loggedEvents())
 
+    def test_a_response_with_both_content_length_and_transfer_encoding_gets_502(self):
+        """
+        Relayed, such a response would be read one way by a cache in front
+        and another by the client (response smuggling): it is refused, as
+        nginx does, and neither header reaches the client.
+        """
+
+        def ambiguous(environ, start_response):
+            start_response("200 OK", [("Content-Length", "5"), ("Transfer-Encoding", "chunked")])
+            return [b"0\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nforged"]
+
+        self.backendA.application = ambiguous
+        client = self.request(self.router(keepalive=15), GET)
+        response = client.received()
+        self.assertEqual(statusOf(response), 502)
+        self.assertNotIn(b"Transfer-Encoding", response)
+        self.assertNotIn(b"forged", response)
+        self.assertTrue(client.closed)
+        self.assertIn("response_cl_te", self.loggedEvents())
+
     def test_client_going_away_cuts_the_backend_connection(self):
         router = self.router()
         self.backendA.hold = True

@@ -497,24 +497,27 @@ def test_response_close_rules():
     assert feed(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n").connectionClose
     assert feed(b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n").connectionClose
     assert not feed(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n").connectionClose
-    both = feed(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n")
-    assert both.chunked and both.connectionClose and both.contentLength is None
+    other = feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n")
+    assert not other.chunked and other.connectionClose and other.contentLength is None
 
 
 @pytest.mark.parametrize(
-    "raw",
+    "raw, event",
     [
-        b"HTTP/1.1 2000 OK\r\n\r\n",
-        b"FTP 200 OK\r\n\r\n",
-        b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
-        b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
-        b"HTTP/1.1 200 OK\r\nNo colon\r\n\r\n",
+        (b"HTTP/1.1 2000 OK\r\n\r\n", "bad_response"),
+        (b"FTP 200 OK\r\n\r\n", "bad_response"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", "bad_response"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", "bad_response"),
+        (b"HTTP/1.1 200 OK\r\nNo colon\r\n\r\n", "bad_response"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", "response_cl_te"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\ncontent-length: 5\r\n\r\n", "response_cl_te"),
+        (b"HTTP/1.0 200 OK\r\nTransfer-Encoding: gzip\r\nContent-Length: 5\r\n\r\n", "response_cl_te"),
     ],
 )
-def test_bad_responses(raw):
+def test_bad_responses(raw, event):
     with pytest.raises(HTTPError) as e:
         ResponseHeadParser().feed(raw)
-    assert e.value.status == 502
+    assert (e.value.status, e.value.event) == (502, event)
 
 
 def test_response_head_limit_while_bytes_arrive():

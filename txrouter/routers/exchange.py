@@ -72,9 +72,10 @@ class Exchange:
         self.key = key
         self.bodyPending = bool(head.chunked or head.contentLength)
         self.relay = Relay(session, session.transport)
-        self.lifecycle = RequestLifecycle(
+        self.lifecycle = lifecycle = RequestLifecycle(
             self.router.requestSettings, self, self.relay, key, session.clientHost,
         )
+        lifecycle.method = head.method
 
     @property
     def finished(self) -> bool:
@@ -309,7 +310,7 @@ class Exchange:
         try:
             resp = parser.feed(data)
         except HTTPError as e:
-            self._badResponse(e.detail)
+            self._badResponse(e.detail, e.event)
             return None
         if resp is None:
             return None
@@ -399,12 +400,16 @@ class Exchange:
         )
         self.keepAlive = False
 
-    def _badResponse(self, detail: str) -> None:
+    def _badResponse(self, detail: str, event: str = "bad_response") -> None:
+        """
+        Refuse a response the client must not get (502), naming the node
+        and what is wrong with it in a warning.
+        """
         log.warn(
-            "bad_response: from {node}: {detail}",
-            event="bad_response", node=self.lifecycle.node.name, detail=detail,
+            "{event}: from {node}: {detail}",
+            event=event, node=self.lifecycle.node.name, detail=detail,
         )
-        self.session.refuse(502, "bad_response", "the backend sent an invalid response")
+        self.session.refuse(502, event, "the backend sent an invalid response")
 
     def _truncated(self, detail: str) -> None:
         log.warn(

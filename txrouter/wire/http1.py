@@ -474,13 +474,18 @@ class ResponseHeadParser:
                 elif b"keep-alive" in tokens and version == b"HTTP/1.0":
                     close = False
         if transferEncoding is not None:
-            codings = _tokens(transferEncoding)
-            chunked = codings == [b"chunked"]
-            # A length beside a transfer coding is smuggling material: the
-            # coding wins (RFC 9112, 6.3) and the connection is not reused.
-            if contentLength is not None or not chunked:
+            if contentLength is not None:
+                # A sender must not send both (RFC 9112, 6.2); relayed, a
+                # cache or client in front could read the body by the
+                # length where the router reads it by the coding
+                # (response smuggling).  nginx refuses it too.
+                raise HTTPError(
+                    502, "response_cl_te", "both Content-Length and Transfer-Encoding"
+                )
+            chunked = _tokens(transferEncoding) == [b"chunked"]
+            if not chunked:
+                # The body ends when the node closes.
                 close = True
-            contentLength = None
         return _newResponseHead(
             (version, int(status), reason, headers, contentLength, chunked, close, raw)
         )
