@@ -63,6 +63,7 @@ def test_text_values_are_parsed_as_on_the_command_line():
     (dict(to=["/a"], modifier1=256), "^--modifier1: must be 0..255"),
     (dict(to=["/a"], timeout=-1), "^--timeout: must be at least 0"),
     (dict(to=["/a"], max_head_size=70000), "^--max-head-size: "),
+    (dict(to=["/a"], max_response_head_size=0), "^--max-response-head-size: "),
     (dict(to=["/a"], http_var=["novalue"]), "^--http-var: "),
     (dict(subscription_server=["localhost:7000"]), "^--subscription-server: "),
     (dict(subscription_server=[":7000"], subscription_algo="rr"), "^--subscription-algo: one of wrr"),
@@ -105,12 +106,14 @@ def test_a_router_with_subscriptions_stats_and_an_access_log(tmp_path):
             bind=["tcp:8080:interface=127.0.0.1", "unix:/run/r.sock"],
             subscription_server=["127.0.0.1:7000"], stats="127.0.0.1:9191",
             access_log=str(tmp_path / "access.log"), keepalive=15,
+            max_response_head_size=200000,
         ),
         reactor,
     )
     assert isinstance(service, RouterService)
     assert isinstance(service.router.forwarder, SubscriptionRegistry)
     assert service.router.keepalive == 15
+    assert service.router.maxResponseHeadSize == 200000
     [subscriptions] = children(service, DatagramListener)
     assert subscriptions.address.text == "127.0.0.1:7000"
     assert [s.signum for s in children(service, OnSignal)] == [signal.SIGUSR1]

@@ -345,6 +345,26 @@ class ErrorTests(RouterTestCase):
         self.assertTrue(client.closed)
         self.assertIn("response_cl_te", self.loggedEvents())
 
+    def test_a_response_head_over_max_response_head_size_gets_502(self):
+        """
+        100 KB of response headers are not relayed (the default limit is
+        64 KiB, as for requests); a larger limit lets them through.
+        """
+
+        def bloated(environ, start_response):
+            start_response("200 OK", [("X-Big-%d" % i, "a" * 1000) for i in range(100)])
+            return [b"ok"]
+
+        self.backendA.application = bloated
+        client = self.request(self.router(), GET)
+        response = client.received()
+        self.assertEqual(statusOf(response), 502)
+        self.assertNotIn(b"X-Big", response)
+        self.assertIn("response_head_too_large", self.loggedEvents())
+
+        client = self.request(self.router(max_response_head_size=200000), GET)
+        self.assertEqual(statusOf(client.received()), 200)
+
     def test_client_going_away_cuts_the_backend_connection(self):
         router = self.router()
         self.backendA.hold = True

@@ -523,8 +523,28 @@ def test_bad_responses(raw, event):
 def test_response_head_limit_while_bytes_arrive():
     parser = ResponseHeadParser(maxHeadSize=100)
     parser.feed(b"HTTP/1.1 200 OK\r\n")
-    with pytest.raises(HTTPError):
+    with pytest.raises(HTTPError) as e:
         parser.feed(b"X: " + b"a" * 200)
+    assert (e.value.status, e.value.event) == (502, "response_head_too_large")
+
+
+def test_response_head_limits_hold_when_the_head_arrives_whole():
+    """
+    The size limit counts the whole head, blank line included, however it
+    arrives; the header lines are counted too.
+    """
+    head = b"HTTP/1.1 200 OK\r\nX: " + b"a" * 76 + b"\r\n\r\n"
+    assert len(head) == 100
+    assert ResponseHeadParser(maxHeadSize=100).feed(head + b"body") is not None
+    with pytest.raises(HTTPError) as e:
+        ResponseHeadParser(maxHeadSize=99).feed(head + b"body")
+    assert (e.value.status, e.value.event) == (502, "response_head_too_large")
+
+    lines = b"HTTP/1.1 200 OK\r\n" + b"X-A: 1\r\n" * 3
+    assert len(ResponseHeadParser(maxHeaderCount=3).feed(lines + b"\r\n").headers) == 3
+    with pytest.raises(HTTPError) as e:
+        ResponseHeadParser(maxHeaderCount=3).feed(lines + b"X-B: 2\r\n\r\n")
+    assert (e.value.status, e.value.event) == (502, "response_too_many_headers")
 
 
 def test_heads_are_immutable_values():

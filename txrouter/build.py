@@ -203,6 +203,7 @@ def buildRouter(config, reactor, forwarder=None, accessLog=None):
             max_request_line=config.max_request_line,
             max_headers=config.max_headers,
             max_head_size=config.max_head_size,
+            max_response_head_size=config.max_response_head_size,
             access_log=accessLog,
             **shared,
         )

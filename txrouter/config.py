@@ -312,6 +312,7 @@ class HTTPRouterConfig(RouterConfig):
     max_headers: int = _count(100)
     # uwsgi var values are 16-bit: a longer head could not be sent.
     max_head_size: int = attr.ib(default=65536, validator=_between(1, 65536))
+    max_response_head_size: int = attr.ib(default=65536, validator=_atLeast(1))
     access_log: "str | None" = None
     http_var: "tuple[tuple[str, str], ...]" = _many("--http-var", _httpVar)
     trust_forwarded_from: "tuple[str, ...]" = _many("--trust-forwarded-from", _network)

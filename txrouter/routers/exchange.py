@@ -260,7 +260,7 @@ class Exchange:
         ) + head
 
     def nodeConnected(self, upstream) -> bool:
-        self._respParser = ResponseHeadParser(self.router.maxHeadSize)
+        self._respParser = ResponseHeadParser(self.router.maxResponseHeadSize)
         return self.bodyOpen
 
     # IFrontEnd: the response
@@ -318,7 +318,7 @@ class Exchange:
         if status < 200 and status != 101:
             self.session.transport.write(resp.headBytes)
             leftover = parser.leftover
-            self._respParser = ResponseHeadParser(self.router.maxHeadSize)
+            self._respParser = ResponseHeadParser(self.router.maxResponseHeadSize)
             return self._responseHead(leftover) if leftover else None
         self.status = status
         self.lifecycle.responseStarted = True

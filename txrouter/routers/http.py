@@ -68,6 +68,7 @@ class HTTPRouter(RouterFactory):
         max_request_line: int = 8192,
         max_headers: int = 100,
         max_head_size: int = 65536,
+        max_response_head_size: int = 65536,
         access_log=None,
         **common,
     ) -> None:
@@ -76,6 +77,8 @@ class HTTPRouter(RouterFactory):
             between two requests of one connection.
         @param spool_dir: where de-chunked bodies larger than
             C{spool_memory} go (default: C{post_buffering_dir}).
+        @param max_response_head_size: the largest response head taken
+            from a node (a larger one is a 502).
         @param access_log: an L{txrouter.accesslog.AccessLog} or L{None}.
         @param common: the keyword arguments of every router
             (L{RouterFactory.__init__}).
@@ -107,6 +110,7 @@ class HTTPRouter(RouterFactory):
         self.maxRequestLine = max_request_line
         self.maxHeaders = max_headers
         self.maxHeadSize = max_head_size
+        self.maxResponseHeadSize = max_response_head_size
         self.accessLog = access_log
         self.requestSettings = attr.evolve(self.requestSettings, accessLog=access_log)
 

@@ -58,6 +58,8 @@ class Options(RouterOptions):
         ["max-request-line", None, 8192, "Longest request line (414 above).", count],
         ["max-headers", None, 100, "Most header lines in a request (431 above).", count],
         ["max-head-size", None, 65536, "Largest request head in bytes (431 above).", count],
+        ["max-response-head-size", None, 65536,
+         "Largest response head a node may send, in bytes (502 above).", count],
         ["access-log", None, None,
          "Write a combined-format access log to this file (reopened on SIGUSR1,"
          " for logrotate), or - for stdout."],

@@ -409,10 +409,14 @@ class ResponseHeadParser:
     Lines must end in CRLF, as every uWSGI plugin writes them.  Header
     values are not validated beyond the absence of CR and LF: they are
     relayed, not interpreted, except for the framing headers.
+
+    @ivar maxHeadSize: the largest head in bytes, blank line included.
+    @ivar maxHeaderCount: the most header lines.
     """
 
-    def __init__(self, maxHeadSize: int = 65536) -> None:
+    def __init__(self, maxHeadSize: int = 65536, maxHeaderCount: int = 1000) -> None:
         self.maxHeadSize = maxHeadSize
+        self.maxHeaderCount = maxHeaderCount
         self._buffer = b""
         self.leftover = b""
 
@@ -425,14 +429,21 @@ class ResponseHeadParser:
         end = buf.find(b"\r\n\r\n", max(len(self._buffer) - 3, 0))
         if end == -1:
             if len(buf) > self.maxHeadSize:
-                raise _badResponse(f"response head over {self.maxHeadSize} bytes")
+                raise self._tooLarge()
             if len(buf) >= 5 and buf[:5] != b"HTTP/":
                 raise _badResponse("response does not start with HTTP/")
             self._buffer = buf
             return None
+        if end + 4 > self.maxHeadSize:
+            raise self._tooLarge()
         self._buffer = b""
         self.leftover = buf[end + 4 :]
         return self._parse(buf[: end + 4])
+
+    def _tooLarge(self) -> HTTPError:
+        return HTTPError(
+            502, "response_head_too_large", f"response head over {self.maxHeadSize} bytes"
+        )
 
     def _parse(self, raw: bytes) -> ResponseHead:
         block = raw[:-4]
@@ -441,6 +452,11 @@ class ResponseHeadParser:
             # client where it did not for the router.
             raise _badResponse("bare CR or LF in the response head")
         lines = block.split(b"\r\n")
+        if len(lines) > self.maxHeaderCount + 1:
+            raise HTTPError(
+                502, "response_too_many_headers",
+                f"more than {self.maxHeaderCount} header lines in the response",
+            )
         match = _STATUS_LINE.match(lines[0])
         if match is None:
             raise _badResponse(f"malformed status line {lines[0][:60]!r}")
