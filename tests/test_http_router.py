@@ -794,3 +794,88 @@ class SlowBodyTests(RouterTestCase):
         client = self.drip(router, b"a", 2, 30)
         self.assertEqual(client.received(), b"")
         self.assertFalse(client.closed)
+
+
+class _ClosingBackend(ServerFactory):
+    """
+    A node that reads a request and closes, after writing C{answer}.
+    """
+
+    def __init__(self, answer: bytes = b"") -> None:
+        self.answer = answer
+        self.received = []
+
+    def buildProtocol(self, addr):
+        factory = self
+
+        class Closing(Protocol):
+            def dataReceived(self, data):
+                factory.received.append(data)
+                self.transport.write(factory.answer)
+                self.transport.loseConnection()
+
+        return Closing()
+
+
+class RetryAfterCloseTests(RouterTestCase):
+    """
+    nginx's rule: a request with an idempotent method and an empty (or
+    spooled) body goes to the next node when its node closes before any
+    byte of a response; never a POST, never after a response byte.
+    """
+
+    def setUp(self):
+        super().setUp()
+        self.closing = _ClosingBackend()
+        self.network.addBackend(("127.0.0.1", 3039), self.closing)
+
+    def router(self, **kwargs):
+        return super().router(nodes=("127.0.0.1:3039", NODE_A), **kwargs)
+
+    def test_an_idempotent_request_goes_to_the_next_node(self):
+        for method in (b"GET", b"HEAD", b"PUT", b"DELETE", b"OPTIONS"):
+            self.backendA.requests.clear()
+            client = self.request(self.router(), GET.replace(b"GET", method))
+            self.assertEqual(statusOf(client.received()), 200, method)
+            self.assertEqual(len(self.backendA.requests), 1, method)
+        self.assertEqual(len(self.closing.received), 5)
+        self.assertIn("backend_closed", self.loggedEvents())
+
+    def test_a_spooled_body_is_sent_again(self):
+        put = b"PUT /u HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\n\r\nbody"
+        client = self.request(self.router(post_buffering=1024), put)
+        self.assertEqual(statusOf(client.received()), 200)
+        self.assertEqual(self.backendA.requests[-1][1], b"body")
+
+    def test_never_a_post_nor_a_streamed_body(self):
+        post = b"POST /u HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\n\r\nbody"
+        put = post.replace(b"POST", b"PUT")
+        for request in (GET.replace(b"GET", b"POST"), post, put):
+            client = self.request(self.router(), request)
+            self.assertEqual(statusOf(client.received()), 502, request)
+        self.assertEqual(self.backendA.requests, [])
+
+    def test_never_after_a_response_byte(self):
+        self.closing.answer = b"HTTP/1.1 200 OK\r\n"
+        client = self.request(self.router(), GET)
+        self.assertEqual(statusOf(client.received()), 502)
+        self.assertEqual(self.backendA.requests, [])
+
+    def test_the_methods_are_an_option(self):
+        client = self.request(self.router(retry_methods=["HEAD"]), GET)
+        self.assertEqual(statusOf(client.received()), 502)
+        client = self.request(self.router(retry_methods=["GET", "POST"]),
+                              GET.replace(b"GET", b"POST"))
+        self.assertEqual(statusOf(client.received()), 200)
+
+    def test_the_fastrouter_follows_the_same_rule(self):
+        from txrouter.routers.fast import FastRouter
+        from txrouter.wire.uwsgi import encodePacket
+
+        for method, status in ((b"GET", 200), (b"POST", 502)):
+            router = FastRouter(
+                self.network.reactor, [parseNode("127.0.0.1:3039"), parseNode(NODE_A)],
+            )
+            client = self.request(router, encodePacket(
+                [(b"REQUEST_METHOD", method), (b"PATH_INFO", b"/"), (b"HTTP_HOST", b"h")]))
+            self.assertEqual(statusOf(client.received()), status, method)

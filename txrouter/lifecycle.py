@@ -43,6 +43,10 @@ from txrouter.upstream import IUpstreamReceiver, connectUpstream
 
 log = Logger(namespace="txrouter.lifecycle")
 
+#: RFC 9110's idempotent methods: sending one twice does what sending it once
+#: does.
+IDEMPOTENT_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+
 
 @attr.s(frozen=True, slots=True, kw_only=True)
 class RequestSettings:
@@ -58,6 +62,9 @@ class RequestSettings:
     @ivar timeout: seconds a node connection may stay idle.
     @ivar harakiri: seconds a whole exchange may take (0: no limit).
     @ivar quiet: failed connects are not logged.
+    @ivar retryMethods: the request methods (bytes) a request may be sent
+        again to another node with, when its node closed before any byte
+        of a response (the idempotent methods of RFC 9110 by default).
     @ivar minBodyRate: bytes per second a request body must average once
         its first C{bodyTimeout} seconds are over (0: no minimum).
     @ivar accessLog: an L{txrouter.accesslog.AccessLog}, or L{None}.
@@ -73,6 +80,7 @@ class RequestSettings:
     harakiri: float = attr.ib(default=0)
     quiet: bool = attr.ib(default=False)
     minBodyRate: float = attr.ib(default=0)
+    retryMethods: frozenset = attr.ib(converter=frozenset, default=IDEMPOTENT_METHODS)
     accessLog = attr.ib(default=None)
 
 
@@ -133,6 +141,11 @@ class RequestLifecycle:
     @ivar node: the node being connected or serving, once picked.
     @ivar finished: the request is over (answered, refused, or aborted).
     @ivar responseStarted: the front end relayed part of a response.
+    @ivar method: the request's method, if the front end knows it: a
+        request whose method is one of the settings' C{retryMethods} is
+        sent to another node when its node closes before any byte of a
+        response, if all it was sent can be sent again (an empty or
+        spooled body), as nginx does.
     """
 
     finished = False
@@ -143,11 +156,14 @@ class RequestLifecycle:
     _connector = None
     _nodeInUse = False
     _upstream = None
-    _lastConnectTimedOut = None
+    # The refusal for when the retry plan runs out: the last failure's.
+    _lastFailure = (503, "all_nodes_dead", "every backend node is unavailable")
     _spool = None
     _bodyTimer = None
     _bodyDue = None
     _bodyReceived = 0
+    _headLength = 0
+    method = None
 
     def __init__(self, settings: RequestSettings, frontEnd, relay, key: bytes, client) -> None:
         """
@@ -294,13 +310,7 @@ class RequestLifecycle:
             node.addCallbacks(self._pickedLater, self._pickFailedLater)
             return
         if node is None:
-            timedOut = self._lastConnectTimedOut
-            if timedOut is None:
-                self.frontEnd.refuse(503, "all_nodes_dead", "every backend node is unavailable")
-            elif timedOut:
-                self.frontEnd.refuse(504, "backend_timeout", "no backend answered in time")
-            else:
-                self.frontEnd.refuse(502, "backend_unreachable", "no backend could be reached")
+            self.frontEnd.refuse(*self._lastFailure)
             return
         self._connect(node)
 
@@ -341,6 +351,7 @@ class RequestLifecycle:
             settings.forwarder.abandoned(self.key, node)
             return
         self.node = node
+        self._headLength = len(head)
         # Nothing is reported back before connectUpstream returns.
         self._connector = connectUpstream(
             settings.reactor, node, self, head,
@@ -374,7 +385,10 @@ class RequestLifecycle:
                 event="backend_unreachable", node=self.node.name,
                 retries=self._plan.retries, reason=reason,
             )
-        self._lastConnectTimedOut = timedOut
+        if timedOut:
+            self._lastFailure = (504, "backend_timeout", "no backend answered in time")
+        else:
+            self._lastFailure = (502, "backend_unreachable", "no backend could be reached")
         try:
             node = self._plan.afterFailure(self.node)
         except Exception as error:
@@ -396,6 +410,8 @@ class RequestLifecycle:
             self.frontEnd.responseEnded(reason, timedOut)
         elif timedOut:
             self.frontEnd.refuse(504, "backend_timeout", "the backend did not answer in time")
+        elif self._replayable():
+            self._retryElsewhere(reason)
         else:
             log.warn(
                 "backend_closed: {node} closed without a response: {reason}",
@@ -403,6 +419,48 @@ class RequestLifecycle:
                 reason=reason or "connection closed",
             )
             self.frontEnd.refuse(502, "backend_closed", "the backend closed without a response")
+
+    def _replayable(self) -> bool:
+        """
+        Whether the request may go to another node now that its node
+        closed: an idempotent method, no byte of a response read, and
+        nothing sent that cannot be sent again (only the head, or a
+        spooled body).
+        """
+        upstream = self.relay.upstream
+        return bool(
+            self.method in self.settings.retryMethods
+            and upstream is not None
+            and not upstream.received
+            and (self._spool is not None or upstream.sent == self._headLength)
+        )
+
+    def _retryElsewhere(self, reason) -> None:
+        """
+        The node closed before answering a request that can be sent again:
+        count it as the node's failure and go on with the retry plan.
+        """
+        node = self.node
+        log.warn(
+            "backend_closed: {node} closed without a response: {reason}; the {method}"
+            " goes to the next node if there is one",
+            event="backend_closed", node=node.name,
+            reason=reason or "connection closed", method=self.method.decode("latin-1"),
+            retried=True,
+        )
+        forwarder = self.settings.forwarder
+        self._nodeInUse = False
+        forwarder.released(self.key, node)
+        upstream = self.relay.detach()
+        if upstream is not None:
+            upstream.detach()
+        self._lastFailure = (502, "backend_closed", "the backend closed without a response")
+        try:
+            nextNode = self._plan.afterFailure(node)
+        except Exception as error:
+            self._pickFailed(error)
+            return
+        self._picked(nextNode)
 
     # Ending
 

@@ -8,7 +8,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
 
-from txrouter.lifecycle import RequestSettings
+from txrouter.lifecycle import IDEMPOTENT_METHODS, RequestSettings
 from txrouter.routing.static import StaticForwarder
 from txrouter.spool import SpoolError, checkSpoolDirectory
 
@@ -47,6 +47,7 @@ class RouterFactory(ServerFactory):
         silent_errors: bool = False,
         quiet: bool = False,
         min_body_rate: float = 500,
+        retry_methods=IDEMPOTENT_METHODS,
     ) -> None:
         """
         The keyword arguments every router takes, named as the command-line
@@ -77,6 +78,9 @@ class RouterFactory(ServerFactory):
             after its first C{body_timeout} (or C{timeout}) seconds, else
             408 C{body_too_slow} (Apache's C{mod_reqtimeout} default rate);
             0 for no minimum.
+        @param retry_methods: the methods (C{str} or C{bytes}) of the
+            requests sent again to the next node when theirs closes before
+            any byte of a response (only with an empty or spooled body).
         @raise ValueError: temporary files cannot be created in
             C{post_buffering_dir}.
         """
@@ -101,6 +105,9 @@ class RouterFactory(ServerFactory):
             fallbackOnNoKey=fallback_on_no_key, maxRetries=max_retries,
             connectTimeout=self.connectTimeout, timeout=timeout, harakiri=harakiri,
             quiet=quiet, minBodyRate=min_body_rate,
+            retryMethods={
+                (m.encode() if isinstance(m, str) else m).upper() for m in retry_methods
+            },
         )
         self.sessions = set()
         self.draining = False

@@ -283,9 +283,10 @@ class FastSession(Protocol):
             self.refuse(400, "no_key", "the request has no UWSGI_FASTROUTER_KEY, HTTP_HOST or SERVER_NAME")
             return
         self.key = key
-        self.lifecycle = RequestLifecycle(
+        self.lifecycle = lifecycle = RequestLifecycle(
             self.router.requestSettings, self, self.relay, key, self.client,
         )
+        lifecycle.method = packet.get(b"REQUEST_METHOD")
         if not self._checkBody(packet):
             return
         if self._buffering:
