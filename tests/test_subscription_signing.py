@@ -267,17 +267,55 @@ def test_checker_refusals(tmp_path, keys):
 def test_checker_tolerance(tmp_path):
     """
     C{unix} may be up to the tolerance old, for unsubscribes too (uWSGI
-    checks no timestamp on unsubscribes); there is no upper bound.
+    checks no timestamp on unsubscribes), and up to the tolerance ahead
+    (uWSGI has no upper bound).
     """
     checker, clock = checkerWithCapturedKey(tmp_path, now=CAPTURE_TIME + DEFAULT_TOLERANCE + 1)
     assert refusal(checker, parseSubscription(SUBSCRIBE)) == "stale_timestamp"
     checker.check(parseSubscription(REFRESH))
     clock.advance(3)
     assert refusal(checker, parseSubscription(UNSUBSCRIBE)) == "stale_timestamp"
-    early, _ = checkerWithCapturedKey(tmp_path, now=0)
+    early, _ = checkerWithCapturedKey(tmp_path, now=CAPTURE_TIME - DEFAULT_TOLERANCE)
     early.check(parseSubscription(SUBSCRIBE))
+    assert refusal(early, parseSubscription(REFRESH)) == "future_timestamp"
     short, _ = checkerWithCapturedKey(tmp_path, now=CAPTURE_TIME + 11, tolerance=10)
     assert refusal(short, parseSubscription(SUBSCRIBE)) == "stale_timestamp"
+    ahead, _ = checkerWithCapturedKey(tmp_path, now=CAPTURE_TIME - 10, tolerance=10)
+    assert refusal(ahead, parseSubscription(REFRESH)) == "future_timestamp"
+    ahead.check(parseSubscription(SUBSCRIBE))
+
+
+def test_checker_brings_a_mark_left_ahead_by_a_clock_step_back_within_reach(tmp_path, keys):
+    """
+    When the router's clock steps back by more than the tolerance (a fast
+    clock put right), a node's replay mark is ahead of anything the node
+    can send: it is brought back to C{now + tolerance}, so the node's
+    announces are accepted again once they are after it, not once the clock
+    has caught up with the mark; the datagrams accepted before the step
+    stay refused.
+    """
+    signer = keys[2]
+    (tmp_path / "k.pem").write_bytes(publicPEM(signer))
+    clock = Clock()
+    clock.advance(1_000_000)
+    checker = SignatureChecker("SHA256", str(tmp_path), clock=clock, tolerance=60)
+
+    def signed(now):
+        return signSubscription(Subscription(b"k", b"n"), "SHA256", privatePEM(signer), now)
+
+    hourAgo = signed(clock.seconds())
+    checker.check(hourAgo)
+    clock.advance(3600 - 30)
+    last = signed(clock.seconds())
+    checker.check(last)
+    clock.advance(-3600)
+    assert refusal(checker, hourAgo) == "replayed"
+    assert refusal(checker, signed(clock.seconds() + 60)) == "replayed"
+    assert refusal(checker, last) == "future_timestamp"
+    clock.advance(1)
+    checker.check(signed(clock.seconds() + 60))
+    clock.advance(61)
+    checker.check(signed(clock.seconds()))
 
 
 def test_checker_memory_is_bounded(tmp_path, keys):

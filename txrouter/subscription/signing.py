@@ -12,8 +12,9 @@ C{DIR/<key>.pem}, the key's bytes sanitised by L{keyFileName}.
 
 L{sign} and L{verify} are those two operations; L{SignatureChecker} is
 what a subscription server runs on every datagram.  It refuses what
-uWSGI refuses and, unlike uWSGI, also refuses every replay: see its
-docstring.  Nothing here does I/O but reading public key files.
+uWSGI refuses and, unlike uWSGI, also refuses every replay and any
+timestamp further ahead than the tolerance: see its docstring.  Nothing
+here does I/O but reading public key files.
 """
 
 import collections
@@ -275,13 +276,24 @@ class SignatureChecker:
       2. a C{unix} var (C{missing_timestamp});
       3. C{unix >= now - tolerance} (C{stale_timestamp}), for unsubscribes
          too, where uWSGI checks nothing;
-      4. C{unix} greater than that of the last datagram accepted for the
+      4. C{unix <= now + tolerance} (C{future_timestamp}), where uWSGI has
+         no upper bound;
+      5. C{unix} greater than that of the last datagram accepted for the
          same key and address, whatever their commands (C{replayed});
-      5. a readable public key at C{DIRECTORY/keyFileName(key)}
+      6. a readable public key at C{DIRECTORY/keyFileName(key)}
          (C{no_public_key}, C{bad_public_key});
-      6. a valid signature (C{bad_signature}).
+      7. a valid signature (C{bad_signature}).
 
-    Step 4 is where this departs from uWSGI, which only requires a
+    Step 4 keeps one datagram from locking a node out: the timestamp it
+    leaves as the node's replay mark refuses every announce not after it,
+    the worker's own included, so a mark an hour ahead (a datagram signed
+    on a clock an hour fast) would refuse the worker's announces for an
+    hour.  The mark never sits past C{now + tolerance}: a mark found beyond
+    it, because this clock stepped back since, is brought back to it.  So
+    whatever was accepted for a node, its worker's own announces are
+    accepted again at most C{tolerance} seconds later.
+
+    Step 5 is where this departs from uWSGI, which only requires a
     refresh to be newer than the datagram that I{created} the node and
     checks nothing on unsubscribes: here no datagram is accepted twice,
     and a sniffed subscribe with its (unsigned) command byte flipped is
@@ -316,7 +328,8 @@ class SignatureChecker:
         """
         @param digest: the digest name (C{SHA1}, ...), see L{digestByName}.
         @param directory: where the C{<key>.pem} public keys are.
-        @param tolerance: how old a C{unix} timestamp may be, in seconds.
+        @param tolerance: how far a C{unix} timestamp may be from C{now},
+            before or after, in seconds.
         @param clock: an C{IReactorTime} (only C{seconds} is used); the
             system clock if L{None}.
         @param maxNodes: how many nodes' last timestamps are remembered.
@@ -351,6 +364,7 @@ class SignatureChecker:
             raise SubscriptionError("missing_timestamp", "signed without a unix var")
         now = self._clock.seconds()
         oldest = now - self.tolerance
+        newest = now + self.tolerance
         self._forgetOlderThan(oldest)
         if subscription.unix < oldest:
             raise SubscriptionError(
@@ -358,8 +372,17 @@ class SignatureChecker:
                 f"unix {subscription.unix} is more than {self.tolerance} s"
                 f" before now ({int(now)})",
             )
+        if subscription.unix > newest:
+            raise SubscriptionError(
+                "future_timestamp",
+                f"unix {subscription.unix} is more than {self.tolerance} s"
+                f" after now ({int(now)})",
+            )
         node = (subscription.key, subscription.address)
         last = self._lastSeen.get(node)
+        if last is not None and last > newest:
+            # Only a clock stepped back since puts a mark there.
+            last = self._lastSeen[node] = int(newest)
         if last is not None and subscription.unix <= last:
             raise SubscriptionError(
                 "replayed",
