@@ -182,3 +182,30 @@ def test_a_python_callable_as_use_code():
     config = FastRouterConfig(bind=["tcp:0"], use_code=lambda key: "/run/%s.sock" % key)
     forwarder = buildService(config, MemoryReactorClock()).router.forwarder
     assert forwarder.pick(b"a").path == "/run/a.sock"
+
+
+@pytest.mark.parametrize("module", [http, fast])
+def test_body_rate_and_retry_methods_reach_the_router(module):
+    """
+    --min-body-rate and --retry-methods go from the command line through
+    the config value to the requests' settings; a method that is not a
+    token is a usage error naming the option.
+    """
+    from twisted.python import usage
+
+    options = module.Options()
+    options.parseOptions(["--bind", "tcp:0", "--to", "/run/a.sock",
+                          "--min-body-rate", "0", "--retry-methods", "get, POST"])
+    assert options.config.min_body_rate == 0
+    assert options.config.retry_methods == ("GET", "POST")
+    service = buildService(options.config, MemoryReactorClock())
+    settings = service.router.requestSettings
+    assert (settings.minBodyRate, settings.retryMethods) == (0, {b"GET", b"POST"})
+    defaults = module.Options()
+    defaults.parseOptions(["--bind", "tcp:0", "--to", "/run/a.sock"])
+    settings = buildService(defaults.config, MemoryReactorClock()).router.requestSettings
+    assert settings.minBodyRate == 500
+    assert b"POST" not in settings.retryMethods and b"PUT" in settings.retryMethods
+    with pytest.raises(usage.UsageError, match="--retry-methods"):
+        module.Options().parseOptions(
+            ["--bind", "tcp:0", "--to", "/run/a.sock", "--retry-methods", "GET,BAD METHOD"])

@@ -181,6 +181,8 @@ def buildRouter(config, reactor, forwarder=None, accessLog=None):
         post_buffering=config.post_buffering,
         post_buffering_dir=config.post_buffering_dir,
         limit_post=config.limit_post,
+        min_body_rate=config.min_body_rate,
+        retry_methods=config.retry_methods,
         silent_errors=config.silent_errors,
         quiet=config.quiet,
     )

@@ -166,6 +166,21 @@ def _flag():
     return attr.ib(default=False, converter=bool)
 
 
+def _methods(value) -> "tuple[str, ...]":
+    """
+    C{--retry-methods}: C{GET,HEAD,...} (or a sequence of names), upper-cased;
+    each must be an HTTP token.
+    """
+    names = value.split(",") if isinstance(value, str) else list(value)
+    methods = []
+    for name in names:
+        name = (name.decode() if isinstance(name, bytes) else name).strip().upper()
+        if not name.isascii() or not name or not all(c.isalnum() or c in "!#$%&'*+-.^_`|~" for c in name):
+            raise ValueError(f"--retry-methods: {name!r} is not a method name")
+        methods.append(name)
+    return tuple(methods)
+
+
 @attr.frozen(kw_only=True)
 class RouterConfig:
     """
@@ -199,6 +214,10 @@ class RouterConfig:
     post_buffering: int = _count(0)
     post_buffering_dir: "str | None" = None
     limit_post: int = _count(0)
+    min_body_rate: float = attr.ib(default=500.0, converter=float, validator=_atLeast(0))
+    retry_methods: "tuple[str, ...]" = attr.ib(
+        default=("GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"), converter=_methods,
+    )
     graceful_timeout: float = _seconds(30.0)
     cheap: bool = _flag()
     silent_errors: bool = _flag()

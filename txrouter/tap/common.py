@@ -129,6 +129,12 @@ class RouterOptions(usage.Options):
          "Directory for post-buffering temporary files (default: $TMPDIR)."],
         ["limit-post", None, 0,
          "Largest request body in bytes (413 above); 0 for no limit.", count],
+        ["min-body-rate", None, 500,
+         "Bytes per second a request body must average after its first"
+         " body/idle timeout (408 body_too_slow below); 0 for no minimum.", positive],
+        ["retry-methods", None, "GET,HEAD,OPTIONS,TRACE,PUT,DELETE",
+         "Methods of the requests sent to the next node when theirs closes"
+         " before answering (with an empty or buffered body)."],
         ["graceful-timeout", None, 30.0,
          "On SIGTERM/SIGINT: seconds in-flight requests get to finish.", positive],
         ["stats", None, None,
