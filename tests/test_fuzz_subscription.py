@@ -209,9 +209,9 @@ def test_signature_checker_accepts_exactly_valid_newer_datagrams(signers, steps)
     """
     Datagrams of any key, signature and timestamp, replays of them, with
     the clock moving between them: only one signed by its key's owner,
-    not older than the tolerance and newer than the last one accepted for
-    its node passes; every other one is refused with a
-    L{SubscriptionError}.
+    no further from now than the tolerance, before or after, and newer
+    than the last one accepted for its node passes; every other one is
+    refused with a L{SubscriptionError}.
     """
     directory, pems, stranger = signers
     clock = Clock()
@@ -232,7 +232,9 @@ def test_signature_checker_accepts_exactly_valid_newer_datagrams(signers, steps)
             subscription, valid = _datagram(step, clock.seconds(), pems, stranger)
         sent.append((subscription, valid))
         node = (subscription.key, subscription.address)
-        fresh = subscription.unix is not None and subscription.unix >= clock.seconds() - _TOLERANCE
+        now = clock.seconds()
+        fresh = (subscription.unix is not None
+                 and now - _TOLERANCE <= subscription.unix <= now + _TOLERANCE)
         expected = valid and fresh and subscription.unix > last.get(node, -1)
         try:
             checker.check(subscription)

@@ -153,7 +153,8 @@ class RouterOptions(usage.Options):
         ["subscriptions-sign-check", None, None,
          "Accept only signed announces: DIGEST:DIR, public keys in DIR/<key>.pem."],
         ["subscriptions-sign-check-tolerance", None, SIGN_TOLERANCE,
-         "Seconds a signed announce's unix timestamp may be old.", count],
+         "Seconds a signed announce's unix timestamp may be behind or ahead of"
+         " the router's clock.", count],
         ["resubscribe-sign", None, None,
          "Sign --resubscribe announces: DIGEST:PRIVATE_KEY_FILE."],
         ["resubscribe-address", None, None,
