@@ -43,6 +43,10 @@ from txrouter.upstream import IUpstreamReceiver, connectUpstream
 
 log = Logger(namespace="txrouter.lifecycle")
 
+#: Seconds before a busy node (its listen queue full) is tried again,
+#: doubled at each try.
+BUSY_BACKOFF = 0.05
+
 #: RFC 9110's idempotent methods: sending one twice does what sending it once
 #: does.
 IDEMPOTENT_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
@@ -163,6 +167,8 @@ class RequestLifecycle:
     _bodyDue = None
     _bodyReceived = 0
     _headLength = 0
+    _busyRetries = 0
+    _busyCall = None
     method = None
 
     def __init__(self, settings: RequestSettings, frontEnd, relay, key: bytes, client) -> None:
@@ -375,15 +381,21 @@ class RequestLifecycle:
             self.relay.attach(upstream, False, spooled=True)
             spool.sendTo(upstream).addCallbacks(self._spoolSent, self._spoolSendFailed)
 
-    def upstreamConnectFailed(self, reason: str, timedOut: bool) -> None:
+    def upstreamConnectFailed(self, reason: str, timedOut: bool, busy: bool = False) -> None:
         self._connector = None
         if self.finished:
             return
-        if not self.settings.quiet:
+        settings = self.settings
+        attempt = self._plan.retries + self._busyRetries + 1
+        if busy:
+            self._nodeBusy(attempt)
+            return
+        if not settings.quiet:
             log.warn(
-                "backend_unreachable: cannot connect to {node} ({retries} retries): {reason}",
+                "backend_unreachable: cannot connect to {node} (attempt {attempt} of"
+                " {attempts}): {reason}",
                 event="backend_unreachable", node=self.node.name,
-                retries=self._plan.retries, reason=reason,
+                attempt=attempt, attempts=settings.maxRetries + 1, reason=reason,
             )
         if timedOut:
             self._lastFailure = (504, "backend_timeout", "no backend answered in time")
@@ -395,6 +407,38 @@ class RequestLifecycle:
             self._pickFailed(error)
             return
         self._picked(node)
+
+    def _nodeBusy(self, attempt: int) -> None:
+        """
+        The node is alive but its listen queue is full: try it again after
+        a short backoff, up to C{maxRetries} times, then answer 503
+        C{node_busy}.  A busy node is not a failed one: the forwarder does
+        not put it in quarantine, so the next requests still go to it.
+        """
+        settings = self.settings
+        node = self.node
+        if self._busyRetries >= settings.maxRetries:
+            settings.forwarder.abandoned(self.key, node)
+            log.warn(
+                "node_busy: {node}'s listen queue stayed full ({attempt} attempts)",
+                event="node_busy", node=node.name, attempt=attempt,
+            )
+            self.frontEnd.refuse(503, "node_busy", "every backend worker is busy")
+            return
+        delay = BUSY_BACKOFF * 2 ** self._busyRetries
+        self._busyRetries += 1
+        if not settings.quiet:
+            log.info(
+                "node_busy: {node}'s listen queue is full (EAGAIN), attempt {attempt} of"
+                " {attempts}; trying it again in {delay} s",
+                event="node_busy", node=node.name, attempt=attempt,
+                attempts=settings.maxRetries + 1, delay=delay,
+            )
+        self._busyCall = settings.reactor.callLater(delay, self._retryBusy)
+
+    def _retryBusy(self) -> None:
+        self._busyCall = None
+        self._connect(self.node)
 
     def upstreamDataReceived(self, data: bytes) -> None:
         """
@@ -484,6 +528,10 @@ class RequestLifecycle:
         if pick is not None:
             # User code still answering: tell it nobody is waiting.
             pick.cancel()
+        busyCall, self._busyCall = self._busyCall, None
+        if busyCall is not None:
+            busyCall.cancel()
+            forwarder.abandoned(self.key, self.node)
         connector, self._connector = self._connector, None
         if connector is not None:
             factory = getattr(connector, "factory", None)

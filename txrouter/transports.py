@@ -44,6 +44,7 @@ Reactors that are not Twisted's POSIX socket reactors (the in-memory
 ones of the tests) get the plain Twisted calls.
 """
 
+from errno import EAGAIN
 from socket import AF_UNIX, SOCK_NONBLOCK, SOCK_STREAM
 
 # The C socket type under socket.socket, whose __init__ and close() are
@@ -64,7 +65,18 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-__all__ = ["connectNode", "listeningReactor"]
+__all__ = ["NodeBusy", "connectNode", "listeningReactor"]
+
+
+class NodeBusy(ConnectError):
+    """
+    The UNIX node's listen queue is full (C{EAGAIN}): it is alive, every
+    worker is busy and the kernel holds as many waiting connections as it
+    may.  Not a dead node: trying again shortly may succeed.
+    """
+
+    def __str__(self) -> str:
+        return "the node's listen queue is full (EAGAIN): every worker is busy"
 
 #: Peer addresses kept for reuse, per node address; cleared when full.
 _MAX_PEERS = 4096
@@ -380,6 +392,25 @@ class _UNIXAccepted:
         protocol.makeConnection(transport)
 
 
+class _UNIXBusy(_UNIXAccepted):
+    """
+    The connector L{connectNode} returns for a UNIX node whose listen
+    queue is full: the factory hears C{clientConnectionFailed} with
+    L{NodeBusy} soon after, as it would hear of a connection (Twisted's
+    connector would take C{EAGAIN} for a connect in progress, wait for
+    the socket to be writable, and report a confusing
+    C{ConnectionDone}).
+    """
+
+    def _connect(self) -> None:
+        skt, self._socket = self._socket, None
+        if skt is None:
+            return
+        skt.close()
+        factory, self.factory = self.factory, None
+        factory.clientConnectionFailed(self, Failure(NodeBusy(osError=EAGAIN)))
+
+
 def _connectUNIXAtOnce(reactor, path, factory):
     """
     Connect to the UNIX socket C{path} now; its protocol is connected soon
@@ -401,6 +432,8 @@ def _connectUNIXAtOnce(reactor, path, factory):
         result = skt.connect_ex(path)
     except (OSError, ValueError):
         result = -1
+    if result == EAGAIN:
+        return _UNIXBusy(reactor, skt, path, factory)
     if result:
         skt.close()
         return None

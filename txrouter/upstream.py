@@ -14,7 +14,7 @@ from twisted.internet.protocol import ClientFactory, Protocol
 from zope.interface import Interface, implementer
 
 from txrouter.timers import IdleTimer
-from txrouter.transports import connectNode
+from txrouter.transports import NodeBusy, connectNode
 
 
 class IUpstreamReceiver(Interface):
@@ -27,12 +27,14 @@ class IUpstreamReceiver(Interface):
         The node accepted the connection and the head has been written.
         """
 
-    def upstreamConnectFailed(reason, timedOut):
+    def upstreamConnectFailed(reason, timedOut, busy=False):
         """
         The node could not be reached; nothing was sent to it.
 
         @param reason: text for the log.
         @param timedOut: the connect deadline passed.
+        @param busy: the node is alive but its listen queue is full
+            (L{txrouter.transports.NodeBusy}).
         """
 
     def upstreamDataReceived(data):
@@ -178,6 +180,7 @@ class _UpstreamFactory(ClientFactory):
             receiver.upstreamConnectFailed(
                 "connect timed out" if self.timer.expired else reason.getErrorMessage(),
                 self.timer.expired,
+                reason.check(NodeBusy) is not None,
             )
 
 
