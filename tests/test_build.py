@@ -187,18 +187,19 @@ def test_a_python_callable_as_use_code():
 @pytest.mark.parametrize("module", [http, fast])
 def test_body_rate_and_retry_methods_reach_the_router(module):
     """
-    --min-body-rate and --retry-methods go from the command line through
+    --max-fails, --min-body-rate and --retry-methods go from the command line through
     the config value to the requests' settings; a method that is not a
     token is a usage error naming the option.
     """
     from twisted.python import usage
 
     options = module.Options()
-    options.parseOptions(["--bind", "tcp:0", "--to", "/run/a.sock",
+    options.parseOptions(["--bind", "tcp:0", "--to", "/run/a.sock", "--max-fails", "3",
                           "--min-body-rate", "0", "--retry-methods", "get, POST"])
     assert options.config.min_body_rate == 0
     assert options.config.retry_methods == ("GET", "POST")
     service = buildService(options.config, MemoryReactorClock())
+    assert service.router.forwarder.maxFails == 3
     settings = service.router.requestSettings
     assert (settings.minBodyRate, settings.retryMethods) == (0, {b"GET", b"POST"})
     defaults = module.Options()

@@ -142,6 +142,35 @@ def test_dead_node_is_skipped_for_gracetime_then_used_again():
     assert {forwarder.pick(None), forwarder.pick(None)} == {a, b}
 
 
+def test_max_fails_quarantines_after_that_many_failures_within_gracetime():
+    """
+    With maxFails=3 (nginx's max_fails), two failed connects leave a node
+    in the rotation; the third within gracetime puts it in quarantine.
+    Failures older than gracetime, or followed by a connect, do not count.
+    """
+    clock = Clock()
+    a, b = nodes(2)
+    forwarder = StaticForwarder([a, b], clock, gracetime=30, maxFails=3)
+    forwarder.failed(None, a)
+    forwarder.failed(None, a)
+    assert not forwarder.isDead(a)
+    assert {forwarder.pick(None), forwarder.pick(None)} == {a, b}
+    clock.advance(31)
+    forwarder.failed(None, a)
+    assert not forwarder.isDead(a), "the first two are older than gracetime"
+    forwarder.failed(None, a)
+    forwarder.connected(None, a)
+    forwarder.failed(None, a)
+    assert not forwarder.isDead(a), "a connect starts the count again"
+    forwarder.failed(None, a)
+    forwarder.failed(None, a)
+    assert forwarder.isDead(a)
+    assert [forwarder.pick(None) for _ in range(3)] == [b, b, b]
+    default = StaticForwarder([a, b], clock, gracetime=30)
+    default.failed(None, a)
+    assert default.isDead(a), "one failure is enough by default, as in uWSGI"
+
+
 def test_all_nodes_dead_gives_none_and_empty_list_gives_no_node():
     clock = Clock()
     a, b = nodes(2)

@@ -175,6 +175,7 @@ def buildRouter(config, reactor, forwarder=None, accessLog=None):
         fallback_on_no_key=config.fallback_on_no_key,
         max_retries=config.max_retries,
         gracetime=config.gracetime,
+        max_fails=config.max_fails,
         timeout=config.timeout,
         connect_timeout=config.connect_timeout,
         harakiri=config.harakiri,

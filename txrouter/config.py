@@ -207,6 +207,7 @@ class RouterConfig:
     code_timeout: float = _seconds(5.0)
     name_separator_strip: bool = _flag()
     gracetime: float = _seconds(30.0)
+    max_fails: int = attr.ib(default=1, validator=_atLeast(1))
     max_retries: int = _count(3)
     timeout: float = _seconds(60.0)
     connect_timeout: "float | None" = _seconds(None)

@@ -38,6 +38,7 @@ class RouterFactory(ServerFactory):
         fallback_on_no_key: bool = False,
         max_retries: int = 3,
         gracetime: float = 30.0,
+        max_fails: int = 1,
         timeout: float = 60.0,
         connect_timeout: "float | None" = None,
         harakiri: float = 0,
@@ -61,6 +62,8 @@ class RouterFactory(ServerFactory):
             fallback nodes too.
         @param max_retries: connect retries per request.
         @param gracetime: seconds a C{--to} node that failed is left out.
+        @param max_fails: failed connects within C{gracetime} that put a
+            C{--to} node in quarantine (1: the first, as uWSGI).
         @param timeout: idle seconds allowed to clients and nodes.
         @param connect_timeout: seconds a connect may take (default:
             C{timeout}).
@@ -87,7 +90,7 @@ class RouterFactory(ServerFactory):
         if post_buffering and post_buffering_dir is not None:
             checkDirectory("post_buffering_dir", post_buffering_dir)
         self.reactor = reactor
-        self.forwarder = forwarder or StaticForwarder(nodes, reactor, gracetime)
+        self.forwarder = forwarder or StaticForwarder(nodes, reactor, gracetime, max_fails)
         self.fallback = tuple(fallback)
         self.fallbackOnNoKey = fallback_on_no_key
         self.maxRetries = max_retries

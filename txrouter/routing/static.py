@@ -5,7 +5,10 @@ does it (reference section 3.3):
  - one round-robin cursor over the nodes, shared by every request;
  - a node that failed to connect is skipped until C{gracetime} seconds have
    passed since its failure; when every node is quarantined the cursor still
-   advances and the request fails.
+   advances and the request fails;
+ - with C{maxFails} above 1 (nginx's C{max_fails}), a node is quarantined
+   only once it failed that many times within C{gracetime} seconds, with no
+   successful connect between.
 
 Time comes from an injected C{IReactorTime}.
 """
@@ -23,10 +26,12 @@ class StaticForwarder:
     It is available (for cheap mode) while one node is out of quarantine.
     """
 
-    def __init__(self, nodes, clock, gracetime: float = 30.0) -> None:
+    def __init__(self, nodes, clock, gracetime: float = 30.0, maxFails: int = 1) -> None:
         self.nodes = list(nodes)
         self.clock = clock
         self.gracetime = gracetime
+        self.maxFails = max(maxFails, 1)
+        self._failures = {}
         self._cursor = 0
         self._deadSince = {}
         self._hits = dict.fromkeys(self.nodes, 0)
@@ -50,13 +55,23 @@ class StaticForwarder:
         return None
 
     def failed(self, key, node) -> None:
-        self._deadSince[node] = self.clock.seconds()
+        now = self.clock.seconds()
+        if self.maxFails > 1:
+            recent = [t for t in self._failures.get(node, ()) if t + self.gracetime > now]
+            recent.append(now)
+            if len(recent) < self.maxFails:
+                self._failures[node] = recent
+                return
+            self._failures.pop(node, None)
+        self._deadSince[node] = now
         if self._watchers:
             self._recheck()
 
     def connected(self, key, node) -> None:
         if node in self._hits:
             self._hits[node] += 1
+        if self._failures:
+            self._failures.pop(node, None)
         if self._deadSince and self._deadSince.pop(node, None) is not None and self._watchers:
             self._recheck()
 

@@ -113,6 +113,8 @@ class RouterOptions(usage.Options):
          "Seconds a --use-code Deferred may take (504 after).", positive],
         ["gracetime", None, 30.0,
          "Seconds a --to node that failed to connect is left out.", positive],
+        ["max-fails", None, 1,
+         "Failed connects within --gracetime that put a --to node in quarantine.", count],
         ["max-retries", None, 3,
          "Connect retries per request (so up to N+1 attempts).", count],
         ["timeout", None, 60.0,
