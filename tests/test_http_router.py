@@ -375,6 +375,39 @@ class ErrorTests(RouterTestCase):
         self.assertEqual(router.sessions, set())
 
 
+class MisdirectedTests(RouterTestCase):
+    """
+    Bytes that cannot begin a request are refused as they arrive, not when
+    the head deadline passes.
+    """
+
+    def test_a_tls_client_is_closed_at_once_without_an_http_answer(self):
+        client = self.request(self.router(), bytes.fromhex("160301020001000100fc0303") + b"\x8a" * 32)
+        self.assertEqual(client.received(), b"")
+        self.assertTrue(client.closed)
+        self.assertIn("tls_on_http_port", self.loggedEvents())
+        self.assertEqual(self.backendA.connections, [])
+
+    def test_a_uwsgi_packet_gets_400_at_once(self):
+        client = self.request(self.router(), b"\x00\x2a\x00\x00\x0e\x00REQUEST_METHOD\x03\x00GET")
+        self.assertEqual(statusOf(client.received()), 400)
+        self.assertTrue(client.closed)
+        self.assertIn("uwsgi_on_http_port", self.loggedEvents())
+
+    def test_bytes_that_cannot_begin_a_method_get_400_at_once(self):
+        for garbage in (b"G@T", b"{\"json\": 1}", b"A" * 33):
+            client = self.request(self.router(), garbage)
+            self.assertEqual(statusOf(client.received()), 400, garbage)
+            self.assertTrue(client.closed, garbage)
+        self.assertNotIn("headers_timeout", self.loggedEvents())
+
+    def test_a_request_line_on_its_way_is_waited_for(self):
+        client = self.request(self.router(), b"GET /x HTTP/1.")
+        self.assertEqual(client.received(), b"")
+        client.send(b"1\r\nHost: h\r\n\r\n")
+        self.assertEqual(statusOf(client.received()), 200)
+
+
 class DrainTests(RouterTestCase):
     def test_drain_finishes_in_flight_and_closes_idle(self):
         router = self.router(keepalive=15)

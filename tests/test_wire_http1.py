@@ -561,3 +561,122 @@ def test_heads_are_immutable_values():
     response = ResponseHeadParser().feed(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
     with pytest.raises(AttributeError):
         response.status = 500
+
+
+# Bytes that cannot start a request
+
+_CLIENT_HELLO = bytes.fromhex("160301020001000100fc0303") + b"\x8a" * 32
+
+
+@pytest.mark.parametrize(
+    "prefix, status, event",
+    [
+        (_CLIENT_HELLO, 400, "tls_on_http_port"),
+        (b"\x00\x2a\x00\x00\x0e\x00REQUEST_METHOD\x03\x00GET", 400, "uwsgi_on_http_port"),
+        (b"\x16", 400, "bad_request_line"),
+        (b"G@T", 400, "bad_request_line"),
+        (b" GET", 400, "bad_request_line"),
+        (b"GET\t/", 400, "bad_request_line"),
+        (b"A" * 33, 400, "bad_request_line"),
+        (b"A" * 33 + b" / HTTP/1.1", 400, "bad_request_line"),
+        (b"GET  /", 400, "bad_request_line"),
+        (b"GET /\x80", 400, "bad_target"),
+        (b"GET /x\r", 400, "http09"),
+        (b"GET / http", 400, "bad_request_line"),
+        (b"GET / HTTP/1.1 ", 400, "bad_request_line"),
+        (b"GET / HTTP/1.2", 505, "bad_version"),
+        (b"GET / HTTP/2", 505, "bad_version"),
+        (b"PRI * HTTP/2", 505, "http2_preface"),
+        (b"\r\n" * 8 + b"\r", 400, "bad_request_line"),
+    ],
+)
+def test_a_request_line_that_cannot_become_valid_is_refused_before_its_end(prefix, status, event):
+    """
+    nginx answers at the first byte that cannot begin a request: so does
+    the parser, without waiting for a line end that may never come (a TLS
+    client or a uwsgi client waits for an answer, not the head deadline).
+    """
+    with pytest.raises(HTTPError) as e:
+        RequestHeadParser().feed(prefix)
+    assert (e.value.status, e.value.event) == (status, event)
+    assert e.value.silent == (event == "tls_on_http_port")
+
+
+def test_a_method_of_32_bytes_is_the_longest():
+    head, _ = parse(b"A" * 32 + b" / HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert head.method == b"A" * 32
+    assert refusal(b"A" * 33 + b" / HTTP/1.1\r\nHost: h\r\n\r\n") == (400, "bad_request_line")
+
+
+_REQUEST_LINE_GRAMMAR = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,32} [!-~]+ HTTP/1\.[01]\Z")
+_SOME_LINE = b"A / HTTP/1.1"
+
+
+def _canStillBecomeARequestLine(prefix: bytes) -> bool:
+    """
+    Whether some bytes added to C{prefix} (leading empty lines, then a
+    request line not ended yet) make it a request line of the grammar:
+    one of the endings of C{A / HTTP/1.1} shows it when any does.
+    """
+    empty = 0
+    while prefix[:2] == b"\r\n":
+        prefix = prefix[2:]
+        empty += 1
+    if empty > 8:
+        return False
+    if prefix == b"\r":
+        return empty < 8
+    if prefix[-1:] == b"\r" and _REQUEST_LINE_GRAMMAR.match(prefix[:-1]):
+        return True
+    return any(
+        _REQUEST_LINE_GRAMMAR.match(prefix + _SOME_LINE[i:]) for i in range(len(_SOME_LINE) + 1)
+    )
+
+
+def _requestLinePrefix(data: bytes) -> bytes:
+    """
+    C{data} up to the end of its request line (after any empty lines), its
+    CR included but not its LF.
+    """
+    lead = 0
+    while data[lead : lead + 2] == b"\r\n":
+        lead += 2
+    end = data.find(b"\r\n", lead)
+    return data if end == -1 else data[: end + 1]
+
+
+@st.composite
+def _mutatedRequestPrefixes(draw):
+    wire, _ = draw(requests())
+    mutated = bytearray(wire[: wire.index(b"\r\n") + 2])
+    index = draw(st.integers(0, len(mutated) - 1))
+    mutated[index] = draw(st.sampled_from(_SPECIAL_BYTES) | st.integers(0, 255))
+    return bytes(mutated[: draw(st.integers(0, len(mutated)))])
+
+
+@settings(max_examples=500)
+@given(st.binary(max_size=60) | st.lists(_HEAD_PIECES, max_size=12).map(b"".join)
+       | _mutatedRequestPrefixes())
+def test_a_prefix_is_refused_as_soon_as_it_cannot_become_a_request(data):
+    """
+    Fed a byte at a time, the parser refuses at the first byte after which
+    no request line can be made of what it holds, and not before: while it
+    waits, a valid request line can still come.
+    """
+    prefix = _requestLinePrefix(data)
+    parser = RequestHeadParser()
+    refusedAt = None
+    for i in range(len(prefix)):
+        try:
+            assert parser.feed(prefix[i : i + 1]) is None
+        except HTTPError:
+            refusedAt = i
+            break
+    hopeless = [i for i in range(len(prefix)) if not _canStillBecomeARequestLine(prefix[: i + 1])]
+    assert refusedAt == (hopeless[0] if hopeless else None), prefix
+    whole = RequestHeadParser()
+    if hopeless:
+        with pytest.raises(HTTPError):
+            whole.feed(prefix)
+    else:
+        assert whole.feed(prefix) is None

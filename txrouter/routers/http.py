@@ -289,7 +289,7 @@ class HTTPSession(Protocol):
         try:
             head = self._parser.feed(data)
         except HTTPError as e:
-            self.refuse(e.status, e.event, e.detail)
+            self.refuse(e.status, e.event, e.detail, e.silent)
             return
         if head is None:
             if self._timerAction != self._headTimedOut:
@@ -337,10 +337,11 @@ class HTTPSession(Protocol):
         if pipelined:
             self.dataReceived(pipelined)
 
-    def refuse(self, status: int, event: str, detail: str) -> None:
+    def refuse(self, status: int, event: str, detail: str, silent: bool = False) -> None:
         """
-        Answer with an error (unless C{--silent-errors}) and close; linger
-        first if the client may still be sending a request body.
+        Answer with an error (unless C{--silent-errors}, or C{silent}: no
+        answer makes sense to this client) and close; linger first if the
+        client may still be sending a request body.
         """
         log.info(
             "{event}: {status} {detail} (client {client})",
@@ -357,5 +358,6 @@ class HTTPSession(Protocol):
             exchange.logAccess(status, 0)
         router = self.router
         self._lingering = answerAndClose(
-            router.reactor, self.transport, status, detail, bodyMayFollow, router.silentErrors,
+            router.reactor, self.transport, status, detail, bodyMayFollow,
+            router.silentErrors or silent,
         )

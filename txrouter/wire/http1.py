@@ -38,8 +38,18 @@ _TOKEN_CHARS = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijkl
 _VALUE_CHARS = bytes([9]) + bytes(range(0x20, 0x7F)) + bytes(range(0x80, 0x100))
 _TARGET_CHARS = bytes(range(0x21, 0x7F))
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+#: The longest method (the longest registered one has 17 bytes): bytes that
+#: go on as a token past it are refused before a line end arrives.
+_MAX_METHOD = 32
+_METHOD = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,32}"
 
-_REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") (\S+) (HTTP/(\d)\.(\d))\Z")
+_REQUEST_LINE = re.compile(rb"(" + _METHOD + rb") (\S+) (HTTP/(\d)\.(\d))\Z")
+_VERSION_SO_FAR = re.compile(rb"HTTP/\d(?:\.\d?)?\r?\Z")
+# What a request line may be before its LF: all of it, or its beginning.
+_LINE_SO_FAR = re.compile(
+    _METHOD + rb" (?:[!-~]+ (?:H(?:T(?:T(?:P(?:/(?:1(?:\.(?:[01]\r?)?)?)?)?)?)?)?)?|[!-~]*)\Z"
+    rb"|[!#$%&'*+\-.^_`|~0-9A-Za-z]{0,32}\Z"
+)
 _HOST = re.compile(
     rb"(?:[A-Za-z0-9\-._~!$&'()*+,;=%]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{0,5})?\Z"
 )
@@ -55,7 +65,7 @@ _STATUS_LINE = re.compile(rb"(HTTP/1\.[01]) ([0-9]{3})(?: ([^\r\n]*))?\Z")
 # bare CR or LF, no control byte, no obs-fold, no space before a colon).
 # Anything else takes the line-by-line checks, which name what is wrong.
 _PLAIN_HEAD = re.compile(
-    rb"(" + _TOKEN + rb") (/[!-~]*) (HTTP/1\.[01])"
+    rb"(" + _METHOD + rb") (/[!-~]*) (HTTP/1\.[01])"
     rb"(?:\r\n" + _TOKEN + rb":[\t\x20-\x7e\x80-\xff]*)*\Z"
 )
 
@@ -70,13 +80,16 @@ class HTTPError(Exception):
     @ivar status: the HTTP status to answer with.
     @ivar event: a short, stable, snake_case name for the log.
     @ivar detail: human-readable explanation.
+    @ivar silent: no answer makes sense to this peer (a TLS client): close
+        without one.
     """
 
-    def __init__(self, status: int, event: str, detail: str) -> None:
+    def __init__(self, status: int, event: str, detail: str, silent: bool = False) -> None:
         super().__init__(f"{status} {event}: {detail}")
         self.status = status
         self.event = event
         self.detail = detail
+        self.silent = silent
 
 
 def _bad(event: str, detail: str, status: int = 400) -> HTTPError:
@@ -153,6 +166,7 @@ class RequestHeadParser:
         self._linesCountedTo = 0
         self._emptyLines = 0
         self._lineChecked = False
+        self._lineScanned = 0
         self.leftover = b""
 
     def feed(self, data: bytes):
@@ -205,6 +219,10 @@ class RequestHeadParser:
             if lineEnd == -1:
                 if len(buf) > self.maxRequestLine:
                     raise _bad("request_line_too_long", f"request line over {self.maxRequestLine} bytes", 414)
+                if self._lineScanned or _LINE_SO_FAR.match(buf) is None:
+                    self._checkLineSoFar(buf)
+                else:
+                    self._lineScanned = len(buf)
             else:
                 self._lineChecked = True
                 self._requestLine(buf[:lineEnd])
@@ -212,6 +230,76 @@ class RequestHeadParser:
             raise _bad("head_too_large", f"request head over {self.maxHeadSize} bytes", 431)
         if self._lines > self.maxHeaderCount + 1:
             raise _bad("too_many_headers", f"more than {self.maxHeaderCount} header lines", 431)
+
+    def _checkLineSoFar(self, buf: bytes) -> None:
+        """
+        Refuse a request line that, its CRLF not in yet, can no longer
+        become C{method SP target SP HTTP/1.x} (as nginx answers at the
+        first byte that cannot begin a method): a TLS or uwsgi client, or
+        garbage without a line end, is not left waiting for the head
+        deadline.  The target's form is checked once the line is whole.
+        The first look is one match of L{_LINE_SO_FAR} (made by the
+        caller); later ones only look at the new bytes (and the version's
+        few), so that a line sent a byte at a time costs no more than one
+        sent whole.
+        """
+        scanned = self._lineScanned
+        if not scanned:
+            if buf == b"\r" and self._emptyLines < _MAX_LEADING_EMPTY_LINES:
+                # An empty line may be on its way.
+                return
+            raise self._hopeless(buf)
+        first = buf.find(b" ", 0, _MAX_METHOD + 1)
+        if first == -1:
+            if buf[scanned:].translate(None, _TOKEN_CHARS) or len(buf) > _MAX_METHOD:
+                if buf == b"\r" and self._emptyLines < _MAX_LEADING_EMPTY_LINES:
+                    # An empty line may be on its way.
+                    return
+                raise self._hopeless(buf)
+        elif first == 0 or buf[scanned:first].translate(None, _TOKEN_CHARS):
+            raise self._hopeless(buf)
+        else:
+            start = first + 1 if scanned <= first else scanned
+            second = buf.find(b" ", first + 1)
+            if second == -1:
+                if buf[start:].translate(None, _TARGET_CHARS):
+                    raise self._hopeless(buf)
+            elif second == first + 1 or buf[start:second].translate(None, _TARGET_CHARS):
+                raise self._hopeless(buf)
+            else:
+                version = buf[second + 1 :]
+                if not (b"HTTP/1.1\r".startswith(version) or b"HTTP/1.0\r".startswith(version)):
+                    raise self._hopeless(buf)
+        self._lineScanned = len(buf)
+
+    def _hopeless(self, buf: bytes) -> HTTPError:
+        """
+        The refusal of a request line that cannot become valid, named as
+        when its line end has come, or after the protocol it looks like.
+        """
+        if buf[:2] == b"\x16\x03":
+            return HTTPError(
+                400, "tls_on_http_port", "a TLS handshake on a plain HTTP port", silent=True
+            )
+        if buf[:1] == b"\x00":
+            return _bad(
+                "uwsgi_on_http_port",
+                "a uwsgi packet on the HTTP port (uwsgi_pass where proxy_pass was meant?)",
+            )
+        first = buf.find(b" ")
+        if 0 < first <= _MAX_METHOD and not buf[:first].translate(None, _TOKEN_CHARS):
+            second = buf.find(b" ", first + 1)
+            target = buf[first + 1 : second] if second != -1 else buf[first + 1 :]
+            if second == -1 and target[-1:] == b"\r" and len(target) > 1:
+                if not target[:-1].translate(None, _TARGET_CHARS):
+                    return _bad("http09", "HTTP/0.9 requests are not supported")
+            if target.translate(None, _TARGET_CHARS):
+                return _bad("bad_target", "request target with bytes outside visible ASCII")
+            if target and second != -1 and _VERSION_SO_FAR.match(buf, second + 1):
+                if buf[:first] == b"PRI":
+                    return _bad("http2_preface", "HTTP/2 is not spoken here", 505)
+                return _bad("bad_version", "unsupported version", 505)
+        return _bad("bad_request_line", "malformed request line")
 
     def _requestLine(self, line: bytes):
         if len(line) > self.maxRequestLine:
