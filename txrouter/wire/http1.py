@@ -252,9 +252,6 @@ class RequestHeadParser:
         first = buf.find(b" ", 0, _MAX_METHOD + 1)
         if first == -1:
             if buf[scanned:].translate(None, _TOKEN_CHARS) or len(buf) > _MAX_METHOD:
-                if buf == b"\r" and self._emptyLines < _MAX_LEADING_EMPTY_LINES:
-                    # An empty line may be on its way.
-                    return
                 raise self._hopeless(buf)
         elif first == 0 or buf[scanned:first].translate(None, _TOKEN_CHARS):
             raise self._hopeless(buf)
