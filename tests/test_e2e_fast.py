@@ -161,7 +161,7 @@ def test_use_base(apps):
         assert served_by(web, "b.local") == "b"
         status, body = served_by(web, "c.local")
         assert status == 502 and router_said(body, 502, "no backend could be reached")
-        wait_for_log(router, f"backend_unreachable: cannot connect to {base}/c.local (3 retries)")
+        wait_for_log(router, f"backend_unreachable: cannot connect to {base}/c.local (attempt 4 of 4)")
         assert by_key(web, "b.local") == "b"
         status, body = by_key(web, "../apps/a.local.sock")
         assert status == 404 and router_said(body, 404, "no node serves")
@@ -446,10 +446,10 @@ def in_background(function, *args):
 
 def test_backend_killed_before_answering(apps, tmp_path):
     """
-    The worker dies (SIGKILL) while it holds the request: nginx relays the
-    router's 502, the router logs it, and the next requests are served
-    (by the other node, the dead one being left out after its failed
-    connect).
+    The worker dies (SIGKILL) while it holds a POST: nginx relays the
+    router's 502 (a POST is never sent to a second node), the router logs
+    it, and the next requests are served (by the other node, the dead one
+    being left out after its failure).
     """
     doomed = tmp_path / "doomed"
     doomed.mkdir()
@@ -458,7 +458,7 @@ def test_backend_killed_before_answering(apps, tmp_path):
                          "--to", str(socket_of(apps, "a"))]) as (router, web):
         [child] = worker.children()
         idle = socket_fds(child)
-        thread, result = in_background(fetch, web, "a.local", "/slow/30")
+        thread, result = in_background(fetch, web, "a.local", "/slow/30", "-d", "x")
         wait_until(lambda: socket_fds(child) > idle, "the request at the worker")
         os.killpg(worker.pid, signal.SIGKILL)
         thread.join(20)
@@ -466,6 +466,29 @@ def test_backend_killed_before_answering(apps, tmp_path):
         assert status == 502 and router_said(body, 502, "the backend closed without a response")
         wait_for_log(router, "backend_closed:")
         assert [served_by(web, "a.local") for _ in range(3)] == ["a"] * 3
+
+
+def test_a_get_goes_to_the_other_node_when_its_worker_dies(apps, tmp_path):
+    """
+    The worker dies (SIGKILL) while it holds a GET, before any byte of its
+    response: the router sends the GET to the other node, which answers
+    (nginx's rule for idempotent requests; see --retry-methods).
+    """
+    doomed = tmp_path / "doomed"
+    doomed.mkdir()
+    gate = tmp_path / "retry.gate"
+    with echo_worker(tmp_path, "doomed", "doomed") as worker, \
+            chain(apps, ["--to", str(socket_of(tmp_path, "doomed", "doomed")),
+                         "--to", str(socket_of(apps, "a"))]) as (router, web):
+        thread, result = in_background(fetch, web, "a.local", f"/hold?file={gate}")
+        wait_for_log(worker, "holding /hold")
+        os.killpg(worker.pid, signal.SIGKILL)
+        wait_for_log(router, "backend_closed:")
+        gate.touch()
+        thread.join(20)
+        status, body = result["value"]
+        assert status == 200, body
+        assert json.loads(body)["ECHO_WORKER"] == "a"
 
 
 def test_backend_killed_mid_response(apps, tmp_path):

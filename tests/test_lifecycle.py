@@ -319,7 +319,10 @@ class ConnectTests(LifecycleTestCase):
         lifecycle = self.lifecycle(ScriptedForwarder(NODE_A), frontEnd)
         lifecycle.dispatch()
         upstream = self.reactor.accept()
-        self.assertIs(upstream.transport.producer, self.clientProducer)
+        producer = upstream.transport.producer
+        producer.pauseProducing()
+        producer.stopProducing()
+        self.assertEqual(self.clientProducer.calls, ["pause"])
         lifecycle.bodyComplete()
         self.assertIsNone(upstream.transport.producer)
 

@@ -39,6 +39,23 @@ class CountingProducer:
         self.calls.append("stop")
 
 
+class PacedByTheClient:
+    """
+    The node connection's producer hands pauses and resumptions to the
+    client's reading side, and the node connection ending (Twisted stops
+    its producer) does not stop the client.
+    """
+
+    def assertPacedByTheClient(self):
+        producer = self.upstream.transport.producer
+        self.assertIsNotNone(producer)
+        before = list(self.producer.calls)
+        producer.pauseProducing()
+        producer.resumeProducing()
+        producer.stopProducing()
+        self.assertEqual(self.producer.calls, before + ["pause", "resume"])
+
+
 class NodeTransport(StringTransport):
     """
     A node connection's transport that can be half-closed.
@@ -84,7 +101,7 @@ class RelayTestCase(SynchronousTestCase):
         self.assertTrue(verifyObject(IPushProducer, self.producer))
 
 
-class ClientToNodeTests(RelayTestCase):
+class ClientToNodeTests(RelayTestCase, PacedByTheClient):
     def test_bytes_held_until_attached_arrive_in_order(self):
         """
         Client bytes sent while the node is being connected reach it once
@@ -130,7 +147,7 @@ class ClientToNodeTests(RelayTestCase):
         when the body is done it is unregistered.
         """
         self.relay.attach(self.upstream, True)
-        self.assertIs(self.upstream.transport.producer, self.producer)
+        self.assertPacedByTheClient()
         self.assertTrue(self.upstream.transport.streaming)
         self.relay.clientDone()
         self.assertIsNone(self.upstream.transport.producer)
@@ -153,7 +170,7 @@ class ClientToNodeTests(RelayTestCase):
         """
         self.relay.attach(self.upstream, True)
         self.relay.streamFromClient()
-        self.assertIs(self.upstream.transport.producer, self.producer)
+        self.assertPacedByTheClient()
 
     def test_stream_from_client_later(self):
         """
@@ -165,7 +182,7 @@ class ClientToNodeTests(RelayTestCase):
         self.relay.attach(self.upstream, False)
         self.assertIsNone(self.upstream.transport.producer)
         self.relay.streamFromClient()
-        self.assertIs(self.upstream.transport.producer, self.producer)
+        self.assertPacedByTheClient()
 
 
 class HalfCloseTests(RelayTestCase):

@@ -19,12 +19,22 @@ routers are a relay and a node choice.
 Nothing here costs a Deferred or a log line per chunk.
 """
 
+from twisted.internet.interfaces import IPushProducer
+from zope.interface import implementer
+
 from txrouter.limits import PENDING_LIMIT
 
 
+@implementer(IPushProducer)
 class Relay:
     """
     Bytes both ways between a client and one node.
+
+    The relay is the producer of the node's connection on the client's
+    behalf: pausing and resuming it pause and resume the client, but the
+    node's connection ending (Twisted then stops its producer) does not
+    close the client's, whose request the lifecycle may still answer, or
+    send to another node.
 
     @ivar sentToClient: bytes written to the client so far.
     @ivar upstream: the L{txrouter.upstream.Upstream} once connected.
@@ -96,7 +106,7 @@ class Relay:
         """
         if not self._clientStreaming and self.upstream is not None:
             self._clientStreaming = True
-            self.upstream.transport.registerProducer(self._clientProducer, True)
+            self.upstream.transport.registerProducer(self, True)
 
     def clientDone(self) -> None:
         """
@@ -122,6 +132,20 @@ class Relay:
         self._clientEOF = True
         if self.upstream is not None and not self._spoolSending:
             self.upstream.transport.loseWriteConnection()
+
+    # IPushProducer, for the node's connection
+
+    def pauseProducing(self) -> None:
+        self._clientProducer.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self._clientProducer.resumeProducing()
+
+    def stopProducing(self) -> None:
+        """
+        The node's connection ended: the lifecycle decides what becomes of
+        the client's.
+        """
 
     # Node to client
 
