@@ -19,6 +19,7 @@ L{txrouter.build.checkConfig}.
 """
 
 import ipaddress
+import re
 import typing
 
 import attr
@@ -166,6 +167,10 @@ def _flag():
     return attr.ib(default=False, converter=bool)
 
 
+#: An HTTP token (RFC 9110), as a method name must be.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
 def _methods(value) -> "tuple[str, ...]":
     """
     C{--retry-methods}: C{GET,HEAD,...} (or a sequence of names), upper-cased;
@@ -175,7 +180,7 @@ def _methods(value) -> "tuple[str, ...]":
     methods = []
     for name in names:
         name = (name.decode() if isinstance(name, bytes) else name).strip().upper()
-        if not name.isascii() or not name or not all(c.isalnum() or c in "!#$%&'*+-.^_`|~" for c in name):
+        if not _TOKEN.fullmatch(name):
             raise ValueError(f"--retry-methods: {name!r} is not a method name")
         methods.append(name)
     return tuple(methods)
