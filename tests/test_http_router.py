@@ -874,6 +874,21 @@ class RetryAfterCloseTests(RouterTestCase):
         self.assertEqual(len(self.closing.received), 5)
         self.assertIn("backend_closed", self.loggedEvents())
 
+    def test_retries_are_counted_in_the_stats(self):
+        """
+        The stats' C{retries} count the requests sent on to another node,
+        by cause.
+        """
+        router = self.router()
+        self.request(router, GET)
+        self.request(router, GET.replace(b"GET", b"POST"))
+        [(key, counts)] = router.statsFields()
+        self.assertEqual(key, "retries")
+        self.assertEqual(counts, {"connect_failed": 0, "node_closed": 1, "node_busy": 0})
+        unreachable = super().router(nodes=("127.0.0.1:9", NODE_A))
+        self.request(unreachable, GET.replace(b"GET", b"POST"))
+        self.assertEqual(unreachable.statsFields()[0][1]["connect_failed"], 1)
+
     def test_a_spooled_body_is_sent_again(self):
         put = b"PUT /u HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\n\r\nbody"
         client = self.request(self.router(post_buffering=1024), put)

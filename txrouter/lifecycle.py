@@ -52,6 +52,27 @@ BUSY_BACKOFF = 0.05
 IDEMPOTENT_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 
 
+class RetryCounts:
+    """
+    How many times a router's requests went on to another attempt, by
+    cause: a failed connect, a node that closed before answering an
+    idempotent request, a busy node tried again.  The stats document shows
+    them as C{retries}.
+    """
+
+    __slots__ = ("connectFailed", "nodeClosed", "nodeBusy")
+
+    def __init__(self) -> None:
+        self.connectFailed = self.nodeClosed = self.nodeBusy = 0
+
+    def asDict(self) -> dict:
+        return {
+            "connect_failed": self.connectFailed,
+            "node_closed": self.nodeClosed,
+            "node_busy": self.nodeBusy,
+        }
+
+
 @attr.s(frozen=True, slots=True, kw_only=True)
 class RequestSettings:
     """
@@ -72,6 +93,7 @@ class RequestSettings:
     @ivar minBodyRate: bytes per second a request body must average once
         its first C{bodyTimeout} seconds are over (0: no minimum).
     @ivar accessLog: an L{txrouter.accesslog.AccessLog}, or L{None}.
+    @ivar retryCounts: the router's L{RetryCounts}, counted by its requests.
     """
 
     reactor = attr.ib()
@@ -86,6 +108,7 @@ class RequestSettings:
     minBodyRate: float = attr.ib(default=0)
     retryMethods: frozenset = attr.ib(converter=frozenset, default=IDEMPOTENT_METHODS)
     accessLog = attr.ib(default=None)
+    retryCounts: RetryCounts = attr.ib(factory=RetryCounts, eq=False)
 
 
 class IFrontEnd(Interface):
@@ -406,6 +429,8 @@ class RequestLifecycle:
         except Exception as error:
             self._pickFailed(error)
             return
+        if node is not None:
+            settings.retryCounts.connectFailed += 1
         self._picked(node)
 
     def _nodeBusy(self, attempt: int) -> None:
@@ -427,6 +452,7 @@ class RequestLifecycle:
             return
         delay = BUSY_BACKOFF * 2 ** self._busyRetries
         self._busyRetries += 1
+        settings.retryCounts.nodeBusy += 1
         if not settings.quiet:
             log.info(
                 "node_busy: {node}'s listen queue is full (EAGAIN), attempt {attempt} of"
@@ -504,6 +530,8 @@ class RequestLifecycle:
         except Exception as error:
             self._pickFailed(error)
             return
+        if nextNode is not None:
+            self.settings.retryCounts.nodeClosed += 1
         self._picked(nextNode)
 
     # Ending

@@ -136,7 +136,7 @@ class RouterService(MultiService):
         def document():
             return statsDocument(
                 shortName, addresses, len(self.router.sessions),
-                [self.router.forwarder], self.cheap,
+                [self.router.forwarder, self.router], self.cheap,
             )
 
         factory = StatsFactory(reactor, document, http, minified)

@@ -7,14 +7,17 @@ drain.
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from txrouter.lifecycle import IDEMPOTENT_METHODS, RequestSettings
+from txrouter.routing.interfaces import IStatsSource
 from txrouter.routing.static import StaticForwarder
 from txrouter.spool import SpoolError, checkSpoolDirectory
 
 log = Logger(namespace="txrouter.router")
 
 
+@implementer(IStatsSource)
 class RouterFactory(ServerFactory):
     """
     The factory of a router's listeners, which keeps track of its sessions.
@@ -115,6 +118,13 @@ class RouterFactory(ServerFactory):
         self.sessions = set()
         self.draining = False
         self._drainWaiters = []
+
+    def statsFields(self):
+        """
+        C{retries} (a txrouter key): the requests that went on to another
+        attempt, by cause (L{txrouter.lifecycle.RetryCounts}).
+        """
+        return [("retries", self.requestSettings.retryCounts.asDict())]
 
     def drain(self, timeout: float):
         """
