@@ -303,17 +303,22 @@ class RequestLifecycle:
         self.relay.clientDone()
 
     def _bodyTooSlow(self, received: int, rate: float) -> None:
-        detail = f"request body slower than {rate:g} bytes/s ({received} bytes so far)"
-        if self.responseStarted:
-            self.frontEnd.abort("body_too_slow")
-        else:
-            self.frontEnd.refuse(408, "body_too_slow", detail)
+        self._bodyFailed(
+            "body_too_slow", f"request body slower than {rate:g} bytes/s ({received} bytes so far)",
+        )
 
     def _bodyTimedOut(self) -> None:
+        self._bodyFailed("body_timeout", "request body not received in time")
+
+    def _bodyFailed(self, event: str, detail: str) -> None:
+        """
+        A body deadline passed: 408, or a cut connection once the response
+        has started.
+        """
         if self.responseStarted:
-            self.frontEnd.abort("body_timeout")
+            self.frontEnd.abort(event)
         else:
-            self.frontEnd.refuse(408, "body_timeout", "request body not received in time")
+            self.frontEnd.refuse(408, event, detail)
 
     # Choosing and connecting a node
 
@@ -424,13 +429,22 @@ class RequestLifecycle:
             self._lastFailure = (504, "backend_timeout", "no backend answered in time")
         else:
             self._lastFailure = (502, "backend_unreachable", "no backend could be reached")
+        self._tryNextNode("connectFailed")
+
+    def _tryNextNode(self, cause: str) -> None:
+        """
+        The node failed: go on with the retry plan (the forwarder hears of
+        the failure), counting a retry under C{cause} in the settings'
+        L{RetryCounts}; refuse with L{_lastFailure} when the plan is over.
+        """
         try:
             node = self._plan.afterFailure(self.node)
         except Exception as error:
             self._pickFailed(error)
             return
         if node is not None:
-            settings.retryCounts.connectFailed += 1
+            counts = self.settings.retryCounts
+            setattr(counts, cause, getattr(counts, cause) + 1)
         self._picked(node)
 
     def _nodeBusy(self, attempt: int) -> None:
@@ -478,17 +492,23 @@ class RequestLifecycle:
             return
         if self.responseStarted:
             self.frontEnd.responseEnded(reason, timedOut)
-        elif timedOut:
+            return
+        if timedOut:
             self.frontEnd.refuse(504, "backend_timeout", "the backend did not answer in time")
-        elif self._replayable():
-            self._retryElsewhere(reason)
+            return
+        retried = self._replayable()
+        log.warn(
+            "backend_closed: {node} closed without a response: {reason}",
+            event="backend_closed", node=self.node.name,
+            reason=reason or "connection closed", retried=retried,
+        )
+        self._lastFailure = (502, "backend_closed", "the backend closed without a response")
+        if retried:
+            # Sent again elsewhere: this node's connection is over.
+            self._releaseNode()
+            self._tryNextNode("nodeClosed")
         else:
-            log.warn(
-                "backend_closed: {node} closed without a response: {reason}",
-                event="backend_closed", node=self.node.name,
-                reason=reason or "connection closed",
-            )
-            self.frontEnd.refuse(502, "backend_closed", "the backend closed without a response")
+            self.frontEnd.refuse(*self._lastFailure)
 
     def _replayable(self) -> bool:
         """
@@ -505,35 +525,6 @@ class RequestLifecycle:
             and (self._spool is not None or upstream.sent == self._headLength)
         )
 
-    def _retryElsewhere(self, reason) -> None:
-        """
-        The node closed before answering a request that can be sent again:
-        count it as the node's failure and go on with the retry plan.
-        """
-        node = self.node
-        log.warn(
-            "backend_closed: {node} closed without a response: {reason}; the {method}"
-            " goes to the next node if there is one",
-            event="backend_closed", node=node.name,
-            reason=reason or "connection closed", method=self.method.decode("latin-1"),
-            retried=True,
-        )
-        forwarder = self.settings.forwarder
-        self._nodeInUse = False
-        forwarder.released(self.key, node)
-        upstream = self.relay.detach()
-        if upstream is not None:
-            upstream.detach()
-        self._lastFailure = (502, "backend_closed", "the backend closed without a response")
-        try:
-            nextNode = self._plan.afterFailure(node)
-        except Exception as error:
-            self._pickFailed(error)
-            return
-        if nextNode is not None:
-            self.settings.retryCounts.nodeClosed += 1
-        self._picked(nextNode)
-
     # Ending
 
     def release(self) -> None:
@@ -546,12 +537,7 @@ class RequestLifecycle:
             return
         self.finished = True
         forwarder = self.settings.forwarder
-        if self._nodeInUse:
-            self._nodeInUse = False
-            forwarder.released(self.key, self.node)
-            if ITrafficCounting.providedBy(forwarder):
-                upstream = self.relay.upstream or self._upstream
-                forwarder.transferred(self.key, self.node, upstream.sent, upstream.received)
+        self._releaseNode()
         pick, self._pendingPick = self._pendingPick, None
         if pick is not None:
             # User code still answering: tell it nobody is waiting.
@@ -569,11 +555,6 @@ class RequestLifecycle:
             forwarder.abandoned(self.key, self.node)
         if self._bodyTimer is not None:
             self._bodyTimer.cancel()
-        # Not attached yet if the front end ended the request as the node
-        # connected.
-        upstream = self.relay.detach() or self._upstream
-        if upstream is not None:
-            upstream.detach()
         if self._spool is not None:
             self._spool.close()
         # The front end holds this lifecycle: forgetting it spares the
@@ -581,6 +562,23 @@ class RequestLifecycle:
         self.frontEnd = None
         del self.upstreamDataReceived
         self._upstream = None
+
+    def _releaseNode(self) -> None:
+        """
+        Tell the forwarder the node connection is over, with its byte
+        counts, and close it.
+        """
+        # Not attached to the relay yet if the front end ended the request
+        # as the node connected.
+        upstream = self.relay.detach() or self._upstream
+        if self._nodeInUse:
+            self._nodeInUse = False
+            forwarder = self.settings.forwarder
+            forwarder.released(self.key, self.node)
+            if ITrafficCounting.providedBy(forwarder):
+                forwarder.transferred(self.key, self.node, upstream.sent, upstream.received)
+        if upstream is not None:
+            upstream.detach()
 
     def abort(self) -> None:
         """
