@@ -376,6 +376,28 @@ def test_stop_connecting_before_the_protocol_is_connected(tmp_path):
         yield port.stopListening()
 
 
+def runWithAnsweringPeer(testReactor, tmp_path, protocol):
+    """
+    Connect C{protocol} with L{connectNode} to a plain UNIX socket that
+    answers C{b"response"} at once, and run C{testReactor} until the
+    protocol stops it (10 s at most).
+
+    @return: the peer's socket and the listening socket, for the test to
+        look at and close.
+    """
+    path = str(tmp_path / "app.sock")
+    listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listening.bind(path)
+    listening.listen(1)
+    connectNode(testReactor, parseNode(path), OneProtocolFactory(protocol))
+    peer, _ = listening.accept()
+    peer.settimeout(10)
+    peer.sendall(b"response")
+    testReactor.callLater(10, testReactor.stop)
+    testReactor.run()
+    return peer, listening
+
+
 @pytest.mark.parametrize("reactorType", [RouterReactor, EPollReactor])
 def test_close_now_from_a_read_that_also_found_the_socket_writable(reactorType, tmp_path, events):
     """
@@ -386,10 +408,6 @@ def test_close_now_from_a_read_that_also_found_the_socket_writable(reactorType, 
     has returned.
     """
     testReactor = reactorType()
-    path = str(tmp_path / "app.sock")
-    listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listening.bind(path)
-    listening.listen(1)
     lost = []
 
     class ClosingOnRead(Protocol):
@@ -408,13 +426,7 @@ def test_close_now_from_a_read_that_also_found_the_socket_writable(reactorType, 
             lost.append((self.closing, reason))
             testReactor.stop()
 
-    factory = OneProtocolFactory(ClosingOnRead())
-    connectNode(testReactor, parseNode(path), factory)
-    peer, _ = listening.accept()
-    peer.settimeout(10)
-    peer.sendall(b"response")
-    testReactor.callLater(10, testReactor.stop)
-    testReactor.run()
+    peer, listening = runWithAnsweringPeer(testReactor, tmp_path, ClosingOnRead())
     try:
         assert [e for e in events if e.get("log_failure") or e.get("isError")] == []
         assert [(closing, reason.type) for closing, reason in lost] == [(False, ConnectionDone)]
@@ -472,10 +484,6 @@ def test_close_now_outside_an_event(reactorType, tmp_path):
     are not, even if the reactor polls before the connection is closed.
     """
     testReactor = reactorType()
-    path = str(tmp_path / "app.sock")
-    listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listening.bind(path)
-    listening.listen(1)
     seen = []
 
     class ClosingAtOnce(Protocol):
@@ -490,12 +498,7 @@ def test_close_now_outside_an_event(reactorType, tmp_path):
             seen.append(reason.type)
             testReactor.stop()
 
-    connectNode(testReactor, parseNode(path), OneProtocolFactory(ClosingAtOnce()))
-    peer, _ = listening.accept()
-    peer.settimeout(10)
-    peer.sendall(b"response")
-    testReactor.callLater(10, testReactor.stop)
-    testReactor.run()
+    peer, listening = runWithAnsweringPeer(testReactor, tmp_path, ClosingAtOnce())
     try:
         assert seen == ["closeNow returned", ConnectionDone]
         # Closed with bytes unread: the kernel resets the connection.
