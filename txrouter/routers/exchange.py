@@ -62,8 +62,7 @@ class Exchange:
     _scanner = None
     _headOut = None
     _bodySent = 0
-    _spooling = False
-    _dechunked = 0
+    _spool = None
 
     def __init__(self, session, head, key: bytes) -> None:
         self.session = session
@@ -101,8 +100,8 @@ class Exchange:
                 self._raw = True
             else:
                 self._decoder = ChunkedDecoder()
-                self._spooling = True
-                lifecycle.spoolBody(BodySpool(router.spoolMemory, router.spoolDir))
+                self._spool = BodySpool(router.spoolMemory, router.spoolDir)
+                lifecycle.spoolBody(self._spool)
         elif head.contentLength:
             if router.limitPost and head.contentLength > router.limitPost:
                 self.session.refuse(
@@ -113,14 +112,14 @@ class Exchange:
             self._bodyRemaining = head.contentLength
             self.bodyOpen = True
             if router.postBuffering:
-                self._spooling = True
-                lifecycle.spoolBody(BodySpool(router.postBuffering, router.postBufferingDir))
+                self._spool = BodySpool(router.postBuffering, router.postBufferingDir)
+                lifecycle.spoolBody(self._spool)
         if self._decoder is None:
             # Most nodes speak uwsgi: the vars are built at once.
             self._block = self._uwsgiVars()
         if self.bodyOpen:
             lifecycle.watchBody(router.bodyTimeout)
-        if not self._spooling:
+        if self._spool is None:
             # The head for the chosen node is built (and may be refused)
             # before the client is told to send its body.
             lifecycle.dispatch()
@@ -190,13 +189,13 @@ class Exchange:
             surplus = data[remaining:]
             data = data[:remaining]
         self._bodyRemaining = remaining = remaining - len(data)
-        if not self._spooling:
+        if self._spool is None:
             self.relay.toNode(data)
         elif not lifecycle.spooled((data,), not remaining):
             return b""
         if not remaining:
             self._bodyComplete()
-            if self._spooling:
+            if self._spool is not None:
                 lifecycle.dispatch()
         return surplus
 
@@ -211,7 +210,7 @@ class Exchange:
         if not lifecycle.spooled(pieces, decoder.done):
             return b""
         limit = self.router.limitPost
-        self._dechunked = length = self._dechunked + sum(map(len, pieces))
+        length = self._spool.length
         if limit and length > limit:
             self.session.refuse(
                 413, "body_too_large", f"chunked body over the limit of {limit} bytes"
