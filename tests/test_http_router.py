@@ -272,8 +272,21 @@ class ErrorTests(RouterTestCase):
         self.assertEqual(statusOf(client.received()), 502)
         self.assertEqual(self.loggedEvents().count("backend_unreachable"), 5)
 
-    def test_all_nodes_dead_gets_503_until_gracetime_passes(self):
+    def test_a_lone_node_that_failed_is_still_tried_by_the_next_requests(self):
+        """
+        One failed connect does not quarantine the only node (nginx's
+        rule): every request tries it, once.
+        """
+        router = self.router(nodes=("127.0.0.1:1",), max_retries=3, gracetime=30)
+        self.assertEqual(statusOf(self.request(router, GET).received()), 502)
+        self.assertEqual(statusOf(self.request(router, GET).received()), 502)
+        # Per request, one failed connect and the refusal: the node was
+        # tried once by each (a request never tries a node twice).
+        self.assertEqual(self.loggedEvents().count("backend_unreachable"), 4)
+
+    def test_in_cheap_mode_all_nodes_dead_gets_503_until_gracetime_passes(self):
         router = self.router(nodes=("127.0.0.1:1",), max_retries=0, gracetime=30)
+        router.forwarder.watchAvailability(lambda available: None)
         self.assertEqual(statusOf(self.request(router, GET).received()), 502)
         self.assertEqual(statusOf(self.request(router, GET).received()), 503)
         self.network.reactor.advance(30)

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from twisted.internet.task import Clock
+from twisted.internet.defer import succeed
 
 from txrouter.routing.nodes import HTTP, UWSGI, BadNodeAddress, parseNode, parseNodeValue
 from txrouter.routing.interfaces import NoNodeForKey
@@ -171,10 +172,63 @@ def test_max_fails_quarantines_after_that_many_failures_within_gracetime():
     assert default.isDead(a), "one failure is enough by default, as in uWSGI"
 
 
-def test_all_nodes_dead_gives_none_and_empty_list_gives_no_node():
+def test_a_lone_node_or_the_last_live_one_is_never_quarantined():
+    """
+    As nginx: a failed connect quarantines a node only while another node
+    is out of quarantine; the last one keeps serving.
+    """
+    clock = Clock()
+    (lone,) = nodes(1)
+    forwarder = StaticForwarder([lone], clock)
+    forwarder.failed(None, lone)
+    assert not forwarder.isDead(lone) and forwarder.pick(None) == lone
+    a, b = nodes(2)
+    forwarder = StaticForwarder([a, b], clock)
+    forwarder.failed(None, a)
+    forwarder.failed(None, b)
+    assert forwarder.isDead(a) and not forwarder.isDead(b)
+    assert [forwarder.pick(None) for _ in range(3)] == [b, b, b]
+
+
+def test_a_request_never_tries_a_node_twice():
+    """
+    The lone node a forwarder keeps in rotation is not tried again by the
+    request it just failed: the plan is over (nginx tries each node once).
+    """
+    clock = Clock()
+    a, b = nodes(2)
+    plan = RetryPlan(StaticForwarder([a], clock), b"k", maxRetries=3)
+    assert plan.afterFailure(plan.first()) is None
+    plan = RetryPlan(StaticForwarder([a, b], clock), b"k", maxRetries=3)
+    assert plan.afterFailure(plan.first()) == b
+    assert plan.afterFailure(b) is None
+
+
+def test_a_deferred_pick_of_a_tried_node_ends_the_plan():
+    a, b = nodes(2)
+
+    class Later:
+        def pick(self, key, client=None):
+            return succeed(a)
+
+        def failed(self, key, node):
+            pass
+
+    plan = RetryPlan(Later(), b"k", maxRetries=3)
+    answers = []
+    plan.afterFailure(a).addCallback(answers.append)
+    assert answers == [None]
+
+
+def test_in_cheap_mode_all_nodes_dead_gives_none_and_empty_list_gives_no_node():
+    """
+    Cheap mode watches availability: there every node may be quarantined,
+    as in uWSGI, and a pick then answers L{None}.
+    """
     clock = Clock()
     a, b = nodes(2)
     forwarder = StaticForwarder([a, b], clock)
+    forwarder.watchAvailability(lambda available: None)
     forwarder.failed(None, a)
     forwarder.failed(None, b)
     assert forwarder.pick(None) is None

@@ -355,6 +355,8 @@ def test_dotsplit(clock):
 
 def test_dotsplit_outcomes_reach_the_suffix_pool(clock):
     registry = SubscriptionRegistry(clock, dotsplit=True)
+    # Watched for cheap mode: a lone node that fails is marked dead.
+    registry.watchAvailability(lambda available: None)
     registry.apply(sub(b".example.com"), LOCAL)
     node = registry.pick(b"www.example.com")
     registry.connected(b"www.example.com", node)
@@ -658,3 +660,35 @@ def test_transferred_bytes_are_the_nodes_tx_and_rx(clock):
 def test_constructor_refuses_unknown_algorithms(clock):
     with pytest.raises(ValueError):
         SubscriptionRegistry(clock, algo="rr")
+
+
+def test_the_last_live_node_of_a_pool_is_never_marked_dead(clock):
+    """
+    As nginx: a failed connect to the only live node of a pool leaves it
+    serving (one failure must not refuse every request until the next
+    announce); the other nodes are marked dead as uWSGI does.
+    """
+    registry = SubscriptionRegistry(clock)
+    registry.apply(sub(b"a.local", b"127.0.0.1:3031"), LOCAL)
+    registry.apply(sub(b"a.local", b"127.0.0.1:3032"), LOCAL)
+    first = registry.pick(b"a.local")
+    registry.failed(b"a.local", first)
+    second = registry.pick(b"a.local")
+    assert second != first
+    registry.failed(b"a.local", second)
+    assert registry.pick(b"a.local") == second
+    assert registry.pick(b"a.local") == second
+
+
+def test_in_cheap_mode_the_last_live_node_is_marked_dead(clock):
+    """
+    Cheap mode watches availability to stop accepting while no node can
+    serve: there a lone node that fails is marked dead, as in uWSGI.
+    """
+    registry = SubscriptionRegistry(clock)
+    changes = []
+    registry.watchAvailability(changes.append)
+    registry.apply(sub(b"a.local"), LOCAL)
+    registry.failed(b"a.local", registry.pick(b"a.local"))
+    assert registry.pick(b"a.local") is None
+    assert changes[-1] is False

@@ -7,6 +7,10 @@ nodes the retries walk the fallback list in order (the forwarder's other
 nodes are not tried again), without them the forwarder is asked again.
 With C{fallbackOnNoKey}, a key that maps to nothing goes to the fallback
 nodes as well (uWSGI's C{--fastrouter-fallback-on-no-key}).
+
+A request never tries the same node twice (nginx's rule): when the
+forwarder answers with a node the request already tried, which it does
+for a lone node it keeps in rotation, the plan is over.
 """
 
 from twisted.internet.defer import Deferred
@@ -36,6 +40,7 @@ class RetryPlan:
         self.fallback = fallback
         self.fallbackOnNoKey = fallbackOnNoKey
         self.retries = 0
+        self._tried = None
 
     def first(self):
         """
@@ -66,7 +71,20 @@ class RetryPlan:
         if self.fallback:
             return self._nextFallback()
         self.retries += 1
-        return self.forwarder.pick(self.key, self.client)
+        tried = self._tried
+        if tried is None:
+            self._tried = tried = set()
+        tried.add(node)
+        picked = self.forwarder.pick(self.key, self.client)
+        if isinstance(picked, Deferred):
+            return picked.addCallback(self._untried)
+        return self._untried(picked)
+
+    def _untried(self, node):
+        """
+        C{node}, or L{None} if this request tried it already.
+        """
+        return None if node in self._tried else node
 
     def _nextFallback(self):
         self.retries += 1

@@ -8,7 +8,13 @@ does it (reference section 3.3):
    advances and the request fails;
  - with C{maxFails} above 1 (nginx's C{max_fails}), a node is quarantined
    only once it failed that many times within C{gracetime} seconds, with no
-   successful connect between.
+   successful connect between;
+ - as nginx, a lone node, or the last one out of quarantine, is never put
+   in quarantine: one failed connect (a worker restarting, a listen queue
+   full for a moment) must not turn every request of the next C{gracetime}
+   seconds into an instant 503 when no other node could take them.  Cheap
+   mode is the exception: it watches availability to stop accepting while
+   no node can serve, so there the last node is quarantined as uWSGI does.
 
 Time comes from an injected C{IReactorTime}.
 """
@@ -63,6 +69,8 @@ class StaticForwarder:
                 self._failures[node] = recent
                 return
             self._failures.pop(node, None)
+        if not self._watchers and self._isLastLive(node):
+            return
         self._deadSince[node] = now
         if self._watchers:
             self._recheck()
@@ -80,6 +88,12 @@ class StaticForwarder:
 
     def abandoned(self, key, node) -> None:
         pass
+
+    def _isLastLive(self, node) -> bool:
+        """
+        Whether every node but C{node} is in quarantine.
+        """
+        return all(other == node or self.isDead(other) for other in self.nodes)
 
     def isDead(self, node) -> bool:
         """

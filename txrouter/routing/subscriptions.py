@@ -25,8 +25,12 @@ uWSGI's semantics (reference sections 2.6 to 2.9), and where this differs:
     requests already sent to it finish; the pool goes with its last node;
   - a failed connect marks the node dead, as uWSGI does: it serves no
     more, its next announce brings it back in place, and it expires if
-    none comes.  A pool whose nodes are all dead answers L{None} (no node
-    now) rather than L{NoNodeForKey};
+    none comes.  As nginx, though, the last live node of a pool is never
+    marked (one failed connect to a lone worker would refuse every request
+    until its next announce), except in cheap mode, which watches
+    availability to stop accepting while no node can serve.  A pool whose
+    nodes are all dead answers L{None} (no node now) rather than
+    L{NoNodeForKey};
   - C{dotsplit}: a key without a pool tries its suffixes from each dot,
     leading dot kept (C{a.b.c} then C{.b.c}, C{.c}), five lookups at most;
     otherwise C{fallback_key} names the pool for keys without one;
@@ -608,6 +612,14 @@ class SubscriptionRegistry:
         if entry.pending:
             entry.pending.popleft()
         if entry.dead:
+            return
+        if not self._watchers and not any(
+            other is not entry and not other.dead for other in pool.nodes.values()
+        ):
+            self._log.info(
+                "subscription_node_failed: {key} => {node} failed, kept as the last live node",
+                event="subscription_node_failed", key=_text(pool.key), node=entry.name,
+            )
             return
         entry.dead = True
         entry.failcnt += 1
