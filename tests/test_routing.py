@@ -277,3 +277,57 @@ def test_zero_retries_gives_up_at_once():
     a, b = nodes(2)
     plan = RetryPlan(StaticForwarder([a, b], clock), b"k", maxRetries=0)
     assert plan.afterFailure(plan.first()) is None
+
+
+# Balancing --to nodes (--algo)
+
+
+def test_lrc_sends_the_next_request_to_the_node_with_fewest_in_flight():
+    """
+    With C{lrc}, a node whose long requests (tunnels) ended takes the next
+    ones, where round robin would keep alternating.
+    """
+    clock = Clock()
+    a, b = nodes(2)
+    forwarder = StaticForwarder([a, b], clock, algo="lrc")
+    first = forwarder.pick(None)
+    forwarder.connected(None, first)
+    second = forwarder.pick(None)
+    forwarder.connected(None, second)
+    assert {first, second} == {a, b}
+    forwarder.released(None, second)
+    assert forwarder.pick(None) == second
+    forwarder.abandoned(None, second)
+    assert forwarder.pick(None) == second
+
+
+def test_lrc_counts_picks_not_yet_connected():
+    clock = Clock()
+    a, b = nodes(2)
+    forwarder = StaticForwarder([a, b], clock, algo="lrc")
+    assert {forwarder.pick(None), forwarder.pick(None)} == {a, b}
+
+
+def test_a_balanced_list_keeps_the_quarantine_rules():
+    clock = Clock()
+    a, b = nodes(2)
+    forwarder = StaticForwarder([a, b], clock, algo="lrc", gracetime=30)
+    picked = forwarder.pick(None)
+    forwarder.failed(None, picked)
+    other = b if picked == a else a
+    assert [forwarder.pick(None) for _ in range(3)] == [other] * 3
+    clock.advance(30)
+    assert picked in {forwarder.pick(None) for _ in range(4)}
+
+
+def test_iphash_keeps_a_client_on_one_node():
+    clock = Clock()
+    forwarder = StaticForwarder(nodes(3), clock, algo="iphash")
+    for client in ("10.0.0.1", "10.0.0.2", "::1"):
+        chosen = {forwarder.pick(None, client) for _ in range(5)}
+        assert len(chosen) == 1
+
+
+def test_an_unknown_algorithm_is_refused():
+    with pytest.raises(ValueError):
+        StaticForwarder(nodes(2), Clock(), algo="random")

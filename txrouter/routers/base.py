@@ -42,6 +42,7 @@ class RouterFactory(ServerFactory):
         max_retries: int = 3,
         gracetime: float = 30.0,
         max_fails: int = 1,
+        algo: "str | None" = None,
         timeout: float = 60.0,
         connect_timeout: "float | None" = None,
         harakiri: float = 0,
@@ -67,6 +68,9 @@ class RouterFactory(ServerFactory):
         @param gracetime: seconds a C{--to} node that failed is left out.
         @param max_fails: failed connects within C{gracetime} that put a
             C{--to} node in quarantine (1: the first, as uWSGI).
+        @param algo: how a C{--to} node is chosen: L{None} for uWSGI's
+            round robin, else a balancer's name (C{wrr}, C{lrc}, C{wlrc},
+            C{iphash}).
         @param timeout: idle seconds allowed to clients and nodes.
         @param connect_timeout: seconds a connect may take (default:
             C{timeout}).
@@ -93,7 +97,9 @@ class RouterFactory(ServerFactory):
         if post_buffering and post_buffering_dir is not None:
             checkDirectory("post_buffering_dir", post_buffering_dir)
         self.reactor = reactor
-        self.forwarder = forwarder or StaticForwarder(nodes, reactor, gracetime, max_fails)
+        self.forwarder = forwarder or StaticForwarder(
+            nodes, reactor, gracetime, max_fails, algo,
+        )
         self.fallback = tuple(fallback)
         self.fallbackOnNoKey = fallback_on_no_key
         self.maxRetries = max_retries

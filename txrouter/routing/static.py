@@ -14,26 +14,76 @@ does it (reference section 3.3):
    full for a moment) must not turn every request of the next C{gracetime}
    seconds into an instant 503 when no other node could take them.  Cheap
    mode is the exception: it watches availability to stop accepting while
-   no node can serve, so there the last node is quarantined as uWSGI does.
+   no node can serve, so there the last node is quarantined as uWSGI does;
+ - with an C{algo} (C{--algo}, a txrouter option: uWSGI balances static
+   nodes by round robin only), one of the subscription balancers
+   (L{txrouter.routing.balancing}) chooses among the nodes out of
+   quarantine instead of the cursor, reading the same counters as for a
+   subscribed pool (L{StaticNodeLoad}): C{lrc} sends a request to the node
+   with the fewest in flight, a websocket tunnel counting as in flight for
+   as long as it is open.
 
 Time comes from an injected C{IReactorTime}.
 """
 
 from zope.interface import implementer
 
+from txrouter.routing.balancing import balancerByName
 from txrouter.routing.interfaces import IAvailability, IForwarder, IStatsSource, NoNodeForKey
+
+
+class StaticNodeLoad:
+    """
+    The counters a balancer reads for one C{--to} node (those of
+    L{txrouter.routing.subscriptions.SubscribedNode}, without announces).
+
+    @ivar node: the node.
+    @ivar weight: always 1 (C{--to} nodes carry no weight).
+    @ivar wrr: the round-robin credit L{WeightedRoundRobin} keeps.
+    @ivar active: requests connected and not yet released.
+    @ivar pending: picks neither connected nor failed yet.
+    @ivar lastRequests: connections so far (there is no announce to start
+        the count again).
+    """
+
+    weight = 1
+
+    def __init__(self, node) -> None:
+        self.node = node
+        self.wrr = 0
+        self.active = 0
+        self.pending = 0
+        self.lastRequests = 0
+
+    @property
+    def reference(self) -> int:
+        """
+        Requests in flight: connected ones, and picks not yet connected.
+        """
+        return self.active + self.pending
 
 
 @implementer(IForwarder, IAvailability, IStatsSource)
 class StaticForwarder:
     """
-    Round robin over a fixed list with dead-node quarantine.
+    Round robin (or a balancer) over a fixed list with dead-node
+    quarantine.
 
     It is available (for cheap mode) while one node is out of quarantine.
     """
 
-    def __init__(self, nodes, clock, gracetime: float = 30.0, maxFails: int = 1) -> None:
+    def __init__(
+        self, nodes, clock, gracetime: float = 30.0, maxFails: int = 1,
+        algo: "str | None" = None,
+    ) -> None:
+        """
+        @param algo: a balancing algorithm's name (C{wrr}, C{lrc}, C{wlrc},
+            C{iphash}), or L{None} for uWSGI's round robin.
+        @raise ValueError: an unknown C{algo}.
+        """
         self.nodes = list(nodes)
+        self._balancer = None if algo is None else balancerByName(algo)
+        self._loads = {node: StaticNodeLoad(node) for node in self.nodes}
         self.clock = clock
         self.gracetime = gracetime
         self.maxFails = max(maxFails, 1)
@@ -50,6 +100,8 @@ class StaticForwarder:
         if not count:
             raise NoNodeForKey(key)
         deadSince = self._deadSince
+        if self._balancer is not None:
+            return self._choose(client)
         for _ in range(count):
             node = self.nodes[self._cursor]
             self._cursor = (self._cursor + 1) % count
@@ -60,7 +112,33 @@ class StaticForwarder:
                 return node
         return None
 
+    def _choose(self, client):
+        """
+        The balancer's choice among the nodes out of quarantine, counted as
+        pending until its outcome is known; L{None} if there is none.
+        """
+        loads = self._loads
+        candidates = [loads[node] for node in self.nodes if not self.isDead(node)]
+        if not candidates:
+            return None
+        chosen = self._balancer.choose(candidates, client)
+        chosen.pending += 1
+        return chosen.node
+
+    def _settled(self, node):
+        """
+        The load of C{node}, its pending pick settled; L{None} for a node
+        not of this list (a fallback node) or without a balancer.
+        """
+        if self._balancer is None:
+            return None
+        load = self._loads.get(node)
+        if load is not None and load.pending:
+            load.pending -= 1
+        return load
+
     def failed(self, key, node) -> None:
+        self._settled(node)
         now = self.clock.seconds()
         if self.maxFails > 1:
             recent = [t for t in self._failures.get(node, ()) if t + self.gracetime > now]
@@ -76,6 +154,10 @@ class StaticForwarder:
             self._recheck()
 
     def connected(self, key, node) -> None:
+        load = self._settled(node)
+        if load is not None:
+            load.active += 1
+            load.lastRequests += 1
         if node in self._hits:
             self._hits[node] += 1
         if self._failures:
@@ -84,10 +166,13 @@ class StaticForwarder:
             self._recheck()
 
     def released(self, key, node) -> None:
-        pass
+        if self._balancer is not None:
+            load = self._loads.get(node)
+            if load is not None and load.active:
+                load.active -= 1
 
     def abandoned(self, key, node) -> None:
-        pass
+        self._settled(node)
 
     def _isLastLive(self, node) -> bool:
         """
