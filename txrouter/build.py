@@ -34,10 +34,11 @@ import attr
 from twisted.logger import Logger
 
 from txrouter.accesslog import AccessLog, ReopenableFile
-from txrouter.config import FastRouterConfig, HTTPRouterConfig
+from txrouter.config import FastRouterConfig, HTTPRouterConfig, RawRouterConfig
 from txrouter.endpoints import checkServerEndpoint
 from txrouter.routers.fast import FastRouter
 from txrouter.routers.http import HTTPRouter
+from txrouter.routers.raw import RawRouter
 from txrouter.routing.admission import DEFAULT_PORTS, SOURCE, AddressPolicy
 from txrouter.routing.cache import CacheForwarder, InMemoryStore, MappingFileError, parseMapping
 from txrouter.routing.code import CodeForwarder, loadCallable
@@ -71,7 +72,8 @@ def buildService(config, reactor) -> RouterService:
     """
     The service running the router C{config} describes.
 
-    @param config: an L{HTTPRouterConfig} or a L{FastRouterConfig}.
+    @param config: an L{HTTPRouterConfig}, a L{FastRouterConfig} or a
+        L{RawRouterConfig}.
     @param reactor: the reactor everything runs on (under twistd, the
         global one; in tests, a C{MemoryReactorClock}).
     @raise ValueError: a mistake in C{config}; the message starts with the
@@ -217,6 +219,14 @@ def buildRouter(config, reactor, forwarder=None, accessLog=None):
             force_key=config.force_key,
             keep_modifiers=config.keep_modifiers,
             buffer_size=config.buffer_size,
+            **shared,
+        )
+    if isinstance(config, RawRouterConfig):
+        return RawRouter(
+            reactor,
+            config.to,
+            key=config.key,
+            xclient=config.xclient,
             **shared,
         )
     raise TypeError(f"not a router configuration: {config!r}")

@@ -24,6 +24,7 @@ import typing
 
 import attr
 
+from txrouter.limits import MAX_KEY_LENGTH
 from txrouter.routing.admission import SOURCE, parseNetwork, parsePortRange
 from txrouter.routing.balancing import ALGORITHMS
 from txrouter.routing.nodes import Node, parseNode
@@ -37,7 +38,7 @@ from txrouter.subscription.signing import DEFAULT_TOLERANCE as SIGN_TOLERANCE
 from txrouter.subscription.signing import digestByName
 from txrouter.wire.uwsgi import MAX_DATASIZE
 
-__all__ = ["MAPPERS", "RouterConfig", "HTTPRouterConfig", "FastRouterConfig"]
+__all__ = ["MAPPERS", "RouterConfig", "HTTPRouterConfig", "FastRouterConfig", "RawRouterConfig"]
 
 #: The options choosing how nodes are found besides C{--to}; a router
 #: takes exactly one way.
@@ -354,3 +355,44 @@ class FastRouterConfig(RouterConfig):
     keep_modifiers: bool = _flag()
     force_key: "str | None" = None
     buffer_size: int = attr.ib(default=MAX_DATASIZE, validator=_between(0, MAX_DATASIZE))
+
+
+@attr.frozen(kw_only=True)
+class RawRouterConfig(RouterConfig):
+    """
+    C{twistd txrouter-raw}'s options (C{docs/raw-router.md}).
+
+    A raw connection has no request body: the body options every other
+    router takes (C{post_buffering}, C{post_buffering_dir},
+    C{limit_post}, C{min_body_rate}, C{retry_methods}) are refused if set
+    to anything but their defaults.
+
+    @ivar key: route every connection by this key instead of its
+        listener's bind address.
+    @ivar xclient: tell nodes the client's address with an SMTP XCLIENT
+        command after their greeting.
+    """
+
+    statsName: typing.ClassVar[str] = "rawrouter"
+
+    key: "str | None" = None
+    xclient: bool = _flag()
+
+    def __attrs_post_init__(self) -> None:
+        RouterConfig.__attrs_post_init__(self)
+        if self.key is not None and not 0 < len(self.key.encode()) <= MAX_KEY_LENGTH:
+            raise ValueError(f"--key: 1 to {MAX_KEY_LENGTH} bytes, not {len(self.key.encode())}")
+        for field in _BODY_FIELDS:
+            if getattr(self, field.name) != field.default:
+                raise ValueError(
+                    f"{_option(field.name)}: does not apply to the raw router"
+                    " (it relays bytes: there is no request body)"
+                )
+
+
+#: The fields of L{RouterConfig} about request bodies.
+_BODY_FIELDS = tuple(
+    field for field in attr.fields(RouterConfig)
+    if field.name in ("post_buffering", "post_buffering_dir", "limit_post",
+                      "min_body_rate", "retry_methods")
+)

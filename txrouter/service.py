@@ -96,7 +96,11 @@ class RouterService(MultiService):
     says a node is available (uWSGI's C{--R-cheap}, reference section 3.8).
 
     @ivar router: the factory shared by the listeners; it must provide
-        C{drain(timeout)} and C{forwarder}.
+        C{drain(timeout)} and C{forwarder}.  A router whose sessions depend
+        on the listener that accepted them (the raw router routes by it)
+        also provides C{listenerFactory(description)}: the factory of the
+        listener bound with that endpoint string, used instead of the
+        router.
     """
 
     def __init__(
@@ -106,8 +110,10 @@ class RouterService(MultiService):
         self.router = router
         self.gracefulTimeout = graceful_timeout
         self.listeners = []
+        forListener = getattr(router, "listenerFactory", None)
         for description in binds:
-            listener = Listener(parseServerEndpoint(listeningReactor(reactor), description), router)
+            factory = router if forListener is None else forListener(description)
+            listener = Listener(parseServerEndpoint(listeningReactor(reactor), description), factory)
             listener.setServiceParent(self)
             self.listeners.append(listener)
         self.cheap = False

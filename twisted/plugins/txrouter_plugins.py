@@ -22,6 +22,13 @@ txrouterFast = ServiceMaker(
     "txrouter-fast",
 )
 
+txrouterRaw = ServiceMaker(
+    "txrouter-raw",
+    "txrouter.tap.raw",
+    "TCP router, bytes in and out, routed by listener (uwsgi --rawrouter).",
+    "txrouter-raw",
+)
+
 txrouterSubscribe = ServiceMaker(
     "txrouter-subscribe",
     "txrouter.tap.subscribe",
