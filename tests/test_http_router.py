@@ -520,6 +520,46 @@ class MoreExchangeTests(RouterTestCase):
         self.assertTrue(received.endswith(b"\r\n\r\nHELLO AGAIN"))
         self.assertNotIn(b"Connection: close", received)
 
+    def openTunnel(self, **options):
+        backend = _TunnelBackend()
+        self.network.addBackend(("127.0.0.1", 3031), backend)
+        router = self.router(**options)
+        client = self.request(
+            router,
+            b"GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        )
+        self.assertTrue(client.received().startswith(b"HTTP/1.1 101 "))
+        return router, client, backend.protocol
+
+    def test_a_tunnel_lives_while_either_side_sends(self):
+        """
+        A tunnel is idle only when neither side sends: a node that pushes to
+        a silent client keeps it open past C{--websocket-timeout}, and
+        neither C{--harakiri} nor the body deadlines end it.
+        """
+        router, client, node = self.openTunnel(timeout=60, websocket_timeout=10, harakiri=5)
+        for _ in range(5):
+            self.network.reactor.advance(8)
+            node.transport.write(b"ping")
+            self.network.flush()
+        self.assertFalse(client.closed)
+        self.assertTrue(client.received().endswith(b"ping" * 5))
+        client.send(b"up")
+        self.network.reactor.advance(8)
+        self.network.flush()
+        self.assertFalse(client.closed)
+        self.network.reactor.advance(2.1)
+        self.network.flush()
+        self.assertTrue(client.closed)
+
+    def test_tunnels_are_counted_in_the_stats(self):
+        router, client, node = self.openTunnel()
+        self.assertIn(("tunnels", {"open": 1, "opened": 1}), router.statsFields())
+        node.transport.loseConnection()
+        self.network.flush()
+        self.assertTrue(client.closed)
+        self.assertIn(("tunnels", {"open": 0, "opened": 1}), router.statsFields())
+
     def test_a_response_that_comes_in_parts_is_paced_by_the_client(self):
         """
         While a response is being relayed, the client's connection is the
@@ -895,7 +935,7 @@ class RetryAfterCloseTests(RouterTestCase):
         router = self.router()
         self.request(router, GET)
         self.request(router, GET.replace(b"GET", b"POST"))
-        [(key, counts)] = router.statsFields()
+        (key, counts) = router.statsFields()[0]
         self.assertEqual(key, "retries")
         self.assertEqual(counts, {"connect_failed": 0, "node_closed": 1, "node_busy": 0})
         unreachable = super().router(nodes=("127.0.0.1:9", NODE_A))

@@ -73,6 +73,24 @@ class RetryCounts:
         }
 
 
+class TunnelCounts:
+    """
+    The tunnels a router opened (after a C{101 Switching Protocols}: a
+    websocket, mostly), shown as C{tunnels} in the stats document.
+
+    @ivar open: the tunnels open now.
+    @ivar opened: every tunnel opened so far.
+    """
+
+    __slots__ = ("open", "opened")
+
+    def __init__(self) -> None:
+        self.open = self.opened = 0
+
+    def asDict(self) -> dict:
+        return {"open": self.open, "opened": self.opened}
+
+
 @attr.s(frozen=True, slots=True, kw_only=True)
 class RequestSettings:
     """
@@ -94,6 +112,7 @@ class RequestSettings:
         its first C{bodyTimeout} seconds are over (0: no minimum).
     @ivar accessLog: an L{txrouter.accesslog.AccessLog}, or L{None}.
     @ivar retryCounts: the router's L{RetryCounts}, counted by its requests.
+    @ivar tunnelCounts: the router's L{TunnelCounts}.
     """
 
     reactor = attr.ib()
@@ -109,6 +128,7 @@ class RequestSettings:
     retryMethods: frozenset = attr.ib(converter=frozenset, default=IDEMPOTENT_METHODS)
     accessLog = attr.ib(default=None)
     retryCounts: RetryCounts = attr.ib(factory=RetryCounts, eq=False)
+    tunnelCounts: TunnelCounts = attr.ib(factory=TunnelCounts, eq=False)
 
 
 class IFrontEnd(Interface):
@@ -192,6 +212,7 @@ class RequestLifecycle:
     _headLength = 0
     _busyRetries = 0
     _busyCall = None
+    _tunnelOpen = False
     method = None
 
     def __init__(self, settings: RequestSettings, frontEnd, relay, key: bytes, client) -> None:
@@ -280,6 +301,24 @@ class RequestLifecycle:
         if rated and self.settings.minBodyRate:
             self._bodyDue = reactor.seconds() + timeout
             self._bodyReceived = 0
+
+    def tunnel(self, idleTimeout: float) -> None:
+        """
+        The node answered C{101}: the exchange is now a tunnel carrying the
+        application's bytes both ways.  It ends once neither side has sent
+        a byte for C{idleTimeout} seconds (one timer for both directions: a
+        server that pushes to a silent client keeps it open), never at the
+        harakiri deadline, and never for a slow body.
+        """
+        if self._bodyTimer is not None:
+            self._bodyTimer.cancel()
+            self._bodyTimer = None
+        self._bodyDue = None
+        self._upstream.tunnel(idleTimeout)
+        counts = self.settings.tunnelCounts
+        counts.open += 1
+        counts.opened += 1
+        self._tunnelOpen = True
 
     def bodyActivity(self, size: int) -> None:
         """
@@ -537,6 +576,9 @@ class RequestLifecycle:
             return
         self.finished = True
         forwarder = self.settings.forwarder
+        if self._tunnelOpen:
+            self._tunnelOpen = False
+            self.settings.tunnelCounts.open -= 1
         self._releaseNode()
         pick, self._pendingPick = self._pendingPick, None
         if pick is not None:

@@ -234,6 +234,14 @@ class IdleTimer:
         if self._group is not None:
             self._group.retime(self, self._dueTime())
 
+    def dropDeadline(self) -> None:
+        """
+        Forget the deadline: from now on only idleness ends the timer.
+        """
+        self._deadline = _INFINITY
+        if self._group is not None:
+            self._group.retime(self, self._dueTime())
+
     def touch(self) -> float:
         """
         Record activity now.

@@ -101,6 +101,16 @@ class Upstream(Protocol):
         self.received += len(data)
         self.receiver.upstreamDataReceived(data)
 
+    def tunnel(self, idleTimeout: float) -> None:
+        """
+        The exchange became a tunnel: from now on the connection ends after
+        C{idleTimeout} seconds without a byte either way, never at the
+        response deadline (a tunnel has no end to wait for).
+        """
+        timer = self._timer
+        timer.dropDeadline()
+        timer.timeout = idleTimeout
+
     def timedOut(self) -> None:
         """
         The idle timeout or the deadline passed: cut the connection.

@@ -53,6 +53,7 @@ class Exchange:
     _bodyRemaining = 0
     _decoder = None
     _raw = False
+    _tunnelled = False
     _block = None
     _dechunkedLength = None
     _httpHead = None
@@ -176,11 +177,14 @@ class Exchange:
 
         @return: the bytes past the end of this body (a pipelined request).
         """
-        lifecycle = self.lifecycle
-        lifecycle.bodyActivity(len(data))
         if self._raw:
+            if not self._tunnelled:
+                # Chunked input passed through raw: still a request body.
+                self.lifecycle.bodyActivity(len(data))
             self.relay.toNode(data)
             return b""
+        lifecycle = self.lifecycle
+        lifecycle.bodyActivity(len(data))
         if self._decoder is not None:
             return self._chunkReceived(data)
         remaining = self._bodyRemaining
@@ -366,10 +370,9 @@ class Exchange:
         After a 101 answer, the relay carries the client's bytes to the
         node until either side closes.
         """
-        self._raw = True
+        self._raw = self._tunnelled = True
         self.bodyOpen = True
-        # A tunnel's traffic is the application's: idle, never rated.
-        self.lifecycle.watchBody(self.router.timeout, rated=False)
+        self.lifecycle.tunnel(self.router.websocketTimeout)
         pipelined = self.session.takePipelined()
         if pipelined:
             self.relay.toNode(pipelined)

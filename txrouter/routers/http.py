@@ -70,6 +70,7 @@ class HTTPRouter(RouterFactory):
         max_head_size: int = 65536,
         max_response_head_size: int = 65536,
         access_log=None,
+        websocket_timeout: "float | None" = None,
         **common,
     ) -> None:
         """
@@ -80,6 +81,9 @@ class HTTPRouter(RouterFactory):
         @param max_response_head_size: the largest response head taken
             from a node (a larger one is a 502).
         @param access_log: an L{txrouter.accesslog.AccessLog} or L{None}.
+        @param websocket_timeout: idle seconds (neither side sending) after
+            which a tunnel opened by a C{101} answer is closed (default:
+            C{timeout}).
         @param common: the keyword arguments of every router
             (L{RouterFactory.__init__}).
         """
@@ -112,10 +116,20 @@ class HTTPRouter(RouterFactory):
         self.maxHeadSize = max_head_size
         self.maxResponseHeadSize = max_response_head_size
         self.accessLog = access_log
+        self.websocketTimeout = timeout if websocket_timeout is None else websocket_timeout
         self.requestSettings = attr.evolve(self.requestSettings, accessLog=access_log)
 
     def buildProtocol(self, addr):
         return HTTPSession(self)
+
+    def statsFields(self):
+        """
+        L{RouterFactory.statsFields}, and C{tunnels} (a txrouter key): the
+        tunnels open now and opened so far (L{txrouter.lifecycle.TunnelCounts}).
+        """
+        return RouterFactory.statsFields(self) + [
+            ("tunnels", self.requestSettings.tunnelCounts.asDict()),
+        ]
 
     def acceptableProtocols(self) -> list:
         """
