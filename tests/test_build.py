@@ -33,6 +33,8 @@ def test_every_option_is_a_field_of_the_same_name(module, config):
     names = {name.rstrip("=") for name in options.longOpt} - {"help", "version"}
     # --keepalive-timeout N is the command line's spelling of --keepalive N.
     names.discard("keepalive-timeout")
+    # --http-websockets is uWSGI's spelling of --websockets.
+    names.discard("http-websockets")
     assert {field.name.replace("_", "-") for field in attr.fields(config)} == names
 
 

@@ -178,6 +178,7 @@ def buildRouter(config, reactor, forwarder=None, accessLog=None):
         max_retries=config.max_retries,
         gracetime=config.gracetime,
         max_fails=config.max_fails,
+        algo=config.algo,
         timeout=config.timeout,
         connect_timeout=config.connect_timeout,
         harakiri=config.harakiri,
@@ -210,6 +211,7 @@ def buildRouter(config, reactor, forwarder=None, accessLog=None):
             max_head_size=config.max_head_size,
             max_response_head_size=config.max_response_head_size,
             access_log=accessLog,
+            websocket_timeout=config.websocket_timeout,
             **shared,
         )
     if isinstance(config, FastRouterConfig):

@@ -214,6 +214,7 @@ class RouterConfig:
     name_separator_strip: bool = _flag()
     gracetime: float = _seconds(30.0)
     max_fails: int = attr.ib(default=1, validator=_atLeast(1))
+    algo: "str | None" = attr.ib(default=None, validator=attr.validators.optional(_algorithm))
     max_retries: int = _count(3)
     timeout: float = _seconds(60.0)
     connect_timeout: "float | None" = _seconds(None)
@@ -340,6 +341,9 @@ class HTTPRouterConfig(RouterConfig):
     max_head_size: int = attr.ib(default=65536, validator=_between(1, 65536))
     max_response_head_size: int = attr.ib(default=65536, validator=_atLeast(1))
     access_log: "str | None" = None
+    websocket_timeout: "float | None" = _seconds(None)
+    # uWSGI's --http-websockets: a 101 always opens a tunnel here.
+    websockets: bool = _flag()
     http_var: "tuple[tuple[str, str], ...]" = _many("--http-var", _httpVar)
     trust_forwarded_from: "tuple[str, ...]" = _many("--trust-forwarded-from", _network)
 

@@ -115,6 +115,9 @@ class RouterOptions(usage.Options):
          "Seconds a --to node that failed to connect is left out.", positive],
         ["max-fails", None, 1,
          "Failed connects within --gracetime that put a --to node in quarantine.", count],
+        ["algo", None, None,
+         "Balancing of the --to nodes: wrr, lrc, wlrc or iphash (default: round"
+         " robin, as uWSGI).", algorithm],
         ["max-retries", None, 3,
          "Connect retries per request (so up to N+1 attempts).", count],
         ["timeout", None, 60.0,

@@ -33,6 +33,9 @@ class Options(RouterOptions):
          "Pass chunked request bodies through still chunked, as uWSGI's"
          " --http-chunked-input (the backend de-chunks). Default: de-chunk"
          " and send CONTENT_LENGTH, as nginx does."],
+        ["websockets", None,
+         "Accepted for uWSGI's --http-websockets; a 101 answer always opens a"
+         " tunnel here."],
     ]
 
     optParameters = [
@@ -60,6 +63,9 @@ class Options(RouterOptions):
         ["max-head-size", None, 65536, "Largest request head in bytes (431 above).", count],
         ["max-response-head-size", None, 65536,
          "Largest response head a node may send, in bytes (502 above).", count],
+        ["websocket-timeout", None, None,
+         "Idle seconds (neither side sending) before a tunnel opened by a 101"
+         " answer (a websocket) is closed (default: --timeout).", positive],
         ["access-log", None, None,
          "Write a combined-format access log to this file (reopened on SIGUSR1,"
          " for logrotate), or - for stdout."],
@@ -83,6 +89,12 @@ class Options(RouterOptions):
         address or CIDR network (repeatable). Others are dropped.
         """
         self["trust-forwarded-from"].append(network)
+
+    def opt_http_websockets(self) -> None:
+        """
+        uWSGI's spelling of --websockets.
+        """
+        self["websockets"] = 1
 
     def opt_keepalive(self) -> None:
         """
