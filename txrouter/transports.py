@@ -171,22 +171,28 @@ class _EagerListening:
     with immediate-write transports; anything else is the wrapped reactor's.
 
     C{ssl:} endpoints call C{listenSSL}; C{tls:} endpoints wrap the factory
-    in Twisted's TLS protocol themselves and call C{listenTCP}.
+    in Twisted's TLS protocol themselves and call C{listenTCP}.  Either
+    way, C{wrap} (if given) wraps the outermost factory: a TLS listener's
+    C{TLSMemoryBIOFactory}.
     """
 
-    def __init__(self, reactor: PosixReactorBase) -> None:
+    def __init__(self, reactor: PosixReactorBase, wrap=None) -> None:
         self._reactor = reactor
+        self._wrap = wrap
 
     def __getattr__(self, name):
         return getattr(self._reactor, name)
 
+    def _outermost(self, factory):
+        return factory if self._wrap is None else self._wrap(factory)
+
     def listenTCP(self, port, factory, backlog=50, interface=""):
-        return self._listenTCP(_EagerTCPPort, port, factory, backlog, interface)
+        return self._listenTCP(_EagerTCPPort, port, self._outermost(factory), backlog, interface)
 
     def listenSSL(self, port, factory, contextFactory, backlog=50, interface=""):
         # What Twisted's reactors do: TLS is a protocol above a TCP transport.
         tlsFactory = TLSMemoryBIOFactory(contextFactory, False, factory)
-        return self._listenTCP(_EagerTLSPort, port, tlsFactory, backlog, interface)
+        return self._listenTCP(_EagerTLSPort, port, self._outermost(tlsFactory), backlog, interface)
 
     def _listenTCP(self, portType, port, factory, backlog, interface):
         listening = portType(port, factory, backlog, interface, self._reactor)
@@ -194,21 +200,55 @@ class _EagerListening:
         return listening
 
     def listenUNIX(self, address, factory, backlog=50, mode=0o666, wantPID=0):
-        listening = _EagerUNIXPort(address, factory, backlog, mode, self._reactor, wantPID)
+        listening = _EagerUNIXPort(
+            address, self._outermost(factory), backlog, mode, self._reactor, wantPID
+        )
         listening.startListening()
         return listening
 
 
-def listeningReactor(reactor):
+class _WrappedListening:
+    """
+    A reactor of another kind whose TCP, TLS and UNIX listeners have their
+    outermost factory wrapped (TLS made a protocol above TCP here, so that
+    the wrapping is outside it); anything else is the wrapped reactor's.
+    """
+
+    def __init__(self, reactor, wrap) -> None:
+        self._reactor = reactor
+        self._wrap = wrap
+
+    def __getattr__(self, name):
+        return getattr(self._reactor, name)
+
+    def listenTCP(self, port, factory, backlog=50, interface=""):
+        return self._reactor.listenTCP(port, self._wrap(factory), backlog, interface)
+
+    def listenSSL(self, port, factory, contextFactory, backlog=50, interface=""):
+        tlsFactory = TLSMemoryBIOFactory(contextFactory, False, factory)
+        return self.listenTCP(port, tlsFactory, backlog, interface)
+
+    def listenUNIX(self, address, factory, backlog=50, mode=0o666, wantPID=0):
+        return self._reactor.listenUNIX(address, self._wrap(factory), backlog, mode, wantPID)
+
+
+def listeningReactor(reactor, wrap=None):
     """
     The reactor to give C{serverFromString} for a router's listeners.
 
+    @param wrap: L{None}, or a callable given the outermost factory of
+        each TCP, TLS or UNIX listener (a TLS listener's
+        C{TLSMemoryBIOFactory}) and returning the factory to listen with
+        (L{txrouter.proxyprotocol.proxyProtocolWrapper} makes one).
     @return: C{reactor} wrapped so that TCP, TLS and UNIX listeners get
-        immediate-write transports, or C{reactor} itself if it is not one
-        of Twisted's POSIX socket reactors.
+        immediate-write transports (and C{wrap}); a reactor that is not
+        one of Twisted's POSIX socket reactors is returned as it is, or
+        wrapped for C{wrap} alone.
     """
     if isinstance(reactor, PosixReactorBase):
-        return _EagerListening(reactor)
+        return _EagerListening(reactor, wrap)
+    if wrap is not None:
+        return _WrappedListening(reactor, wrap)
     return reactor
 
 
