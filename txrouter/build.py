@@ -212,6 +212,8 @@ def buildRouter(config, reactor, forwarder=None, accessLog=None):
             max_response_head_size=config.max_response_head_size,
             access_log=accessLog,
             websocket_timeout=config.websocket_timeout,
+            auto_chunked=config.auto_chunked,
+            auto_gzip=config.auto_gzip,
             **shared,
         )
     if isinstance(config, FastRouterConfig):

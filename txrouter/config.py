@@ -344,6 +344,8 @@ class HTTPRouterConfig(RouterConfig):
     websocket_timeout: "float | None" = _seconds(None)
     # uWSGI's --http-websockets: a 101 always opens a tunnel here.
     websockets: bool = _flag()
+    auto_chunked: bool = _flag()
+    auto_gzip: bool = _flag()
     http_var: "tuple[tuple[str, str], ...]" = _many("--http-var", _httpVar)
     trust_forwarded_from: "tuple[str, ...]" = _many("--trust-forwarded-from", _network)
 

@@ -11,7 +11,9 @@ The WSGI application the end-to-end tests run in real uWSGI workers.
    stderr (the worker's log), then answers as the default once PATH
    exists, so that a test knows when the request is at the worker and
    decides when it ends (a 504 if PATH is still missing after a minute);
- - /status/N: that status with a short body.
+ - /status/N: that status with a short body;
+ - /gzip: as /chunked, with uWSGI-Encoding: gzip (what asks uWSGI's
+   --http-auto-gzip, and txrouter's --auto-gzip, to compress it).
 """
 
 import hashlib
@@ -33,8 +35,11 @@ def application(environ, start_response):
         start_response("200 OK", [("Content-Type", "application/octet-stream"),
                                   ("Content-Length", str(size))])
         return _stream(size)
-    if path == "/chunked":
-        start_response("200 OK", [("Content-Type", "text/plain")])
+    if path in ("/chunked", "/gzip"):
+        headers = [("Content-Type", "text/plain")]
+        if path == "/gzip":
+            headers.append(("uWSGI-Encoding", "gzip"))
+        start_response("200 OK", headers)
         return (f"piece {i}\n".encode() for i in range(CHUNKS))
     if path.startswith("/status/"):
         code = path.rsplit("/", 1)[1]

@@ -26,6 +26,7 @@ from txrouter.wire.http1 import (
     ResponseHeadParser,
     responseFraming,
 )
+from txrouter.wire.coding import bodyCoding, withHeaderLines
 from txrouter.wire.http2http import encodeRequestHead, relayedResponseHead
 from txrouter.wire.http2uwsgi import encodeRequestVars
 from txrouter.wire.responses import CONTINUE
@@ -64,6 +65,7 @@ class Exchange:
     _headOut = None
     _bodySent = 0
     _spool = None
+    _coding = None
 
     def __init__(self, session, head, key: bytes) -> None:
         self.session = session
@@ -300,6 +302,10 @@ class Exchange:
                 data = data[:end]
             self._toClient(data, True)
             self._complete()
+        elif framing == "recoded":
+            data = self._coding.encode(data)
+            if data:
+                self._toClient(data)
         else:
             self._toClient(data)
 
@@ -345,6 +351,8 @@ class Exchange:
                 saysClose = False
             else:
                 closes = saysClose = resp.connectionClose
+            if self._framing == "close" and request.version == b"HTTP/1.1":
+                out = self._recoded(resp, out)
             self.keepAlive = bool(
                 self.router.keepalive
                 and request.keepAlive
@@ -364,6 +372,24 @@ class Exchange:
             return None
         self._headOut = out
         return leftover
+
+    def _recoded(self, resp, out: bytes) -> bytes:
+        """
+        With C{--auto-chunked} or C{--auto-gzip}, a close-delimited body
+        goes to the client chunked (and maybe gzipped), so that its
+        connection can carry another request.
+
+        @return: the response head to send.
+        """
+        router = self.router
+        if not out.startswith(b"HTTP/1.1 "):
+            return out
+        coding = bodyCoding(self.head.headers, resp.headers, router.autoChunked, router.autoGzip)
+        if coding is None:
+            return out
+        self._coding = coding
+        self._framing = "recoded"
+        return withHeaderLines(out, coding.headerLines)
 
     def _tunnel(self) -> None:
         """
@@ -423,7 +449,9 @@ class Exchange:
         self.abort("response_truncated")
 
     def responseEnded(self, reason, timedOut: bool) -> None:
-        if self._framing == "close" and reason is None and not timedOut:
+        if reason is None and not timedOut and self._framing in ("close", "recoded"):
+            if self._coding is not None:
+                self._toClient(self._coding.finish(), True)
             self._complete()
         else:
             self._truncated("timed out" if timedOut else (reason or "closed early"))

@@ -71,6 +71,8 @@ class HTTPRouter(RouterFactory):
         max_response_head_size: int = 65536,
         access_log=None,
         websocket_timeout: "float | None" = None,
+        auto_chunked: bool = False,
+        auto_gzip: bool = False,
         **common,
     ) -> None:
         """
@@ -84,6 +86,12 @@ class HTTPRouter(RouterFactory):
         @param websocket_timeout: idle seconds (neither side sending) after
             which a tunnel opened by a C{101} answer is closed (default:
             C{timeout}).
+        @param auto_chunked: send a response body without a length chunked
+            to HTTP/1.1 clients, so their connection stays open (uWSGI's
+            C{--http-auto-chunked}).
+        @param auto_gzip: gzip such a body (and chunk it) when the response
+            has C{uWSGI-Encoding: gzip} and the client accepts gzip
+            (uWSGI's C{--http-auto-gzip}).
         @param common: the keyword arguments of every router
             (L{RouterFactory.__init__}).
         """
@@ -117,6 +125,8 @@ class HTTPRouter(RouterFactory):
         self.maxResponseHeadSize = max_response_head_size
         self.accessLog = access_log
         self.websocketTimeout = timeout if websocket_timeout is None else websocket_timeout
+        self.autoChunked = auto_chunked
+        self.autoGzip = auto_gzip
         self.requestSettings = attr.evolve(self.requestSettings, accessLog=access_log)
 
     def buildProtocol(self, addr):

@@ -33,6 +33,12 @@ class Options(RouterOptions):
          "Pass chunked request bodies through still chunked, as uWSGI's"
          " --http-chunked-input (the backend de-chunks). Default: de-chunk"
          " and send CONTENT_LENGTH, as nginx does."],
+        ["auto-chunked", None,
+         "Send a response body without a length chunked to HTTP/1.1 clients,"
+         " so their connection stays open (uWSGI's --http-auto-chunked)."],
+        ["auto-gzip", None,
+         "Gzip (and chunk) a response body without a length when the app sends"
+         " uWSGI-Encoding: gzip and the client accepts gzip (--http-auto-gzip)."],
         ["websockets", None,
          "Accepted for uWSGI's --http-websockets; a 101 answer always opens a"
          " tunnel here."],
