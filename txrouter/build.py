@@ -214,6 +214,9 @@ def buildRouter(config, reactor, forwarder=None, accessLog=None):
             websocket_timeout=config.websocket_timeout,
             auto_chunked=config.auto_chunked,
             auto_gzip=config.auto_gzip,
+            manage_expect=config.manage_expect,
+            raw_body=config.raw_body,
+            manage_source=config.manage_source,
             **shared,
         )
     if isinstance(config, FastRouterConfig):

@@ -346,6 +346,9 @@ class HTTPRouterConfig(RouterConfig):
     websockets: bool = _flag()
     auto_chunked: bool = _flag()
     auto_gzip: bool = _flag()
+    manage_expect: "int | None" = _count(None)
+    raw_body: bool = _flag()
+    manage_source: bool = _flag()
     http_var: "tuple[tuple[str, str], ...]" = _many("--http-var", _httpVar)
     trust_forwarded_from: "tuple[str, ...]" = _many("--trust-forwarded-from", _network)
 

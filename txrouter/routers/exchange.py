@@ -97,6 +97,8 @@ class Exchange:
         head = self.head
         router = self.router
         lifecycle = self.lifecycle
+        if router.manageExpect is not None and not self._expectationMet():
+            return False
         if head.chunked:
             self.bodyOpen = True
             if router.chunkedInput:
@@ -117,6 +119,11 @@ class Exchange:
             if router.postBuffering:
                 self._spool = BodySpool(router.postBuffering, router.postBufferingDir)
                 lifecycle.spoolBody(self._spool)
+        elif router.rawBody or (router.manageSource and head.method == b"SOURCE"):
+            # uWSGI's raw mode: what follows the head goes to the node
+            # until the client closes (an Icecast SOURCE stream).
+            self._raw = True
+            self.bodyOpen = True
         if self._decoder is None:
             # Most nodes speak uwsgi: the vars are built at once.
             self._block = self._uwsgiVars()
@@ -130,6 +137,32 @@ class Exchange:
                 return False
         if self.bodyOpen and head.expectContinue and head.version == b"HTTP/1.1":
             self.session.transport.write(CONTINUE)
+        return True
+
+    def _expectationMet(self) -> bool:
+        """
+        C{--manage-expect}: refuse an C{Expect} other than C{100-continue}
+        (417), and with a limit, a body over it that waits for C{100
+        Continue} (413) before a byte of it is read.
+
+        @return: whether the request goes on.
+        """
+        head = self.head
+        limit = self.router.manageExpect
+        if head.expectContinue:
+            if limit and (head.contentLength or 0) > limit:
+                self.session.refuse(
+                    413, "body_too_large",
+                    f"body of {head.contentLength} bytes, --manage-expect limit {limit}",
+                )
+                return False
+            return True
+        for name, value in head.headers:
+            if name.lower() == b"expect":
+                self.session.refuse(
+                    417, "expectation_failed", f"cannot meet Expect: {value[:40]!r}",
+                )
+                return False
         return True
 
     def _uwsgiVars(self) -> bytes:

@@ -73,6 +73,9 @@ class HTTPRouter(RouterFactory):
         websocket_timeout: "float | None" = None,
         auto_chunked: bool = False,
         auto_gzip: bool = False,
+        manage_expect: "int | None" = None,
+        raw_body: bool = False,
+        manage_source: bool = False,
         **common,
     ) -> None:
         """
@@ -92,6 +95,15 @@ class HTTPRouter(RouterFactory):
         @param auto_gzip: gzip such a body (and chunk it) when the response
             has C{uWSGI-Encoding: gzip} and the client accepts gzip
             (uWSGI's C{--http-auto-gzip}).
+        @param manage_expect: L{None}, or (uWSGI's C{--http-manage-expect
+            [N]}) refuse an C{Expect} other than C{100-continue} with 417
+            and, if not 0, a body over this many bytes that waits for C{100
+            Continue} with 413.  C{100 Continue} itself is always answered.
+        @param raw_body: a request without C{Content-Length} or
+            C{Transfer-Encoding} sends what follows its head to the node
+            until the client closes (uWSGI's C{--http-raw-body}).
+        @param manage_source: the same for C{SOURCE} requests only (Icecast
+            streams; uWSGI's C{--http-manage-source}).
         @param common: the keyword arguments of every router
             (L{RouterFactory.__init__}).
         """
@@ -127,6 +139,9 @@ class HTTPRouter(RouterFactory):
         self.websocketTimeout = timeout if websocket_timeout is None else websocket_timeout
         self.autoChunked = auto_chunked
         self.autoGzip = auto_gzip
+        self.manageExpect = manage_expect
+        self.rawBody = raw_body
+        self.manageSource = manage_source
         self.requestSettings = attr.evolve(self.requestSettings, accessLog=access_log)
 
     def buildProtocol(self, addr):

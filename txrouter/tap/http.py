@@ -39,6 +39,11 @@ class Options(RouterOptions):
         ["auto-gzip", None,
          "Gzip (and chunk) a response body without a length when the app sends"
          " uWSGI-Encoding: gzip and the client accepts gzip (--http-auto-gzip)."],
+        ["raw-body", None,
+         "Send what follows the head of a request without Content-Length or"
+         " Transfer-Encoding to the node until the client closes (--http-raw-body)."],
+        ["manage-source", None,
+         "The same for SOURCE requests only: Icecast streams (--http-manage-source)."],
         ["websockets", None,
          "Accepted for uWSGI's --http-websockets; a 101 answer always opens a"
          " tunnel here."],
@@ -69,6 +74,10 @@ class Options(RouterOptions):
         ["max-head-size", None, 65536, "Largest request head in bytes (431 above).", count],
         ["max-response-head-size", None, 65536,
          "Largest response head a node may send, in bytes (502 above).", count],
+        ["manage-expect", None, None,
+         "[N] Answer an Expect other than 100-continue with 417 and, with N, a"
+         " body over N bytes that waits for 100 Continue with 413 (uWSGI's"
+         " --http-manage-expect [N]).", count],
         ["websocket-timeout", None, None,
          "Idle seconds (neither side sending) before a tunnel opened by a 101"
          " answer (a websocket) is closed (default: --timeout).", positive],
@@ -111,7 +120,8 @@ class Options(RouterOptions):
 
     def parseOptions(self, options=None) -> None:
         """
-        Accept C{--keepalive}, C{--keepalive N} and C{--keepalive=N}.
+        Accept C{--keepalive}, C{--keepalive N} and C{--keepalive=N}, and
+        C{--manage-expect} with or without its N (bare: no size limit).
         """
         if options is None:
             options = sys.argv[1:]
@@ -123,6 +133,8 @@ class Options(RouterOptions):
                 rewritten += ["--keepalive-timeout", arg.partition("=")[2]]
             elif arg == "--keepalive" and options and _isNumber(options[0]):
                 rewritten += ["--keepalive-timeout", options.pop(0)]
+            elif arg == "--manage-expect" and not (options and _isNumber(options[0])):
+                rewritten += ["--manage-expect", "0"]
             else:
                 rewritten.append(arg)
         super().parseOptions(rewritten)

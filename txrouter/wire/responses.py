@@ -11,6 +11,7 @@ REASONS = {
     404: b"Not Found",
     408: b"Request Timeout",
     413: b"Content Too Large",
+    417: b"Expectation Failed",
     414: b"URI Too Long",
     431: b"Request Header Fields Too Large",
     500: b"Internal Server Error",

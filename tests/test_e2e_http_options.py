@@ -1,7 +1,8 @@
 """
-End to end: C{--auto-chunked} and C{--auto-gzip} of twistd txrouter-http
-beside uWSGI's own C{--http-auto-chunked --http-auto-gzip}, in front of the
-same real uWSGI workers, read by curl.
+End to end: uWSGI's HTTP router options as txrouter-http spells them
+(C{--auto-chunked}, C{--auto-gzip}, C{--manage-expect N}) beside uWSGI's own
+router with C{--http-auto-chunked --http-auto-gzip --http-manage-expect=N},
+in front of the same real uWSGI workers, read by curl.
 """
 
 import pytest
@@ -15,13 +16,15 @@ PIECES = "".join(f"piece {i}\n" for i in range(5))
 
 @pytest.fixture(scope="module")
 def routers(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("autocoding")
+    tmp = tmp_path_factory.mktemp("httpoptions")
     sock = str(tmp / "app.sock")
     ours, theirs = free_port(), free_port()
     with uwsgi_worker(tmp, sock), \
-            txrouter_http(tmp, ours, sock, ["--keepalive", "5", "--auto-chunked", "--auto-gzip"]), \
+            txrouter_http(tmp, ours, sock, ["--keepalive", "5", "--auto-chunked", "--auto-gzip",
+                                         "--manage-expect", "100"]), \
             uwsgi_http_router(tmp, theirs, sock,
-                              ["--http-keepalive=5", "--http-auto-chunked", "--http-auto-gzip"]):
+                              ["--http-keepalive=5", "--http-auto-chunked", "--http-auto-gzip",
+                               "--http-manage-expect=100"]):
         yield {"txrouter": ours, "uwsgi": theirs}
 
 
@@ -49,3 +52,14 @@ def test_no_gzip_for_a_client_that_does_not_accept_it(routers):
     result = curl("-sv", f"http://127.0.0.1:{routers['txrouter']}/gzip")
     assert result.stdout.decode() == PIECES
     assert "content-encoding" not in result.stderr.decode().lower()
+
+
+@pytest.mark.parametrize("router", ["txrouter", "uwsgi"])
+def test_manage_expect_refuses_a_body_over_its_limit_before_it_is_sent(routers, router):
+    port = routers[router]
+    result = curl("-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", "Expect: 100-continue",
+                  "--data-binary", "x" * 101, f"http://127.0.0.1:{port}/")
+    assert result.stdout == b"413"
+    result = curl("-s", "-H", "Expect: 100-continue", "--data-binary", "x" * 100,
+                  f"http://127.0.0.1:{port}/")
+    assert b'"body_len": 100' in result.stdout
