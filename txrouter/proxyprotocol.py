@@ -46,6 +46,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from txrouter.timers import IdleTimer
 from txrouter.trust import AddressSet
 from txrouter.wire.proxy import (
     DEFAULT_MAX_TLV_BYTES, ProxyHeaderError, ProxyHeaderParser, StudPrefixParser,
@@ -186,8 +187,10 @@ class _HeaderReader(Protocol):
         self._what = what
 
     def connectionMade(self) -> None:
+        # Never touched: a deadline, sharing the clock's one delayed call
+        # with every other timer (txrouter.timers).
         factory = self.factory
-        self._deadline = factory.reactor.callLater(factory.timeout, self._timedOut)
+        self._deadline = IdleTimer(factory.reactor, factory.timeout, self._timedOut)
 
     def dataReceived(self, data: bytes) -> None:
         parser = self._parser
@@ -223,7 +226,7 @@ class _HeaderReader(Protocol):
 
     def _stopDeadline(self) -> None:
         deadline, self._deadline = self._deadline, None
-        if deadline is not None and deadline.active():
+        if deadline is not None:
             deadline.cancel()
 
     def _refuse(self, event: str, detail: str) -> None:
