@@ -95,9 +95,18 @@ class ProxySources:
         """
         if host is None:
             return self.unix
-        if self.addresses.contains(host):
-            return True
-        return host.startswith("::ffff:") and "." in host and self.addresses.contains(host[7:])
+        return _contains(self.addresses, host)
+
+
+def _contains(addresses: AddressSet, host: str) -> bool:
+    """
+    Whether C{host} is in C{addresses}, an IPv4-mapped IPv6 address
+    (C{::ffff:a.b.c.d}, an IPv4 client of an IPv6 listener) under its IPv4
+    address too.
+    """
+    if addresses.contains(host):
+        return True
+    return host.startswith("::ffff:") and "." in host and addresses.contains(host[7:])
 
 
 class ProxyHeaderFactory(Factory):
@@ -144,7 +153,7 @@ class ProxyHeaderFactory(Factory):
 
     def buildProtocol(self, addr):
         host = getattr(addr, "host", None)
-        if host is not None and self.studFrom.contains(host):
+        if host is not None and self.studFrom and _contains(self.studFrom, host):
             return _HeaderReader(self, StudPrefixParser(), "stud_prefix", "stud prefix")
         proxyFrom = self.proxyFrom
         if proxyFrom is None:
