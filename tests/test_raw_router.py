@@ -12,6 +12,8 @@ from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from txrouter.build import buildService
+from txrouter.config import RawRouterConfig
 from txrouter.routers.raw import MAX_GREETING, RawRouter, keyOfEndpoint, keyOfHost, xclientLine
 from txrouter.routing.cache import CacheForwarder, InMemoryStore
 from txrouter.routing.nodes import parseNode
@@ -486,3 +488,39 @@ class ConfigurationTests(SynchronousTestCase):
             with self.assertRaises(ValueError) as caught:
                 RawRouter(MemoryReactorClock(), [parseNode(":5000")], **{name: value})
             self.assertIn(name, str(caught.exception))
+
+    def test_config_refuses_body_options(self):
+        """
+        The options about request bodies are refused by name, whatever
+        their value but the default.
+        """
+        for name, value in [("post_buffering", 10), ("post_buffering_dir", "/tmp"),
+                            ("limit_post", 10), ("min_body_rate", 0), ("retry_methods", "GET")]:
+            with self.assertRaises(ValueError) as caught:
+                RawRouterConfig(bind=["tcp:9100"], to=[":5000"], **{name: value})
+            self.assertIn("--" + name.replace("_", "-"), str(caught.exception))
+
+    def test_config_key_bounds(self):
+        with self.assertRaises(ValueError):
+            RawRouterConfig(bind=["tcp:9100"], to=[":5000"], key="")
+        with self.assertRaises(ValueError):
+            RawRouterConfig(bind=["tcp:9100"], to=[":5000"], key="k" * 256)
+
+    def test_each_listener_of_the_built_service_has_its_key(self):
+        config = RawRouterConfig(
+            bind=["tcp:9100:interface=127.0.0.1", "tcp:9200"], to=["127.0.0.1:5000"],
+            xclient=True, max_retries=1,
+        )
+        service = buildService(config, MemoryReactorClock())
+        self.assertEqual([listener.factory.key for listener in service.listeners],
+                         [b"127.0.0.1:9100", b":9200"])
+        router = service.router
+        self.assertIsInstance(router, RawRouter)
+        self.assertTrue(router.xclient)
+        self.assertEqual(router.maxRetries, 1)
+        self.assertTrue(all(listener.factory.router is router for listener in service.listeners))
+
+    def test_a_fixed_key_for_every_listener(self):
+        config = RawRouterConfig(bind=["tcp:9100", "tcp:9200"], to=["127.0.0.1:5000"], key="db")
+        service = buildService(config, MemoryReactorClock())
+        self.assertEqual([listener.factory.key for listener in service.listeners], [b"db", b"db"])
