@@ -82,7 +82,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if self.headers.get("Upgrade", "").lower() == "websocket":
             self._websocket()
             return
-        body = json.dumps({"path": self.path, "headers": list(self.headers.items())}).encode()
+        body = json.dumps({
+            "path": self.path, "headers": list(self.headers.items()),
+            "peer_port": self.client_address[1],
+        }).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -202,3 +205,28 @@ def test_a_websocket_through_the_router(routed):
 
 if __name__ == "__main__":
     serve(int(sys.argv[1]))
+
+
+def test_node_keepalive_sends_the_next_requests_over_the_kept_connection(tmp_path):
+    """
+    With C{--node-keepalive}, five clients one after the other reach the
+    node over one connection (the node sees one peer port), and the stats
+    count the four reuses.
+    """
+    nodePort, port, statsPort = free_port(), free_port(), free_port()
+    with Process([sys.executable, __file__, nodePort], tmp_path / "node.log") as server:
+        wait_for_tcp(nodePort, process=server)
+        with txrouter(tmp_path, "http", port, [
+            "--to", f"http://127.0.0.1:{nodePort}", "--node-keepalive", "2",
+            "--stats", f"127.0.0.1:{statsPort}",
+        ]) as router:
+            answers = []
+            for index in range(5):
+                result = curl(f"http://127.0.0.1:{port}/{index}")
+                assert result.returncode == 0, result.stderr
+                answers.append(json.loads(result.stdout))
+            assert len({answer["peer_port"] for answer in answers}) == 1
+            headers = {name.lower(): value for name, value in answers[0]["headers"]}
+            assert headers["connection"] == "keep-alive"
+            assert stats(statsPort)["node_keepalive"] == {"idle": 1, "reused": 4}
+            assert "Traceback" not in router.log()

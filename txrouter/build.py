@@ -217,6 +217,8 @@ def buildRouter(config, reactor, forwarder=None, accessLog=None):
             manage_expect=config.manage_expect,
             raw_body=config.raw_body,
             manage_source=config.manage_source,
+            node_keepalive=config.node_keepalive,
+            node_keepalive_timeout=config.node_keepalive_timeout,
             **shared,
         )
     if isinstance(config, FastRouterConfig):

@@ -113,6 +113,8 @@ class RequestSettings:
     @ivar accessLog: an L{txrouter.accesslog.AccessLog}, or L{None}.
     @ivar retryCounts: the router's L{RetryCounts}, counted by its requests.
     @ivar tunnelCounts: the router's L{TunnelCounts}.
+    @ivar nodePool: a L{txrouter.nodepool.NodeConnectionPool} keeping HTTP
+        nodes' connections between requests, or L{None}.
     """
 
     reactor = attr.ib()
@@ -129,6 +131,7 @@ class RequestSettings:
     accessLog = attr.ib(default=None)
     retryCounts: RetryCounts = attr.ib(factory=RetryCounts, eq=False)
     tunnelCounts: TunnelCounts = attr.ib(factory=TunnelCounts, eq=False)
+    nodePool = attr.ib(default=None, eq=False)
 
 
 class IFrontEnd(Interface):
@@ -193,6 +196,9 @@ class RequestLifecycle:
         sent to another node when its node closes before any byte of a
         response, if all it was sent can be sent again (an empty or
         spooled body), as nginx does.
+    @ivar keepNodeConnection: set by the front end when the node's
+        connection may carry another request (its response was read to its
+        end): L{release} parks it in the settings' C{nodePool}.
     """
 
     finished = False
@@ -214,6 +220,8 @@ class RequestLifecycle:
     _busyCall = None
     _tunnelOpen = False
     method = None
+    keepNodeConnection = False
+    _upstreamWasKept = False
 
     def __init__(self, settings: RequestSettings, frontEnd, relay, key: bytes, client) -> None:
         """
@@ -416,7 +424,7 @@ class RequestLifecycle:
             )
             self.frontEnd.refuse(502, "forwarder_failed", f"finding a node for {key!r} failed")
 
-    def _connect(self, node) -> None:
+    def _connect(self, node, usePool: bool = True) -> None:
         settings = self.settings
         head = self.frontEnd.headFor(node)
         if head is None:
@@ -429,6 +437,7 @@ class RequestLifecycle:
         self._connector = connectUpstream(
             settings.reactor, node, self, head,
             settings.connectTimeout, settings.timeout, settings.harakiri,
+            settings.nodePool if usePool else None,
         )
 
     # IUpstreamReceiver
@@ -526,6 +535,7 @@ class RequestLifecycle:
         """
 
     def upstreamLost(self, reason, timedOut: bool) -> None:
+        self._upstreamWasKept = self._upstream is not None and self._upstream.reused
         self._upstream = None
         if self.finished:
             return
@@ -536,6 +546,18 @@ class RequestLifecycle:
             self.frontEnd.refuse(504, "backend_timeout", "the backend did not answer in time")
             return
         retried = self._replayable()
+        if retried and self._upstreamWasKept:
+            # A kept connection the node closed as this request took it:
+            # not the node's failure, so a fresh connection to it.
+            self._upstreamWasKept = False
+            log.info(
+                "node_keepalive_closed: {node} closed a kept connection; connecting again",
+                event="node_keepalive_closed", node=self.node.name,
+            )
+            node = self.node
+            self._releaseNode()
+            self._connect(node, usePool=False)
+            return
         log.warn(
             "backend_closed: {node} closed without a response: {reason}",
             event="backend_closed", node=self.node.name,
@@ -620,7 +642,9 @@ class RequestLifecycle:
             if ITrafficCounting.providedBy(forwarder):
                 forwarder.transferred(self.key, self.node, upstream.sent, upstream.received)
         if upstream is not None:
-            upstream.detach()
+            pool = self.settings.nodePool
+            if not (self.keepNodeConnection and pool is not None and pool.park(upstream)):
+                upstream.detach()
 
     def abort(self) -> None:
         """

@@ -448,10 +448,17 @@ class MemoryNetwork:
 
     def flush(self, rounds: int = 100) -> None:
         """
-        Deliver bytes and complete connects until nothing changes.
+        Deliver bytes, complete connects and make the calls due now
+        (C{callLater(0)}) until nothing changes.
         """
+        reactor = self.reactor
         for _ in range(rounds):
             progressed = self._completeConnects()
+            now = reactor.seconds()
+            if any(call.getTime() <= now for call in reactor.getDelayedCalls()):
+                # What was asked for "once the current events are handled".
+                reactor.advance(0)
+                progressed = True
             for pump in list(self._pumps):
                 if pump.pump(advanceClock=False):
                     progressed = True

@@ -64,6 +64,8 @@ class Upstream(Protocol):
 
     sent = 0
     received = 0
+    #: The connection was kept from an earlier request (L{reuse}).
+    reused = False
 
     def __init__(self, receiver, node, head: bytes, timer: IdleTimer, idleTimeout: float) -> None:
         self.receiver = receiver
@@ -81,6 +83,20 @@ class Upstream(Protocol):
         self.sent = len(head)
         self.transport.write(head)
         self.receiver.upstreamConnected(self)
+
+    def reuse(self, receiver, head: bytes, timer: IdleTimer, idleTimeout: float) -> None:
+        """
+        Carry another request over this kept-alive connection (see
+        L{txrouter.nodepool}): as L{connectionMade}, with a new receiver and
+        timer.
+        """
+        self.receiver = receiver
+        self._timer = timer
+        self._idleTimeout = idleTimeout
+        self.reused = True
+        self.sent = self.received = 0
+        self._head = head
+        self.connectionMade()
 
     def write(self, data: bytes) -> None:
         """
@@ -194,9 +210,52 @@ class _UpstreamFactory(ClientFactory):
             )
 
 
+class _Reuse:
+    """
+    The connector of a request going over a kept-alive connection: the
+    connection is handed over once the current events are handled, as a
+    fresh connect would be (never inside the caller's stack).
+    """
+
+    def __init__(self, reactor, upstream, receiver, head, idleTimeout, deadline) -> None:
+        self.upstream = upstream
+        self.receiver = receiver
+        self.head = head
+        self.idleTimeout = idleTimeout
+        self.timer = IdleTimer(reactor, idleTimeout, upstream.timedOut, deadline)
+        afterEvents = getattr(reactor, "afterEvents", None)
+        if afterEvents is None:
+            self._call = reactor.callLater(0, self._handOver)
+        else:
+            self._call = None
+            afterEvents.append((self._handOver, ()))
+
+    def _handOver(self) -> None:
+        self._call = None
+        receiver, self.receiver = self.receiver, None
+        if receiver is None:
+            return
+        upstream, self.upstream = self.upstream, None
+        upstream.reuse(receiver, self.head, self.timer, self.idleTimeout)
+
+    def stopConnecting(self) -> None:
+        """
+        The request is over before the connection was handed to it: close
+        the connection (it may be reused only by a request that ended it).
+        """
+        self.receiver = None
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self.timer.cancel()
+        upstream, self.upstream = self.upstream, None
+        if upstream is not None and upstream.transport is not None:
+            upstream.transport.abortConnection()
+
+
 def connectUpstream(
     reactor, node, receiver, head: bytes,
     connectTimeout: float = 60.0, idleTimeout: float = 60.0, deadline: float = 0,
+    pool=None,
 ):
     """
     Connect to C{node}, write C{head}, and report to C{receiver}.
@@ -206,12 +265,18 @@ def connectUpstream(
     @param idleTimeout: seconds without traffic before the connection is cut.
     @param deadline: seconds from now to the end of the exchange before it
         is cut (uWSGI's harakiri); 0 for none.
+    @param pool: a L{txrouter.nodepool.NodeConnectionPool} whose idle
+        connection to C{node}, if it has one, is used instead of connecting.
     C{receiver} is never told anything before this returns (see
     L{connectNode}).
 
     @return: the C{IConnector} of the connect under way; C{stopConnecting}
         on it abandons the node until it is connected.
     """
+    if pool is not None:
+        upstream = pool.take(node)
+        if upstream is not None:
+            return _Reuse(reactor, upstream, receiver, head, idleTimeout, deadline)
     factory = _UpstreamFactory(
         reactor, receiver, node, head, connectTimeout, idleTimeout, deadline
     )

@@ -66,6 +66,9 @@ class Exchange:
     _bodySent = 0
     _spool = None
     _coding = None
+    # The HTTP node's connection may carry another request once this
+    # response is read to its end.
+    _nodeReusable = False
 
     def __init__(self, session, head, key: bytes) -> None:
         self.session = session
@@ -189,6 +192,7 @@ class Exchange:
                     head = self._httpHead = encodeRequestHead(
                         self.head, session.remoteAddr, session.https,
                         session.trustForwarded, self._dechunkedLength, router.maxHeadSize,
+                        router.nodePool is not None,
                     )
                 except HTTPError as e:
                     session.refuse(e.status, e.event, e.detail)
@@ -382,6 +386,9 @@ class Exchange:
                 out, reusable = relayedResponseHead(resp)
                 closes = not reusable
                 saysClose = False
+                self._nodeReusable = (
+                    reusable and not resp.connectionClose and self._framing != "close"
+                )
             else:
                 closes = saysClose = resp.connectionClose
             if self._framing == "close" and request.version == b"HTTP/1.1":
@@ -459,7 +466,7 @@ class Exchange:
             " dropped",
             event="response_surplus", node=self.lifecycle.node.name, count=count,
         )
-        self.keepAlive = False
+        self.keepAlive = self._nodeReusable = False
 
     def _badResponse(self, detail: str, event: str = "bad_response") -> None:
         """
@@ -496,6 +503,7 @@ class Exchange:
         lifecycle = self.lifecycle
         if lifecycle.finished:
             return
+        lifecycle.keepNodeConnection = self._nodeReusable and not self.bodyOpen
         lifecycle.release()
         lifecycle.logAccess(self.head, self.status, self._bodySent)
         self.session.exchangeFinished(self, self.keepAlive and not self.bodyOpen)

@@ -27,6 +27,7 @@ from txrouter.limits import MAX_KEY_LENGTH
 from txrouter.routers.base import RouterFactory, checkDirectory
 from txrouter.routers.exchange import Exchange
 from txrouter.routers.linger import answerAndClose
+from txrouter.nodepool import NodeConnectionPool
 from txrouter.trust import AddressSet
 from txrouter.wire.http1 import HTTPError, RequestHeadParser
 from txrouter.wire.http2uwsgi import encodeConnectionVars
@@ -76,6 +77,8 @@ class HTTPRouter(RouterFactory):
         manage_expect: "int | None" = None,
         raw_body: bool = False,
         manage_source: bool = False,
+        node_keepalive: int = 0,
+        node_keepalive_timeout: float = 4.0,
         **common,
     ) -> None:
         """
@@ -104,6 +107,10 @@ class HTTPRouter(RouterFactory):
             until the client closes (uWSGI's C{--http-raw-body}).
         @param manage_source: the same for C{SOURCE} requests only (Icecast
             streams; uWSGI's C{--http-manage-source}).
+        @param node_keepalive: most idle connections kept open per HTTP node
+            for later requests (nginx's C{keepalive}); 0 closes each after
+            its response.
+        @param node_keepalive_timeout: seconds such a connection is kept.
         @param common: the keyword arguments of every router
             (L{RouterFactory.__init__}).
         """
@@ -142,7 +149,12 @@ class HTTPRouter(RouterFactory):
         self.manageExpect = manage_expect
         self.rawBody = raw_body
         self.manageSource = manage_source
-        self.requestSettings = attr.evolve(self.requestSettings, accessLog=access_log)
+        self.nodePool = None
+        if node_keepalive:
+            self.nodePool = NodeConnectionPool(reactor, node_keepalive, node_keepalive_timeout)
+        self.requestSettings = attr.evolve(
+            self.requestSettings, accessLog=access_log, nodePool=self.nodePool,
+        )
 
     def buildProtocol(self, addr):
         return HTTPSession(self)
@@ -152,9 +164,21 @@ class HTTPRouter(RouterFactory):
         L{RouterFactory.statsFields}, and C{tunnels} (a txrouter key): the
         tunnels open now and opened so far (L{txrouter.lifecycle.TunnelCounts}).
         """
-        return RouterFactory.statsFields(self) + [
+        fields = RouterFactory.statsFields(self) + [
             ("tunnels", self.requestSettings.tunnelCounts.asDict()),
         ]
+        pool = self.nodePool
+        if pool is not None:
+            fields.append(("node_keepalive", {"idle": pool.idleCount(), "reused": pool.reused}))
+        return fields
+
+    def drain(self, timeout: float):
+        """
+        L{RouterFactory.drain}, closing the idle node connections first.
+        """
+        if self.nodePool is not None:
+            self.nodePool.closeAll()
+        return RouterFactory.drain(self, timeout)
 
     def acceptableProtocols(self) -> list:
         """

@@ -78,6 +78,11 @@ class Options(RouterOptions):
          "[N] Answer an Expect other than 100-continue with 417 and, with N, a"
          " body over N bytes that waits for 100 Continue with 413 (uWSGI's"
          " --http-manage-expect [N]).", count],
+        ["node-keepalive", None, 0,
+         "Keep up to N idle connections per HTTP node open for later requests"
+         " (nginx's keepalive); 0 closes each after its response.", count],
+        ["node-keepalive-timeout", None, 4.0,
+         "Seconds an idle HTTP node connection is kept.", positive],
         ["websocket-timeout", None, None,
          "Idle seconds (neither side sending) before a tunnel opened by a 101"
          " answer (a websocket) is closed (default: --timeout).", positive],

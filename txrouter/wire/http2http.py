@@ -68,6 +68,7 @@ _FORWARDED_FOR = b"x-forwarded-for"
 _FORWARDED_PROTO = b"x-forwarded-proto"
 
 _CLOSE = b"Connection: close\r\n"
+_KEEP_ALIVE = b"Connection: keep-alive\r\n"
 _CONNECTION_UPGRADE = b"Connection: Upgrade\r\n"
 _PROTO_HTTP = b"X-Forwarded-Proto: http\r\n"
 _PROTO_HTTPS = b"X-Forwarded-Proto: https\r\n"
@@ -110,6 +111,7 @@ def encodeRequestHead(
     trustForwarded: bool = False,
     contentLength: "bytes | None" = None,
     limit: int = 65536,
+    keepAlive: bool = False,
 ) -> bytes:
     """
     Build the request head sent to an HTTP node.
@@ -133,6 +135,8 @@ def encodeRequestHead(
         by the router: C{Transfer-Encoding} becomes this C{Content-Length}.
         Otherwise a chunked body goes on chunked.
     @param limit: the most bytes the head may take.
+    @param keepAlive: ask the node to keep the connection open after its
+        response (C{Connection: keep-alive}) rather than close it.
     @return: the head, blank line included.
     @raise HTTPError: C{node_head_too_large} (431), over C{limit}.
     @raise ValueError: a CR or LF in a header name or value, which
@@ -179,7 +183,7 @@ def encodeRequestHead(
         lines.append(_PROTO_HTTPS if https else _PROTO_HTTP)
     if contentLength is not None:
         lines.append(b"Content-Length: " + contentLength + _CRLF)
-    lines.append(_CONNECTION_UPGRADE if upgrade else _CLOSE)
+    lines.append(_CONNECTION_UPGRADE if upgrade else _KEEP_ALIVE if keepAlive else _CLOSE)
     lines.append(_CRLF)
     return _checked(lines, limit)
 
