@@ -46,6 +46,7 @@ def test_twistd_lists_the_plugins():
     result = twistd("--help")
     assert "txrouter-http" in result.stdout
     assert "txrouter-fast" in result.stdout
+    assert "txrouter-raw" in result.stdout
     assert "txrouter-subscribe" in result.stdout
     reactors = twistd("--help-reactors").stdout
     assert any(line.split() and line.split()[0] == "txrouter" for line in reactors.splitlines())
@@ -55,6 +56,7 @@ def test_twistd_lists_the_plugins():
     "plugin, module, page",
     [("txrouter-http", "txrouter.tap.http", "http-router.md"),
      ("txrouter-fast", "txrouter.tap.fast", "fastrouter.md"),
+     ("txrouter-raw", "txrouter.tap.raw", "raw-router.md"),
      ("txrouter-subscribe", "txrouter.tap.subscribe", "subscriptions.md")],
 )
 def test_every_option_is_documented_in_help_and_docs(plugin, module, page):
