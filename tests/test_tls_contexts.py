@@ -8,9 +8,12 @@ s_client} on a listening port.
 import datetime
 import os
 import shutil
+import subprocess
 import tempfile
 import warnings
 
+import pytest
+import pytest_twisted
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
@@ -25,7 +28,7 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import globalLogPublisher
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.test import iosim
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from tests.logs import named
@@ -700,110 +703,138 @@ def _waitFor(check, timeout: float = 15.0) -> Deferred:
     return poll()
 
 
-class RealSocketTests(TestCase):
+class _Cleanups:
     """
-    A listening port in this process.
+    What a real-reactor test undoes at its end (these tests run on
+    pytest-twisted's reactor, like the project's other real-socket tests,
+    not trial's, which cannot spin a reactor pytest-twisted already runs).
     """
 
-    timeout = 60
+    def __init__(self) -> None:
+        self._calls = []
 
-    def _stall(self, listening, count: int):
-        from twisted.internet import reactor
-        from twisted.internet.endpoints import TCP4ClientEndpoint
-
-        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", listening.number)
-
-        @inlineCallbacks
-        def connect():
-            stalled = []
-            for _ in range(count):
-                protocol = yield endpoint.connect(Factory.forProtocol(_Stalling))
-                self.addCleanup(protocol.transport.abortConnection)
-                stalled.append(protocol)
-            yield _waitFor(lambda: len(listening.protocols) >= count)
-            return stalled
-
-        return connect()
+    def addCleanup(self, f, *args, **kwargs) -> None:
+        self._calls.append((f, args, kwargs))
 
     @inlineCallbacks
-    def test_stalled_clients_do_not_delay_others(self):
-        """
-        200 clients stopped half-way through their ClientHello, accepted and
-        waiting: a normal client gets its handshake all the same.
-        """
-        from twisted.internet import reactor
-        from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
+    def run(self):
+        while self._calls:
+            f, args, kwargs = self._calls.pop()
+            yield f(*args, **kwargs)
 
-        listening = _Listening(self, handshakeTimeout=3600)
-        stalled = yield self._stall(listening, 200)
-        done = []
-        recorder = type("Client", (_Recorder,), {
-            "handshakeCompleted": lambda self: done.append(True)})
-        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", listening.number)
-        normal = yield wrapClientTLS(_Client(listening.pki.client(), b"exact.local"),
-                                     endpoint).connect(Factory.forProtocol(recorder))
-        self.addCleanup(normal.transport.abortConnection)
-        yield _waitFor(lambda: done)
-        self.assertEqual([p for p in stalled if p.lost is not None], [])
 
-    @inlineCallbacks
-    def test_stalled_clients_are_cut_at_the_deadline(self):
-        listening = _Listening(self, handshakeTimeout=0.2)
-        events = []
-        globalLogPublisher.addObserver(events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, events.append)
-        stalled = yield self._stall(listening, 30)
-        yield _waitFor(lambda: all(p.lost is not None for p in stalled))
-        # The log budget: 20 lines, the others counted when the window ends.
-        self.assertEqual(len(named(events, "tls_handshake_timeout")), 20)
+@pytest.fixture
+def cleanups():
+    done = _Cleanups()
+    yield done
+    pytest_twisted.blockon(done.run())
+
+
+def _stall(cleanups, listening, count: int):
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import TCP4ClientEndpoint
+
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", listening.number)
 
     @inlineCallbacks
-    def test_openssl_s_client(self):
-        """
-        The real C{openssl s_client}: SNI picks the certificate, TLS 1.0 and
-        1.1 and 3DES are refused, a client certificate reaches the vars.
-        """
-        openssl = shutil.which("openssl")
-        if openssl is None:
-            self.skipTest("no openssl command")
-        from twisted.internet.utils import getProcessOutputAndValue
+    def connect():
+        stalled = []
+        for _ in range(count):
+            protocol = yield endpoint.connect(Factory.forProtocol(_Stalling))
+            cleanups.addCleanup(protocol.transport.abortConnection)
+            stalled.append(protocol)
+        yield _waitFor(lambda: len(listening.protocols) >= count)
+        return stalled
 
-        listening = _Listening(self)
-        pki = listening.pki
+    return connect()
 
-        def sClient(*arguments, brief=True):
-            return getProcessOutputAndValue(openssl, [
-                "s_client", "-connect", f"127.0.0.1:{listening.number}",
-                "-CAfile", pki.ca.path, "-verify_return_error", *(["-brief"] if brief else []),
-                *arguments,
-            ], env={"PATH": os.environ.get("PATH", "")}, stdinBytes=b"")
 
-        out, err, code = yield sClient("-servername", "exact.local")
-        self.assertEqual(code, 0, err)
-        self.assertIn(b"Peer certificate: CN = exact.local", err + out)
-        out, err, code = yield sClient("-servername", "indir.local")
-        self.assertIn(b"Peer certificate: CN = indir.local", err + out)
-        out, err, code = yield sClient("-servername", "nobody.local")
-        self.assertIn(b"Peer certificate: CN = default.local", err + out)
-        out, err, code = yield sClient("-servername", "../indir.local")
-        self.assertIn(b"Peer certificate: CN = default.local", err + out)
-        out, err, code = yield sClient("-alpn", "h2,http/1.1", brief=False)
-        self.assertIn(b"ALPN protocol: http/1.1", out)
-        for refused in (["-tls1", "-cipher", "DEFAULT:@SECLEVEL=0"],
-                        ["-tls1_1", "-cipher", "DEFAULT:@SECLEVEL=0"],
-                        ["-tls1_2", "-cipher", "ECDHE-ECDSA-DES-CBC3-SHA:DES-CBC3-SHA:@SECLEVEL=0"],
-                        ["-tls1_2", "-cipher", "RC4-SHA:@SECLEVEL=0"]):
-            out, err, code = yield sClient(*refused)
-            self.assertNotEqual(code, 0, refused)
-            self.assertNotIn(b"Protocol version:", err + out, refused)
-        out, err, code = yield sClient("-cert", pki.alice.certificatePath,
-                                       "-key", pki.alice.keyPath, "-servername", "default.local")
-        self.assertEqual(code, 0, err)
-        certified = [dict(p.vars) for p in listening.protocols
-                     if p.handshook and b"HTTPS_DN" in dict(p.vars)]
-        self.assertEqual([v[b"HTTPS_DN"] for v in certified], [b"/C=FR/O=x/CN=alice"])
-        self.assertEqual(certified[0][b"HTTPS_CLIENT_CERTIFICATE"],
-                         pki.alice.certificate.public_bytes(Encoding.DER))
+@pytest_twisted.inlineCallbacks
+def test_stalled_clients_do_not_delay_others(cleanups):
+    """
+    200 clients stopped half-way through their ClientHello, accepted and
+    waiting: a normal client gets its handshake all the same.
+    """
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
+
+    listening = _Listening(cleanups, handshakeTimeout=3600)
+    stalled = yield _stall(cleanups, listening, 200)
+    done = []
+    recorder = type("Client", (_Recorder,), {
+        "handshakeCompleted": lambda self: done.append(True)})
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", listening.number)
+    normal = yield wrapClientTLS(_Client(listening.pki.client(), b"exact.local"),
+                                 endpoint).connect(Factory.forProtocol(recorder))
+    cleanups.addCleanup(normal.transport.abortConnection)
+    yield _waitFor(lambda: done)
+    assert [p for p in stalled if p.lost is not None] == []
+
+
+@pytest_twisted.inlineCallbacks
+def test_stalled_clients_are_cut_at_the_deadline(cleanups):
+    listening = _Listening(cleanups, handshakeTimeout=0.2)
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    cleanups.addCleanup(globalLogPublisher.removeObserver, events.append)
+    stalled = yield _stall(cleanups, listening, 30)
+    yield _waitFor(lambda: all(p.lost is not None for p in stalled))
+    # The log budget: 20 lines, the others counted when the window ends.
+    assert len(named(events, "tls_handshake_timeout")) == 20
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="no openssl command")
+@pytest_twisted.inlineCallbacks
+def test_openssl_s_client(cleanups):
+    """
+    The real C{openssl s_client}: SNI picks the certificate, TLS 1.0 and
+    1.1 and 3DES are refused, a client certificate reaches the vars.
+    """
+    from twisted.internet.threads import deferToThread
+
+    openssl = shutil.which("openssl")
+    listening = _Listening(cleanups)
+    pki = listening.pki
+
+    def sClient(*arguments, brief=True):
+        # In a thread: a reactor run by pytest-twisted reaps no child.
+        command = [
+            openssl, "s_client", "-connect", f"127.0.0.1:{listening.number}",
+            "-CAfile", pki.ca.path, "-verify_return_error", *(["-brief"] if brief else []),
+            *arguments,
+        ]
+        done = deferToThread(
+            subprocess.run, command, input=b"", capture_output=True, timeout=30,
+            env={"PATH": os.environ.get("PATH", "")},
+        )
+        return done.addCallback(lambda r: (r.stdout, r.stderr, r.returncode))
+
+    out, err, code = yield sClient("-servername", "exact.local")
+    assert code == 0, err
+    assert b"Peer certificate: CN = exact.local" in err + out
+    out, err, code = yield sClient("-servername", "indir.local")
+    assert b"Peer certificate: CN = indir.local" in err + out
+    out, err, code = yield sClient("-servername", "nobody.local")
+    assert b"Peer certificate: CN = default.local" in err + out
+    out, err, code = yield sClient("-servername", "../indir.local")
+    assert b"Peer certificate: CN = default.local" in err + out
+    out, err, code = yield sClient("-alpn", "h2,http/1.1", brief=False)
+    assert b"ALPN protocol: http/1.1" in out
+    for refused in (["-tls1", "-cipher", "DEFAULT:@SECLEVEL=0"],
+                    ["-tls1_1", "-cipher", "DEFAULT:@SECLEVEL=0"],
+                    ["-tls1_2", "-cipher", "ECDHE-ECDSA-DES-CBC3-SHA:DES-CBC3-SHA:@SECLEVEL=0"],
+                    ["-tls1_2", "-cipher", "RC4-SHA:@SECLEVEL=0"]):
+        out, err, code = yield sClient(*refused)
+        assert code != 0, refused
+        assert b"Protocol version:" not in err + out, refused
+    out, err, code = yield sClient("-cert", pki.alice.certificatePath,
+                                   "-key", pki.alice.keyPath, "-servername", "default.local")
+    assert code == 0, err
+    certified = [dict(p.vars) for p in listening.protocols
+                 if p.handshook and b"HTTPS_DN" in dict(p.vars)]
+    assert [v[b"HTTPS_DN"] for v in certified] == [b"/C=FR/O=x/CN=alice"]
+    assert certified[0][b"HTTPS_CLIENT_CERTIFICATE"] == \
+        pki.alice.certificate.public_bytes(Encoding.DER)
 
 
 class _Stalling(Protocol):
