@@ -85,6 +85,7 @@ def buildService(config, reactor) -> RouterService:
     router = buildRouter(config, reactor, forwarder, accessLog)
     service = RouterService(
         reactor, router, config.bind, config.graceful_timeout, cheap=config.cheap,
+        wrap=config.proxyProtocolWrapper(reactor),
     )
     for extra in services + logServices:
         extra.setServiceParent(service)
@@ -219,6 +220,7 @@ def buildRouter(config, reactor, forwarder=None, accessLog=None):
             manage_source=config.manage_source,
             node_keepalive=config.node_keepalive,
             node_keepalive_timeout=config.node_keepalive_timeout,
+            send_proxy=_sendProxy(config),
             **shared,
         )
     if isinstance(config, FastRouterConfig):
@@ -236,9 +238,18 @@ def buildRouter(config, reactor, forwarder=None, accessLog=None):
             config.to,
             key=config.key,
             xclient=config.xclient,
+            send_proxy=_sendProxy(config),
             **shared,
         )
     raise TypeError(f"not a router configuration: {config!r}")
+
+
+def _sendProxy(config) -> int:
+    """
+    The PROXY protocol version C{--send-proxy}/C{--send-proxy-v2} ask
+    for, 0 for none.
+    """
+    return 2 if config.send_proxy_v2 else 1 if config.send_proxy else 0
 
 
 # The access log

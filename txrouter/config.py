@@ -25,6 +25,7 @@ import typing
 import attr
 
 from txrouter.limits import MAX_KEY_LENGTH
+from txrouter.proxyprotocol import proxyProtocolWrapper
 from txrouter.routing.admission import SOURCE, parseNetwork, parsePortRange
 from txrouter.routing.balancing import ALGORITHMS
 from txrouter.routing.nodes import Node, parseNode
@@ -255,6 +256,9 @@ class RouterConfig:
         "--resubscribe", parseDatagramAddress, DatagramAddress)
     resubscribe_sign: "str | None" = attr.ib(default=None, validator=_digestAndPath)
     resubscribe_address: "str | None" = None
+    enable_proxy_protocol: bool = _flag()
+    proxy_protocol_from: "tuple[str, ...]" = _many("--proxy-protocol-from", str, str)
+    proxy_protocol_timeout: float = attr.ib(default=5.0, converter=float, validator=_atLeast(0))
 
     def __attrs_post_init__(self) -> None:
         if self.name_separator_strip:
@@ -265,6 +269,20 @@ class RouterConfig:
                     object.__setattr__(self, name, value.strip(":"))
         self._checkNodes()
         self._checkResubscription()
+        self.proxyProtocolWrapper(None)
+
+    def proxyProtocolWrapper(self, reactor):
+        """
+        The wrapping of the listeners' factories the PROXY protocol options
+        ask for (L{txrouter.proxyprotocol.proxyProtocolWrapper}), or
+        L{None}.
+
+        @raise ValueError: the options do not go together.
+        """
+        return proxyProtocolWrapper(
+            reactor, self.enable_proxy_protocol, self.proxy_protocol_from,
+            self.proxy_protocol_timeout, getattr(self, "http_stud_prefix", ()),
+        )
 
     def mappers(self) -> "list[str]":
         """
@@ -353,6 +371,18 @@ class HTTPRouterConfig(RouterConfig):
     node_keepalive_timeout: float = _seconds(4.0)
     http_var: "tuple[tuple[str, str], ...]" = _many("--http-var", _httpVar)
     trust_forwarded_from: "tuple[str, ...]" = _many("--trust-forwarded-from", _network)
+    http_stud_prefix: "tuple[str, ...]" = _many("--http-stud-prefix", str, str)
+    send_proxy: bool = _flag()
+    send_proxy_v2: bool = _flag()
+
+    def __attrs_post_init__(self) -> None:
+        RouterConfig.__attrs_post_init__(self)
+        _checkSendProxy(self)
+        if (self.send_proxy or self.send_proxy_v2) and self.node_keepalive:
+            raise ValueError(
+                "--send-proxy: a kept node connection (--node-keepalive) would carry"
+                " other clients' requests under the first client's PROXY header"
+            )
 
 
 @attr.frozen(kw_only=True)
@@ -388,9 +418,12 @@ class RawRouterConfig(RouterConfig):
 
     key: "str | None" = None
     xclient: bool = _flag()
+    send_proxy: bool = _flag()
+    send_proxy_v2: bool = _flag()
 
     def __attrs_post_init__(self) -> None:
         RouterConfig.__attrs_post_init__(self)
+        _checkSendProxy(self)
         if self.key is not None and not 0 < len(self.key.encode()) <= MAX_KEY_LENGTH:
             raise ValueError(f"--key: 1 to {MAX_KEY_LENGTH} bytes, not {len(self.key.encode())}")
         for field in _BODY_FIELDS:
@@ -399,6 +432,11 @@ class RawRouterConfig(RouterConfig):
                     f"{_option(field.name)}: does not apply to the raw router"
                     " (it relays bytes: there is no request body)"
                 )
+
+
+def _checkSendProxy(config) -> None:
+    if config.send_proxy and config.send_proxy_v2:
+        raise ValueError("choose --send-proxy or --send-proxy-v2, not both")
 
 
 #: The fields of L{RouterConfig} about request bodies.

@@ -433,3 +433,13 @@ def proxyHeaderFor(version: int, peer, host, serverName: Optional[str] = None) -
     if version == 2:
         return encodeV2(source, destination, sni=serverName)
     raise ValueError(f"PROXY protocol version {version}")
+
+
+def proxyHeaderOfClient(version: int, transport) -> bytes:
+    """
+    L{proxyHeaderFor} the client connection of C{transport}: its
+    addresses, and the server name it asked for.
+    """
+    return proxyHeaderFor(
+        version, transport.getPeer(), transport.getHost(), serverNameOf(transport),
+    )

@@ -105,15 +105,21 @@ class RouterService(MultiService):
 
     def __init__(
         self, reactor, router, binds, graceful_timeout: float = 30.0, cheap: bool = False,
+        wrap=None,
     ) -> None:
+        """
+        @param wrap: what wraps each listener's factory, outermost (the
+            PROXY protocol reader, L{txrouter.proxyprotocol}), or L{None}.
+        """
         super().__init__()
         self.router = router
         self.gracefulTimeout = graceful_timeout
         self.listeners = []
         forListener = getattr(router, "listenerFactory", None)
+        listening = listeningReactor(reactor, wrap)
         for description in binds:
             factory = router if forListener is None else forListener(description)
-            listener = Listener(parseServerEndpoint(listeningReactor(reactor), description), factory)
+            listener = Listener(parseServerEndpoint(listening, description), factory)
             listener.setServiceParent(self)
             self.listeners.append(listener)
         self.cheap = False

@@ -16,6 +16,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from txrouter.lifecycle import IFrontEnd, RequestLifecycle
+from txrouter.proxyprotocol import proxyHeaderOfClient
 from txrouter.relay import Relay
 from txrouter.routing.nodes import HTTP
 from txrouter.spool import BodySpool
@@ -294,7 +295,12 @@ class Exchange:
         was refused because that node could not take it.
         """
         head = self._headIn(node.protocol)
-        if head is None or node.protocol == HTTP:
+        if head is None:
+            return None
+        if node.protocol == HTTP:
+            version = self.router.sendProxy
+            if version:
+                return proxyHeaderOfClient(version, self.session.transport) + head
             return head
         router = self.router
         return encodeHeader(

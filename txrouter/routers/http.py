@@ -28,6 +28,7 @@ from txrouter.routers.base import RouterFactory, checkDirectory
 from txrouter.routers.exchange import Exchange
 from txrouter.routers.linger import answerAndClose
 from txrouter.nodepool import NodeConnectionPool
+from txrouter.proxyprotocol import proxiedHTTPS
 from txrouter.trust import AddressSet
 from txrouter.wire.http1 import HTTPError, RequestHeadParser
 from txrouter.wire.http2uwsgi import encodeConnectionVars
@@ -79,6 +80,7 @@ class HTTPRouter(RouterFactory):
         manage_source: bool = False,
         node_keepalive: int = 0,
         node_keepalive_timeout: float = 4.0,
+        send_proxy: int = 0,
         **common,
     ) -> None:
         """
@@ -111,6 +113,11 @@ class HTTPRouter(RouterFactory):
             for later requests (nginx's C{keepalive}); 0 closes each after
             its response.
         @param node_keepalive_timeout: seconds such a connection is kept.
+        @param send_proxy: 1 or 2 to send HTTP nodes a PROXY protocol
+            header of that version before each request (HAProxy's
+            C{send-proxy}, C{send-proxy-v2}); 0 for none.  A node connection
+            then carries one client's requests only, so it cannot be kept
+            for others: not with C{node_keepalive}.
         @param common: the keyword arguments of every router
             (L{RouterFactory.__init__}).
         """
@@ -149,6 +156,9 @@ class HTTPRouter(RouterFactory):
         self.manageExpect = manage_expect
         self.rawBody = raw_body
         self.manageSource = manage_source
+        if send_proxy and node_keepalive:
+            raise ValueError("send_proxy: a kept node connection would name another client")
+        self.sendProxy = send_proxy
         self.nodePool = None
         if node_keepalive:
             self.nodePool = NodeConnectionPool(reactor, node_keepalive, node_keepalive_timeout)
@@ -225,7 +235,7 @@ class HTTPSession(Protocol):
         self.remotePort = b"%d" % peer.port if peerHost else b""
         self.serverPort = b"%d" % host.port if getattr(host, "port", None) else b""
         self.trustForwarded = bool(peerHost) and router.trusted.contains(peerHost)
-        self.https = ISSLTransport.providedBy(self.transport)
+        self.https = ISSLTransport.providedBy(self.transport) or proxiedHTTPS(self.transport)
         self.connectionVars = encodeConnectionVars(
             router.serverName, self.serverPort, self.remoteAddr, self.remotePort, self.https,
         )

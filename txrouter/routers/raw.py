@@ -38,6 +38,7 @@ from twisted.logger import Logger
 from zope.interface import alsoProvides, implementer
 
 from txrouter.lifecycle import IFrontEnd, RequestLifecycle
+from txrouter.proxyprotocol import proxyHeaderOfClient
 from txrouter.relay import Relay
 from txrouter.routers.base import RouterFactory
 from txrouter.subscription.addresses import uwsgiAddressOfEndpoint
@@ -117,11 +118,15 @@ class RawRouter(RouterFactory):
         *,
         key: "bytes | str | None" = None,
         xclient: bool = False,
+        send_proxy: int = 0,
         **common,
     ) -> None:
         """
         @param key: route every connection by this key instead of its
             listener's.
+        @param send_proxy: 1 or 2 to send nodes a PROXY protocol header of
+            that version before the client's bytes (HAProxy's
+            C{send-proxy}, C{send-proxy-v2}); 0 for none.
         @param xclient: pass the client's address to the node with an
             XCLIENT command after its greeting.
         @param common: the keyword arguments of every router
@@ -137,6 +142,7 @@ class RawRouter(RouterFactory):
             key = key.encode()
         self.key = key
         self.xclient = xclient
+        self.sendProxy = send_proxy
 
     def listenerFactory(self, description: str) -> "RawListenerFactory":
         """
@@ -296,10 +302,13 @@ class RawSession(Protocol):
 
     def headFor(self, node) -> bytes:
         """
-        Nothing precedes the client's bytes (where a PROXY header for
-        C{node} would go).  An C{http://} node is relayed to as any TCP
-        node.
+        Nothing precedes the client's bytes but, with C{--send-proxy}, a
+        PROXY header naming the client.  An C{http://} node is relayed to
+        as any TCP node.
         """
+        version = self.router.sendProxy
+        if version:
+            return proxyHeaderOfClient(version, self.transport)
         return b""
 
     def nodeConnected(self, upstream) -> bool:

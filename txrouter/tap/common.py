@@ -54,6 +54,7 @@ def algorithm(value: str) -> str:
 _SUBSCRIPTION_LISTS = (
     "subscription-server", "subscription-allow", "subscription-node-network",
     "subscription-node-ports", "subscription-node-dir", "resubscribe",
+    "proxy-protocol-from",
 )
 
 
@@ -94,6 +95,9 @@ class RouterOptions(usage.Options):
          "Keep the sni_key/sni_crt/sni_ca vars of subscriptions (ignored otherwise)."],
         ["stats-http", None, "Serve --stats over HTTP (uWSGI's --stats-http)."],
         ["stats-minified", None, "Write the --stats JSON without whitespace."],
+        ["enable-proxy-protocol", None,
+         "Read a PROXY protocol v1/v2 header from the --proxy-protocol-from"
+         " sources (required from them); its addresses become the client's."],
     ]
 
     optParameters = [
@@ -164,6 +168,8 @@ class RouterOptions(usage.Options):
          "Sign --resubscribe announces: DIGEST:PRIVATE_KEY_FILE."],
         ["resubscribe-address", None, None,
          "The address --resubscribe announces (default: the first --bind's)."],
+        ["proxy-protocol-timeout", None, 5.0,
+         "Seconds a --proxy-protocol-from source has to send its PROXY header.", positive],
     ]
 
     def __init__(self) -> None:
@@ -173,6 +179,14 @@ class RouterOptions(usage.Options):
         self["fallback"] = []
         for name in _SUBSCRIPTION_LISTS:
             self[name] = []
+
+    def opt_proxy_protocol_from(self, network: str) -> None:
+        """
+        A source allowed, and required, to send a PROXY header with
+        --enable-proxy-protocol (repeatable): an address, a CIDR network, or
+        unix (every client of a unix-socket listener).
+        """
+        self["proxy-protocol-from"].append(network)
 
     def opt_bind(self, description: str) -> None:
         """

@@ -44,6 +44,10 @@ class Options(RouterOptions):
          " Transfer-Encoding to the node until the client closes (--http-raw-body)."],
         ["manage-source", None,
          "The same for SOURCE requests only: Icecast streams (--http-manage-source)."],
+        ["send-proxy", None,
+         "Send HTTP nodes a PROXY protocol v1 header naming the client."],
+        ["send-proxy-v2", None,
+         "Send HTTP nodes a PROXY protocol v2 header naming the client."],
         ["websockets", None,
          "Accepted for uWSGI's --http-websockets; a 101 answer always opens a"
          " tunnel here."],
@@ -94,6 +98,7 @@ class Options(RouterOptions):
     def __init__(self) -> None:
         super().__init__()
         self["http-var"] = []
+        self["http-stud-prefix"] = []
         self["trust-forwarded-from"] = []
         self["keepalive"] = 0
 
@@ -109,6 +114,14 @@ class Options(RouterOptions):
         address or CIDR network (repeatable). Others are dropped.
         """
         self["trust-forwarded-from"].append(network)
+
+    def opt_http_stud_prefix(self, address: str) -> None:
+        """
+        Connections from this IPv4 address (a TLS terminator such as stud
+        or hitch, repeatable) start with uWSGI's 5-byte client address
+        prefix, and count as HTTPS.
+        """
+        self["http-stud-prefix"].append(address)
 
     def opt_http_websockets(self) -> None:
         """

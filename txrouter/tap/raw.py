@@ -32,6 +32,10 @@ class Options(RouterOptions):
         ["xclient", None,
          "Withhold the node's greeting line and send it XCLIENT ADDR=<client address>"
          " (Postfix; uWSGI's --rawrouter-xclient)."],
+        ["send-proxy", None, "Send nodes a PROXY protocol v1 header naming the client."],
+        ["send-proxy-v2", None,
+         "Send nodes a PROXY protocol v2 header naming the client (and the TLS"
+         " server name it asked for, when known)."],
     ]
 
     optParameters = [
