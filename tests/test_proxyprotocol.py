@@ -5,6 +5,9 @@ address as the protocol sees it (through TLS too), and the wrapper out of
 the way once the header is read.
 """
 
+import shutil
+import tempfile
+
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHalfCloseableProtocol, ISSLTransport
@@ -420,8 +423,9 @@ class TLSTests(Fixture):
     """
 
     def test_through_tls(self):
-        directory = FilePath(self.mktemp())
-        directory.makedirs()
+        # Not self.mktemp(): under pytest it litters the working directory.
+        directory = FilePath(tempfile.mkdtemp(prefix="txrouter-proxy-"))
+        self.addCleanup(shutil.rmtree, directory.path, True)
         keyPath, certPath, certPEM = selfSigned(directory.path)
         serverOptions = PrivateCertificate.loadPEM(keyPath.read_bytes() + certPEM).options()
         self.inner = RecorderFactory()
