@@ -252,7 +252,7 @@ def test_a_worker_killed_mid_stream_closes_the_client(router, worker):
     ways: the client's connection is closed (without a close frame: the
     router has none to relay) within C{CLOSE_WITHIN} seconds, and the
     router logs no traceback, at most one line naming the node: a
-    C{response_truncated} warning when the kernel reports the killed
+    C{tunnel_closed} line when the kernel reports the killed
     worker's socket reset (it died with bytes unread), nothing when it
     reports an end of stream, which is also how a uWSGI websocket ends
     normally.  The worker's master then starts another worker.

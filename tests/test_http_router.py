@@ -551,6 +551,8 @@ class MoreExchangeTests(RouterTestCase):
         self.network.reactor.advance(2.1)
         self.network.flush()
         self.assertTrue(client.closed)
+        self.assertIn("tunnel_closed", self.loggedEvents())
+        self.assertNotIn("response_truncated", self.loggedEvents())
 
     def test_tunnels_are_counted_in_the_stats(self):
         router, client, node = self.openTunnel()

@@ -490,11 +490,27 @@ class Exchange:
             "response_truncated: from {node}: {detail}",
             event="response_truncated", node=self.lifecycle.node.name, detail=detail,
         )
+        self._cut("response_truncated")
+
+    def _cut(self, event: str) -> None:
+        """
+        End the exchange cutting both connections, with its access log line.
+        """
         self.logAccess(self.status, self._bodySent)
         self.session.exchange = None
-        self.abort("response_truncated")
+        self.abort(event)
 
     def responseEnded(self, reason, timedOut: bool) -> None:
+        if self._tunnelled and (timedOut or reason is not None):
+            # A tunnel has no length to fall short of: idle or reset is how
+            # it ends, not a broken response.
+            log.info(
+                "tunnel_closed: {node}: {why}", event="tunnel_closed",
+                node=self.lifecycle.node.name,
+                why=f"idle both ways for {self.router.websocketTimeout} s" if timedOut else reason,
+            )
+            self._cut("tunnel_closed")
+            return
         if reason is None and not timedOut and self._framing in ("close", "recoded"):
             if self._coding is not None:
                 self._toClient(self._coding.finish(), True)
