@@ -177,3 +177,25 @@ class NodeKeepAliveTests(SynchronousTestCase):
         answer = self.closeTheKeptConnectionOnTheNextRequest(router, post)
         self.assertTrue(answer.startswith(b"HTTP/1.1 502 "), answer)
         self.assertEqual(len(self.backend.connections), 2 - 1)
+
+    def test_a_kept_connection_closed_before_its_hand_over_is_replaced(self):
+        """
+        The node closes the kept connection after a request took it from the
+        pool but before it was handed over: a fresh connect takes its place.
+        """
+        router = self.router()
+        self.get(router)
+        [kept] = self.backend.connections
+        client = self.network.connect(router)
+        # The request takes the kept connection, to be handed over once the
+        # current events are handled; the node closes it first.
+        client.pump.client.transport.write(GET)
+        client.pump.pump(advanceClock=False)
+        kept.transport.loseConnection()
+        for pump in list(self.network._pumps):
+            pump.pump(advanceClock=False)
+        self.network.flush()
+        self.assertTrue(client.received().startswith(b"HTTP/1.1 200 OK\r\n"))
+        self.assertEqual(len(self.backend.connections), 2)
+        # Replaced before the request was sent: no close under it.
+        self.assertNotIn("node_keepalive_closed", [e.get("event") for e in self.events])

@@ -214,13 +214,20 @@ class _Reuse:
     """
     The connector of a request going over a kept-alive connection: the
     connection is handed over once the current events are handled, as a
-    fresh connect would be (never inside the caller's stack).
+    fresh connect would be (never inside the caller's stack).  If the node
+    closed it meanwhile, a fresh connect takes its place.
     """
 
-    def __init__(self, reactor, upstream, receiver, head, idleTimeout, deadline) -> None:
+    _fresh = None
+
+    def __init__(self, reactor, upstream, receiver, head, connect, idleTimeout, deadline) -> None:
+        """
+        @param connect: makes a fresh connect for C{receiver}, if need be.
+        """
         self.upstream = upstream
         self.receiver = receiver
         self.head = head
+        self.connect = connect
         self.idleTimeout = idleTimeout
         self.timer = IdleTimer(reactor, idleTimeout, upstream.timedOut, deadline)
         afterEvents = getattr(reactor, "afterEvents", None)
@@ -236,6 +243,11 @@ class _Reuse:
         if receiver is None:
             return
         upstream, self.upstream = self.upstream, None
+        transport = upstream.transport
+        if transport is None or transport.disconnecting or getattr(transport, "disconnected", False):
+            self.timer.cancel()
+            self._fresh = self.connect()
+            return
         upstream.reuse(receiver, self.head, self.timer, self.idleTimeout)
 
     def stopConnecting(self) -> None:
@@ -246,6 +258,8 @@ class _Reuse:
         self.receiver = None
         if self._call is not None and self._call.active():
             self._call.cancel()
+        if self._fresh is not None:
+            self._fresh.stopConnecting()
         self.timer.cancel()
         upstream, self.upstream = self.upstream, None
         if upstream is not None and upstream.transport is not None:
@@ -276,7 +290,13 @@ def connectUpstream(
     if pool is not None:
         upstream = pool.take(node)
         if upstream is not None:
-            return _Reuse(reactor, upstream, receiver, head, idleTimeout, deadline)
+            return _Reuse(
+                reactor, upstream, receiver, head,
+                lambda: connectUpstream(
+                    reactor, node, receiver, head, connectTimeout, idleTimeout, deadline,
+                ),
+                idleTimeout, deadline,
+            )
     factory = _UpstreamFactory(
         reactor, receiver, node, head, connectTimeout, idleTimeout, deadline
     )
