@@ -111,20 +111,14 @@ class _Parked:
         self.pool = pool
         self.upstream = upstream
         self.node = upstream.node
-        upstream.receiver = self
-        upstream._timer.cancel()
-        upstream._timer = IdleTimer(pool.reactor, pool.idleTimeout, self.close)
-        # A slow client may have paused the node's connection: a parked one
-        # must be read, to notice the node closing it.
-        upstream.transport.resumeProducing()
+        upstream.park(self, IdleTimer(pool.reactor, pool.idleTimeout, self.close))
 
     def release(self):
         """
         Give the connection back for a new request.
         """
         upstream, self.upstream = self.upstream, None
-        upstream._timer.cancel()
-        upstream.receiver = None
+        upstream.unpark()
         return upstream
 
     def upstreamDataReceived(self, data: bytes) -> None:
@@ -142,7 +136,6 @@ class _Parked:
         self.pool.forget(self)
         upstream, self.upstream = self.upstream, None
         if upstream is not None:
-            upstream._timer.cancel()
-            upstream.receiver = None
+            upstream.unpark()
             if upstream.transport is not None:
                 upstream.transport.abortConnection()

@@ -84,6 +84,26 @@ class Upstream(Protocol):
         self.transport.write(head)
         self.receiver.upstreamConnected(self)
 
+    def park(self, keeper, timer: IdleTimer) -> None:
+        """
+        Wait, between two requests, in a pool of kept connections
+        (L{txrouter.nodepool}): C{keeper} hears what happens meanwhile,
+        C{timer} ends the wait.
+        """
+        self._timer.cancel()
+        self._timer = timer
+        self.receiver = keeper
+        # A slow client may have paused this connection: a parked one must
+        # be read, to notice the node closing it.
+        self.transport.resumeProducing()
+
+    def unpark(self) -> None:
+        """
+        Leave the pool: stop the wait and forget the keeper.
+        """
+        self._timer.cancel()
+        self.receiver = None
+
     def reuse(self, receiver, head: bytes, timer: IdleTimer, idleTimeout: float) -> None:
         """
         Carry another request over this kept-alive connection (see
