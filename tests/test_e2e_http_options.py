@@ -5,6 +5,11 @@ router with C{--http-auto-chunked --http-auto-gzip --http-manage-expect=N},
 in front of the same real uWSGI workers, read by curl.
 """
 
+import hashlib
+import json
+import os
+import socket
+
 import pytest
 
 from tests.realpeers import curl, free_port, txrouter_http, uwsgi_http_router, uwsgi_worker
@@ -21,10 +26,10 @@ def routers(tmp_path_factory):
     ours, theirs = free_port(), free_port()
     with uwsgi_worker(tmp, sock), \
             txrouter_http(tmp, ours, sock, ["--keepalive", "5", "--auto-chunked", "--auto-gzip",
-                                         "--manage-expect", "100"]), \
+                                         "--manage-expect", "100", "--manage-source"]), \
             uwsgi_http_router(tmp, theirs, sock,
                               ["--http-keepalive=5", "--http-auto-chunked", "--http-auto-gzip",
-                               "--http-manage-expect=100"]):
+                               "--http-manage-expect=100", "--http-manage-source"]):
         yield {"txrouter": ours, "uwsgi": theirs}
 
 
@@ -63,3 +68,30 @@ def test_manage_expect_refuses_a_body_over_its_limit_before_it_is_sent(routers, 
     result = curl("-s", "-H", "Expect: 100-continue", "--data-binary", "x" * 100,
                   f"http://127.0.0.1:{port}/")
     assert b'"body_len": 100' in result.stdout
+
+
+def test_a_source_stream_reaches_the_worker_until_the_client_closes(routers):
+    """
+    An Icecast-style SOURCE request: what follows its head is streamed to
+    the worker, which reads its connection to the end (the client's
+    half-close, passed on) and answers the digest.  uWSGI's router closes
+    the worker's connection when the client half-closes, so the worker's
+    answer meets a broken pipe there: only txrouter is tested.
+    """
+    router = "txrouter"
+    stream = os.urandom(300_000)
+    with socket.create_connection(("127.0.0.1", routers[router]), timeout=10) as client:
+        client.sendall(b"SOURCE /raw-digest HTTP/1.0\r\nHost: h\r\n\r\n")
+        for start in range(0, len(stream), 65536):
+            client.sendall(stream[start:start + 65536])
+        client.shutdown(socket.SHUT_WR)
+        answer = b""
+        while True:
+            piece = client.recv(65536)
+            if not piece:
+                break
+            answer += piece
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.") and b" 200 " in head, answer[:200]
+    assert json.loads(body) == {"body_len": len(stream),
+                                "body_sha256": hashlib.sha256(stream).hexdigest()}

@@ -13,12 +13,16 @@ The WSGI application the end-to-end tests run in real uWSGI workers.
    decides when it ends (a 504 if PATH is still missing after a minute);
  - /status/N: that status with a short body;
  - /gzip: as /chunked, with uWSGI-Encoding: gzip (what asks uWSGI's
-   --http-auto-gzip, and txrouter's --auto-gzip, to compress it).
+   --http-auto-gzip, and txrouter's --auto-gzip, to compress it);
+ - /raw-digest: reads the connection itself until its end (a raw stream:
+   an Icecast SOURCE, uWSGI's --http-raw-body), then answers body_len and
+   body_sha256 of what came.
 """
 
 import hashlib
 import json
 import os
+import select
 import sys
 import time
 import urllib.parse
@@ -41,6 +45,8 @@ def application(environ, start_response):
             headers.append(("uWSGI-Encoding", "gzip"))
         start_response("200 OK", headers)
         return (f"piece {i}\n".encode() for i in range(CHUNKS))
+    if path == "/raw-digest":
+        return _rawDigest(start_response)
     if path.startswith("/status/"):
         code = path.rsplit("/", 1)[1]
         body = f"status {code}\n".encode()
@@ -89,3 +95,28 @@ def _held(environ) -> bool:
             return False
         time.sleep(0.01)
     return True
+
+
+def _rawDigest(start_response):
+    """
+    Read the worker's client connection until its end, as an application
+    taking a raw stream does (there is no CONTENT_LENGTH to read by).
+    """
+    import uwsgi
+
+    digest = hashlib.sha256()
+    length = 0
+    descriptor = uwsgi.connection_fd()
+    while True:
+        # The worker's socket is non-blocking: wait for bytes (or the end).
+        if not select.select([descriptor], [], [], HOLD_LIMIT)[0]:
+            break
+        piece = os.read(descriptor, 65536)
+        if not piece:
+            break
+        digest.update(piece)
+        length += len(piece)
+    body = json.dumps({"body_len": length, "body_sha256": digest.hexdigest()}).encode()
+    start_response("200 OK", [("Content-Type", "application/json"),
+                              ("Content-Length", str(len(body)))])
+    return [body]
