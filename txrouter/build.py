@@ -20,31 +20,43 @@ A C{.tac} file::
 L{buildService} gives a L{RouterService} holding, besides the listeners:
 the forwarder's services (the subscription servers with notify acks and
 resubscription, or the SIGHUP reload of a C{--cache-file}), the SIGUSR1
-reopening of the C{--access-log}, and the C{--stats} listener.  What the
-router reads from files is read here: the mapping file, the signing key,
-the C{--use-code} script.  A mistake is a C{ValueError} whose message starts
+reopening of the C{--access-log}, the C{--stats} listener, the
+C{--http-to-https} listeners, and for the HTTPS and SSL routers the TLS
+listeners with their contexts and SNI (L{buildTLS}), reloaded on SIGHUP.
+What the router reads from files is read here: the mapping file, the
+signing key, the C{--use-code} script, certificates and keys.  A mistake is a C{ValueError} whose message starts
 with the option's name; L{checkConfig} finds every mistake the build would,
 binding nothing, so that the command line reports it as a usage error.
 """
 
 import signal
 import sys
+import time
 
 import attr
 from twisted.logger import Logger
 
 from txrouter.accesslog import AccessLog, ReopenableFile
-from txrouter.config import FastRouterConfig, HTTPRouterConfig, RawRouterConfig
-from txrouter.endpoints import checkServerEndpoint
+from txrouter.config import (
+    FastRouterConfig,
+    HTTPRouterConfig,
+    HTTPSRouterConfig,
+    RawRouterConfig,
+    SSLRouterConfig,
+    TLSOptions,
+)
+from txrouter.endpoints import checkServerEndpoint, parseServerEndpoint
 from txrouter.routers.fast import FastRouter
 from txrouter.routers.http import HTTPRouter
 from txrouter.routers.raw import RawRouter
+from txrouter.routers.redirect import RedirectFactory
+from txrouter.routers.ssl import SSLRouter
 from txrouter.routing.admission import DEFAULT_PORTS, SOURCE, AddressPolicy
 from txrouter.routing.cache import CacheForwarder, InMemoryStore, MappingFileError, parseMapping
 from txrouter.routing.code import CodeForwarder, loadCallable
 from txrouter.routing.paths import PathForwarder
 from txrouter.routing.subscriptions import SubscriptionRegistry
-from txrouter.service import RouterService
+from txrouter.service import Listener, RouterService, TLSListener
 from txrouter.signals import OnSignal
 from txrouter.spool import SpoolError, checkSpoolDirectory
 from txrouter.stats.server import statsEndpoint
@@ -53,6 +65,11 @@ from txrouter.subscription.client import readSigningKey
 from txrouter.subscription.federation import DatagramSender, Resubscriber
 from txrouter.subscription.server import subscriptionServices
 from txrouter.subscription.signing import SignatureChecker
+from txrouter.tls.contexts import HTTP_PROTOCOLS, ContextPolicy
+from txrouter.tls.handshake import DEFAULT_HANDSHAKE_TIMEOUT
+from txrouter.tls.listener import ListenerContexts, defaultSessionContext
+from txrouter.tls.sni import SNISelector, SubscriptionContexts
+from txrouter.transports import listeningReactor
 
 __all__ = [
     "MappingFile",
@@ -60,6 +77,7 @@ __all__ = [
     "buildForwarder",
     "buildRouter",
     "buildService",
+    "buildTLS",
     "checkConfig",
     "statsAddresses",
     "subscriptionForwarder",
@@ -82,12 +100,15 @@ def buildService(config, reactor) -> RouterService:
     _checkPlaces(config)
     forwarder, services = buildForwarder(config, reactor)
     accessLog, logServices = buildAccessLog(config, reactor)
+    tls = buildTLS(config, reactor, forwarder)
     router = buildRouter(config, reactor, forwarder, accessLog)
+    wrap = config.proxyProtocolWrapper(reactor)
     service = RouterService(
         reactor, router, config.bind, config.graceful_timeout, cheap=config.cheap,
-        wrap=config.proxyProtocolWrapper(reactor),
+        wrap=wrap, tlsListeners=tls.listeners,
+        handshakeTimeout=getattr(config, "tls_handshake_timeout", DEFAULT_HANDSHAKE_TIMEOUT),
     )
-    for extra in services + logServices:
+    for extra in services + logServices + tls.services + _redirects(config, reactor, wrap):
         extra.setServiceParent(service)
     if config.stats:
         _checked(
@@ -110,6 +131,7 @@ def checkConfig(config):
         option's name.
     """
     _checkPlaces(config)
+    buildTLS(config, _WallClock())
     if config.use_cache:
         MappingFile(config.cache_file, InMemoryStore()).read()
     if config.resubscribe_sign:
@@ -221,6 +243,7 @@ def buildRouter(config, reactor, forwarder=None, accessLog=None):
             node_keepalive=config.node_keepalive,
             node_keepalive_timeout=config.node_keepalive_timeout,
             send_proxy=_sendProxy(config),
+            https_export_cert=getattr(config, "https_export_cert", False),
             **shared,
         )
     if isinstance(config, FastRouterConfig):
@@ -233,14 +256,10 @@ def buildRouter(config, reactor, forwarder=None, accessLog=None):
             **shared,
         )
     if isinstance(config, RawRouterConfig):
-        return RawRouter(
-            reactor,
-            config.to,
-            key=config.key,
-            xclient=config.xclient,
-            send_proxy=_sendProxy(config),
-            **shared,
-        )
+        raw = dict(key=config.key, xclient=config.xclient, send_proxy=_sendProxy(config), **shared)
+        if isinstance(config, SSLRouterConfig):
+            return SSLRouter(reactor, config.to, sni=config.sslrouter_sni, **raw)
+        return RawRouter(reactor, config.to, **raw)
     raise TypeError(f"not a router configuration: {config!r}")
 
 
@@ -250,6 +269,123 @@ def _sendProxy(config) -> int:
     for, 0 for none.
     """
     return 2 if config.send_proxy_v2 else 1 if config.send_proxy else 0
+
+
+# TLS
+
+
+@attr.frozen
+class TLSSetup:
+    """
+    What L{buildTLS} makes.
+
+    @ivar listeners: the L{TLSListener}s of C{--https} or C{--sslrouter}.
+    @ivar selector: the L{SNISelector} every listener shares, or L{None}.
+    @ivar services: the SIGHUP reload, if there is something to reload.
+    """
+
+    listeners: tuple = ()
+    selector: "SNISelector | None" = None
+    services: list = attr.ib(factory=list)
+
+
+class _WallClock:
+    """
+    The clock of L{checkConfig}, which has no reactor: certificates are
+    checked against the time now.
+    """
+
+    seconds = staticmethod(time.time)
+
+
+def buildTLS(config, reactor, forwarder=None) -> TLSSetup:
+    """
+    The TLS listeners of an HTTPS or SSL router configuration, their
+    contexts (the files read and checked now) and SNI, with one policy;
+    nothing for other routers.
+
+    Subscribers' contexts (C{sni_key}, C{sni_crt}, C{sni_ca}) are served
+    only with C{--subscription-sni}, a C{--subscription-sni-dir} and a
+    subscription registry as the forwarder.
+
+    @param forwarder: the router's forwarder (L{buildForwarder}).
+    @raise ValueError: a file, cipher list or directory that cannot be
+        used; the message starts with the option's name.
+    """
+    if not isinstance(config, TLSOptions):
+        return TLSSetup()
+    if isinstance(config, HTTPSRouterConfig):
+        policy = ContextPolicy(protocols=HTTP_PROTOCOLS, verifyDepth=config.ssl_verify_depth)
+        specs, option, name = config.https, "--https", "http"
+        sessionContext = config.https_session_context
+    else:
+        policy = ContextPolicy(verifyDepth=config.ssl_verify_depth)
+        specs, option, name = config.sslrouter, "--sslrouter", "sslrouter"
+        sessionContext = config.sslrouter_session_context
+    subscriptions = None
+    if config.subscription_sni_dir:
+        lookup = getattr(forwarder, "sniForName", None) if config.subscription_sni else None
+        subscriptions = _checked(
+            "--subscription-sni-dir", SubscriptionContexts,
+            lookup or (lambda serverName: None), config.subscription_sni_dir,
+            config.sni_dir_ciphers, policy, reactor,
+        )
+    selector = SNISelector(
+        config.sni, config.sni_regexp, config.sni_dir, config.sni_dir_ciphers, subscriptions,
+        policy, reactor, dotsplit=config.subscription_dotsplit,
+    )
+    listeners = []
+    for spec in specs:
+        contexts = _checked(
+            f"{option} {spec.address}", ListenerContexts, spec.files,
+            sessionContext or defaultSessionContext(name, spec.address), reactor, selector, policy,
+        )
+        listeners.append(TLSListener(spec.address, contexts))
+    reload = TLSReload(selector, [listener.contexts for listener in listeners])
+    return TLSSetup(tuple(listeners), selector, [OnSignal(reactor, signal.SIGHUP, reload)])
+
+
+class TLSReload:
+    """
+    SIGHUP for the TLS side: every certificate, key and CA file read again
+    (the SNI selector's, then each listener's).  A reload that fails keeps
+    the contexts in use, says why (C{tls_reload_refused}) and the router
+    goes on serving.
+    """
+
+    def __init__(self, selector: SNISelector, listeners) -> None:
+        self.selector = selector
+        self.listeners = listeners
+
+    def __call__(self) -> None:
+        try:
+            self.selector.reload()
+            for listener in self.listeners:
+                listener.reload()
+        except ValueError as e:
+            log.error(
+                "tls_reload_refused: {error}; keeping the contexts in use",
+                event="tls_reload_refused", error=str(e),
+            )
+        else:
+            log.info("tls_reloaded: certificates read again", event="tls_reloaded")
+
+
+def _redirects(config, reactor, wrap) -> list:
+    """
+    The C{--http-to-https} listeners (never paused by cheap mode: they
+    need no node).
+    """
+    specs = getattr(config, "http_to_https", ())
+    if not specs:
+        return []
+    listening = listeningReactor(reactor, wrap)
+    timeout = config.headers_timeout if config.headers_timeout is not None else config.timeout
+    return [
+        Listener(parseServerEndpoint(listening, spec.endpoint),
+                 RedirectFactory(reactor, spec.port, timeout))
+        for spec in specs
+    ]
 
 
 # The access log
@@ -386,7 +522,7 @@ def subscriptionForwarder(config, reactor) -> tuple:
         networks=config.subscription_node_network or (SOURCE,),
         ports=config.subscription_node_ports or DEFAULT_PORTS,
         directories=config.subscription_node_dir,
-        ownPorts=_ownPorts(config.bind),
+        ownPorts=_ownPorts(config),
     )
     registry = SubscriptionRegistry(
         reactor,
@@ -421,14 +557,15 @@ def subscriptionForwarder(config, reactor) -> tuple:
     return registry, services
 
 
-def _ownPorts(binds) -> set:
+def _ownPorts(config) -> set:
     """
     The TCP ports the router listens on, which subscribed loopback nodes
     must not use.
     """
+    addresses = [uwsgiAddressOfEndpoint(description) for description in config.bind]
+    addresses += [spec.address for spec in config.tlsListeners()]
     ports = set()
-    for description in binds:
-        address = uwsgiAddressOfEndpoint(description)
+    for address in addresses:
         if address and not address.startswith(("/", "@")):
             ports.add(int(address.rpartition(":")[2]))
     return ports
@@ -439,5 +576,4 @@ def statsAddresses(config) -> list:
     The addresses the stats document lists, as uWSGI does: the listeners,
     then the subscription servers, in uWSGI's spelling where there is one.
     """
-    binds = [uwsgiAddressOfEndpoint(description) or description for description in config.bind]
-    return binds + [address.text for address in config.subscription_server]
+    return config.listenerAddresses() + [address.text for address in config.subscription_server]

@@ -37,9 +37,29 @@ from txrouter.subscription.addresses import (
 )
 from txrouter.subscription.signing import DEFAULT_TOLERANCE as SIGN_TOLERANCE
 from txrouter.subscription.signing import digestByName
+from txrouter.tls.contexts import DEFAULT_VERIFY_DEPTH
+from txrouter.tls.handshake import DEFAULT_HANDSHAKE_TIMEOUT
+from txrouter.tls.specs import (
+    SNISpec,
+    TLSListenerSpec,
+    parseHTTPS,
+    parseSNI,
+    parseSNIRegexp,
+    parseSSLRouter,
+    tcpEndpoint,
+)
 from txrouter.wire.uwsgi import MAX_DATASIZE
 
-__all__ = ["MAPPERS", "RouterConfig", "HTTPRouterConfig", "FastRouterConfig", "RawRouterConfig"]
+__all__ = [
+    "MAPPERS",
+    "RouterConfig",
+    "HTTPRouterConfig",
+    "HTTPSRouterConfig",
+    "FastRouterConfig",
+    "RawRouterConfig",
+    "SSLRouterConfig",
+    "RedirectSpec",
+]
 
 #: The options choosing how nodes are found besides C{--to}; a router
 #: takes exactly one way.
@@ -202,7 +222,7 @@ class RouterConfig:
     statsName: typing.ClassVar[str] = "router"
     listenerProto: typing.ClassVar["bytes | None"] = None
 
-    bind: "tuple[str, ...]" = attr.ib(converter=_each("--bind", str, str))
+    bind: "tuple[str, ...]" = attr.ib(default=(), converter=_each("--bind", str, str))
     to: "tuple[Node, ...]" = _many("--to", parseNode, Node)
     fallback: "tuple[Node, ...]" = _many("--fallback", parseNode, Node)
     fallback_on_no_key: bool = _flag()
@@ -291,9 +311,30 @@ class RouterConfig:
         chosen = [name for name in MAPPERS if getattr(self, name.replace("-", "_"))]
         return chosen + (["to"] if self.to else [])
 
+    #: The options that open listeners, for the message of a router
+    #: without one.
+    listenerOptions: typing.ClassVar["tuple[str, ...]"] = ("--bind",)
+
+    def tlsListeners(self) -> "tuple[TLSListenerSpec, ...]":
+        """
+        The TLS listeners given in uWSGI's spelling (C{--https},
+        C{--sslrouter}...), besides the C{--bind} endpoints; none here.
+        """
+        return ()
+
+    def listenerAddresses(self) -> "list[str]":
+        """
+        Every listener's address, C{--bind} first, in uWSGI's spelling where
+        there is one (the endpoint string otherwise): what the stats
+        document lists and C{--resubscribe} announces.
+        """
+        binds = [uwsgiAddressOfEndpoint(description) or description for description in self.bind]
+        return binds + [spec.address for spec in self.tlsListeners()]
+
     def _checkNodes(self) -> None:
-        if not self.bind:
-            raise ValueError("at least one --bind is required")
+        if not self.bind and not self.tlsListeners():
+            raise ValueError(
+                "at least one " + " or ".join(self.listenerOptions) + " is required")
         chosen = self.mappers()
         if len(chosen) > 1:
             raise ValueError("choose one way to find nodes, not " + ", ".join("--" + n for n in chosen))
@@ -318,15 +359,51 @@ class RouterConfig:
             raise ValueError("--resubscribe needs a --subscription-server")
         if not self.announcedAddress():
             raise ValueError(
-                "--resubscribe: the first --bind has no uWSGI address; give --resubscribe-address"
+                "--resubscribe: the first listener has no uWSGI address; give --resubscribe-address"
             )
 
     def announcedAddress(self) -> "str | None":
         """
         The address C{--resubscribe} announces: C{--resubscribe-address},
-        else the uWSGI spelling of the first C{--bind}.
+        else the uWSGI spelling of the first C{--bind} (or, without one, of
+        the first TLS listener).
         """
-        return self.resubscribe_address or uwsgiAddressOfEndpoint(self.bind[0])
+        if self.resubscribe_address:
+            return self.resubscribe_address
+        if self.bind:
+            return uwsgiAddressOfEndpoint(self.bind[0])
+        return self.tlsListeners()[0].address
+
+
+@attr.frozen
+class RedirectSpec:
+    """
+    One C{--http-to-https ADDR[,PORT]} listener.
+
+    @ivar address: the address as given, in uWSGI's form (C{:80},
+        C{127.0.0.1:8080}, C{[::1]:8080}).
+    @ivar endpoint: the Twisted TCP server endpoint description for it.
+    @ivar port: the port written into the C{Location} (L{None}: none, the
+        HTTPS default 443).
+    """
+
+    address: str
+    endpoint: str
+    port: "int | None" = None
+
+
+def parseRedirect(value: str) -> RedirectSpec:
+    """
+    C{ADDR[,PORT]}, as uWSGI's C{--http-to-https}.
+
+    @raise ValueError: C{ADDR} is not C{[HOST]:PORT}, or C{PORT} not a
+        port.
+    """
+    address, comma, port = value.partition(",")
+    if comma:
+        if not (port.isascii() and port.isdigit()) or not 0 < int(port) <= 65535:
+            raise ValueError(f"{port!r} is not a port")
+    return RedirectSpec(address, tcpEndpoint(address), int(port) if comma else None)
 
 
 @attr.frozen(kw_only=True)
@@ -374,6 +451,8 @@ class HTTPRouterConfig(RouterConfig):
     http_stud_prefix: "tuple[str, ...]" = _many("--http-stud-prefix", str, str)
     send_proxy: bool = _flag()
     send_proxy_v2: bool = _flag()
+    http_to_https: "tuple[RedirectSpec, ...]" = _many(
+        "--http-to-https", lambda value: parseRedirect(value), RedirectSpec)
 
     def __attrs_post_init__(self) -> None:
         RouterConfig.__attrs_post_init__(self)
@@ -445,3 +524,80 @@ _BODY_FIELDS = tuple(
     if field.name in ("post_buffering", "post_buffering_dir", "limit_post",
                       "min_body_rate", "retry_methods")
 )
+
+
+def _directory(path: str) -> str:
+    if not path:
+        raise ValueError("empty")
+    return path
+
+
+@attr.frozen(kw_only=True, slots=False)
+class TLSOptions:
+    """
+    The TLS options the HTTPS and SSL routers share (C{docs/https-router.md}):
+    SNI contexts, client-certificate depth, the handshake deadline.  A
+    mix-in of L{HTTPSRouterConfig} and L{SSLRouterConfig}.
+
+    @ivar sni: C{--sni}, parsed (L{txrouter.tls.specs.SNISpec}s).
+    @ivar sni_regexp: C{--sni-regexp}, parsed.
+    @ivar subscription_sni_dir: where subscribers' C{sni_*} files may be.
+    """
+
+    sni: "tuple[SNISpec, ...]" = _many("--sni", parseSNI, SNISpec)
+    sni_regexp: "tuple[SNISpec, ...]" = _many("--sni-regexp", parseSNIRegexp, SNISpec)
+    sni_dir: "str | None" = None
+    sni_dir_ciphers: "str | None" = None
+    ssl_verify_depth: int = attr.ib(default=DEFAULT_VERIFY_DEPTH, validator=_between(0, 100))
+    tls_handshake_timeout: float = attr.ib(
+        default=DEFAULT_HANDSHAKE_TIMEOUT, converter=float, validator=_atLeast(0))
+    subscription_sni_dir: "tuple[str, ...]" = _many("--subscription-sni-dir", _directory, str)
+
+
+@attr.frozen(kw_only=True)
+class HTTPSRouterConfig(HTTPRouterConfig, TLSOptions):
+    """
+    C{twistd txrouter-https}'s options (C{docs/https-router.md}): the HTTP
+    router's, its TLS listeners and the TLS options.
+
+    @ivar https: the TLS listeners (C{--https} and C{--https2}), parsed
+        (L{txrouter.tls.specs.TLSListenerSpec}s); text is read as
+        C{--https}'s C{ADDR,CRT,KEY[,CIPHERS[,CA]]}.
+    @ivar https_session_context: the TLS session-id context of every
+        listener (L{None}: uWSGI's C{http-ADDR}).
+    """
+
+    listenerOptions: typing.ClassVar["tuple[str, ...]"] = ("--bind", "--https")
+
+    https: "tuple[TLSListenerSpec, ...]" = _many("--https", parseHTTPS, TLSListenerSpec)
+    https_export_cert: bool = _flag()
+    https_session_context: "str | None" = None
+
+    def tlsListeners(self) -> "tuple[TLSListenerSpec, ...]":
+        return self.https
+
+
+@attr.frozen(kw_only=True)
+class SSLRouterConfig(RawRouterConfig, TLSOptions):
+    """
+    C{twistd txrouter-ssl}'s options (C{docs/ssl-router.md}): the raw
+    router's, its TLS listeners and the TLS options.
+
+    @ivar sslrouter: the TLS listeners (C{--sslrouter} and
+        C{--sslrouter2}), parsed; text is read as C{--sslrouter}'s form.
+    @ivar sslrouter_session_context: the TLS session-id context of every
+        listener (L{None}: uWSGI's C{sslrouter-ADDR}).
+    @ivar sslrouter_sni: route by the client's SNI name instead of the
+        listener's address.
+    """
+
+    statsName: typing.ClassVar[str] = "sslrouter"
+    listenerOptions: typing.ClassVar["tuple[str, ...]"] = ("--bind", "--sslrouter")
+
+    sslrouter: "tuple[TLSListenerSpec, ...]" = _many(
+        "--sslrouter", parseSSLRouter, TLSListenerSpec)
+    sslrouter_session_context: "str | None" = None
+    sslrouter_sni: bool = _flag()
+
+    def tlsListeners(self) -> "tuple[TLSListenerSpec, ...]":
+        return self.sslrouter

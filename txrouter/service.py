@@ -1,22 +1,29 @@
 """
 A router as a Twisted service: its listeners, cheap mode, a graceful stop.
 
-A TLS listener (C{ssl:}, C{tls:}) answers a client's ALPN offer with the
-application protocols its router names (C{IProtocolNegotiationFactory}, as
-L{txrouter.routers.http.HTTPRouter} provides): Twisted, since 26.4, fails
-the handshake of every client that offers ALPN (curl and browsers do) to a
-factory that names none, with an internal error alert and nothing in the
-log.
+A TLS listener of a Twisted endpoint string (C{ssl:}, C{tls:}) answers a
+client's ALPN offer with the application protocols its router names
+(C{IProtocolNegotiationFactory}, as L{txrouter.routers.http.HTTPRouter}
+provides): Twisted, since 26.4, fails the handshake of every client that
+offers ALPN (curl and browsers do) to a factory that names none, with an
+internal error alert and nothing in the log.  The HTTPS and SSL routers'
+own TLS listeners (L{TLSListener}) answer ALPN from their contexts
+(L{txrouter.tls.contexts.ContextPolicy}).
 """
+
+import attr
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import maybeDeferred, succeed
+from twisted.internet.endpoints import SSL4ServerEndpoint
 from twisted.logger import Logger
 
 from txrouter.endpoints import parseServerEndpoint
 from txrouter.routing.interfaces import IAvailability
 from txrouter.stats.document import statsDocument
 from txrouter.stats.server import StatsFactory, statsEndpoint
+from txrouter.tls.handshake import DEFAULT_HANDSHAKE_TIMEOUT
+from txrouter.tls.specs import listenArguments
 from txrouter.transports import listeningReactor
 
 log = Logger(namespace="txrouter.service")
@@ -84,6 +91,30 @@ class Listener(Service):
             self.port.startReading()
 
 
+@attr.frozen
+class TLSListener:
+    """
+    A TLS listener given in uWSGI's spelling (C{--https}, C{--sslrouter}).
+
+    @ivar address: its address as given (C{:8443}, C{127.0.0.1:8443},
+        C{[::1]:8443}): what a router that routes by listener
+        (C{listenerFactory}) is given.
+    @ivar contexts: its C{IOpenSSLServerConnectionCreator} (a
+        L{txrouter.tls.listener.ListenerContexts}).
+    """
+
+    address: str
+    contexts: object
+
+    def endpoint(self, reactor) -> SSL4ServerEndpoint:
+        """
+        The endpoint listening for it on C{reactor} (a listening reactor,
+        whose C{listenSSL} puts the handshake deadline in).
+        """
+        port, interface = listenArguments(self.address)
+        return SSL4ServerEndpoint(reactor, port, self.contexts, interface=interface)
+
+
 class RouterService(MultiService):
     """
     Listens on every bind endpoint for one router and drains it on stop.
@@ -105,21 +136,28 @@ class RouterService(MultiService):
 
     def __init__(
         self, reactor, router, binds, graceful_timeout: float = 30.0, cheap: bool = False,
-        wrap=None,
+        wrap=None, tlsListeners=(), handshakeTimeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
     ) -> None:
         """
+        @param binds: endpoint strings to listen on.
         @param wrap: what wraps each listener's factory, outermost (the
             PROXY protocol reader, L{txrouter.proxyprotocol}), or L{None}.
+        @param tlsListeners: L{TLSListener}s, listened on after C{binds}.
+        @param handshakeTimeout: the seconds a client of a TLS listener
+            (C{ssl:} or a L{TLSListener}) has to finish its handshake.
         """
         super().__init__()
         self.router = router
         self.gracefulTimeout = graceful_timeout
         self.listeners = []
         forListener = getattr(router, "listenerFactory", None)
-        listening = listeningReactor(reactor, wrap)
-        for description in binds:
+        listening = listeningReactor(reactor, wrap, handshakeTimeout)
+        endpoints = [(description, parseServerEndpoint(listening, description))
+                     for description in binds]
+        endpoints += [(tls.address, tls.endpoint(listening)) for tls in tlsListeners]
+        for description, endpoint in endpoints:
             factory = router if forListener is None else forListener(description)
-            listener = Listener(parseServerEndpoint(listening, description), factory)
+            listener = Listener(endpoint, factory)
             listener.setServiceParent(self)
             self.listeners.append(listener)
         self.cheap = False

@@ -61,9 +61,10 @@ from twisted.internet.interfaces import (
     IHalfCloseableDescriptor, ISystemHandle, ITCPTransport, ITLSTransport, IUNIXTransport,
 )
 from twisted.internet.posixbase import PosixReactorBase
-from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
+
+from txrouter.tls.handshake import DEFAULT_HANDSHAKE_TIMEOUT, TLSServerFactory
 
 __all__ = ["NodeBusy", "connectNode", "listeningReactor"]
 
@@ -170,15 +171,21 @@ class _EagerListening:
     A reactor whose C{listenTCP}, C{listenSSL} and C{listenUNIX} make ports
     with immediate-write transports; anything else is the wrapped reactor's.
 
-    C{ssl:} endpoints call C{listenSSL}; C{tls:} endpoints wrap the factory
-    in Twisted's TLS protocol themselves and call C{listenTCP}.  Either
-    way, C{wrap} (if given) wraps the outermost factory: a TLS listener's
-    C{TLSMemoryBIOFactory}.
+    C{ssl:} endpoints (and the HTTPS and SSL routers' listeners) call
+    C{listenSSL}, whose TLS layer is a L{TLSServerFactory}: a handshake
+    deadline of C{handshakeTimeout} seconds and a log line per failed
+    handshake.  C{tls:} endpoints wrap the factory in Twisted's TLS
+    protocol themselves and call C{listenTCP}.  Either way, C{wrap} (if
+    given) wraps the outermost factory: a TLS listener's TLS factory.
     """
 
-    def __init__(self, reactor: PosixReactorBase, wrap=None) -> None:
+    def __init__(
+        self, reactor: PosixReactorBase, wrap=None,
+        handshakeTimeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+    ) -> None:
         self._reactor = reactor
         self._wrap = wrap
+        self._handshakeTimeout = handshakeTimeout
 
     def __getattr__(self, name):
         return getattr(self._reactor, name)
@@ -191,7 +198,8 @@ class _EagerListening:
 
     def listenSSL(self, port, factory, contextFactory, backlog=50, interface=""):
         # What Twisted's reactors do: TLS is a protocol above a TCP transport.
-        tlsFactory = TLSMemoryBIOFactory(contextFactory, False, factory)
+        tlsFactory = TLSServerFactory(
+            contextFactory, False, factory, self._reactor, self._handshakeTimeout)
         return self._listenTCP(_EagerTLSPort, port, self._outermost(tlsFactory), backlog, interface)
 
     def _listenTCP(self, portType, port, factory, backlog, interface):
@@ -214,9 +222,10 @@ class _WrappedListening:
     the wrapping is outside it); anything else is the wrapped reactor's.
     """
 
-    def __init__(self, reactor, wrap) -> None:
+    def __init__(self, reactor, wrap, handshakeTimeout: float = DEFAULT_HANDSHAKE_TIMEOUT) -> None:
         self._reactor = reactor
         self._wrap = wrap
+        self._handshakeTimeout = handshakeTimeout
 
     def __getattr__(self, name):
         return getattr(self._reactor, name)
@@ -225,30 +234,36 @@ class _WrappedListening:
         return self._reactor.listenTCP(port, self._wrap(factory), backlog, interface)
 
     def listenSSL(self, port, factory, contextFactory, backlog=50, interface=""):
-        tlsFactory = TLSMemoryBIOFactory(contextFactory, False, factory)
+        tlsFactory = TLSServerFactory(
+            contextFactory, False, factory, self._reactor, self._handshakeTimeout)
         return self.listenTCP(port, tlsFactory, backlog, interface)
 
     def listenUNIX(self, address, factory, backlog=50, mode=0o666, wantPID=0):
         return self._reactor.listenUNIX(address, self._wrap(factory), backlog, mode, wantPID)
 
 
-def listeningReactor(reactor, wrap=None):
+def listeningReactor(reactor, wrap=None, handshakeTimeout: float = DEFAULT_HANDSHAKE_TIMEOUT):
     """
-    The reactor to give C{serverFromString} for a router's listeners.
+    The reactor to give C{serverFromString} (or a TLS listener's
+    C{SSL4ServerEndpoint}) for a router's listeners.
 
     @param wrap: L{None}, or a callable given the outermost factory of
         each TCP, TLS or UNIX listener (a TLS listener's
-        C{TLSMemoryBIOFactory}) and returning the factory to listen with
+        L{TLSServerFactory}) and returning the factory to listen with
         (L{txrouter.proxyprotocol.proxyProtocolWrapper} makes one).
+    @param handshakeTimeout: the seconds a client of a C{listenSSL}
+        listener has to finish its TLS handshake (0: no limit).
     @return: C{reactor} wrapped so that TCP, TLS and UNIX listeners get
-        immediate-write transports (and C{wrap}); a reactor that is not
-        one of Twisted's POSIX socket reactors is returned as it is, or
-        wrapped for C{wrap} alone.
+        immediate-write transports (and C{wrap}), and C{listenSSL} a
+        L{TLSServerFactory}; a reactor that is not one of Twisted's POSIX
+        socket reactors (the tests' memory reactors) is returned as it is,
+        or, with C{wrap}, wrapped for C{wrap} and the L{TLSServerFactory}
+        alone.
     """
     if isinstance(reactor, PosixReactorBase):
-        return _EagerListening(reactor, wrap)
+        return _EagerListening(reactor, wrap, handshakeTimeout)
     if wrap is not None:
-        return _WrappedListening(reactor, wrap)
+        return _WrappedListening(reactor, wrap, handshakeTimeout)
     return reactor
 
 

@@ -15,6 +15,13 @@ txrouterHTTP = ServiceMaker(
     "txrouter-http",
 )
 
+txrouterHTTPS = ServiceMaker(
+    "txrouter-https",
+    "txrouter.tap.https",
+    "HTTPS router in front of uWSGI backends, with SNI (uwsgi --https / --sni).",
+    "txrouter-https",
+)
+
 txrouterFast = ServiceMaker(
     "txrouter-fast",
     "txrouter.tap.fast",
@@ -27,6 +34,13 @@ txrouterRaw = ServiceMaker(
     "txrouter.tap.raw",
     "TCP router, bytes in and out, routed by listener (uwsgi --rawrouter).",
     "txrouter-raw",
+)
+
+txrouterSSL = ServiceMaker(
+    "txrouter-ssl",
+    "txrouter.tap.ssl",
+    "TLS-terminating TCP router, routed by listener or SNI (uwsgi --sslrouter).",
+    "txrouter-ssl",
 )
 
 txrouterSubscribe = ServiceMaker(

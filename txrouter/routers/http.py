@@ -29,6 +29,8 @@ from txrouter.routers.exchange import Exchange
 from txrouter.routers.linger import answerAndClose
 from txrouter.nodepool import NodeConnectionPool
 from txrouter.proxyprotocol import proxiedHTTPS
+from txrouter.tls.clientcert import clientCertificateVars
+from txrouter.tls.sni import serverNameOf
 from txrouter.trust import AddressSet
 from txrouter.wire.http1 import HTTPError, RequestHeadParser
 from txrouter.wire.http2uwsgi import encodeConnectionVars
@@ -81,6 +83,7 @@ class HTTPRouter(RouterFactory):
         node_keepalive: int = 0,
         node_keepalive_timeout: float = 4.0,
         send_proxy: int = 0,
+        https_export_cert: bool = False,
         **common,
     ) -> None:
         """
@@ -118,6 +121,8 @@ class HTTPRouter(RouterFactory):
             C{send-proxy}, C{send-proxy-v2}); 0 for none.  A node connection
             then carries one client's requests only, so it cannot be kept
             for others: not with C{node_keepalive}.
+        @param https_export_cert: also send a TLS client's certificate in
+            PEM as C{HTTPS_CC} (uWSGI's C{--https-export-cert}).
         @param common: the keyword arguments of every router
             (L{RouterFactory.__init__}).
         """
@@ -159,6 +164,7 @@ class HTTPRouter(RouterFactory):
         if send_proxy and node_keepalive:
             raise ValueError("send_proxy: a kept node connection would name another client")
         self.sendProxy = send_proxy
+        self.exportCertificate = https_export_cert
         self.nodePool = None
         if node_keepalive:
             self.nodePool = NodeConnectionPool(reactor, node_keepalive, node_keepalive_timeout)
@@ -206,7 +212,19 @@ class HTTPSession(Protocol):
 
     Requests are read one at a time; bytes of a pipelined next request are
     kept (bounded) until the current response is complete.
+
+    The vars every request of the connection shares (L{connectionVars})
+    are encoded at its first request: on a TLS connection that is after
+    the handshake (C{connectionMade} comes before it), when the client
+    certificate and the SNI name are known.
+
+    @ivar sniName: on a TLS connection, the client's SNI name once
+        checked (L{txrouter.tls.sni.serverNameOf}), or L{None}: the key of
+        a request without C{Host}, as uWSGI.
     """
+
+    connectionVars = None
+    sniName = None
 
     def __init__(self, router: HTTPRouter) -> None:
         self.router = router
@@ -235,11 +253,33 @@ class HTTPSession(Protocol):
         self.remotePort = b"%d" % peer.port if peerHost else b""
         self.serverPort = b"%d" % host.port if getattr(host, "port", None) else b""
         self.trustForwarded = bool(peerHost) and router.trusted.contains(peerHost)
-        self.https = ISSLTransport.providedBy(self.transport) or proxiedHTTPS(self.transport)
+        self.tls = ISSLTransport.providedBy(self.transport)
+        self.https = self.tls or proxiedHTTPS(self.transport)
+        self._arm(router.headersTimeout, self._headTimedOut)
+
+    def _encodeConnectionVars(self) -> bool:
+        """
+        Encode L{connectionVars}, with a TLS client's certificate vars and
+        SNI name.
+
+        @return: whether the connection can go on (a certificate too large
+            for a uwsgi var is refused with a 431).
+        """
+        router = self.router
+        clientVars = ()
+        if self.tls:
+            transport = self.transport
+            self.sniName = serverNameOf(transport)
+            try:
+                clientVars = clientCertificateVars(transport, router.exportCertificate)
+            except ValueError as e:
+                self.refuse(431, "client_certificate_too_large", str(e))
+                return False
         self.connectionVars = encodeConnectionVars(
             router.serverName, self.serverPort, self.remoteAddr, self.remotePort, self.https,
+            clientVars,
         )
-        self._arm(router.headersTimeout, self._headTimedOut)
+        return True
 
     def connectionLost(self, reason) -> None:
         self._cancelTimer()
@@ -372,7 +412,9 @@ class HTTPSession(Protocol):
         self._startRequest(head, self._parser.leftover)
 
     def _startRequest(self, head, leftover: bytes) -> None:
-        key = head.host or b""
+        if self.connectionVars is None and not self._encodeConnectionVars():
+            return
+        key = head.host or self.sniName or b""
         if len(key) > MAX_KEY_LENGTH:
             self.refuse(400, "key_too_long", f"Host of {len(key)} bytes (max 255)")
             return

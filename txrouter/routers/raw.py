@@ -168,6 +168,7 @@ class RawListenerFactory(ServerFactory):
 
     @ivar router: the L{RawRouter}.
     @ivar key: the key of every connection this listener accepts.
+    @ivar protocol: the session class (L{RawSession}, or the SSL router's).
     """
 
     noisy = False
@@ -175,9 +176,10 @@ class RawListenerFactory(ServerFactory):
     def __init__(self, router: RawRouter, key: bytes) -> None:
         self.router = router
         self.key = key
+        self.protocol = RawSession
 
     def buildProtocol(self, addr):
-        return RawSession(self.router, self.key)
+        return self.protocol(self.router, self.key)
 
 
 @implementer(IHalfCloseableProtocol, IFrontEnd)
@@ -226,8 +228,15 @@ class RawSession(Protocol):
             self._greeting = b""
             self._xclient = xclientLine(peer)
             transport.pauseProducing()
+        self.dispatch()
+
+    def dispatch(self) -> None:
+        """
+        Choose the node for L{key} and connect to it; the client's bytes
+        received meanwhile are held by the relay.
+        """
         self.lifecycle = RequestLifecycle(
-            router.requestSettings, self, self.relay, self.key, self.client,
+            self.router.requestSettings, self, self.relay, self.key, self.client,
         )
         self.lifecycle.dispatch()
 

@@ -286,6 +286,9 @@ class SubscriptionRegistry:
         self._live = 0
         self._count = 0
         self._pools = {}
+        # SNI name (the key without :port, lower case) -> the first pool
+        # announced with sni_* vars under it.
+        self._sniPools = {}
         self._balancers = {}
         self._watchers = []
         self._deadlines = []
@@ -417,6 +420,7 @@ class SubscriptionRegistry:
             )
         elif pool.sni is None and subscription.sniKey and subscription.sniCrt:
             pool.sni = (subscription.sniKey, subscription.sniCrt, subscription.sniCa)
+            self._sniPools.setdefault(sniNameOfKey(pool.key), pool)
 
     def _notifyPath(self, subscription):
         if subscription.notify is None:
@@ -437,12 +441,28 @@ class SubscriptionRegistry:
         self._count -= 1
         if not pool.nodes:
             del self._pools[pool.key]
+            if pool.sni is not None:
+                self._forgetSNI(pool)
             self._log.info(
                 "subscription_pool_removed: pool removed: {key}",
                 event="subscription_pool_removed", key=_text(pool.key),
             )
         if not entry.dead:
             self._alive(-1)
+
+    def _forgetSNI(self, pool) -> None:
+        """
+        The pool C{pool} is gone: its SNI name goes to another pool
+        announced with C{sni_*} vars under it, if any.
+        """
+        name = sniNameOfKey(pool.key)
+        if self._sniPools.get(name) is not pool:
+            return
+        del self._sniPools[name]
+        for other in self._pools.values():
+            if other.sni is not None and sniNameOfKey(other.key) == name:
+                self._sniPools[name] = other
+                break
 
     def _alive(self, change: int) -> None:
         """
@@ -694,6 +714,17 @@ class SubscriptionRegistry:
         pool = self._pools.get(key)
         return pool.sni if pool is not None else None
 
+    def sniForName(self, name: bytes):
+        """
+        L{sniFor} by SNI name, as uWSGI names a subscription's SNI context:
+        the pool's key without its C{:port}; here in lower case and
+        without a trailing dot, as a checked SNI name is
+        (C{example.com:8443} serves C{example.com}).  With several such
+        pools, the first announced with C{sni_*} vars.
+        """
+        pool = self._sniPools.get(name)
+        return pool.sni if pool is not None else None
+
     def statsFields(self):
         """
         uWSGI's C{subscriptions} list (reference section 10.1), with
@@ -742,6 +773,19 @@ class SubscriptionRegistry:
 
 
 _CONTROL = re.compile("[\x00-\x1f\x7f]")
+
+
+def sniNameOfKey(key: bytes) -> bytes:
+    """
+    The SNI name a subscription key's context serves: uWSGI's, the key
+    without a C{:port}, in lower case and without a trailing dot (the form
+    of a checked SNI name).
+    """
+    host, colon, port = key.rpartition(b":")
+    if colon and port.isdigit():
+        key = host
+    key = key.lower()
+    return key[:-1] if key.endswith(b".") else key
 
 
 def _text(key: bytes) -> str:

@@ -264,6 +264,65 @@ class RouterOptions(usage.Options):
             raise usage.UsageError(str(e))
 
 
+class TLSOptions(usage.Options):
+    """
+    The TLS options the HTTPS and SSL routers share (SNI, client
+    certificates, the handshake deadline), mixed into their L{RouterOptions}
+    (C{docs/https-router.md}).
+    """
+
+    optParameters = [
+        ["sni-dir", None, None,
+         "Look certificates up by SNI name: DIR/NAME.crt and DIR/NAME.key (and"
+         " DIR/NAME.ca, client CAs asked for), only inside DIR."],
+        ["sni-dir-ciphers", None, None,
+         "The TLS 1.2 cipher list of --sni-dir contexts and of subscribers' ones."],
+        ["ssl-verify-depth", None, 1,
+         "How many CA certificates above a client certificate are checked.", count],
+        ["tls-handshake-timeout", None, 10.0,
+         "Seconds a client has to finish its TLS handshake; 0: no limit.", positive],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["sni"] = []
+        self["sni-regexp"] = []
+        self["subscription-sni-dir"] = []
+
+    def opt_sni(self, value: str) -> None:
+        """
+        "NAME CRT,KEY[,CIPHERS[,CA]]": the certificate for the SNI name NAME
+        (repeatable); a CA prefixed with ! requires a client certificate.
+        """
+        self["sni"].append(value)
+
+    def opt_sni_regexp(self, value: str) -> None:
+        """
+        "REGEXP CRT,KEY[,CIPHERS[,CA]]": the certificate for the SNI names
+        REGEXP is found in (repeatable, first match wins).
+        """
+        self["sni-regexp"].append(value)
+
+    def opt_subscription_sni_dir(self, directory: str) -> None:
+        """
+        With --subscription-sni, subscribers' sni_key/sni_crt/sni_ca files
+        are used only inside this directory (repeatable).
+        """
+        self["subscription-sni-dir"].append(directory)
+
+    def tlsListener(self, option: str, parse, value: str) -> None:
+        """
+        Add the TLS listener C{value} (C{--https2}, C{--sslrouter2}: parsed
+        here by C{parse}) to the listeners of C{option}.
+
+        @raise usage.UsageError: C{value} is not one.
+        """
+        try:
+            self[option].append(parse(value))
+        except ValueError as e:
+            raise usage.UsageError(str(e))
+
+
 def makeRouterService(options, reactor=None):
     """
     The router service of parsed L{RouterOptions}: L{buildService} on their

@@ -100,7 +100,15 @@ class Options(RouterOptions):
         self["http-var"] = []
         self["http-stud-prefix"] = []
         self["trust-forwarded-from"] = []
+        self["http-to-https"] = []
         self["keepalive"] = 0
+
+    def opt_http_to_https(self, value: str) -> None:
+        """
+        ADDR[,PORT]: a plain listener answering every request with a 301 to
+        https://HOST[:PORT]REQUEST_URI (repeatable).
+        """
+        self["http-to-https"].append(value)
 
     def opt_http_var(self, item: str) -> None:
         """

@@ -43,6 +43,7 @@ __all__ = [
     "parseSNI",
     "parseSNIRegexp",
     "tcpEndpoint",
+    "listenArguments",
 ]
 
 
@@ -103,6 +104,18 @@ def _escaped(value: str) -> str:
     return "".join("\\" + c if c in "\\:=" else c for c in value)
 
 
+def listenArguments(address: str) -> "tuple[int, str]":
+    """
+    The C{(port, interface)} to listen on for a uWSGI listening address
+    (C{:8443} gives C{(8443, "")}, C{[::1]:8443} gives C{(8443, "::1")}),
+    as C{listenTCP} and C{listenSSL} take them.
+
+    @raise ValueError: as L{tcpEndpoint}.
+    """
+    _, host, port = _hostAndPort(address)
+    return port, host
+
+
 def tcpEndpoint(address: str) -> str:
     """
     The Twisted TCP server endpoint description of a uWSGI listening
@@ -112,6 +125,13 @@ def tcpEndpoint(address: str) -> str:
 
     @raise ValueError: C{address} is not C{[HOST]:PORT}.
     """
+    kind, host, port = _hostAndPort(address)
+    if not host:
+        return f"{kind}:{port}"
+    return f"{kind}:{port}:interface={_escaped(host)}"
+
+
+def _hostAndPort(address: str) -> "tuple[str, str, int]":
     if address.startswith("["):
         host, bracket, port = address[1:].partition("]:")
         if not bracket:
@@ -132,9 +152,7 @@ def tcpEndpoint(address: str) -> str:
         kind = "tcp"
     if not (port.isascii() and port.isdigit()) or int(port) > 65535:
         raise ValueError(f"{address!r}: {port!r} is not a port")
-    if not host:
-        return f"{kind}:{int(port)}"
-    return f"{kind}:{int(port)}:interface={_escaped(host)}"
+    return kind, host, int(port)
 
 
 def _files(certificate: str, key: str, ciphers, clientCA) -> TLSFiles:

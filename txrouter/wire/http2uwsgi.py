@@ -83,19 +83,27 @@ def encodeConnectionVars(
     remoteAddr: bytes,
     remotePort: bytes,
     https: bool = False,
+    clientVars=(),
 ) -> bytes:
     """
     Encode the vars that are the same for every request of one client
     connection (C{SCRIPT_NAME} to C{REMOTE_PORT}, in uWSGI's order), once
     per connection, for L{encodeRequestVars}.
+
+    @param clientVars: C{(name, value)} pairs sent right after C{HTTPS}
+        (the client certificate's C{HTTPS_CLIENT_CERTIFICATE}, C{HTTPS_DN},
+        C{HTTPS_CC}), values of at most 65535 bytes.
     """
     u16 = _packU16
+    client = b"".join(
+        [u16(len(name)) + name + u16(len(value)) + value for name, value in clientVars])
     return b"".join([
         _SCRIPT_NAME,
         _SERVER_NAME, u16(len(serverName)), serverName,
         _SERVER_PORT, u16(len(serverPort)), serverPort,
         _UWSGI_ROUTER,
         _HTTPS if https else b"",
+        client,
         _REMOTE_ADDR, u16(len(remoteAddr)), remoteAddr,
         _REMOTE_PORT, u16(len(remotePort)), remotePort,
     ])
