@@ -39,7 +39,7 @@ import tempfile
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_http import LOAD_CPU, NAN, ROUTER_CPU, pinned, wrk  # noqa: E402
+from bench.bench_http import LOAD_CPU, NAN, ROUTER_CPU, measured, pinned, wrk  # noqa: E402
 from tests.realpeers import (  # noqa: E402
     TXROUTER_FAST_COMMAND,
     free_port,
@@ -84,7 +84,8 @@ def start_routers(options, work: pathlib.Path, sock: str) -> dict:
 
 
 def row(scenario: str, name: str, result: dict) -> str:
-    return (f"{scenario:<10} {name:<9} {result['rps']:>10.0f} {result['p99']:>9.2f}"
+    cpu = result.get("cpu_us", NAN)
+    return (f"{scenario:<10} {name:<9} {result['rps']:>10.0f} {cpu:>9.1f} {result['p99']:>9.2f}"
             f"   {result['cpu0']:>4.0f} {result['cpu1']:>4.0f}   {result['errors'] or '-'}")
 
 
@@ -93,9 +94,17 @@ def ratio(best: dict, a: str, b: str) -> str:
     return f"{a}/{b} {value:.2f}"
 
 
-HEADER = (f"{'scenario':<10} {'chain':<9} {'req/s':>10} {'p99 ms':>9}   {'cpu0':>4} {'cpu1':>4}"
-          f"   errors\n"
-          f"{'':<10} {'':<9} {'':>10} {'':>9}   {'busy %':>9}")
+def cpuRatio(best: dict, a: str, b: str) -> str:
+    """
+    C{b}'s router CPU per request over C{a}'s (1: as cheap as C{b}).
+    """
+    value = best[b]["cpu_us"] / best[a]["cpu_us"] if a in best and b in best else NAN
+    return f"router cpu {b}/{a} {value:.2f}"
+
+
+HEADER = (f"{'scenario':<10} {'chain':<9} {'req/s':>10} {'cpu':>9} {'p99 ms':>9}"
+          f"   {'cpu0':>4} {'cpu1':>4}   errors\n"
+          f"{'':<10} {'':<9} {'':>10} {'µs/req':>9} {'':>9}   {'busy %':>9}")
 
 
 def main() -> None:
@@ -159,8 +168,10 @@ def main() -> None:
             best = {}
             for _ in range(options.rounds):
                 for name, web in webs.items():
-                    result = wrk(web.port, path, ["-H", f"Host: {HOST}"], options.duration,
-                                 options.connections)
+                    run = lambda: wrk(web.port, path, ["-H", f"Host: {HOST}"],  # noqa: E731
+                                      options.duration, options.connections)
+                    router = routers.get(name)
+                    result = measured(router.pid, run) if router is not None else run()
                     if result["errors"]:
                         print(f"  {name} {scenario}: {result['errors']}", file=sys.stderr)
                     if name not in best or result["rps"] > best[name]["rps"]:
@@ -169,7 +180,8 @@ def main() -> None:
                 print(row(scenario, name, best[name]), flush=True)
             if "txrouter" in best:
                 print(f"{scenario:<10} ratios    {ratio(best, 'txrouter', 'uwsgi')}"
-                      f"   {ratio(best, 'txrouter', 'direct')}", flush=True)
+                      f"   {ratio(best, 'txrouter', 'direct')}"
+                      f"   {cpuRatio(best, 'txrouter', 'uwsgi')}", flush=True)
     finally:
         for process in reversed(processes):
             process.stop()

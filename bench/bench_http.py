@@ -10,7 +10,10 @@ For each scenario, wrk drives each router in turn:
  - close: a new connection per request (Connection: close);
  - 1mib: 1 MiB responses on keep-alive connections.
 
-The table gives requests/s, p99 latency, the ratio txrouter/uWSGI, how many
+The table gives requests/s and their ratio txrouter/uWSGI, each router's
+CPU time per request (user + system of its processes, from /proc) and
+their ratio uWSGI/txrouter (what counts: when the backend's CPU sets the
+pace, requests/s flatter the slower router), p99 latency, how many
 requests each TCP connection carried (wrk's request count over the kernel's
 count of accepted connections, so a router that silently closes keep-alive
 connections shows up), and how busy each CPU was: a CPU 1 near 100 % with
@@ -53,6 +56,7 @@ SCENARIOS = {
 }
 ROUTER_CPU, LOAD_CPU = "0", "1"
 NAN = float("nan")
+TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def pinned(cpu: str, args, log: pathlib.Path, env=None) -> Process:
@@ -61,6 +65,39 @@ def pinned(cpu: str, args, log: pathlib.Path, env=None) -> Process:
     command's own).
     """
     return Process(["taskset", "-c", cpu, *args], log, env=env)
+
+
+def router_cpu(pid: int) -> float:
+    """
+    Seconds of CPU (user + system) used so far by C{pid} and its
+    descendants (uWSGI's router is a child of its master).
+    """
+    total = 0.0
+    stack = [pid]
+    while stack:
+        current = stack.pop()
+        try:
+            fields = pathlib.Path(f"/proc/{current}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / TICKS
+        for task in pathlib.Path(f"/proc/{current}/task").iterdir():
+            try:
+                stack += [int(child) for child in (task / "children").read_text().split()]
+            except OSError:
+                pass
+    return total
+
+
+def measured(pid: int, run) -> dict:
+    """
+    C{run()} (a wrk run's result), with the router's CPU microseconds per
+    request under C{cpu_us}: what a router costs, whoever sets the pace.
+    """
+    before = router_cpu(pid)
+    result = run()
+    result["cpu_us"] = (router_cpu(pid) - before) / max(result["requests"], 1) * 1e6
+    return result
 
 
 def passive_opens() -> int:
@@ -162,17 +199,21 @@ def row(name, uwsgi, txrouter) -> str:
     def side(result, key, fmt):
         return format(result[key], fmt) if result else format("-", re.sub(r"\.\d+f", "", fmt))
     ratio = txrouter["rps"] / uwsgi["rps"] if uwsgi and txrouter else NAN
+    cpuRatio = uwsgi["cpu_us"] / txrouter["cpu_us"] if uwsgi and txrouter else NAN
     return (f"{name:<10} {side(uwsgi, 'rps', '>12.0f')} {side(txrouter, 'rps', '>15.0f')}"
-            f" {ratio:>6.2f} {side(uwsgi, 'p99', '>10.2f')} {side(txrouter, 'p99', '>9.2f')}"
+            f" {ratio:>6.2f} {side(uwsgi, 'cpu_us', '>9.1f')} {side(txrouter, 'cpu_us', '>9.1f')}"
+            f" {cpuRatio:>6.2f} {side(uwsgi, 'p99', '>10.2f')} {side(txrouter, 'p99', '>9.2f')}"
             f"   {side(uwsgi, 'per_connection', '>8.1f')} {side(txrouter, 'per_connection', '>8.1f')}"
             f"   {side(uwsgi, 'cpu0', '>3.0f')}/{side(uwsgi, 'cpu1', '<3.0f')}"
             f"   {side(txrouter, 'cpu0', '>3.0f')}/{side(txrouter, 'cpu1', '<3.0f')}")
 
 
 HEADER = (f"{'scenario':<10} {'uWSGI req/s':>12} {'txrouter req/s':>15} {'ratio':>6}"
+          f" {'uWSGI cpu':>9} {'tx cpu':>9} {'ratio':>6}"
           f" {'uWSGI p99':>10} {'tx p99':>9}   {'uW r/c':>8} {'tx r/c':>8}"
           f"   {'uW cpu0/1':>9}   {'tx cpu0/1':>9}\n"
-          f"{'':<10} {'':>12} {'':>15} {'':>6} {'ms':>10} {'ms':>9}"
+          f"{'':<10} {'':>12} {'':>15} {'':>6} {'µs/req':>9} {'µs/req':>9} {'uW/tx':>6}"
+          f" {'ms':>10} {'ms':>9}"
           f"   {'req/conn':>8} {'req/conn':>8}   {'busy %':>9}   {'busy %':>9}")
 
 
@@ -222,8 +263,9 @@ def main() -> None:
             path, extra, keepAlive = SCENARIOS[scenario]
             best = {}
             for _ in range(options.rounds):
-                for name, (_, port) in routers.items():
-                    result = wrk(port, path, extra, options.duration, options.connections)
+                for name, (process, port) in routers.items():
+                    result = measured(process.pid, lambda: wrk(
+                        port, path, extra, options.duration, options.connections))
                     if result["errors"]:
                         print(f"  {name} {scenario}: {result['errors']}", file=sys.stderr)
                     if name not in best or result["rps"] > best[name]["rps"]:

@@ -37,8 +37,7 @@ import tempfile
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_http import LOAD_CPU, ROUTER_CPU, pinned, wrk  # noqa: E402
-from bench.bench_raw import router_cpu  # noqa: E402
+from bench.bench_http import LOAD_CPU, ROUTER_CPU, measured, pinned, wrk  # noqa: E402
 from tests.realpeers import TXROUTER_COMMAND, free_port, wait_for_tcp  # noqa: E402
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -124,9 +123,8 @@ def main() -> None:
         best = {}
         for _ in range(options.rounds):
             for name, (process, port) in routers.items():
-                before = router_cpu(process.pid)
-                result = wrk(port, "/", [], options.duration, options.connections)
-                result["cpu_us"] = (router_cpu(process.pid) - before) / result["requests"] * 1e6
+                result = measured(process.pid, lambda: wrk(
+                    port, "/", [], options.duration, options.connections))
                 if result["errors"]:
                     print(f"  {name}: {result['errors']}", file=sys.stderr)
                 if name not in best or result["rps"] > best[name]["rps"]:

@@ -42,7 +42,7 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_http import LOAD_CPU, NAN, ROUTER_CPU, pinned  # noqa: E402
+from bench.bench_http import LOAD_CPU, NAN, ROUTER_CPU, pinned, router_cpu  # noqa: E402
 from tests.realpeers import TWISTD_COMMAND, free_port, wait_for_tcp  # noqa: E402
 
 MIB = 1 << 20
@@ -98,28 +98,6 @@ while True:
     conn.sendall(b"x")
     conn.close()
 """
-
-
-def router_cpu(pid: int) -> float:
-    """
-    Seconds of CPU (user + system) used so far by C{pid} and its
-    descendants (uWSGI's router is a child of its master).
-    """
-    total = 0.0
-    stack = [pid]
-    while stack:
-        current = stack.pop()
-        try:
-            fields = pathlib.Path(f"/proc/{current}/stat").read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / TICKS
-        for task in pathlib.Path(f"/proc/{current}/task").iterdir():
-            try:
-                stack += [int(child) for child in (task / "children").read_text().split()]
-            except OSError:
-                pass
-    return total
 
 
 def download(port: int, size: int, write: int) -> None:
