@@ -11,7 +11,13 @@ import pytest
 from twisted.internet.testing import MemoryReactorClock
 
 from txrouter.build import buildService, checkConfig
-from txrouter.config import FastRouterConfig, HTTPRouterConfig
+from txrouter.config import (
+    FastRouterConfig,
+    HTTPRouterConfig,
+    HTTPSRouterConfig,
+    RawRouterConfig,
+    SSLRouterConfig,
+)
 from txrouter.routing.admission import SOURCE, parseNetwork
 from txrouter.routing.code import CodeForwarder
 from txrouter.routing.nodes import parseNode
@@ -20,10 +26,14 @@ from txrouter.service import Listener, RouterService
 from txrouter.signals import OnSignal
 from txrouter.stats.server import StatsFactory
 from txrouter.subscription.server import DatagramListener
-from txrouter.tap import fast, http
+from txrouter.tap import fast, http, https, raw, ssl
 
 
-@pytest.mark.parametrize("module, config", [(http, HTTPRouterConfig), (fast, FastRouterConfig)])
+@pytest.mark.parametrize(
+    "module, config",
+    [(http, HTTPRouterConfig), (fast, FastRouterConfig), (raw, RawRouterConfig),
+     (https, HTTPSRouterConfig), (ssl, SSLRouterConfig)],
+)
 def test_every_option_is_a_field_of_the_same_name(module, config):
     """
     The command line only parses: each of its options is the field with
@@ -35,6 +45,8 @@ def test_every_option_is_a_field_of_the_same_name(module, config):
     names.discard("keepalive-timeout")
     # --http-websockets is uWSGI's spelling of --websockets.
     names.discard("http-websockets")
+    # --https2 and --sslrouter2 add to --https and --sslrouter.
+    names -= {"https2", "sslrouter2"}
     assert {field.name.replace("_", "-") for field in attr.fields(config)} == names
 
 

@@ -33,6 +33,8 @@ def test_wheel_carries_the_plugin_but_no_twisted_package_init(wheel):
     assert "txrouter/wire/http1.py" in wheel
     assert "txrouter/subscription/client.py" in wheel
     assert "txrouter/tap/subscribe.py" in wheel
+    assert "txrouter/tap/https.py" in wheel
+    assert "txrouter/tls/sni.py" in wheel
 
 
 def twistd(*args):
@@ -47,6 +49,8 @@ def test_twistd_lists_the_plugins():
     assert "txrouter-http" in result.stdout
     assert "txrouter-fast" in result.stdout
     assert "txrouter-raw" in result.stdout
+    assert "txrouter-https" in result.stdout
+    assert "txrouter-ssl" in result.stdout
     assert "txrouter-subscribe" in result.stdout
     reactors = twistd("--help-reactors").stdout
     assert any(line.split() and line.split()[0] == "txrouter" for line in reactors.splitlines())
@@ -57,6 +61,10 @@ def test_twistd_lists_the_plugins():
     [("txrouter-http", "txrouter.tap.http", "http-router.md"),
      ("txrouter-fast", "txrouter.tap.fast", "fastrouter.md"),
      ("txrouter-raw", "txrouter.tap.raw", "raw-router.md"),
+     # The HTTPS router has the HTTP router's options, the SSL router the
+     # raw router's, and both the TLS options of https-router.md.
+     ("txrouter-https", "txrouter.tap.https", "https-router.md http-router.md"),
+     ("txrouter-ssl", "txrouter.tap.ssl", "ssl-router.md raw-router.md https-router.md"),
      ("txrouter-subscribe", "txrouter.tap.subscribe", "subscriptions.md")],
 )
 def test_every_option_is_documented_in_help_and_docs(plugin, module, page):
@@ -67,7 +75,7 @@ def test_every_option_is_documented_in_help_and_docs(plugin, module, page):
     options = importlib.import_module(module).Options()
     result = twistd(plugin, "--help")
     assert result.returncode == 0
-    docs = (ROOT / "docs" / page).read_text() + (ROOT / "docs" / "routing-options.md").read_text()
+    docs = "".join((ROOT / "docs" / name).read_text() for name in [*page.split(), "routing-options.md"])
     names = {name.rstrip("=") for name in options.longOpt} - {"help", "version"}
     for name in sorted(names):
         assert f"--{name}" in result.stdout, name
