@@ -58,7 +58,8 @@ def test_twistd_lists_the_plugins():
 
 @pytest.mark.parametrize(
     "plugin, module, page",
-    [("txrouter-http", "txrouter.tap.http", "http-router.md"),
+    # --http-to-https is described with the HTTPS router.
+    [("txrouter-http", "txrouter.tap.http", "http-router.md https-router.md"),
      ("txrouter-fast", "txrouter.tap.fast", "fastrouter.md"),
      ("txrouter-raw", "txrouter.tap.raw", "raw-router.md"),
      # The HTTPS router has the HTTP router's options, the SSL router the
