@@ -28,7 +28,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from txrouter.routing.admission import SOURCE, AddressPolicy
 from txrouter.stats.server import StatsFactory, statsEndpoint, uwsgiAddressToEndpoint
 from txrouter.subscription.addresses import parseDatagramAddress
-from txrouter.subscription.signing import SignatureChecker, signSubscription
+from txrouter.subscription.signing import DEFAULT_MAX_AHEAD, SignatureChecker, signSubscription
 from txrouter.wire.subscription import Subscription, SubscriptionError
 
 # Addresses: anything, and things close to what subscribers write.
@@ -209,7 +209,8 @@ def test_signature_checker_accepts_exactly_valid_newer_datagrams(signers, steps)
     """
     Datagrams of any key, signature and timestamp, replays of them, with
     the clock moving between them: only one signed by its key's owner,
-    no further from now than the tolerance, before or after, and newer
+    no older than the tolerance, no further ahead of now than the smaller
+    of the tolerance and a minute (L{DEFAULT_MAX_AHEAD}), and newer
     than the last one accepted for its node passes; every other one is
     refused with a L{SubscriptionError}.
     """
@@ -234,7 +235,8 @@ def test_signature_checker_accepts_exactly_valid_newer_datagrams(signers, steps)
         node = (subscription.key, subscription.address)
         now = clock.seconds()
         fresh = (subscription.unix is not None
-                 and now - _TOLERANCE <= subscription.unix <= now + _TOLERANCE)
+                 and now - _TOLERANCE <= subscription.unix
+                 <= now + min(_TOLERANCE, DEFAULT_MAX_AHEAD))
         expected = valid and fresh and subscription.unix > last.get(node, -1)
         try:
             checker.check(subscription)

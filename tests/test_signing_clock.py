@@ -60,14 +60,14 @@ class Router:
     expire during a test.
     """
 
-    def __init__(self, directory, privateKey) -> None:
+    def __init__(self, directory, privateKey, tolerance=TOLERANCE) -> None:
         (directory / keyFileName(KEY)).write_bytes(privateKey.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
         self.privateKey = privateKey
         self.clock = Clock()
         self.clock.advance(NOW)
         checker = SignatureChecker(
-            "SHA256", str(directory), tolerance=TOLERANCE, clock=self.clock)
+            "SHA256", str(directory), tolerance=tolerance, clock=self.clock)
         self.registry = SubscriptionRegistry(self.clock, tolerance=3600, sign_check=checker)
         self.protocol = SubscriptionProtocol(self.registry, self.clock)
 
@@ -107,6 +107,24 @@ def test_an_announce_from_the_future_does_not_lock_the_node_out(tmp_path, privat
     assert router.genuine() == "accepted"
     assert router.hasNode()
     assert router.protocol.counts == {"accepted": 2, "future_timestamp": 1}
+
+
+def test_with_uwsgis_day_of_tolerance_an_announce_an_hour_ahead_is_refused(
+        tmp_path, privateKey, events):
+    """
+    uWSGI's default tolerance is a day, for announces from the past; ahead
+    of the router's clock only a minute is allowed, so an announce dated
+    an hour ahead cannot lock the node out for that hour.
+    """
+    router = Router(tmp_path, privateKey, tolerance=86400)
+    assert router.genuine() == "accepted"
+    router.clock.advance(1)
+    router.send(b"%d" % (NOW + 3600))
+    assert router.protocol.counts["future_timestamp"] == 1
+    router.send(b"%d" % (NOW + 60))
+    assert router.protocol.counts["accepted"] == 2
+    router.clock.advance(61)
+    assert router.genuine() == "accepted"
 
 
 # The signed unix values a datagram may carry, with its outcome when the

@@ -17,6 +17,7 @@ from tests.captures import FIXTURES, packets
 from tests.realpeers import free_port, uwsgi_worker
 from txrouter.subscription import signing
 from txrouter.subscription.signing import (
+    DEFAULT_MAX_AHEAD,
     DEFAULT_TOLERANCE,
     SignatureChecker,
     digestByName,
@@ -267,17 +268,19 @@ def test_checker_refusals(tmp_path, keys):
 def test_checker_tolerance(tmp_path):
     """
     C{unix} may be up to the tolerance old, for unsubscribes too (uWSGI
-    checks no timestamp on unsubscribes), and up to the tolerance ahead
-    (uWSGI has no upper bound).
+    checks no timestamp on unsubscribes), and up to the smaller of the
+    tolerance and a minute ahead (uWSGI has no upper bound).
     """
     checker, clock = checkerWithCapturedKey(tmp_path, now=CAPTURE_TIME + DEFAULT_TOLERANCE + 1)
     assert refusal(checker, parseSubscription(SUBSCRIBE)) == "stale_timestamp"
     checker.check(parseSubscription(REFRESH))
     clock.advance(3)
     assert refusal(checker, parseSubscription(UNSUBSCRIBE)) == "stale_timestamp"
-    early, _ = checkerWithCapturedKey(tmp_path, now=CAPTURE_TIME - DEFAULT_TOLERANCE)
+    early, _ = checkerWithCapturedKey(tmp_path, now=CAPTURE_TIME - DEFAULT_MAX_AHEAD)
     early.check(parseSubscription(SUBSCRIBE))
     assert refusal(early, parseSubscription(REFRESH)) == "future_timestamp"
+    dayAhead, _ = checkerWithCapturedKey(tmp_path, now=CAPTURE_TIME - DEFAULT_TOLERANCE)
+    assert refusal(dayAhead, parseSubscription(SUBSCRIBE)) == "future_timestamp"
     short, _ = checkerWithCapturedKey(tmp_path, now=CAPTURE_TIME + 11, tolerance=10)
     assert refusal(short, parseSubscription(SUBSCRIBE)) == "stale_timestamp"
     ahead, _ = checkerWithCapturedKey(tmp_path, now=CAPTURE_TIME - 10, tolerance=10)

@@ -46,6 +46,11 @@ __all__ = [
 #: uWSGI's C{--subscriptions-sign-check-tolerance} default, in seconds.
 DEFAULT_TOLERANCE = 86400
 
+#: How far ahead of the router's clock a signed announce may be dated, in
+#: seconds: the clock skew between two hosts, not uWSGI's day of tolerance
+#: (see L{SignatureChecker}).
+DEFAULT_MAX_AHEAD = 60
+
 #: Public key files are a few hundred bytes; anything much bigger is not one.
 _MAX_KEY_FILE = 64 * 1024
 
@@ -276,8 +281,10 @@ class SignatureChecker:
       2. a C{unix} var (C{missing_timestamp});
       3. C{unix >= now - tolerance} (C{stale_timestamp}), for unsubscribes
          too, where uWSGI checks nothing;
-      4. C{unix <= now + tolerance} (C{future_timestamp}), where uWSGI has
-         no upper bound;
+      4. C{unix <= now + ahead} (C{future_timestamp}), where uWSGI has no
+         upper bound; C{ahead} is the smaller of C{tolerance} and
+         C{maxAhead} (60 s by default: clocks of hosts a few seconds
+         apart, never the day uWSGI tolerates in the past);
       5. C{unix} greater than that of the last datagram accepted for the
          same key and address, whatever their commands (C{replayed});
       6. a readable public key at C{DIRECTORY/keyFileName(key)}
@@ -288,10 +295,11 @@ class SignatureChecker:
     leaves as the node's replay mark refuses every announce not after it,
     the worker's own included, so a mark an hour ahead (a datagram signed
     on a clock an hour fast) would refuse the worker's announces for an
-    hour.  The mark never sits past C{now + tolerance}: a mark found beyond
-    it, because this clock stepped back since, is brought back to it.  So
+    hour, and one a day ahead, within uWSGI's default tolerance, for a
+    day.  The mark never sits past C{now + ahead}: a mark found beyond it,
+    because this clock stepped back since, is brought back to it.  So
     whatever was accepted for a node, its worker's own announces are
-    accepted again at most C{tolerance} seconds later.
+    accepted again at most C{ahead} seconds (a minute) later.
 
     Step 5 is where this departs from uWSGI, which only requires a
     refresh to be newer than the datagram that I{created} the node and
@@ -324,12 +332,15 @@ class SignatureChecker:
         clock=None,
         maxNodes: int = 65536,
         maxKeys: int = 1024,
+        maxAhead: int = DEFAULT_MAX_AHEAD,
     ) -> None:
         """
         @param digest: the digest name (C{SHA1}, ...), see L{digestByName}.
         @param directory: where the C{<key>.pem} public keys are.
-        @param tolerance: how far a C{unix} timestamp may be from C{now},
-            before or after, in seconds.
+        @param tolerance: how far a C{unix} timestamp may be before C{now},
+            in seconds (and after it, up to C{maxAhead}).
+        @param maxAhead: how far a C{unix} timestamp may be after C{now},
+            at most, in seconds.
         @param clock: an C{IReactorTime} (only C{seconds} is used); the
             system clock if L{None}.
         @param maxNodes: how many nodes' last timestamps are remembered.
@@ -339,6 +350,7 @@ class SignatureChecker:
         self._digest = digestByName(digest)
         self.directory = directory
         self.tolerance = tolerance
+        self.ahead = min(tolerance, maxAhead)
         self._clock = clock if clock is not None else _WallClock()
         self._maxNodes = maxNodes
         self._maxKeys = maxKeys
@@ -364,7 +376,7 @@ class SignatureChecker:
             raise SubscriptionError("missing_timestamp", "signed without a unix var")
         now = self._clock.seconds()
         oldest = now - self.tolerance
-        newest = now + self.tolerance
+        newest = now + self.ahead
         self._forgetOlderThan(oldest)
         if subscription.unix < oldest:
             raise SubscriptionError(
@@ -375,7 +387,7 @@ class SignatureChecker:
         if subscription.unix > newest:
             raise SubscriptionError(
                 "future_timestamp",
-                f"unix {subscription.unix} is more than {self.tolerance} s"
+                f"unix {subscription.unix} is more than {self.ahead} s"
                 f" after now ({int(now)})",
             )
         node = (subscription.key, subscription.address)
