@@ -75,6 +75,12 @@ class HandshakeDeadlineProtocol(BufferingTLSTransport):
     _reported = False
 
     def makeConnection(self, transport):
+        # TLS writes several records per exchange (a TLS 1.3 server's
+        # session tickets, then the response): with Nagle's algorithm the
+        # second waits for the client's delayed ACK, 40 ms on Linux.
+        setNoDelay = getattr(transport, "setTcpNoDelay", None)
+        if setNoDelay is not None:
+            setNoDelay(True)
         timeout = self.factory.handshakeTimeout
         if timeout:
             self._deadline = IdleTimer(self.factory._clock, timeout, self._handshakeTimedOut)
