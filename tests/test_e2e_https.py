@@ -294,3 +294,69 @@ def test_start_up_mistakes_are_usage_errors_naming_the_file(tmp_path):
         assert result.returncode != 0, args
         assert expected in output, (args, output)
         assert "Traceback" not in output, output
+
+
+def test_a_signed_subscription_with_sni_vars_creates_a_context(tmp_path):
+    """
+    A real C{uwsgi --subscribe2} signed with SHA1 and carrying C{sni_key}
+    and C{sni_crt} inside the C{--subscription-sni-dir}: curl then gets
+    that certificate for the subscription's name and the worker's answer;
+    a subscriber naming files outside the directory gets no context (the
+    listener's certificate, which curl refuses for that name).
+    """
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from tests.subpeers import free_udp_port, subscribing_worker
+
+    ca = PrivateCA(tmp_path)
+    default = ca.issue("default", ["default.local"])
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    good = ca.issue("signed.local", ["signed.local"], directory=allowed)
+    outside = ca.issue("outside.local", ["outside.local"])
+    port, udp = free_port(), free_udp_port()
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    for name in ("signed.local", "outside.local"):
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        (tmp_path / f"{name}.pem").write_bytes(key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption()))
+        # The key file of KEY:PORT is KEY_PORT.pem, as uWSGI names it.
+        (keys / f"{name}_{port}.pem").write_bytes(key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    command = [
+        *TWISTD_COMMAND, "-n", "--pidfile=", "txrouter-https",
+        "--https", f"127.0.0.1:{port},{default.certificatePath},{default.keyPath}",
+        "--subscription-server", f"127.0.0.1:{udp}", "--subscription-sni",
+        "--subscription-sni-dir", str(allowed), "--subscriptions-sign-check", f"SHA1:{keys}",
+        "--subscription-node-dir", str(tmp_path),
+    ]
+
+    def subscribe(name, issued):
+        sock = str(tmp_path / f"{name}.sock")
+        return subscribing_worker(tmp_path, sock, [
+            "--subscribe2",
+            # uWSGI's keys carry the port of the Host; the SNI name is the
+            # key without it.
+            f"server=127.0.0.1:{udp},key={name}:{port},addr={sock},"
+            f"sign=SHA1:{tmp_path / f'{name}.pem'},"
+            f"sni_key={issued.keyPath},sni_crt={issued.certificatePath}"], name)
+
+    def ask(name):
+        return curl("--cacert", ca.path, "--resolve", f"{name}:{port}:127.0.0.1",
+                    f"https://{name}:{port}/")
+
+    with Process(command, tmp_path / "router.log", env=_withProject()) as router:
+        wait_for_tcp(port, 20, process=router)
+        with subscribe("signed.local", good), subscribe("outside.local", outside):
+            wait_until(lambda: ask("signed.local").returncode == 0,
+                       "the subscription's certificate served", 20, router)
+            assert _environ(ask("signed.local"))["WORKER"] == "signed.local"
+            wait_for = f"subscription_node_added: outside.local:{port}"
+            wait_until(lambda: wait_for in router.log(), "outside.local subscribed", 20, router)
+            result = ask("outside.local")
+            assert result.returncode != 0
+            assert _commonName(_served(port, b"outside.local")) == "default.local"
+            assert "sni_context_failed" in router.log()
