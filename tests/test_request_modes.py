@@ -127,3 +127,87 @@ class RequestModesTests(SynchronousTestCase):
         self.assertTrue(client.received().endswith(b"ID3FRAMES"))
         client = self.send(router, b"GET /live.mp3 HTTP/1.1\r\nHost: h\r\n\r\nxyz")
         self.assertNotIn(b"XYZ", client.received())
+
+
+class _RTSPNode(ServerFactory):
+    """
+    Answers an RTSP request packet with an RTSP response at once, then
+    echoes what follows upper-cased.
+    """
+
+    def __init__(self):
+        self.packets = []
+
+    def buildProtocol(self, addr):
+        factory = self
+
+        class Node(Protocol):
+            def connectionMade(self):
+                self.parser = PacketParser()
+
+            def dataReceived(self, data):
+                if self.parser is not None:
+                    packet = self.parser.feed(data)
+                    if packet is None:
+                        return
+                    factory.packets.append(packet)
+                    data, self.parser = self.parser.leftover, None
+                    self.transport.write(b"RTSP/1.0 200 OK\r\nCSeq: 2\r\n\r\n")
+                if data:
+                    self.transport.write(data.upper())
+
+        return Node()
+
+
+class _RecordingForwarder:
+    """
+    Sends every request to C{127.0.0.1:3031}, keeping the keys it is asked.
+    """
+
+    def __init__(self):
+        self.keys = []
+
+    def pick(self, key, client=None):
+        self.keys.append(key)
+        return parseNode("127.0.0.1:3031")
+
+    def failed(self, key, node):
+        pass
+
+    connected = released = abandoned = failed
+
+
+class RTSPTests(SynchronousTestCase):
+    def setUp(self):
+        self.network = MemoryNetwork()
+        self.node = _RTSPNode()
+        self.network.addBackend(("127.0.0.1", 3031), self.node)
+
+    def send(self, router, data: bytes):
+        client = self.network.connect(router, peer=("127.0.0.1", 40000))
+        client.send(data)
+        return client
+
+    def test_an_rtsp_request_is_routed_by_its_uri_and_relayed_raw(self):
+        """
+        uWSGI's --http-manage-rtsp: the key is the authority of the
+        C{rtsp://} target, the node's RTSP answer and everything after it
+        are relayed unparsed, both ways.
+        """
+        forwarder = _RecordingForwarder()
+        router = HTTPRouter(self.network.reactor, forwarder=forwarder, server_name="vm",
+                            manage_rtsp=True)
+        client = self.send(router, b"DESCRIBE rtsp://cam.local:554/live RTSP/1.0\r\nCSeq: 2\r\n\r\n")
+        client.send(b"interleaved")
+        received = client.received()
+        self.assertTrue(received.startswith(b"RTSP/1.0 200 OK\r\nCSeq: 2\r\n\r\n"), received)
+        self.assertTrue(received.endswith(b"INTERLEAVED"))
+        self.assertEqual(forwarder.keys, [b"cam.local:554"])
+        packet = dict(self.node.packets[0].vars)
+        self.assertEqual((packet[b"SERVER_PROTOCOL"], packet[b"PATH_INFO"]), (b"RTSP/1.0", b"/live"))
+
+    def test_without_the_option_rtsp_is_refused(self):
+        router = HTTPRouter(self.network.reactor, [parseNode("127.0.0.1:3031")], server_name="vm")
+        client = self.send(router, b"DESCRIBE rtsp://cam.local/live RTSP/1.0\r\nCSeq: 2\r\n\r\n")
+        self.assertTrue(client.received().startswith(b"HTTP/1.1 400 "))
+        self.assertEqual(self.node.packets, [])

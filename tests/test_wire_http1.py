@@ -680,3 +680,29 @@ def test_a_prefix_is_refused_as_soon_as_it_cannot_become_a_request(data):
             whole.feed(prefix)
     else:
         assert whole.feed(prefix) is None
+
+
+def test_rtsp_requests_only_where_allowed():
+    """
+    uWSGI's --http-manage-rtsp: an C{RTSP/1.0} request, fed a byte at a
+    time, gives its C{rtsp://} authority as the host; without the option,
+    and with an HTTP version, such a target is refused.
+    """
+    request = b"DESCRIBE rtsp://cam.local:554/live?a=1 RTSP/1.0\r\nCSeq: 2\r\n\r\n"
+    parser = RequestHeadParser(allowRTSP=True)
+    heads = [parser.feed(request[i:i + 1]) for i in range(len(request))]
+    head = heads[-1]
+    assert heads[:-1] == [None] * (len(request) - 1)
+    assert (head.version, head.host, head.path, head.keepAlive) == (
+        b"RTSP/1.0", b"cam.local:554", b"/live?a=1", False)
+    for parser, data, event in [
+        (RequestHeadParser(), request, "bad_request_line"),
+        (RequestHeadParser(allowRTSP=True),
+         b"GET rtsp://cam.local/live HTTP/1.1\r\nHost: cam.local\r\n\r\n", "bad_target"),
+        (RequestHeadParser(allowRTSP=True),
+         b"DESCRIBE http://cam.local/live RTSP/1.0\r\n\r\n", "bad_target"),
+        (RequestHeadParser(allowRTSP=True), b"DESCRIBE /live RTSP/2.0\r\n\r\n", "bad_request_line"),
+    ]:
+        with pytest.raises(HTTPError) as refused:
+            parser.feed(data)
+        assert refused.value.event == event, data

@@ -240,6 +240,7 @@ def buildRouter(config, reactor, forwarder=None, accessLog=None):
             manage_expect=config.manage_expect,
             raw_body=config.raw_body,
             manage_source=config.manage_source,
+            manage_rtsp=config.manage_rtsp,
             node_keepalive=config.node_keepalive,
             node_keepalive_timeout=config.node_keepalive_timeout,
             send_proxy=_sendProxy(config),

@@ -444,6 +444,7 @@ class HTTPRouterConfig(RouterConfig):
     manage_expect: "int | None" = _count(None)
     raw_body: bool = _flag()
     manage_source: bool = _flag()
+    manage_rtsp: bool = _flag()
     node_keepalive: int = _count(0)
     node_keepalive_timeout: float = _seconds(4.0)
     http_var: "tuple[tuple[str, str], ...]" = _many("--http-var", _httpVar)

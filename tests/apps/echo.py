@@ -14,6 +14,8 @@ The WSGI application the end-to-end tests run in real uWSGI workers.
  - /status/N: that status with a short body;
  - /gzip: as /chunked, with uWSGI-Encoding: gzip (what asks uWSGI's
    --http-auto-gzip, and txrouter's --auto-gzip, to compress it);
+ - an RTSP/1.0 request (any path): an RTSP answer with the request's CSeq
+   and the path it was asked for;
  - /raw-digest: reads the connection itself until its end (a raw stream:
    an Icecast SOURCE, uWSGI's --http-raw-body), then answers body_len and
    body_sha256 of what came.
@@ -45,6 +47,10 @@ def application(environ, start_response):
             headers.append(("uWSGI-Encoding", "gzip"))
         start_response("200 OK", headers)
         return (f"piece {i}\n".encode() for i in range(CHUNKS))
+    if environ.get("SERVER_PROTOCOL") == "RTSP/1.0":
+        start_response("200 OK", [("CSeq", environ.get("HTTP_CSEQ", "0")),
+                                  ("Public", "OPTIONS, DESCRIBE"), ("X-Path", path)])
+        return [b""]
     if path == "/raw-digest":
         return _rawDigest(start_response)
     if path.startswith("/status/"):
@@ -107,6 +113,8 @@ def _rawDigest(start_response):
     digest = hashlib.sha256()
     length = 0
     descriptor = uwsgi.connection_fd()
+    sys.stderr.write("raw-digest reading\n")
+    sys.stderr.flush()
     while True:
         # The worker's socket is non-blocking: wait for bytes (or the end).
         if not select.select([descriptor], [], [], HOLD_LIMIT)[0]:

@@ -24,6 +24,7 @@ from txrouter.wire.http1 import (
     ChunkedDecoder,
     ChunkedScanner,
     HTTPError,
+    RTSP_VERSION,
     ResponseHeadParser,
     responseFraming,
 )
@@ -56,6 +57,7 @@ class Exchange:
     _decoder = None
     _raw = False
     _tunnelled = False
+    _rtsp = False
     _block = None
     _dechunkedLength = None
     _httpHead = None
@@ -103,7 +105,13 @@ class Exchange:
         lifecycle = self.lifecycle
         if router.manageExpect is not None and not self._expectationMet():
             return False
-        if head.chunked:
+        if head.version == RTSP_VERSION:
+            # RTSP speaks its own protocol both ways once the head is sent:
+            # a tunnel from the start, the node's answer relayed unparsed.
+            self._raw = self._rtsp = True
+            self.bodyOpen = True
+            self._framing = "close"
+        elif head.chunked:
             self.bodyOpen = True
             if router.chunkedInput:
                 self._raw = True
@@ -308,6 +316,10 @@ class Exchange:
         ) + head
 
     def nodeConnected(self, upstream) -> bool:
+        if self._rtsp:
+            self.lifecycle.responseStarted = True
+            self._tunnel()
+            return True
         self._respParser = ResponseHeadParser(self.router.maxResponseHeadSize)
         return self.bodyOpen
 

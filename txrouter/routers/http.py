@@ -80,6 +80,7 @@ class HTTPRouter(RouterFactory):
         manage_expect: "int | None" = None,
         raw_body: bool = False,
         manage_source: bool = False,
+        manage_rtsp: bool = False,
         node_keepalive: int = 0,
         node_keepalive_timeout: float = 4.0,
         send_proxy: int = 0,
@@ -112,6 +113,10 @@ class HTTPRouter(RouterFactory):
             until the client closes (uWSGI's C{--http-raw-body}).
         @param manage_source: the same for C{SOURCE} requests only (Icecast
             streams; uWSGI's C{--http-manage-source}).
+        @param manage_rtsp: take C{RTSP/1.0} requests, routed by the host
+            of their C{rtsp://} target, and relay both ways what follows
+            their head, the node's answer included, unparsed (uWSGI's
+            C{--http-manage-rtsp}).
         @param node_keepalive: most idle connections kept open per HTTP node
             for later requests (nginx's C{keepalive}); 0 closes each after
             its response.
@@ -161,6 +166,7 @@ class HTTPRouter(RouterFactory):
         self.manageExpect = manage_expect
         self.rawBody = raw_body
         self.manageSource = manage_source
+        self.manageRtsp = manage_rtsp
         if send_proxy and node_keepalive:
             raise ValueError("send_proxy: a kept node connection would name another client")
         self.sendProxy = send_proxy
@@ -230,7 +236,7 @@ class HTTPSession(Protocol):
         self.router = router
         self.exchange = None
         self._parser = RequestHeadParser(
-            router.maxRequestLine, router.maxHeaders, router.maxHeadSize
+            router.maxRequestLine, router.maxHeaders, router.maxHeadSize, router.manageRtsp,
         )
         self._pipelined = b""
         self._closing = False

@@ -44,6 +44,9 @@ class Options(RouterOptions):
          " Transfer-Encoding to the node until the client closes (--http-raw-body)."],
         ["manage-source", None,
          "The same for SOURCE requests only: Icecast streams (--http-manage-source)."],
+        ["manage-rtsp", None,
+         "Take RTSP/1.0 requests, routed by the host of their rtsp:// target, and"
+         " relay both ways what follows their head (--http-manage-rtsp)."],
         ["send-proxy", None,
          "Send HTTP nodes a PROXY protocol v1 header naming the client."],
         ["send-proxy-v2", None,

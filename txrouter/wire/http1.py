@@ -44,6 +44,9 @@ _MAX_METHOD = 32
 _METHOD = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,32}"
 
 _REQUEST_LINE = re.compile(rb"(" + _METHOD + rb") (\S+) (HTTP/(\d)\.(\d))\Z")
+_RTSP_LINE = re.compile(rb"(" + _METHOD + rb") (\S+) (RTSP/1\.0)\Z")
+#: The version of RTSP requests (uWSGI's --http-manage-rtsp).
+RTSP_VERSION = b"RTSP/1.0"
 _VERSION_SO_FAR = re.compile(rb"HTTP/\d(?:\.\d?)?\r?\Z")
 # What a request line may be before its LF: all of it, or its beginning.
 _LINE_SO_FAR = re.compile(
@@ -112,7 +115,7 @@ class RequestHead(NamedTuple):
     @ivar target: the request target as sent.
     @ivar path: the origin-form path and query (for an absolute-form target,
         the part after its authority).
-    @ivar version: C{b"HTTP/1.1"} or C{b"HTTP/1.0"}.
+    @ivar version: C{b"HTTP/1.1"} or C{b"HTTP/1.0"} (or C{b"RTSP/1.0"}, if allowed).
     @ivar headers: C{(name, value)} pairs in arrival order; names as sent,
         values without surrounding whitespace.
     @ivar host: the Host value (or the absolute-form authority), or L{None}.
@@ -150,10 +153,17 @@ class RequestHeadParser:
         maxRequestLine: int = 8192,
         maxHeaderCount: int = 100,
         maxHeadSize: int = 65536,
+        allowRTSP: bool = False,
     ) -> None:
+        """
+        @param allowRTSP: also take C{RTSP/1.0} requests (their target may
+            be an C{rtsp://} URI, whose authority becomes the head's
+            C{host}); their heads are checked as HTTP/1.0 ones.
+        """
         self.maxRequestLine = maxRequestLine
         self.maxHeaderCount = maxHeaderCount
         self.maxHeadSize = maxHeadSize
+        self.allowRTSP = allowRTSP
         self.reset()
 
     def reset(self) -> None:
@@ -265,7 +275,10 @@ class RequestHeadParser:
                 raise self._hopeless(buf)
             else:
                 version = buf[second + 1 :]
-                if not (b"HTTP/1.1\r".startswith(version) or b"HTTP/1.0\r".startswith(version)):
+                if not (
+                    b"HTTP/1.1\r".startswith(version) or b"HTTP/1.0\r".startswith(version)
+                    or (self.allowRTSP and b"RTSP/1.0\r".startswith(version))
+                ):
                     raise self._hopeless(buf)
         self._lineScanned = len(buf)
 
@@ -302,6 +315,13 @@ class RequestHeadParser:
         if len(line) > self.maxRequestLine:
             raise _bad("request_line_too_long", f"request line over {self.maxRequestLine} bytes", 414)
         match = _REQUEST_LINE.match(line)
+        if match is None and self.allowRTSP:
+            rtsp = _RTSP_LINE.match(line)
+            if rtsp is not None:
+                method, target, version = rtsp.groups()
+                if target.translate(None, _TARGET_CHARS):
+                    raise _bad("bad_target", "request target with bytes outside visible ASCII")
+                return method, target, version
         if match is None:
             if line.startswith(b"PRI * HTTP/2"):
                 raise _bad("http2_preface", "HTTP/2 is not spoken here", 505)
@@ -421,7 +441,8 @@ class RequestHeadParser:
             raise _bad("connect_refused", "CONNECT is not supported", 405)
         else:
             scheme, sep, rest = target.partition(b"://")
-            if not sep or scheme.lower() not in (b"http", b"https"):
+            schemes = (b"rtsp",) if version == RTSP_VERSION else (b"http", b"https")
+            if not sep or scheme.lower() not in schemes:
                 raise _bad("bad_target", "request target is neither a path nor an http(s) URI")
             cut = len(rest)
             for delimiter in (b"/", b"?", b"#"):
