@@ -15,11 +15,12 @@ from txrouter.wire.uwsgi import PacketParser
 
 class _RawNode(ServerFactory):
     """
-    Answers a request packet with a head at once, then echoes every byte
-    that follows it upper-cased, until the router closes.
+    Answers a request packet with C{answer} at once, then echoes every
+    byte that follows it upper-cased, until the router closes.
     """
 
-    def __init__(self):
+    def __init__(self, answer=b"HTTP/1.1 200 OK\r\n\r\n"):
+        self.answer = answer
         self.packets = []
         self.protocol = None
 
@@ -39,7 +40,7 @@ class _RawNode(ServerFactory):
                         return
                     factory.packets.append(packet)
                     data, self.parser = self.parser.leftover, None
-                    self.transport.write(b"HTTP/1.1 200 OK\r\n\r\n")
+                    self.transport.write(factory.answer)
                 if data:
                     self.transport.write(data.upper())
 
@@ -129,36 +130,6 @@ class RequestModesTests(SynchronousTestCase):
         self.assertNotIn(b"XYZ", client.received())
 
 
-class _RTSPNode(ServerFactory):
-    """
-    Answers an RTSP request packet with an RTSP response at once, then
-    echoes what follows upper-cased.
-    """
-
-    def __init__(self):
-        self.packets = []
-
-    def buildProtocol(self, addr):
-        factory = self
-
-        class Node(Protocol):
-            def connectionMade(self):
-                self.parser = PacketParser()
-
-            def dataReceived(self, data):
-                if self.parser is not None:
-                    packet = self.parser.feed(data)
-                    if packet is None:
-                        return
-                    factory.packets.append(packet)
-                    data, self.parser = self.parser.leftover, None
-                    self.transport.write(b"RTSP/1.0 200 OK\r\nCSeq: 2\r\n\r\n")
-                if data:
-                    self.transport.write(data.upper())
-
-        return Node()
-
-
 class _RecordingForwarder:
     """
     Sends every request to C{127.0.0.1:3031}, keeping the keys it is asked.
@@ -180,7 +151,7 @@ class _RecordingForwarder:
 class RTSPTests(SynchronousTestCase):
     def setUp(self):
         self.network = MemoryNetwork()
-        self.node = _RTSPNode()
+        self.node = _RawNode(b"RTSP/1.0 200 OK\r\nCSeq: 2\r\n\r\n")
         self.network.addBackend(("127.0.0.1", 3031), self.node)
 
     def send(self, router, data: bytes):
