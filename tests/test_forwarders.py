@@ -3,6 +3,7 @@ Forwarders (base, pattern, cache, code, static availability) and cheap mode.
 """
 
 import os
+import sys
 
 import pytest
 from hypothesis import given, strategies as st
@@ -185,6 +186,19 @@ def test_load_callable_forms(tmp_path):
     for bad in ("nomodule", "tests.test_forwarders:missing", "os:sep", "a:b:c:d", "0::f"):
         with pytest.raises(ValueError):
             loadCallable(bad)
+
+
+def test_a_module_next_to_the_command_line_is_found(tmp_path, monkeypatch):
+    """
+    C{--use-code myrouting:route} run where C{myrouting.py} is: twistd's
+    path does not have the current directory, so the router adds it.
+    """
+    (tmp_path / "txrouter_cwd_routing.py").write_text("def route(key):\n    return 'here'\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    monkeypatch.delitem(sys.modules, "txrouter_cwd_routing", raising=False)
+    assert loadCallable("txrouter_cwd_routing:route")("k") == "here"
+    assert str(tmp_path) in sys.path
 
 
 def test_load_callable_failures_are_usage_errors(tmp_path, monkeypatch):

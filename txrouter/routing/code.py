@@ -16,10 +16,12 @@ L{withDeadline} is the deadline itself, which the cache forwarder gives
 stores that answer later too.
 """
 
+import importlib
+import os
 import runpy
+import sys
 
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.python.reflect import namedAny
 from zope.interface import implementer
 
 from txrouter.routing.base import StatelessForwarder
@@ -50,7 +52,7 @@ def loadCallable(spec: str):
         function = namespace[name]
     elif len(parts) == 2 and all(parts):
         try:
-            function = namedAny(f"{parts[0]}.{parts[1]}")
+            function = _importFromPathOrHere(parts[0], parts[1])
         except Exception as e:
             raise ValueError(f"cannot load {spec!r}: {_describe(e)}") from None
     else:
@@ -58,6 +60,27 @@ def loadCallable(spec: str):
     if not callable(function):
         raise ValueError(f"{spec!r} is not callable")
     return function
+
+
+def _importFromPathOrHere(module: str, name: str):
+    """
+    C{module.name}, imported from the Python path, or else from the current
+    directory: twistd's own directory, not the one it was started in, heads
+    its path, and C{--use-code myrouting:route} next to the command line
+    is what a user means.  The directory stays on the path, for the
+    module's own imports.
+
+    @raise AttributeError: the module has no C{name}.
+    """
+    try:
+        loaded = importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        here = os.getcwd()
+        if e.name != module.partition(".")[0] or here in sys.path:
+            raise
+        sys.path.append(here)
+        loaded = importlib.import_module(module)
+    return getattr(loaded, name)
 
 
 def _describe(error: Exception) -> str:
