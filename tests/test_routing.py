@@ -331,3 +331,13 @@ def test_iphash_keeps_a_client_on_one_node():
 def test_an_unknown_algorithm_is_refused():
     with pytest.raises(ValueError):
         StaticForwarder(nodes(2), Clock(), algo="random")
+
+
+@pytest.mark.parametrize("spec", ["https://app.example:443", "ftp://h:21", "uwsgi://h:3031"])
+def test_a_url_that_is_no_node_is_refused_saying_what_is_meant(spec):
+    """
+    C{--to https://...} used to parse as host C{https://app.example} and
+    fail every request with a DNS error; it is refused at start-up.
+    """
+    with pytest.raises(BadNodeAddress, match="http://HOST:PORT"):
+        parseNode(spec)

@@ -23,7 +23,27 @@ def parseServerEndpoint(reactor, description: str):
     try:
         return serverFromString(reactor, description)
     except Exception as e:
-        raise ValueError(str(e) or type(e).__name__) from None
+        raise ValueError((str(e) or type(e).__name__) + _hint(description)) from None
+
+
+def _hint(description: str) -> str:
+    """
+    What a uWSGI user probably meant by an address in uWSGI's spelling
+    (C{:8080}, C{127.0.0.1:8080}, C{/run/r.sock}), or nothing.
+    """
+    host, colon, port = description.rpartition(":")
+    if colon and port.isdigit() and "=" not in host:
+        if host.startswith("[") and host.endswith("]"):
+            escaped = host[1:-1].replace(":", "\\:")
+            return f" (uWSGI's {description!r} is tcp6:{port}:interface={escaped} here)"
+        if ":" not in host:
+            interface = f":interface={host}" if host else ""
+            return f" (uWSGI's {description!r} is tcp:{port}{interface} here)"
+    if description.isdigit():
+        return f" (a port alone is tcp:{description} here)"
+    if description.startswith("/"):
+        return f" (a unix socket is unix:{description} here)"
+    return ""
 
 
 def checkServerEndpoint(description: str, parse=parseServerEndpoint) -> None:

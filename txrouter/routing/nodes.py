@@ -135,12 +135,19 @@ def parseNode(spec: str, modifier1: int = 0, modifier2: int = 0) -> Node:
         C{@abstract}, C{tcp:host:port}, C{unix:/path}: a uwsgi node;
         C{http://host:port}, C{http://unix:/path}, C{http://unix:@name}:
         an HTTP node.
-    @raise BadNodeAddress: anything else.
+    @raise BadNodeAddress: anything else (C{https://}, say: the message
+        says what is meant instead).
     """
     if not spec:
         raise BadNodeAddress("empty node address")
     if spec.startswith(_HTTP_PREFIX):
         return _parseHTTPNode(spec, modifier1, modifier2)
+    scheme, separator, _ = spec.partition("://")
+    if separator:
+        raise BadNodeAddress(
+            f"{scheme}:// is no node address ({spec!r}): an HTTP node is http://HOST:PORT"
+            " (nodes are not spoken to over TLS), a uwsgi node HOST:PORT or a socket path"
+        )
     if spec.startswith("tcp:") or spec.startswith("unix:"):
         kind, _, rest = spec.partition(":")
         args, kwargs = _endpointArgs(rest)
