@@ -1,6 +1,13 @@
 """
 The FastRouter built from Python: run with `twistd -r txrouter -ny examples/fast.tac`.
 
+What runs first: uWSGI instances on the sockets of the store below
+(./scripts/demo starts app1.sock; start the two app2 instances with
+`uwsgi --plugin python3 --socket /tmp/txrouter-demo/app2a.sock --wsgi-file
+examples/hello.py`, and app2b.sock likewise), and nginx in front (curl
+speaks HTTP, this router uwsgi).  It listens on 127.0.0.1:3017, or where
+TXROUTER_BIND says (an endpoint string).
+
 nginx passes requests to it (`uwsgi_pass 127.0.0.1:3017;` with Debian's
 uwsgi_params), and it routes them by host to each application's uWSGI
 instance, as
@@ -20,6 +27,8 @@ options as they are, listeners and forwarders included, use
 txrouter.config.FastRouterConfig and txrouter.build.buildService (see
 docs/tac.md).
 """
+
+import os
 
 from twisted.application.service import Application
 from twisted.internet import reactor
@@ -42,4 +51,5 @@ router = FastRouter(
     limit_post=100 << 20,
 )
 application = Application("txrouter-fast")
-RouterService(reactor, router, ["tcp:3017:interface=127.0.0.1"]).setServiceParent(application)
+BIND = os.environ.get("TXROUTER_BIND", "tcp:3017:interface=127.0.0.1")
+RouterService(reactor, router, [BIND]).setServiceParent(application)
