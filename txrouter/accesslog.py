@@ -1,8 +1,10 @@
 """
-The access log, in the combined log format of Apache and nginx, and the
-file it writes to, which SIGUSR1 reopens after logrotate moved it.
+The access log, in the combined log format of Apache and nginx or as one
+JSON object per line (C{--log-format json}), and the file it writes to,
+which SIGUSR1 reopens after logrotate moved it.
 """
 
+import json
 import time
 
 from twisted.logger import Logger
@@ -92,13 +94,18 @@ class AccessLog:
         @param status: the status sent (0 when nothing was).
         @param size: the response body bytes sent.
         """
-        referer = user_agent = b"-"
-        for name, value in head.headers:
-            lower = name.lower()
-            if lower == b"referer":
-                referer = value
-            elif lower == b"user-agent":
-                user_agent = value
+        self.logRequest(remoteAddr, head, status, size)
+
+    def logRequest(self, remoteAddr: bytes, head, status: int, size: int, event=None,
+                   node=None, duration=None) -> None:
+        """
+        L{log}, with what the combined format has no field for.
+
+        @param event: the refusal's event name, if the request was refused.
+        @param node: the L{txrouter.routing.nodes.Node} picked, or L{None}.
+        @param duration: seconds from the request's start to its end.
+        """
+        referer, user_agent = _refererAndAgent(head, b"-")
         request = b"%s %s %s" % (head.method, head.target, head.version)
         self._file.write(
             '%s - - [%s] "%s" %d %s "%s" "%s"\n'
@@ -112,6 +119,57 @@ class AccessLog:
                 _quote(user_agent),
             )
         )
+
+
+class JSONAccessLog(AccessLog):
+    """
+    An access log writing one JSON object per request and line, with the
+    fields C{time} (ISO 8601, UTC), C{client}, C{method}, C{target},
+    C{version}, C{status}, C{bytes}, C{node}, C{duration} (seconds),
+    C{event} (the refusal's event name, or C{null}), C{user_agent} and
+    C{referer} (C{null} when absent).  Bytes of the request are decoded as
+    Latin-1, so every line is valid JSON whatever the client sent.
+    """
+
+    def _now(self) -> str:
+        second = int(self._time())
+        if second != self._second:
+            self._second = second
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second))
+        return self._stamp
+
+    def logRequest(self, remoteAddr: bytes, head, status: int, size: int, event=None,
+                   node=None, duration=None) -> None:
+        referer, userAgent = _refererAndAgent(head, None)
+        self._file.write(json.dumps({
+            "time": self._now(),
+            "client": remoteAddr.decode() or None,
+            "method": head.method.decode("latin-1"),
+            "target": head.target.decode("latin-1"),
+            "version": head.version.decode("latin-1"),
+            "status": status,
+            "bytes": size,
+            "node": node.name if node is not None else None,
+            "duration": round(duration, 6) if duration is not None else None,
+            "event": event,
+            "user_agent": userAgent and userAgent.decode("latin-1"),
+            "referer": referer and referer.decode("latin-1"),
+        }) + "\n")
+
+
+def _refererAndAgent(head, missing):
+    """
+    The request's C{Referer} and C{User-Agent} values, C{missing} for
+    each it does not have.
+    """
+    referer = userAgent = missing
+    for name, value in head.headers:
+        lower = name.lower()
+        if lower == b"referer":
+            referer = value
+        elif lower == b"user-agent":
+            userAgent = value
+    return referer, userAgent
 
 
 def _quote(value: bytes) -> str:

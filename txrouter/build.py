@@ -20,7 +20,9 @@ A C{.tac} file::
 L{buildService} gives a L{RouterService} holding, besides the listeners:
 the forwarder's services (the subscription servers with notify acks and
 resubscription, or the SIGHUP reload of a C{--cache-file}), the SIGUSR1
-reopening of the C{--access-log}, the C{--stats} listener, the
+reopening of the C{--access-log}, the C{--stats} listener (with the
+metrics and the stats page under C{--stats-http}), the C{--metrics}
+listener, the
 C{--http-to-https} listeners, and for the HTTPS and SSL routers the TLS
 listeners with their contexts and SNI (L{buildTLS}), reloaded on SIGHUP.
 What the router reads from files is read here: the mapping file, the
@@ -36,7 +38,7 @@ import time
 import attr
 from twisted.logger import Logger
 
-from txrouter.accesslog import AccessLog, ReopenableFile
+from txrouter.accesslog import AccessLog, JSONAccessLog, ReopenableFile
 from txrouter.config import (
     FastRouterConfig,
     HTTPRouterConfig,
@@ -59,7 +61,8 @@ from txrouter.routing.subscriptions import SubscriptionRegistry
 from txrouter.service import Listener, RouterService, TLSListener
 from txrouter.signals import OnSignal
 from txrouter.spool import SpoolError, checkSpoolDirectory
-from txrouter.stats.server import statsEndpoint
+from txrouter.stats.metrics import metricsPage
+from txrouter.stats.server import MetricsFactory, statsEndpoint
 from txrouter.subscription.addresses import uwsgiAddressOfEndpoint
 from txrouter.subscription.client import readSigningKey
 from txrouter.subscription.federation import DatagramSender, Resubscriber
@@ -110,11 +113,17 @@ def buildService(config, reactor) -> RouterService:
     )
     for extra in services + logServices + tls.services + _redirects(config, reactor, wrap):
         extra.setServiceParent(service)
+    metrics = metricsPage(router, config.statsName)
     if config.stats:
-        _checked(
+        stats = _checked(
             "--stats", service.serveStats, reactor, config.stats, config.statsName,
             statsAddresses(config), http=config.stats_http, minified=config.stats_minified,
         )
+        stats.factory.metrics = metrics
+        stats.factory.shortName = config.statsName
+    if config.metrics:
+        endpoint = _checked("--metrics", statsEndpoint, reactor, config.metrics)
+        Listener(endpoint, MetricsFactory(reactor, metrics)).setServiceParent(service)
     return service
 
 
@@ -151,6 +160,8 @@ def _checkPlaces(config) -> None:
         _checked("--bind", checkServerEndpoint, description)
     if config.stats is not None:
         _checked("--stats", checkServerEndpoint, config.stats, statsEndpoint)
+    if config.metrics is not None:
+        _checked("--metrics", checkServerEndpoint, config.metrics, statsEndpoint)
     for name, directory in _spoolDirectories(config):
         _checked(name, checkSpoolDirectory, directory)
 
@@ -394,7 +405,8 @@ def _redirects(config, reactor, wrap) -> list:
 
 def buildAccessLog(config, reactor) -> "tuple[AccessLog | None, list]":
     """
-    The HTTP router's C{--access-log}, and the service that reopens its
+    The HTTP router's C{--access-log} (combined, or JSON lines with
+    C{--log-format json}), and the service that reopens its
     file on SIGUSR1 (logrotate's C{postrotate kill -USR1}); C{-} is
     standard output, never reopened.
 
@@ -404,10 +416,11 @@ def buildAccessLog(config, reactor) -> "tuple[AccessLog | None, list]":
     path = getattr(config, "access_log", None)
     if not path:
         return None, []
+    kind = JSONAccessLog if config.log_format == "json" else AccessLog
     if path == "-":
-        return AccessLog(sys.stdout, reactor), []
+        return kind(sys.stdout, reactor), []
     file = _checked("--access-log", _openAccessLog, path)
-    return AccessLog(file, reactor), [OnSignal(reactor, signal.SIGUSR1, file.reopen)]
+    return kind(file, reactor), [OnSignal(reactor, signal.SIGUSR1, file.reopen)]
 
 
 def _openAccessLog(path: str) -> ReopenableFile:

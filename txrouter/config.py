@@ -208,6 +208,11 @@ def _methods(value) -> "tuple[str, ...]":
     return tuple(methods)
 
 
+def _logFormat(instance, attribute, value) -> None:
+    if value not in ("combined", "json"):
+        raise ValueError(f"--log-format: {value!r} is not combined or json")
+
+
 @attr.frozen(kw_only=True)
 class RouterConfig:
     """
@@ -254,6 +259,8 @@ class RouterConfig:
     stats: "str | None" = None
     stats_http: bool = _flag()
     stats_minified: bool = _flag()
+    metrics: "str | None" = None
+    log_format: str = attr.ib(default="combined", validator=_logFormat)
     subscription_server: "tuple[DatagramAddress, ...]" = _many(
         "--subscription-server", _listenAddress, DatagramAddress)
     subscription_algo: str = attr.ib(default="wrr", validator=_algorithm)

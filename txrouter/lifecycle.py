@@ -30,6 +30,8 @@ in a node's protocol, tells it the node is connected, hands it the node's
 bytes, and asks it to refuse.
 """
 
+from bisect import bisect_left
+
 import attr
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -91,6 +93,56 @@ class TunnelCounts:
         return {"open": self.open, "opened": self.opened}
 
 
+#: The upper bounds, in seconds, of the buckets of the time from a
+#: request's start to its node's first response byte (Prometheus' defaults).
+FIRST_BYTE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+
+
+class RequestCounts:
+    """
+    A router's requests, counted by their lifecycles with a few integer
+    increments each; the metrics (L{txrouter.stats.metrics}) and the stats
+    document read them when asked.
+
+    @ivar started: requests begun (a head parsed, a client accepted).
+    @ivar finished: requests over; C{started - finished} are in flight.
+    @ivar sentToNodes: bytes written to nodes (heads and bodies).
+    @ivar receivedFromNodes: bytes read from nodes.
+    @ivar statuses: C{{(status // 100, node name): count}} of the requests
+        whose status the router knows (the HTTP routers', as logged); the
+        node name is empty when no node was picked.
+    @ivar refusals: C{{event: count}} of the refusals the lifecycle made
+        (C{no_node_for_key}, C{all_nodes_dead}, C{backend_unreachable}, ...).
+    @cvar buckets: L{FIRST_BYTE_BUCKETS}.
+    @ivar firstByte: per bucket of L{buckets} (and one more for longer),
+        the requests whose node's first byte came that long after
+        the request began.
+    @ivar firstByteSum: the seconds those requests waited, summed.
+    @ivar spooled: request bodies stored in a spool (post-buffering,
+        de-chunking).
+    @ivar spoolsClosed: spools closed (C{spooled - spoolsClosed} are open).
+    """
+
+    __slots__ = (
+        "started", "finished", "sentToNodes", "receivedFromNodes", "statuses", "refusals",
+        "firstByte", "firstByteSum", "spooled", "spoolsClosed",
+    )
+
+    buckets = FIRST_BYTE_BUCKETS
+
+    def __init__(self) -> None:
+        self.started = self.finished = self.sentToNodes = self.receivedFromNodes = 0
+        self.spooled = self.spoolsClosed = 0
+        self.statuses = {}
+        self.refusals = {}
+        self.firstByte = [0] * (len(FIRST_BYTE_BUCKETS) + 1)
+        self.firstByteSum = 0.0
+
+    @property
+    def inFlight(self) -> int:
+        return self.started - self.finished
+
+
 @attr.s(frozen=True, slots=True, kw_only=True)
 class RequestSettings:
     """
@@ -113,6 +165,7 @@ class RequestSettings:
     @ivar accessLog: an L{txrouter.accesslog.AccessLog}, or L{None}.
     @ivar retryCounts: the router's L{RetryCounts}, counted by its requests.
     @ivar tunnelCounts: the router's L{TunnelCounts}.
+    @ivar requestCounts: the router's L{RequestCounts}.
     @ivar nodePool: a L{txrouter.nodepool.NodeConnectionPool} keeping HTTP
         nodes' connections between requests, or L{None}.
     """
@@ -131,6 +184,7 @@ class RequestSettings:
     accessLog = attr.ib(default=None)
     retryCounts: RetryCounts = attr.ib(factory=RetryCounts, eq=False)
     tunnelCounts: TunnelCounts = attr.ib(factory=TunnelCounts, eq=False)
+    requestCounts: RequestCounts = attr.ib(factory=RequestCounts, eq=False)
     nodePool = attr.ib(default=None, eq=False)
 
 
@@ -199,6 +253,8 @@ class RequestLifecycle:
     @ivar keepNodeConnection: set by the front end when the node's
         connection may carry another request (its response was read to its
         end): L{release} parks it in the settings' C{nodePool}.
+    @ivar event: the event name of the refusal the lifecycle made, if it
+        made one (for the access log).
     """
 
     finished = False
@@ -222,6 +278,7 @@ class RequestLifecycle:
     method = None
     keepNodeConnection = False
     _upstreamWasKept = False
+    event = None
 
     def __init__(self, settings: RequestSettings, frontEnd, relay, key: bytes, client) -> None:
         """
@@ -235,9 +292,35 @@ class RequestLifecycle:
         self.relay = relay
         self.key = key
         self.client = client
-        # The node's bytes go straight to the front end: one call less per
-        # chunk than a method that passes them on (released in release()).
-        self.upstreamDataReceived = frontEnd.responseReceived
+        self._began = settings.reactor.seconds()
+        settings.requestCounts.started += 1
+        # The node's first bytes are timed, then the next ones go straight
+        # to the front end: one call less per chunk than a method that
+        # passes them on (released in release()).
+        self.upstreamDataReceived = self._firstBytes
+
+    def _firstBytes(self, data: bytes) -> None:
+        """
+        The node's first bytes: count the time they took in the
+        histogram, and hand these and the next ones to the front end.
+        """
+        settings = self.settings
+        counts = settings.requestCounts
+        waited = settings.reactor.seconds() - self._began
+        counts.firstByte[bisect_left(FIRST_BYTE_BUCKETS, waited)] += 1
+        counts.firstByteSum += waited
+        self.upstreamDataReceived = received = self.frontEnd.responseReceived
+        received(data)
+
+    def _refuse(self, status: int, event: str, detail: str) -> None:
+        """
+        Have the front end refuse the request, counting the refusal and
+        keeping its event for the access log.
+        """
+        self.event = event
+        refusals = self.settings.requestCounts.refusals
+        refusals[event] = refusals.get(event, 0) + 1
+        self.frontEnd.refuse(status, event, detail)
 
     # The body
 
@@ -247,6 +330,7 @@ class RequestLifecycle:
         sent from it once a node is connected.
         """
         self._spool = spool
+        self.settings.requestCounts.spooled += 1
 
     def spooled(self, pieces, complete: bool) -> bool:
         """
@@ -279,7 +363,7 @@ class RequestLifecycle:
             "spool_failed: {client}: the request body could not be stored: {error}",
             event="spool_failed", client=self.client or "unix", error=str(error),
         )
-        self.frontEnd.refuse(503, "spool_failed", "the request body could not be stored")
+        self._refuse(503, "spool_failed", "the request body could not be stored")
 
     def _spoolSent(self, ignored) -> None:
         self.relay.spoolSent()
@@ -365,7 +449,7 @@ class RequestLifecycle:
         if self.responseStarted:
             self.frontEnd.abort(event)
         else:
-            self.frontEnd.refuse(408, event, detail)
+            self._refuse(408, event, detail)
 
     # Choosing and connecting a node
 
@@ -391,7 +475,7 @@ class RequestLifecycle:
             node.addCallbacks(self._pickedLater, self._pickFailedLater)
             return
         if node is None:
-            self.frontEnd.refuse(*self._lastFailure)
+            self._refuse(*self._lastFailure)
             return
         self._connect(node)
 
@@ -414,15 +498,15 @@ class RequestLifecycle:
         """
         key = self.key[:64]
         if isinstance(error, NoNodeForKey):
-            self.frontEnd.refuse(404, "no_node_for_key", f"no node serves {key!r}")
+            self._refuse(404, "no_node_for_key", f"no node serves {key!r}")
         elif isinstance(error, ForwarderTimeout):
-            self.frontEnd.refuse(504, "forwarder_timeout", f"finding a node for {key!r} took too long")
+            self._refuse(504, "forwarder_timeout", f"finding a node for {key!r} took too long")
         else:
             log.failure(
                 "forwarder_failed: finding a node for {key!r} raised",
                 failure, event="forwarder_failed", key=key,
             )
-            self.frontEnd.refuse(502, "forwarder_failed", f"finding a node for {key!r} failed")
+            self._refuse(502, "forwarder_failed", f"finding a node for {key!r} failed")
 
     def _connect(self, node, usePool: bool = True) -> None:
         settings = self.settings
@@ -510,7 +594,7 @@ class RequestLifecycle:
                 "node_busy: {node}'s listen queue stayed full ({attempt} attempts)",
                 event="node_busy", node=node.name, attempt=attempt,
             )
-            self.frontEnd.refuse(503, "node_busy", "every backend worker is busy")
+            self._refuse(503, "node_busy", "every backend worker is busy")
             return
         delay = BUSY_BACKOFF * 2 ** self._busyRetries
         self._busyRetries += 1
@@ -543,7 +627,7 @@ class RequestLifecycle:
             self.frontEnd.responseEnded(reason, timedOut)
             return
         if timedOut:
-            self.frontEnd.refuse(504, "backend_timeout", "the backend did not answer in time")
+            self._refuse(504, "backend_timeout", "the backend did not answer in time")
             return
         retried = self._replayable()
         if retried and self._upstreamWasKept:
@@ -569,7 +653,7 @@ class RequestLifecycle:
             self._releaseNode()
             self._tryNextNode("nodeClosed")
         else:
-            self.frontEnd.refuse(*self._lastFailure)
+            self._refuse(*self._lastFailure)
 
     def _replayable(self) -> bool:
         """
@@ -619,8 +703,12 @@ class RequestLifecycle:
             forwarder.abandoned(self.key, self.node)
         if self._bodyTimer is not None:
             self._bodyTimer.cancel()
-        if self._spool is not None:
-            self._spool.close()
+        spool = self._spool
+        if spool is not None:
+            counts = self.settings.requestCounts
+            counts.spoolsClosed += 1
+            spool.close()
+        self.settings.requestCounts.finished += 1
         # The front end holds this lifecycle: forgetting it spares the
         # garbage collector a cycle per request.
         self.frontEnd = None
@@ -639,6 +727,9 @@ class RequestLifecycle:
             self._nodeInUse = False
             forwarder = self.settings.forwarder
             forwarder.released(self.key, self.node)
+            counts = self.settings.requestCounts
+            counts.sentToNodes += upstream.sent
+            counts.receivedFromNodes += upstream.received
             if ITrafficCounting.providedBy(forwarder):
                 forwarder.transferred(self.key, self.node, upstream.sent, upstream.received)
         if upstream is not None:
@@ -655,11 +746,29 @@ class RequestLifecycle:
         if upstream is not None and upstream.transport is not None:
             upstream.transport.abortConnection()
 
-    def logAccess(self, request, status: int, size: int) -> None:
+    def logAccess(self, request, status: int, size: int, event: "str | None" = None) -> None:
         """
-        Write the access log line of C{request} (a
+        Count C{request}'s status and write its access log line (a
         L{txrouter.wire.http1.RequestHead}), if there is a log.
+
+        @param event: the event name of the refusal that ended it, if the
+            front end refused it (the lifecycle knows its own).
         """
-        accessLog = self.settings.accessLog
-        if accessLog is not None:
-            accessLog.log((self.client or "").encode(), request, status, size)
+        settings = self.settings
+        node = self.node
+        key = (status // 100, node.name if node is not None else "")
+        statuses = settings.requestCounts.statuses
+        statuses[key] = statuses.get(key, 0) + 1
+        accessLog = settings.accessLog
+        if accessLog is None:
+            return
+        client = (self.client or "").encode()
+        logRequest = getattr(accessLog, "logRequest", None)
+        if logRequest is None:
+            # An access log of the first API: log(remoteAddr, head, status, size).
+            accessLog.log(client, request, status, size)
+        else:
+            logRequest(
+                client, request, status, size, event or self.event, node,
+                settings.reactor.seconds() - self._began,
+            )

@@ -128,9 +128,24 @@ class RouterFactory(ServerFactory):
     def statsFields(self):
         """
         C{retries} (a txrouter key): the requests that went on to another
-        attempt, by cause (L{txrouter.lifecycle.RetryCounts}).
+        attempt, by cause (L{txrouter.lifecycle.RetryCounts}); C{requests}
+        (a txrouter key): the requests begun and in flight, the HTTP
+        routers' by status class, and the refusals by event name
+        (L{txrouter.lifecycle.RequestCounts}).
         """
-        return [("retries", self.requestSettings.retryCounts.asDict())]
+        settings = self.requestSettings
+        counts = settings.requestCounts
+        statuses = {}
+        for (status, node), value in counts.statuses.items():
+            name = f"{status}xx" if status else "none"
+            statuses[name] = statuses.get(name, 0) + value
+        requests = {
+            "started": counts.started,
+            "in_flight": counts.inFlight,
+            "statuses": dict(sorted(statuses.items())),
+            "refusals": dict(sorted(counts.refusals.items())),
+        }
+        return [("retries", settings.retryCounts.asDict()), ("requests", requests)]
 
     def drain(self, timeout: float):
         """

@@ -1,24 +1,51 @@
 """
 The stats listener: on each connection, write the stats document and close
 (uWSGI's C{--R-stats}); with C{http}, first read one request head and
-answer it as HTTP (uWSGI's C{--stats-http}).
+answer it as HTTP (uWSGI's C{--stats-http}): the JSON document, the HTML
+stats page at C{/} for a browser (a request accepting C{text/html}), and
+the Prometheus metrics at C{/metrics}.  The C{--metrics} listener
+(L{MetricsFactory}) answers C{/metrics} only.
 """
 
 from twisted.internet.protocol import Protocol, ServerFactory
 
 from txrouter.endpoints import parseServerEndpoint
 from txrouter.stats.document import encodeStats
+from txrouter.stats.metrics import CONTENT_TYPE_LATEST
+from txrouter.stats.page import renderPage
 
 #: Longest request head read in HTTP mode.
 _MAX_REQUEST = 8192
 
-_HTTP_HEAD = (
-    b"HTTP/1.0 200 OK\r\n"
-    b"Connection: close\r\n"
-    b"Access-Control-Allow-Origin: *\r\n"
-    b"Content-Type: application/json\r\n"
-    b"\r\n"
-)
+_JSON = b"application/json"
+_HTML = b"text/html; charset=utf-8"
+
+
+def _httpAnswer(status: bytes, contentType: bytes, body: bytes) -> bytes:
+    return (
+        b"HTTP/1.0 " + status + b"\r\n"
+        b"Connection: close\r\n"
+        b"Access-Control-Allow-Origin: *\r\n"
+        b"Content-Type: " + contentType + b"\r\n"
+        b"Content-Length: %d\r\n"
+        b"\r\n" % len(body)
+    ) + body
+
+
+def _pathAndAccept(request: bytes) -> "tuple[bytes, bytes]":
+    """
+    The path (without its query) of a request head, and its C{Accept}
+    value (empty if none).
+    """
+    lines = request.replace(b"\r\n", b"\n").split(b"\n")
+    parts = lines[0].split(b" ")
+    path = parts[1].partition(b"?")[0] if len(parts) > 1 else b"/"
+    accept = b""
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"accept":
+            accept = value.strip().lower()
+    return path, accept
 
 
 def _escaped(value: str) -> str:
@@ -80,16 +107,18 @@ class _StatsProtocol(Protocol):
             return
         self._request += data
         if b"\r\n\r\n" in self._request or b"\n\n" in self._request:
-            self._request = None
-            self._answer()
+            request, self._request = self._request, None
+            self._answer(request)
         elif len(self._request) > _MAX_REQUEST:
             self._request = None
             self.transport.abortConnection()
 
-    def _answer(self) -> None:
+    def _answer(self, request: bytes = b"") -> None:
         factory = self.factory
-        body = encodeStats(factory.document(), factory.minified)
-        self.transport.write(_HTTP_HEAD + body if factory.http else body)
+        if factory.http:
+            self.transport.write(factory.answer(*_pathAndAccept(request)))
+        else:
+            self.transport.write(encodeStats(factory.document(), factory.minified))
         self.transport.loseConnection()
 
     def connectionLost(self, reason) -> None:
@@ -103,10 +132,29 @@ class StatsFactory(ServerFactory):
 
     @ivar timeout: seconds an HTTP client has to send its request (uWSGI's
         socket timeout, 4 s).
+    @ivar metrics: a callable giving the Prometheus text served at
+        C{/metrics} in HTTP mode, or L{None}.
+    @ivar shortName: uWSGI's name of the router, for the HTML page served
+        at C{/} in HTTP mode to clients accepting C{text/html}; L{None}:
+        no page.
     """
 
     protocol = _StatsProtocol
     noisy = False
+    metrics = None
+    shortName = None
+
+    def answer(self, path: bytes, accept: bytes) -> bytes:
+        """
+        The HTTP answer to a request for C{path} accepting C{accept}:
+        every path is the JSON document (as uWSGI's), but C{/metrics} and
+        a browser's C{/}.
+        """
+        if path == b"/metrics" and self.metrics is not None:
+            return _httpAnswer(b"200 OK", CONTENT_TYPE_LATEST.encode(), self.metrics())
+        if path == b"/" and b"text/html" in accept and self.shortName is not None:
+            return _httpAnswer(b"200 OK", _HTML, renderPage(self.document(), self.shortName))
+        return _httpAnswer(b"200 OK", _JSON, encodeStats(self.document(), self.minified))
 
     def __init__(self, reactor, document, http: bool = False, minified: bool = False,
                  timeout: float = 4.0) -> None:
@@ -115,3 +163,24 @@ class StatsFactory(ServerFactory):
         self.http = http
         self.minified = minified
         self.timeout = timeout
+
+
+class MetricsFactory(ServerFactory):
+    """
+    The C{--metrics} listener: answers an HTTP request for C{/metrics}
+    with the Prometheus text C{metrics()} returns, any other with a 404.
+    """
+
+    protocol = _StatsProtocol
+    noisy = False
+    http = True
+
+    def __init__(self, reactor, metrics, timeout: float = 4.0) -> None:
+        self.reactor = reactor
+        self.metrics = metrics
+        self.timeout = timeout
+
+    def answer(self, path: bytes, accept: bytes) -> bytes:
+        if path == b"/metrics":
+            return _httpAnswer(b"200 OK", CONTENT_TYPE_LATEST.encode(), self.metrics())
+        return _httpAnswer(b"404 Not Found", b"text/plain", b"metrics are at /metrics\n")

@@ -41,6 +41,12 @@ def byte(value: str) -> int:
     return number
 
 
+def logFormat(value: str) -> str:
+    if value not in ("combined", "json"):
+        raise ValueError(f"--log-format: {value!r} is not combined or json")
+    return value
+
+
 def algorithm(value: str) -> str:
     """
     A C{--subscription-algo} name.
@@ -149,6 +155,13 @@ class RouterOptions(usage.Options):
         ["stats", None, None,
          "Write the stats JSON to whoever connects here: an endpoint string"
          " (tcp:9191, unix:/run/r.stats) or uWSGI's host:port or path."],
+        ["metrics", None, None,
+         "Serve Prometheus metrics at /metrics here: an endpoint string"
+         " (tcp:9100:interface=127.0.0.1) or host:port."],
+        ["log-format", None, "combined",
+         "The access log's format: combined (Apache's and nginx's) or json"
+         " (one object per line; for twistd's own log in JSON, give twistd"
+         " --logger txrouter.logging.jsonLogger).", logFormat],
         ["subscription-algo", None, "wrr",
          "Balancing of subscribed pools: wrr, lrc, wlrc or iphash.", algorithm],
         ["subscription-tolerance", None, DEFAULT_TOLERANCE,
