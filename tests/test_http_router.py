@@ -982,3 +982,25 @@ class RetryAfterCloseTests(RouterTestCase):
             client = self.request(router, encodePacket(
                 [(b"REQUEST_METHOD", method), (b"PATH_INFO", b"/"), (b"HTTP_HOST", b"h")]))
             self.assertEqual(statusOf(client.received()), status, method)
+
+
+class AccessLogEventTests(RouterTestCase):
+    def test_a_refusal_made_by_the_session_names_its_event_in_the_json_log(self):
+        """
+        A refusal the HTTP session makes itself (an invalid response from
+        the node, here a 101 to a request without Upgrade) carries its
+        event name into the JSON access log, as the lifecycle's own do.
+        """
+        import io
+        import json
+
+        from txrouter.accesslog import JSONAccessLog
+
+        lines = io.StringIO()
+        self.network.addBackend(("127.0.0.1", 3031), _TunnelBackend())
+        router = self.router(access_log=JSONAccessLog(lines, self.network.reactor))
+        client = self.request(router, GET)
+        self.assertEqual(statusOf(client.received()), 502)
+        [line] = lines.getvalue().splitlines()
+        self.assertEqual((json.loads(line)["status"], json.loads(line)["event"]),
+                         (502, "bad_response"))

@@ -508,7 +508,7 @@ class Exchange:
         """
         End the exchange cutting both connections, with its access log line.
         """
-        self.logAccess(self.status, self._bodySent)
+        self.logAccess(self.status, self._bodySent, event)
         self.session.exchange = None
         self.abort(event)
 
@@ -561,8 +561,10 @@ class Exchange:
         """
         self.lifecycle.abort()
 
-    def logAccess(self, status: int, size: int) -> None:
+    def logAccess(self, status: int, size: int, event: "str | None" = None) -> None:
         """
         Write the access log line of this request, if there is a log.
+
+        @param event: the event name of the refusal that ended it, if any.
         """
-        self.lifecycle.logAccess(self.head, status, size)
+        self.lifecycle.logAccess(self.head, status, size, event)

@@ -476,7 +476,7 @@ class HTTPSession(Protocol):
         if exchange is not None:
             bodyMayFollow = exchange.bodyPending and not self._clientEOF
             exchange.stop()
-            exchange.logAccess(status, 0)
+            exchange.logAccess(status, 0, event)
         router = self.router
         self._lingering = answerAndClose(
             router.reactor, self.transport, status, detail, bodyMayFollow,
