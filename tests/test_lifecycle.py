@@ -371,7 +371,7 @@ class RefusalTests(LifecycleTestCase):
         lifecycle = self.lifecycle(ScriptedForwarder(NoNodeForKey(KEY)))
         lifecycle.dispatch()
         self.assertRefused(404, "no_node_for_key")
-        self.assertIn(repr(KEY), self.frontEnd.argumentsOf("refuse")[0][2])
+        self.assertIn(repr(KEY.decode()), self.frontEnd.argumentsOf("refuse")[0][2])
         self.assertEqual(self.reactor.attempted(), [])
 
     def test_no_node_for_key_later(self):

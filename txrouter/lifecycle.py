@@ -496,7 +496,8 @@ class RequestLifecycle:
         @param failure: the L{Failure} of C{error} when it came from a
             Deferred (outside any C{except} block), for the traceback.
         """
-        key = self.key[:64]
+        # Shown as the client sent it (a key is bytes; its repr would say b'...').
+        key = self.key[:64].decode("latin-1")
         if isinstance(error, NoNodeForKey):
             self._refuse(404, "no_node_for_key", f"no node serves {key!r}")
         elif isinstance(error, ForwarderTimeout):
