@@ -43,6 +43,7 @@ from txrouter.config import (
     FastRouterConfig,
     HTTPRouterConfig,
     HTTPSRouterConfig,
+    PtyRouterConfig,
     RawRouterConfig,
     SSLRouterConfig,
     TLSOptions,
@@ -50,6 +51,7 @@ from txrouter.config import (
 from txrouter.endpoints import checkServerEndpoint, parseServerEndpoint
 from txrouter.routers.fast import FastRouter
 from txrouter.routers.http import HTTPRouter
+from txrouter.routers.pty import PtyRouter, checkPrivileges
 from txrouter.routers.raw import RawRouter
 from txrouter.routers.redirect import RedirectFactory
 from txrouter.routers.ssl import SSLRouter
@@ -78,6 +80,7 @@ __all__ = [
     "MappingFile",
     "buildAccessLog",
     "buildForwarder",
+    "buildPtyService",
     "buildRouter",
     "buildService",
     "buildTLS",
@@ -93,13 +96,16 @@ def buildService(config, reactor) -> RouterService:
     """
     The service running the router C{config} describes.
 
-    @param config: an L{HTTPRouterConfig}, a L{FastRouterConfig} or a
-        L{RawRouterConfig}.
+    @param config: an L{HTTPRouterConfig}, a L{FastRouterConfig}, a
+        L{RawRouterConfig} (or one of their TLS kin), or a
+        L{PtyRouterConfig}.
     @param reactor: the reactor everything runs on (under twistd, the
         global one; in tests, a C{MemoryReactorClock}).
     @raise ValueError: a mistake in C{config}; the message starts with the
         option's name.
     """
+    if isinstance(config, PtyRouterConfig):
+        return buildPtyService(config, reactor)
     _checkPlaces(config)
     forwarder, services = buildForwarder(config, reactor)
     accessLog, logServices = buildAccessLog(config, reactor)
@@ -139,6 +145,9 @@ def checkConfig(config):
     @raise ValueError: the first mistake; the message starts with the
         option's name.
     """
+    if isinstance(config, PtyRouterConfig):
+        _checkPtyConfig(config)
+        return config
     _checkPlaces(config)
     buildTLS(config, _WallClock())
     if config.use_cache:
@@ -150,6 +159,28 @@ def checkConfig(config):
     if isinstance(config.use_code, str):
         config = attr.evolve(config, use_code=_checked("--use-code", loadCallable, config.use_code))
     return config
+
+
+def buildPtyService(config: PtyRouterConfig, reactor) -> RouterService:
+    """
+    The forkpty router's service: its listeners over one L{PtyRouter}.
+
+    @raise ValueError: an endpoint string names no endpoint, or the router
+        runs as root without C{--allow-root} or C{--uid}.
+    """
+    _checkPtyConfig(config)
+    router = PtyRouter(
+        reactor, command=config.command, rows=config.rows, cols=config.cols,
+        timeout=config.timeout, uwsgi_framed=config.uwsgi_framed,
+        max_sessions=config.max_sessions, uid=config.uid, gid=config.gid,
+    )
+    return RouterService(reactor, router, config.bind, config.graceful_timeout)
+
+
+def _checkPtyConfig(config: PtyRouterConfig) -> None:
+    for description in config.bind:
+        _checked("--bind", checkServerEndpoint, description)
+    checkPrivileges(config.allow_root, config.uid)
 
 
 def _checkPlaces(config) -> None:

@@ -58,6 +58,7 @@ __all__ = [
     "FastRouterConfig",
     "RawRouterConfig",
     "SSLRouterConfig",
+    "PtyRouterConfig",
     "RedirectSpec",
 ]
 
@@ -609,3 +610,41 @@ class SSLRouterConfig(RawRouterConfig, TLSOptions):
 
     def tlsListeners(self) -> "tuple[TLSListenerSpec, ...]":
         return self.sslrouter
+
+
+@attr.frozen(kw_only=True)
+class PtyRouterConfig:
+    """
+    C{twistd txrouter-pty}'s options (C{docs/pty-router.md}): a command on
+    a new pseudo-terminal for each client.  It has no nodes, so none of
+    L{RouterConfig}'s options.
+
+    @ivar command: what each client runs; with a space, C{/bin/sh -c
+        COMMAND}.
+    @ivar uwsgi_framed: the clients send uwsgi frames (uWSGI's
+        C{--forkptyurouter}, C{uwsgi --pty-uconnect}).
+    @ivar timeout: idle seconds before a session is hung up; 0 for none.
+    @ivar max_sessions: the most sessions at once; 0 for no limit.
+    @ivar uid: the user id the commands run as (L{None}: the router's).
+    @ivar gid: the group id the commands run as (L{None}: the router's).
+    """
+
+    statsName: typing.ClassVar[str] = "forkptyrouter"
+
+    bind: "tuple[str, ...]" = attr.ib(default=(), converter=_each("--bind", str, str))
+    command: str = "/bin/sh"
+    rows: int = attr.ib(default=24, validator=_between(1, 65535))
+    cols: int = attr.ib(default=80, validator=_between(1, 65535))
+    timeout: float = _seconds(60.0)
+    uwsgi_framed: bool = _flag()
+    max_sessions: int = _count(0)
+    allow_root: bool = _flag()
+    uid: "int | None" = _count(None)
+    gid: "int | None" = _count(None)
+    graceful_timeout: float = _seconds(30.0)
+
+    def __attrs_post_init__(self) -> None:
+        if not self.bind:
+            raise ValueError("at least one --bind is required")
+        if not self.command.strip():
+            raise ValueError("--command: empty")

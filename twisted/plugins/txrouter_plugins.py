@@ -43,6 +43,13 @@ txrouterSSL = ServiceMaker(
     "txrouter-ssl",
 )
 
+txrouterPty = ServiceMaker(
+    "txrouter-pty",
+    "txrouter.tap.pty",
+    "A command (a shell) on a new pseudo-terminal per client (uwsgi --forkptyrouter).",
+    "txrouter-pty",
+)
+
 txrouterSubscribe = ServiceMaker(
     "txrouter-subscribe",
     "txrouter.tap.subscribe",
