@@ -15,6 +15,7 @@ import attr
 from twisted.python import usage
 
 from txrouter.build import buildService, checkConfig
+from txrouter.tap.mistakes import explain, refuseAbbreviations, stopWith
 from txrouter.routing.balancing import ALGORITHMS
 from txrouter.routing.subscriptions import DEFAULT_MAX_NODES, DEFAULT_MAX_POOLS, DEFAULT_TOLERANCE
 from txrouter.subscription.signing import DEFAULT_TOLERANCE as SIGN_TOLERANCE
@@ -23,21 +24,21 @@ from txrouter.subscription.signing import DEFAULT_TOLERANCE as SIGN_TOLERANCE
 def positive(value: str) -> float:
     number = float(value)
     if number < 0:
-        raise ValueError("must not be negative")
+        raise ValueError(f"must not be negative: {value!r}")
     return number
 
 
 def count(value: str) -> int:
     number = int(value)
     if number < 0:
-        raise ValueError("must not be negative")
+        raise ValueError(f"must not be negative: {value!r}")
     return number
 
 
 def byte(value: str) -> int:
     number = int(value)
     if not 0 <= number <= 255:
-        raise ValueError("must be 0..255")
+        raise ValueError(f"must be 0..255: {value!r}")
     return number
 
 
@@ -262,6 +263,30 @@ class RouterOptions(usage.Options):
         (repeatable): ip:port, /path or @name.
         """
         self["resubscribe"].append(address)
+
+    def parseOptions(self, options=None) -> None:
+        """
+        Parse C{options} (C{sys.argv}'s by default), every mistake said in
+        one line that names the option (L{txrouter.tap.mistakes}).  Run by
+        twistd, a mistake ends the run with that line alone, not the whole
+        help before it.
+        """
+        options = list(sys.argv[1:] if options is None else options)
+        try:
+            refuseAbbreviations(self, options)
+            usage.Options.parseOptions(self, options)
+        except usage.UsageError as e:
+            reason = explain(self, options, str(e))
+            if self.parent is not None:
+                stopWith(self, reason)
+            raise usage.UsageError(reason) from None
+
+    def parseArgs(self, *arguments) -> None:
+        """
+        A router takes options only.
+        """
+        if arguments:
+            raise usage.UsageError(f"unexpected argument {arguments[0]!r}")
 
     def postOptions(self) -> None:
         """

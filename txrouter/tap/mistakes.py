@@ -1,0 +1,109 @@
+"""
+Usage errors in one line that names the option and says what to do.
+
+twistd prints a subcommand's whole help (some two hundred lines) before a
+usage error's reason, and C{usage.Options}' own reasons do not name the
+option (C{Parameter type enforcement failed: could not convert string to
+float: 'abc'}).  L{explain} rewrites the reason so that it names the option
+and, for uWSGI's spellings, the option meant; L{stopWith} prints it alone,
+reason first, for a subcommand run by twistd.
+"""
+
+import re
+import sys
+
+from twisted.python.usage import UsageError
+
+__all__ = ["explain", "refuseAbbreviations", "stopWith", "UWSGI_PREFIXES"]
+
+#: The prefixes uWSGI's router options carry and txrouter's drop
+#: (C{--http-to} is C{--to}).
+UWSGI_PREFIXES = ("https-", "http-", "fastrouter-", "rawrouter-", "sslrouter-", "forkptyrouter-")
+
+_UNKNOWN = re.compile(r"option (\S+) not recognized")
+_QUOTED = re.compile(r"'(.*)'\s*$")
+_UNEXPECTED = re.compile(r"^unexpected argument '(.*)'")
+
+
+def explain(options, argv, reason: str) -> str:
+    """
+    The reason of a usage error for C{argv}, rewritten to name the option
+    and the right spelling where it can.
+
+    @param options: the C{usage.Options} that refused C{argv}.
+    @param argv: the arguments given to it.
+    @param reason: the C{UsageError}'s text.
+    """
+    unknown = _UNKNOWN.search(reason)
+    if unknown:
+        return _unknownOption(options, unknown.group(1).lstrip("-"))
+    unexpected = _UNEXPECTED.match(reason)
+    if unexpected:
+        value = unexpected.group(1)
+        index = argv.index(value) if value in argv else 0
+        if index and argv[index - 1].startswith("--"):
+            return (f"{argv[index - 1]} {value}: {value!r} is no value {argv[index - 1]}"
+                    " takes (a flag takes none; a number must be one)")
+        return reason
+    if reason.startswith("Parameter type enforcement failed: "):
+        detail = reason[len("Parameter type enforcement failed: "):]
+        value = _QUOTED.search(detail)
+        option = _optionGiven(argv, value.group(1)) if value else None
+        if option is not None:
+            return f"{option}: {value.group(1)!r} is not a valid value ({detail})"
+        return detail
+    return reason
+
+
+def refuseAbbreviations(options, argv) -> None:
+    """
+    Refuse a long option that is not spelled out: C{getopt} takes any
+    unique prefix, so uWSGI's C{--http-to NODE} would silently be
+    C{--http-to-https NODE}.
+
+    @raise UsageError: C{option NAME not recognized}, as for any unknown
+        option (L{explain} then names the right one).
+    """
+    known = {long.rstrip("=") for long in options.longOpt}
+    for argument in argv:
+        if argument == "--":
+            return
+        if argument.startswith("--"):
+            name = argument[2:].partition("=")[0]
+            if name not in known:
+                raise UsageError(f"option --{name} not recognized")
+
+
+def _unknownOption(options, name: str) -> str:
+    known = {long.rstrip("=") for long in options.longOpt}
+    for prefix in UWSGI_PREFIXES:
+        if name.startswith(prefix) and name[len(prefix):] in known:
+            return (f"--{name} is uWSGI's spelling; here it is --{name[len(prefix):]}"
+                    " (uWSGI's router options lose their prefix)")
+    return f"unknown option --{name}"
+
+
+def _optionGiven(argv, value: str) -> "str | None":
+    """
+    The option C{argv} gave C{value} to (C{--name value} or
+    C{--name=value}), or L{None}.
+    """
+    for index, argument in enumerate(argv):
+        name, equals, given = argument.partition("=")
+        if equals and given == value and name.startswith("--"):
+            return name
+        if argument == value and index and argv[index - 1].startswith("--"):
+            return argv[index - 1]
+    return None
+
+
+def stopWith(options, reason: str) -> None:
+    """
+    End a twistd run on a usage error: the reason alone, first, and where
+    the help is, instead of the whole help and the reason last; exit
+    status 2, as C{argparse} and most tools.
+    """
+    command = f"twistd {options.parent.subCommand}" if options.parent else "twistd"
+    sys.stderr.write(f"{command}: {reason}\n(see: {command} --help)\n")
+    sys.stderr.flush()
+    raise SystemExit(2)
