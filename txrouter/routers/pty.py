@@ -394,7 +394,7 @@ class PtySession(Protocol):
         self._signal(signal.SIGHUP)
         self.process.unregisterProducer()
         self.process.loseConnection()
-        self._kill = self.router.reactor.callLater(self.router.hangupGrace, self._signal, signal.SIGKILL)
+        self._kill = self.router.reactor.callLater(self.router.hangupGrace, self._killChild)
 
     def abort(self) -> None:
         """
@@ -405,6 +405,14 @@ class PtySession(Protocol):
             self._signal(signal.SIGKILL)
         if not self.clientGone:
             self.transport.abortConnection()
+
+    def _killChild(self) -> None:
+        self._kill = None
+        log.warn(
+            "pty_kill: pid {pid} still there {grace} s after SIGHUP",
+            event="pty_kill", pid=self.process.pid, grace=self.router.hangupGrace,
+        )
+        self._signal(signal.SIGKILL)
 
     def _signal(self, number: int) -> None:
         if self.childGone:
