@@ -221,6 +221,8 @@ def test_resubscribe_address(tmp_path):
     (("--subscription-server", ":7000", "--subscription-node-dir", "run"), "not absolute"),
     (("--subscription-server", ":7000", "--subscriptions-sign-check", "/keys"), "DIGEST:PATH"),
     (("--subscription-server", ":7000", "--subscriptions-sign-check", "SHA0:/k"), "unknown digest"),
+    (("--subscription-server", ":7000", "--subscriptions-sign-check", "SHA1:/no/such/keys"),
+     "--subscriptions-sign-check: /no/such/keys: no such directory"),
     (("--subscription-server", ":7000", "--resubscribe", "127.0.0.1:0"), "--resubscribe"),
     (("--subscription-server", ":7000", "--resubscribe-sign", "SHA1:/no/such.pem"), "--resubscribe-sign"),
     (("--to", "/a.sock", "--resubscribe", "127.0.0.1:7001"), "needs a --subscription-server"),

@@ -31,6 +31,7 @@ with the option's name; L{checkConfig} finds every mistake the build would,
 binding nothing, so that the command line reports it as a usage error.
 """
 
+import os
 import signal
 import sys
 import time
@@ -154,6 +155,9 @@ def checkConfig(config):
         MappingFile(config.cache_file, InMemoryStore()).read()
     if config.resubscribe_sign:
         _checked("--resubscribe-sign", readSigningKey, config.resubscribe_sign)
+    if config.subscriptions_sign_check:
+        _checked("--subscriptions-sign-check", _checkKeyDirectory,
+                 config.subscriptions_sign_check.partition(":")[2])
     if isinstance(config, HTTPRouterConfig) and config.access_log not in (None, "-"):
         _checked("--access-log", _openAccessLog, config.access_log).close()
     if isinstance(config.use_code, str):
@@ -181,6 +185,15 @@ def _checkPtyConfig(config: PtyRouterConfig) -> None:
     for description in config.bind:
         _checked("--bind", checkServerEndpoint, description)
     checkPrivileges(config.allow_root, config.uid)
+
+
+def _checkKeyDirectory(directory: str) -> None:
+    """
+    The directory of the subscribers' public keys must be one: a typo
+    would otherwise refuse every signed announce, as C{no_public_key}.
+    """
+    if not os.path.isdir(directory):
+        raise ValueError(f"{directory}: no such directory (of the subscribers' public keys)")
 
 
 def _checkPlaces(config) -> None:
