@@ -34,6 +34,7 @@ def test_wheel_carries_the_plugin_but_no_twisted_package_init(wheel):
     assert "txrouter/subscription/client.py" in wheel
     assert "txrouter/tap/subscribe.py" in wheel
     assert "txrouter/tap/https.py" in wheel
+    assert "txrouter/tap/pty.py" in wheel
     assert "txrouter/tls/sni.py" in wheel
 
 
@@ -52,6 +53,7 @@ def test_twistd_lists_the_plugins():
     assert "txrouter-https" in result.stdout
     assert "txrouter-ssl" in result.stdout
     assert "txrouter-subscribe" in result.stdout
+    assert "txrouter-pty" in result.stdout
     reactors = twistd("--help-reactors").stdout
     assert any(line.split() and line.split()[0] == "txrouter" for line in reactors.splitlines())
 
@@ -66,7 +68,8 @@ def test_twistd_lists_the_plugins():
      # raw router's, and both the TLS options of https-router.md.
      ("txrouter-https", "txrouter.tap.https", "https-router.md http-router.md"),
      ("txrouter-ssl", "txrouter.tap.ssl", "ssl-router.md raw-router.md https-router.md"),
-     ("txrouter-subscribe", "txrouter.tap.subscribe", "subscriptions.md")],
+     ("txrouter-subscribe", "txrouter.tap.subscribe", "subscriptions.md"),
+     ("txrouter-pty", "txrouter.tap.pty", "pty-router.md")],
 )
 def test_every_option_is_documented_in_help_and_docs(plugin, module, page):
     """
