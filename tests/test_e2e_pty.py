@@ -11,10 +11,12 @@ import fcntl
 import os
 import pathlib
 import pty
+import pwd
 import re
 import signal
 import socket
 import struct
+import subprocess
 import termios
 import time
 
@@ -29,16 +31,16 @@ pytestmark = pytest.mark.e2e
 UWSGI_CLIENT = ["uwsgi", "--plugin", "pty", "--pty-uconnect"]
 
 
-def txrouter_pty(tmp_path, *args) -> Process:
+def txrouter_pty(tmp_path, *args, allowRoot=True) -> Process:
     """
     C{twistd -n txrouter-pty --bind unix:SOCKET ARGS} (the tests run as
-    root: C{--allow-root}); returns once the socket accepts, its path in
-    the process's C{socket}.
+    root: with C{--allow-root} unless told not to); returns once the socket
+    accepts, its path in the process's C{socket}.
     """
     path = str(pathlib.Path(tmp_path) / "pty.sock")
     process = Process(
         [*TWISTD_COMMAND, "-n", "--pidfile=", "txrouter-pty", "--bind", f"unix:{path}:mode=600",
-         "--allow-root", *args],
+         *(["--allow-root"] if allowRoot else []), *args],
         pathlib.Path(tmp_path) / "txrouter-pty.log", env=withProject(),
     )
     process.socket = path
@@ -236,7 +238,10 @@ def test_router_stopping_kills_the_children(tmp_path):
     with router, socket.socket(socket.AF_UNIX) as sock:
         sock.connect(router.socket)
         reader = socketReader(sock)
-        sock.sendall(b"trap '' HUP; echo PID=$$; exec sleep 600\n")
+        # The PID is told once the interactive shell is replaced: a hang-up
+        # coming while it still runs would end it (it fails to give the
+        # terminal back when it execs).
+        sock.sendall(b"trap '' HUP; exec sh -c 'echo PID=$$; exec sleep 600'\n")
         pid = int(reader.until(r"PID=(\d+)", "the shell's PID").group(1))
         router.signal(signal.SIGTERM)
         router.wait(15)
@@ -244,3 +249,35 @@ def test_router_stopping_kills_the_children(tmp_path):
         log = router.log()
         assert "router_stopping" in log
         assert f"pty_kill: pid {pid}" in log
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
+def test_uid_runs_the_commands_as_that_user(tmp_path):
+    """
+    As root, --uid is enough (no --allow-root): the command runs as that
+    user.
+    """
+    nobody = pwd.getpwnam("nobody").pw_uid
+    with txrouter_pty(tmp_path, "--uid", "nobody", "--command", "id -u", allowRoot=False) as router, \
+            socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(router.socket)
+        reader = socketReader(sock)
+        found = reader.until(r"(\d+)\r\n", "id's output")
+        assert int(found.group(1)) == nobody
+
+
+def test_root_refused_without_allow_root_or_uid(tmp_path):
+    """
+    Run as root with neither --uid nor --allow-root, twistd stops with a
+    usage error saying why.
+    """
+    if os.geteuid() != 0:
+        pytest.skip("the check is about running as root")
+    result = subprocess.run(
+        [*TWISTD_COMMAND, "-n", "--pidfile=", "txrouter-pty", "--bind",
+         f"unix:{tmp_path}/pty.sock"],
+        capture_output=True, text=True, timeout=60, env=withProject(),
+    )
+    assert result.returncode != 0
+    assert "--allow-root" in result.stdout + result.stderr
+    assert not os.path.exists(f"{tmp_path}/pty.sock")
