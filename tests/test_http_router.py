@@ -312,12 +312,19 @@ class ErrorTests(RouterTestCase):
         self.assertEqual(statusOf(client.received()), 408)
 
     def test_backend_that_does_not_answer_gets_504(self):
+        """
+        504, and a warning that says what a node that never answers a uwsgi
+        request usually is: a plain HTTP server, to be named http://.
+        """
         router = self.router(timeout=10)
         self.backendA.hold = True
         client = self.request(router, GET)
         self.network.reactor.advance(10.1)
         self.network.flush()
         self.assertEqual(statusOf(client.received()), 504)
+        [warning] = [e for e in self.events if e.get("log_format", "").startswith("backend_timeout")]
+        self.assertIn("http://{node}", warning["log_format"])
+        self.assertEqual(warning["node"], NODE_A)
 
     def test_harakiri(self):
         router = self.router(harakiri=3)

@@ -38,6 +38,7 @@ from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
 from txrouter.routing.interfaces import ForwarderTimeout, ITrafficCounting, NoNodeForKey
+from txrouter.routing.nodes import UWSGI
 from txrouter.routing.retry import RetryPlan
 from txrouter.spool import SpoolError
 from txrouter.timers import IdleTimer
@@ -620,7 +621,9 @@ class RequestLifecycle:
         """
 
     def upstreamLost(self, reason, timedOut: bool) -> None:
-        self._upstreamWasKept = self._upstream is not None and self._upstream.reused
+        upstream = self._upstream
+        self._upstreamWasKept = upstream is not None and upstream.reused
+        silent = upstream is not None and not upstream.received
         self._upstream = None
         if self.finished:
             return
@@ -628,6 +631,15 @@ class RequestLifecycle:
             self.frontEnd.responseEnded(reason, timedOut)
             return
         if timedOut:
+            node = self.node
+            if silent and node.protocol == UWSGI:
+                # A plain HTTP server sent a uwsgi packet waits for a line
+                # end that never comes: a usual reason for this silence.
+                log.warn(
+                    "backend_timeout: {node} sent nothing back to a uwsgi request; if it"
+                    " speaks HTTP rather than uwsgi, name it http://{node}",
+                    event="backend_timeout", node=node.name,
+                )
             self._refuse(504, "backend_timeout", "the backend did not answer in time")
             return
         retried = self._replayable()
