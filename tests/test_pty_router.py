@@ -11,6 +11,7 @@ import signal
 import struct
 import termios
 
+import pytest
 from hypothesis import given, strategies as st
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
@@ -348,3 +349,20 @@ class SessionTests(SynchronousTestCase):
         process.end()
         session.connectionLost(Failure(ConnectionDone()))
         self.successResultOf(drained)
+
+
+def test_a_pty_listener_is_private_by_default():
+    """
+    Whoever connects gets a shell: a unix socket is made 0600 unless its
+    mode is given, and a TCP listener must be on a loopback interface.
+    """
+    from txrouter.config import PtyRouterConfig
+
+    assert PtyRouterConfig(bind=["unix:/run/p.sock"]).bind == ("unix:/run/p.sock:mode=600",)
+    assert PtyRouterConfig(bind=["unix:/run/p.sock:mode=660"]).bind == ("unix:/run/p.sock:mode=660",)
+    assert PtyRouterConfig(bind=["tcp:7000:interface=127.0.0.1"]).bind == (
+        "tcp:7000:interface=127.0.0.1",)
+    assert PtyRouterConfig(bind=[r"tcp6:7000:interface=\:\:1"]).bind
+    for open_ in ("tcp:7000", "tcp:7000:interface=0.0.0.0", r"tcp6:7000:interface=\:\:"):
+        with pytest.raises(ValueError, match="would give a shell to anyone"):
+            PtyRouterConfig(bind=[open_])

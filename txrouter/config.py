@@ -648,3 +648,31 @@ class PtyRouterConfig:
             raise ValueError("at least one --bind is required")
         if not self.command.strip():
             raise ValueError("--command: empty")
+        object.__setattr__(self, "bind", tuple(_privateShellListener(b) for b in self.bind))
+
+
+#: The interface of a Twisted TCP endpoint string (colons escaped).
+_INTERFACE = re.compile(r"(?:^|:)interface=((?:\\:|[^:])*)")
+
+
+def _privateShellListener(description: str) -> str:
+    """
+    A pty router's listener gives a shell to whoever connects, with no
+    authentication: a C{unix:} socket gets mode 0600 unless its
+    description gives one (Twisted's default is 0666), and a TCP listener
+    must be on a loopback interface.
+
+    @raise ValueError: a TCP listener reachable from other hosts.
+    """
+    kind, _, rest = description.partition(":")
+    if kind == "unix" and "mode=" not in rest:
+        return description + ":mode=600"
+    if kind in ("tcp", "tcp6"):
+        given = _INTERFACE.search(rest)
+        interface = given.group(1).replace("\\:", ":") if given else ""
+        if not (interface.startswith("127.") or interface in ("::1", "localhost")):
+            raise ValueError(
+                f"--bind: {description!r} would give a shell to anyone who reaches it: bind a"
+                " unix: socket, or tcp:PORT:interface=127.0.0.1"
+            )
+    return description
