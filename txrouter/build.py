@@ -37,6 +37,7 @@ import sys
 import time
 
 import attr
+from twisted.application.service import MultiService
 from twisted.logger import Logger
 
 from txrouter.accesslog import AccessLog, JSONAccessLog, ReopenableFile
@@ -48,6 +49,7 @@ from txrouter.config import (
     RawRouterConfig,
     SSLRouterConfig,
     TLSOptions,
+    TunTapRouterConfig,
 )
 from txrouter.endpoints import checkServerEndpoint, parseServerEndpoint
 from txrouter.routers.fast import FastRouter
@@ -56,6 +58,7 @@ from txrouter.routers.pty import PtyRouter, checkPrivileges
 from txrouter.routers.raw import RawRouter
 from txrouter.routers.redirect import RedirectFactory
 from txrouter.routers.ssl import SSLRouter
+from txrouter.routers.tuntap import DeviceService, GatewayService, TunTapRouter
 from txrouter.routing.admission import DEFAULT_PORTS, SOURCE, AddressPolicy
 from txrouter.routing.cache import CacheForwarder, InMemoryStore, MappingFileError, parseMapping
 from txrouter.routing.code import CodeForwarder, loadCallable
@@ -65,7 +68,7 @@ from txrouter.service import Listener, RouterService, TLSListener
 from txrouter.signals import OnSignal
 from txrouter.spool import SpoolError, checkSpoolDirectory
 from txrouter.stats.metrics import metricsPage
-from txrouter.stats.server import MetricsFactory, statsEndpoint
+from txrouter.stats.server import MetricsFactory, StatsFactory, statsEndpoint, uwsgiAddressToEndpoint
 from txrouter.subscription.addresses import uwsgiAddressOfEndpoint
 from txrouter.subscription.client import readSigningKey
 from txrouter.subscription.federation import DatagramSender, Resubscriber
@@ -85,6 +88,7 @@ __all__ = [
     "buildRouter",
     "buildService",
     "buildTLS",
+    "buildTunTapService",
     "checkConfig",
     "statsAddresses",
     "subscriptionForwarder",
@@ -107,6 +111,8 @@ def buildService(config, reactor) -> RouterService:
     """
     if isinstance(config, PtyRouterConfig):
         return buildPtyService(config, reactor)
+    if isinstance(config, TunTapRouterConfig):
+        return buildTunTapService(config, reactor)
     _checkPlaces(config)
     forwarder, services = buildForwarder(config, reactor)
     accessLog, logServices = buildAccessLog(config, reactor)
@@ -149,6 +155,9 @@ def checkConfig(config):
     if isinstance(config, PtyRouterConfig):
         _checkPtyConfig(config)
         return config
+    if isinstance(config, TunTapRouterConfig):
+        buildTunTapService(config, _WallClock())
+        return config
     _checkPlaces(config)
     buildTLS(config, _WallClock())
     if config.use_cache:
@@ -179,6 +188,34 @@ def buildPtyService(config: PtyRouterConfig, reactor) -> RouterService:
         max_sessions=config.max_sessions, uid=config.uid, gid=config.gid,
     )
     return RouterService(reactor, router, config.bind, config.graceful_timeout)
+
+
+def buildTunTapService(config: TunTapRouterConfig, reactor) -> MultiService:
+    """
+    The TunTap routers' service: for each C{--tuntap-router}, its device,
+    its peers' unix listener, its stats listener and its UDP gateway.
+    Nothing is opened until it starts.
+
+    @raise ValueError: a stats address names no endpoint.
+    """
+    service = MultiService()
+    for spec in config.tuntap_router:
+        router = TunTapRouter(
+            firewall_in=config.tuntap_router_firewall_in,
+            firewall_out=config.tuntap_router_firewall_out,
+            routes=config.tuntap_router_route,
+        )
+        DeviceService(reactor, spec.device, router).setServiceParent(service)
+        socket = parseServerEndpoint(reactor, uwsgiAddressToEndpoint(spec.socket))
+        Listener(socket, router).setServiceParent(service)
+        stats = spec.stats or config.tuntap_router_stats
+        if stats:
+            endpoint = _checked("--tuntap-router-stats", statsEndpoint, reactor, stats)
+            factory = StatsFactory(reactor, router.statsDocument, minified=config.stats_minified)
+            Listener(endpoint, factory).setServiceParent(service)
+        if spec.gateway:
+            GatewayService(reactor, spec.gateway, router).setServiceParent(service)
+    return service
 
 
 def _checkPtyConfig(config: PtyRouterConfig) -> None:

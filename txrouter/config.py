@@ -48,6 +48,7 @@ from txrouter.tls.specs import (
     parseSSLRouter,
     tcpEndpoint,
 )
+from txrouter.wire.tuntap import FirewallRule, RouteRule, parseFirewallRule, parseRouteRule
 from txrouter.wire.uwsgi import MAX_DATASIZE
 
 __all__ = [
@@ -59,6 +60,8 @@ __all__ = [
     "RawRouterConfig",
     "SSLRouterConfig",
     "PtyRouterConfig",
+    "TunTapRouterConfig",
+    "TunTapSpec",
     "RedirectSpec",
 ]
 
@@ -676,3 +679,59 @@ def _privateShellListener(description: str) -> str:
                 " unix: socket, or tcp:PORT:interface=127.0.0.1"
             )
     return description
+
+
+@attr.frozen
+class TunTapSpec:
+    """
+    One C{--tuntap-router "DEV SOCKET [STATS [GATEWAY]]"}: the tun device,
+    the unix socket peers connect to, its stats address and its UDP
+    gateway address (C{IP:PORT}), as uWSGI's.
+    """
+
+    device: str
+    socket: str
+    stats: "str | None" = None
+    gateway: "str | None" = None
+
+
+def parseTunTapSpec(value: str) -> TunTapSpec:
+    words = value.split()
+    if not 2 <= len(words) <= 4:
+        raise ValueError(f"{value!r}: give DEV SOCKET [STATS [GATEWAY]]")
+    if not 0 < len(words[0].encode()) < 16:
+        raise ValueError(f"{words[0]!r}: a device name is 1 to 15 bytes")
+    if len(words) == 4:
+        host, colon, port = words[3].rpartition(":")
+        if not colon or not port.isdigit():
+            raise ValueError(f"{words[3]!r}: the gateway is a UDP address, IP:PORT")
+    return TunTapSpec(*words)
+
+
+@attr.frozen(kw_only=True)
+class TunTapRouterConfig:
+    """
+    C{twistd txrouter-tuntap}'s options (C{docs/tuntap-router.md}), named
+    as uWSGI's: IPv4 packets switched between peers on a unix socket and a
+    tun device, under firewall and route rules.
+    """
+
+    statsName: typing.ClassVar[str] = "tuntap"
+
+    tuntap_router: "tuple[TunTapSpec, ...]" = _many("--tuntap-router", parseTunTapSpec, TunTapSpec)
+    tuntap_router_firewall_in: "tuple[FirewallRule, ...]" = _many(
+        "--tuntap-router-firewall-in", parseFirewallRule, FirewallRule)
+    tuntap_router_firewall_out: "tuple[FirewallRule, ...]" = _many(
+        "--tuntap-router-firewall-out", parseFirewallRule, FirewallRule)
+    tuntap_router_route: "tuple[RouteRule, ...]" = _many(
+        "--tuntap-router-route", parseRouteRule, RouteRule)
+    tuntap_router_stats: "str | None" = None
+    stats_minified: bool = _flag()
+
+    def __attrs_post_init__(self) -> None:
+        if not self.tuntap_router:
+            raise ValueError("--tuntap-router: at least one is required (DEV SOCKET)")
+        if self.tuntap_router_route and not all(spec.gateway for spec in self.tuntap_router):
+            raise ValueError(
+                "--tuntap-router-route: routed packets leave from a gateway socket;"
+                " give every --tuntap-router its GATEWAY (DEV SOCKET STATS GATEWAY)")

@@ -50,6 +50,13 @@ txrouterPty = ServiceMaker(
     "txrouter-pty",
 )
 
+txrouterTuntap = ServiceMaker(
+    "txrouter-tuntap",
+    "txrouter.tap.tuntap",
+    "IPv4 switch between jailed uWSGI instances over a tun device (uwsgi --tuntap-router).",
+    "txrouter-tuntap",
+)
+
 txrouterSubscribe = ServiceMaker(
     "txrouter-subscribe",
     "txrouter.tap.subscribe",
