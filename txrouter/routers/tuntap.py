@@ -20,8 +20,9 @@ through the C{firewall_in} chain to the peer of their destination.
 
 Better than uWSGI: a peer may only send from its own address (a spoofed
 packet is dropped and counted, uWSGI forwards it), frames are bounded by
-C{maxPacket} and must hold IPv4 packets (a peer sending anything else is
-disconnected), and device rules pushed by peers are ignored (uWSGI trusts
+C{maxPacket} (a peer announcing a larger one is disconnected) and packets
+that are not IPv4 are dropped and counted (uWSGI takes an IPv6 packet's
+bytes 12 to 15 for an address), and device rules pushed by peers are ignored (uWSGI trusts
 them, so a peer could make it send UDP anywhere).
 
 The device is opened with a few ioctls (L{openTun}); the router itself
@@ -46,6 +47,7 @@ import txrouter
 from txrouter.wire.tuntap import (
     ALLOW,
     MAX_PACKET,
+    BadPacket,
     FrameParser,
     IPPacket,
     TunTapFrameError,
@@ -317,6 +319,10 @@ class TunTapPeer(Protocol):
         for frame in frames:
             if self.transport.disconnecting:
                 return
+            if isinstance(frame, BadPacket):
+                router._drop(self, "malformed")
+                log.debug("{event}: {detail}", event=frame.event, detail=frame.detail)
+                continue
             if not isinstance(frame, IPPacket):
                 log.info("tuntap_rules_ignored: {size} bytes of device rules",
                          event="tuntap_rules_ignored", size=len(frame.data))

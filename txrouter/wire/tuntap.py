@@ -20,6 +20,7 @@ import attr
 
 __all__ = [
     "ALLOW",
+    "BadPacket",
     "DENY",
     "FirewallRule",
     "FrameParser",
@@ -80,6 +81,20 @@ class IPPacket:
 
 
 @attr.frozen
+class BadPacket:
+    """
+    A well-framed packet that is not IPv4 (an IPv6 packet a peer's kernel
+    sent, a runt): to be dropped, the stream is still in step.
+
+    @ivar event: the stable event name, C{tuntap_not_ipv4}.
+    """
+
+    data: bytes
+    event: str
+    detail: str
+
+
+@attr.frozen
 class RuleBlock:
     """
     A frame of modifier2 1: device rules pushed by a client (kept as
@@ -121,16 +136,17 @@ class FrameParser:
     """
     Frames from a stream fed in pieces of any size.
 
-    Sizes are bounded by C{maxSize}; a packet that is not IPv4, a size
-    over C{maxSize} or an unknown modifier2 raises L{TunTapFrameError},
-    after which the stream is out of step and must be closed.
+    Sizes are bounded by C{maxSize}: a size over it, or an unknown
+    modifier2, raises L{TunTapFrameError}, after which the stream is out
+    of step and must be closed.  A packet that is not IPv4 is a
+    L{BadPacket}.
     """
 
     def __init__(self, maxSize: int = MAX_PACKET) -> None:
         self.maxSize = maxSize
         self._buffer = bytearray()
 
-    def feed(self, data: bytes) -> "list[IPPacket | RuleBlock]":
+    def feed(self, data: bytes) -> "list[IPPacket | BadPacket | RuleBlock]":
         """
         The frames completed by C{data}, in order.
         """
@@ -151,7 +167,10 @@ class FrameParser:
             if modifier2 == RULES:
                 frames.append(RuleBlock(body))
             else:
-                frames.append(IPPacket(body, *packetAddresses(body)))
+                try:
+                    frames.append(IPPacket(body, *packetAddresses(body)))
+                except TunTapFrameError as e:
+                    frames.append(BadPacket(body, e.event, e.detail))
         return frames
 
 
