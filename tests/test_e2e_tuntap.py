@@ -92,6 +92,32 @@ sys.exit(1)
 """
 
 
+#: A TCP server on 10.77.0.3:7000 answering the SHA-256 of what it read.
+SHA_SERVER = """
+import hashlib, socket
+server = socket.create_server(("10.77.0.3", 7000))
+print("listening", flush=True)
+connection, _ = server.accept()
+digest = hashlib.sha256()
+while data := connection.recv(65536):
+    digest.update(data)
+connection.sendall(digest.hexdigest().encode())
+connection.close()
+"""
+
+#: Send C{argv[1]} bytes to 10.77.0.3:7000, print the digest it answers.
+SHA_CLIENT = """
+import socket, sys
+connection = socket.create_connection(("10.77.0.3", 7000), timeout=20)
+connection.sendall(bytes(range(256)) * (int(sys.argv[1]) // 256))
+connection.shutdown(socket.SHUT_WR)
+answer = b""
+while data := connection.recv(65536):
+    answer += data
+print(answer.decode())
+"""
+
+
 def ping(namespace: str, address: str, timeout: float = 2.0) -> bool:
     return inNamespace(namespace, sys.executable, "-c", PING, address, str(timeout)).returncode == 0
 
@@ -150,7 +176,7 @@ class Network:
             "net.ipv6.conf.default.disable_ipv6=1")
 
     def router(self, *args: str) -> Process:
-        namespace = self.namespace("router")
+        namespace = self.routerNamespace = self.namespace("router")
         process = Process(
             ["ip", "netns", "exec", namespace, *TWISTD_COMMAND, "-n", "--pidfile=",
              "txrouter-tuntap", "--tuntap-router", f"txrtun0 {self.socket} {self.stats}", *args],
@@ -236,6 +262,27 @@ def test_ping_between_peers(network):
     assert peers["10.77.0.2"]["addr_32"] == struct.unpack("=I", socket.inet_aton("10.77.0.2"))[0]
 
 
+def test_tcp_between_peers(network):
+    """
+    A megabyte over TCP from one uWSGI peer to another, through the
+    router, arrives whole.
+    """
+    import hashlib
+
+    network.router()
+    a = network.peer("a", "10.77.0.2")
+    b = network.peer("b", "10.77.0.3")
+    network.register(b, "10.77.0.3")
+    server = Process(["ip", "netns", "exec", b, sys.executable, "-c", SHA_SERVER],
+                     network.tmp / "server.log")
+    network.processes.append(server)
+    wait_for_log(server, "listening")
+    size = 1 << 20
+    client = inNamespace(a, sys.executable, "-c", SHA_CLIENT, str(size))
+    assert client.returncode == 0, client.stderr
+    assert client.stdout.strip() == hashlib.sha256(bytes(range(256)) * (size // 256)).hexdigest()
+
+
 def test_firewall_deny(network):
     """
     C{--tuntap-router-firewall-in "deny 10.77.0.2 10.77.0.4"}: .2 cannot
@@ -273,3 +320,20 @@ def test_spoofed_source(network):
         peers = network.peers()
         assert peers["10.77.0.9"]["dropped"] == 1
         assert peers["10.77.0.2"]["tx"] == before
+
+
+def test_ping_router_device(network):
+    """
+    A peer pings the address of the router's own tun device: the request
+    is written to the device, the router's kernel answers through it, the
+    router reads the reply and sends it to the peer.
+    """
+    network.router()
+    wait_until(lambda: inNamespace(network.routerNamespace, "ip", "link", "show",
+                                   "txrtun0").returncode == 0, "txrtun0", 15)
+    run("ip", "netns", "exec", network.routerNamespace,
+        "ip", "addr", "add", "10.77.0.1/24", "dev", "txrtun0")
+    run("ip", "netns", "exec", network.routerNamespace, "ip", "link", "set", "txrtun0", "up")
+    a = network.peer("a", "10.77.0.2")
+    assert ping(a, "10.77.0.1")
+    assert ping(network.routerNamespace, "10.77.0.2")

@@ -35,6 +35,7 @@ def test_wheel_carries_the_plugin_but_no_twisted_package_init(wheel):
     assert "txrouter/tap/subscribe.py" in wheel
     assert "txrouter/tap/https.py" in wheel
     assert "txrouter/tap/pty.py" in wheel
+    assert "txrouter/tap/tuntap.py" in wheel
     assert "txrouter/tls/sni.py" in wheel
 
 
@@ -54,6 +55,7 @@ def test_twistd_lists_the_plugins():
     assert "txrouter-ssl" in result.stdout
     assert "txrouter-subscribe" in result.stdout
     assert "txrouter-pty" in result.stdout
+    assert "txrouter-tuntap" in result.stdout
     reactors = twistd("--help-reactors").stdout
     assert any(line.split() and line.split()[0] == "txrouter" for line in reactors.splitlines())
 
@@ -69,7 +71,8 @@ def test_twistd_lists_the_plugins():
      ("txrouter-https", "txrouter.tap.https", "https-router.md http-router.md"),
      ("txrouter-ssl", "txrouter.tap.ssl", "ssl-router.md raw-router.md https-router.md"),
      ("txrouter-subscribe", "txrouter.tap.subscribe", "subscriptions.md"),
-     ("txrouter-pty", "txrouter.tap.pty", "pty-router.md")],
+     ("txrouter-pty", "txrouter.tap.pty", "pty-router.md"),
+     ("txrouter-tuntap", "txrouter.tap.tuntap", "tuntap-router.md")],
 )
 def test_every_option_is_documented_in_help_and_docs(plugin, module, page):
     """
