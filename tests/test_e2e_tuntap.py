@@ -118,6 +118,20 @@ print(answer.decode())
 """
 
 
+#: In the router's namespace: send the packet C{argv[1]} (hex) to the
+#: router's gateway (127.0.0.1:7001) from 127.0.0.1:7002, and print the
+#: addresses and first payload byte of the packet the route brings back.
+GATEWAY_PEER = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 7002))
+s.settimeout(10)
+s.sendto(bytes.fromhex(sys.argv[1]), ("127.0.0.1", 7001))
+packet, _ = s.recvfrom(65536)
+print(socket.inet_ntoa(packet[12:16]), socket.inet_ntoa(packet[16:20]), packet[20])
+"""
+
+
 def ping(namespace: str, address: str, timeout: float = 2.0) -> bool:
     return inNamespace(namespace, sys.executable, "-c", PING, address, str(timeout)).returncode == 0
 
@@ -175,11 +189,12 @@ class Network:
         run("ip", "netns", "exec", namespace, "sysctl", "-qw",
             "net.ipv6.conf.default.disable_ipv6=1")
 
-    def router(self, *args: str) -> Process:
+    def router(self, *args: str, gateway: str = "") -> Process:
         namespace = self.routerNamespace = self.namespace("router")
         process = Process(
             ["ip", "netns", "exec", namespace, *TWISTD_COMMAND, "-n", "--pidfile=",
-             "txrouter-tuntap", "--tuntap-router", f"txrtun0 {self.socket} {self.stats}", *args],
+             "txrouter-tuntap", "--tuntap-router", f"txrtun0 {self.socket} {self.stats} {gateway}",
+             *args],
             self.tmp / "router.log", env=withProject(),
         )
         self.processes.append(process)
@@ -337,3 +352,21 @@ def test_ping_router_device(network):
     a = network.peer("a", "10.77.0.2")
     assert ping(a, "10.77.0.1")
     assert ping(network.routerNamespace, "10.77.0.2")
+
+
+def test_route_through_gateway(network):
+    """
+    C{--tuntap-router-route}: a datagram on the gateway socket holding a
+    packet for a peer reaches it; the peer's answer, matching the route,
+    leaves as a UDP datagram to the route's address.
+    """
+    network.router("--tuntap-router-route", "10.77.0.0/24 10.88.0.0/24 127.0.0.1:7002",
+                   gateway="127.0.0.1:7001")
+    a = network.peer("a", "10.77.0.2")
+    run("ip", "netns", "exec", a, "ip", "route", "add", "10.88.0.0/24", "dev", "uwsgi0")
+    network.register(a, "10.77.0.2")
+    result = inNamespace(network.routerNamespace, sys.executable, "-c", GATEWAY_PEER,
+                         echoRequest("10.88.0.5", "10.77.0.2").hex())
+    assert result.returncode == 0, result.stderr
+    # An echo reply (ICMP type 0) from the peer to the gateway's sender.
+    assert result.stdout.split() == ["10.77.0.2", "10.88.0.5", "0"]

@@ -282,6 +282,17 @@ class RouterTests(SynchronousTestCase):
         self.assertTrue(ta.disconnecting)
         self.assertEqual(router.counts["malformed"], 2)
 
+    def test_deviceRefuses(self):
+        """
+        A packet the device does not take (it is down) is counted against
+        its peer.
+        """
+        router = self.router()
+        router.device.writePacket = lambda data: False
+        a, ta = self.connect(router)
+        a.dataReceived(encodeFrame(packet("10.0.0.2", "10.0.0.1")))
+        self.assertEqual((router.counts["device_dropped"], a.dropped), (1, 1))
+
     def test_firewallOut(self):
         router = self.router(firewall_out=[parseFirewallRule("deny 10.0.0.2 10.0.0.3")])
         a, ta = self.connect(router)
@@ -381,3 +392,30 @@ class OptionsTests(SynchronousTestCase):
         config = TunTapRouterConfig(tuntap_router=["tun0 /s"],
                                     tuntap_router_firewall_in=["deny"])
         self.assertEqual(config.tuntap_router_firewall_in, (FirewallRule(DENY),))
+
+
+class BuildTests(SynchronousTestCase):
+    """
+    L{buildService} on a L{TunTapRouterConfig}: per C{--tuntap-router}, its
+    device, its peers' listener, its stats listener and its gateway.
+    """
+
+    def test_services(self):
+        from twisted.internet.testing import MemoryReactorClock
+
+        from txrouter.build import buildService
+        from txrouter.routers.tuntap import DeviceService, GatewayService
+        from txrouter.service import Listener
+
+        config = TunTapRouterConfig(
+            tuntap_router=["tun0 /run/a.sock", "tun1 /run/b.sock /run/b.stats 127.0.0.1:6000"],
+            tuntap_router_stats="/run/default.stats",
+            tuntap_router_route=[],
+        )
+        services = list(buildService(config, MemoryReactorClock()))
+        self.assertEqual([type(s) for s in services],
+                         [DeviceService, Listener, Listener,
+                          DeviceService, Listener, Listener, GatewayService])
+        self.assertEqual([s.name for s in services if isinstance(s, DeviceService)], ["tun0", "tun1"])
+        self.assertEqual(services[2].endpoint._address, "/run/default.stats")
+        self.assertEqual(services[5].endpoint._address, "/run/b.stats")

@@ -93,8 +93,8 @@ def openTun(name: str, path: str = TUN_PATH) -> "tuple[int, str]":
 class TunDevice(FileDescriptor):
     """
     The tun device as a reader on the reactor: each packet read goes to
-    C{router.deviceReceived}; C{writePacket} writes one packet, dropping
-    it (and saying so) if the device does not take it at once.
+    C{router.deviceReceived}; C{writePacket} writes one packet, or tells
+    that the device did not take it (full, or down: C{EIO}).
     """
 
     def __init__(self, reactor, fd: int, name: str, router) -> None:
@@ -124,8 +124,8 @@ class TunDevice(FileDescriptor):
             os.write(self.fd, packet)
             return True
         except OSError as e:
-            log.warn("tuntap_device_write_failed: {error}", event="tuntap_device_write_failed",
-                     error=os.strerror(e.errno))
+            log.debug("tuntap_device_write_failed: {error}", event="tuntap_device_write_failed",
+                      error=os.strerror(e.errno))
             return False
 
     def connectionLost(self, reason) -> None:
@@ -150,7 +150,8 @@ class TunTapRouter(ServerFactory):
     @ivar gateway: the gateway's datagram transport, or L{None}.
     @ivar peers: the registered peers by host-order address.
     @ivar counts: the router's own counters (C{malformed}, C{spoofed},
-        C{denied}, C{unroutable}), for the stats document.
+        C{denied}, C{unroutable}, C{device_dropped}), for the stats
+        document.
     """
 
     noisy = False
@@ -165,7 +166,8 @@ class TunTapRouter(ServerFactory):
         self.maxPacket = maxPacket
         self.peers = {}
         self.connected = []
-        self.counts = {"malformed": 0, "spoofed": 0, "denied": 0, "unroutable": 0}
+        self.counts = {"malformed": 0, "spoofed": 0, "denied": 0, "unroutable": 0,
+                       "device_dropped": 0}
 
     def buildProtocol(self, addr):
         peer = TunTapPeer(self)
@@ -200,7 +202,7 @@ class TunTapRouter(ServerFactory):
         A packet from a registered C{peer}, from its own address.
         """
         if decide(self.firewallOut, packet.source, packet.destination) != ALLOW:
-            self._drop(peer, "denied")
+            self.drop(peer, "denied")
             return
         target = self.peers.get(packet.destination)
         if target is not None:
@@ -209,10 +211,14 @@ class TunTapRouter(ServerFactory):
         gateway = routeFor(self.routes, packet.source, packet.destination)
         if gateway is not None and self.gateway is not None:
             self.gateway.write(packet.data, gateway)
-        elif self.device is not None:
-            self.device.writePacket(packet.data)
+        elif self.device is None or not self.device.writePacket(packet.data):
+            self.drop(peer, "device_dropped")
 
-    def _drop(self, peer, why: str) -> None:
+    def drop(self, peer: "TunTapPeer | None", why: str) -> None:
+        """
+        Count a packet dropped, C{why} naming the router's counter, and
+        against C{peer}'s C{dropped}.
+        """
         self.counts[why] += 1
         if peer is not None:
             peer.dropped += 1
@@ -237,7 +243,7 @@ class TunTapRouter(ServerFactory):
             self.counts["unroutable"] += 1
             return
         if decide(self.firewallIn, source, destination) != ALLOW:
-            self._drop(target, "denied")
+            self.drop(target, "denied")
             return
         target.sendPacket(packet)
 
@@ -320,7 +326,7 @@ class TunTapPeer(Protocol):
             if self.transport.disconnecting:
                 return
             if isinstance(frame, BadPacket):
-                router._drop(self, "malformed")
+                router.drop(self, "malformed")
                 log.debug("{event}: {detail}", event=frame.event, detail=frame.detail)
                 continue
             if not isinstance(frame, IPPacket):
@@ -334,7 +340,7 @@ class TunTapPeer(Protocol):
                     return
                 router.register(self, frame.source)
             elif frame.source != self.address:
-                router._drop(self, "spoofed")
+                router.drop(self, "spoofed")
                 log.warn("tuntap_spoofed: {peer} sent a packet from {source}",
                          event="tuntap_spoofed", peer=_dotted(self.address),
                          source=_dotted(frame.source))
