@@ -201,15 +201,15 @@ class Network:
         wait_for_unix(self.socket, 20, process=process)
         return process
 
-    def peer(self, name: str, address: str) -> str:
+    def peer(self, name: str, address: str, *extra: str, app: str = "") -> str:
         """
         A uWSGI peer with C{address} on its C{uwsgi0}, in a namespace of its
         own that the test names.
         """
         process = Process(
             ["uwsgi", "--plugin", "tuntap", "--unshare", "net",
-             "--tuntap-device", f"uwsgi0 {self.socket}", "--socket", str(self.tmp / f"{name}.app"),
-             "--die-on-term"],
+             "--tuntap-device", f"uwsgi0 {self.socket}", "--socket", app or str(self.tmp / f"{name}.app"),
+             "--die-on-term", *extra],
             self.tmp / f"{name}.log",
         )
         self.processes.append(process)
@@ -275,6 +275,22 @@ def test_ping_between_peers(network):
     assert peers["10.77.0.2"]["rx"] > 0 and peers["10.77.0.2"]["tx"] > 0
     assert peers["10.77.0.3"]["rx"] > 0 and peers["10.77.0.3"]["tx"] > 0
     assert peers["10.77.0.2"]["addr_32"] == struct.unpack("=I", socket.inet_aton("10.77.0.2"))[0]
+
+
+def test_credentials_client(network):
+    """
+    A C{uwsgi --tuntap-use-credentials} peer (which opens with a
+    credentials handshake once it runs as another user than root) is
+    served: its handshake is passed over, its address learnt from its first
+    packet.
+    """
+    network.router()
+    a = network.peer("a", "10.77.0.2")
+    # As nobody, it cannot bind in the test's directory.
+    b = network.peer("b", "10.77.0.3", "--tuntap-use-credentials", "--uid", "nobody",
+                     app="0.0.0.0:3031")
+    network.register(b, "10.77.0.3")
+    assert ping(a, "10.77.0.3")
 
 
 def test_tcp_between_peers(network):

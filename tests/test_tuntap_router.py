@@ -282,6 +282,19 @@ class RouterTests(SynchronousTestCase):
         self.assertTrue(ta.disconnecting)
         self.assertEqual(router.counts["malformed"], 2)
 
+    def test_credentialsHandshake(self):
+        """
+        The C{uwsgi-tuntap} opening of a C{--tuntap-use-credentials} client,
+        in any pieces, is passed over; the packets after it are read.
+        """
+        router = self.router()
+        a, ta = self.connect(router)
+        stream = b"uwsgi-tuntap" + encodeFrame(packet("10.0.0.2", "10.0.0.1"))
+        for i in range(len(stream)):
+            a.dataReceived(stream[i:i + 1])
+        self.assertEqual(a.address, ip("10.0.0.2"))
+        self.assertFalse(ta.disconnecting)
+
     def test_deviceRefuses(self):
         """
         A packet the device does not take (it is down) is counted against

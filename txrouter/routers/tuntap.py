@@ -71,6 +71,10 @@ IFF_NO_PI = 0x1000
 #: uWSGI's buffer: the largest packet read from the device at once.
 BUFFER_SIZE = 8192
 
+#: What a C{uwsgi --tuntap-use-credentials} client sends first, with its
+#: C{SCM_CREDENTIALS}.
+CREDENTIALS_HANDSHAKE = b"uwsgi-tuntap"
+
 
 def openTun(name: str, path: str = TUN_PATH) -> "tuple[int, str]":
     """
@@ -304,6 +308,7 @@ class TunTapPeer(Protocol):
     """
 
     address = None
+    _opening = b""
 
     def __init__(self, router: TunTapRouter) -> None:
         self.router = router
@@ -316,6 +321,10 @@ class TunTapPeer(Protocol):
         self.transport.registerProducer(self.congestion, True)
 
     def dataReceived(self, data: bytes) -> None:
+        if self._opening is not None:
+            data = self._skipHandshake(data)
+            if not data:
+                return
         try:
             frames = self.parser.feed(data)
         except TunTapFrameError as e:
@@ -346,6 +355,24 @@ class TunTapPeer(Protocol):
                          source=_dotted(frame.source))
                 continue
             router.peerSent(self, frame)
+
+    def _skipHandshake(self, data: bytes) -> bytes:
+        """
+        Pass over the credentials handshake a C{--tuntap-use-credentials}
+        client opens with (its credentials are not read: the address is
+        still the first packet's source); the bytes after it, or every
+        byte if the connection does not open with it.
+        """
+        opening = self._opening + data
+        if len(opening) < len(CREDENTIALS_HANDSHAKE) and CREDENTIALS_HANDSHAKE.startswith(opening):
+            self._opening = opening
+            return b""
+        self._opening = None
+        if opening.startswith(CREDENTIALS_HANDSHAKE):
+            log.info("tuntap_credentials_ignored: a --tuntap-use-credentials client",
+                     event="tuntap_credentials_ignored")
+            return opening[len(CREDENTIALS_HANDSHAKE):]
+        return opening
 
     def _refuse(self, event: str, detail: str) -> None:
         self.router.counts["malformed"] += 1
