@@ -18,6 +18,7 @@ The machine has no C{ping} binary: the pings are ICMP echo requests sent
 from a raw socket by a small Python script run in the peer's namespace.
 """
 
+import hashlib
 import json
 import os
 import pathlib
@@ -245,10 +246,12 @@ class Network:
         wait_until(lambda: address in self.peers(), f"{address} registered", 15)
 
     def close(self) -> None:
-        for process in reversed(self.processes):
-            process.stop()
-        for namespace in self.namespaces:
-            subprocess.run(["ip", "netns", "del", namespace], timeout=30)
+        try:
+            for process in reversed(self.processes):
+                process.stop()
+        finally:
+            for namespace in self.namespaces:
+                subprocess.run(["ip", "netns", "del", namespace], timeout=30)
 
 
 @pytest.fixture
@@ -298,8 +301,6 @@ def test_tcp_between_peers(network):
     A megabyte over TCP from one uWSGI peer to another, through the
     router, arrives whole.
     """
-    import hashlib
-
     network.router()
     a = network.peer("a", "10.77.0.2")
     b = network.peer("b", "10.77.0.3")
