@@ -191,7 +191,7 @@ class Network:
             "net.ipv6.conf.default.disable_ipv6=1")
 
     def router(self, *args: str, gateway: str = "") -> Process:
-        namespace = self.routerNamespace = self.namespace("router")
+        namespace = self.routerNamespace = self.namespace(f"router{len(self.processes)}")
         process = Process(
             ["ip", "netns", "exec", namespace, *TWISTD_COMMAND, "-n", "--pidfile=",
              "txrouter-tuntap", "--tuntap-router", f"txrtun0 {self.socket} {self.stats} {gateway}",
@@ -265,9 +265,11 @@ def network(tmp_path):
 
 def test_ping_between_peers(network):
     """
-    Two uWSGI peers ping each other through the router; the stats list
-    both, with the bytes they moved.
+    Two uWSGI peers ping each other through the router (started where a
+    killed router left its socket); the stats list both, with the bytes
+    they moved.
     """
+    network.router().kill()
     network.router()
     a = network.peer("a", "10.77.0.2")
     b = network.peer("b", "10.77.0.3")
