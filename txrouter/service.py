@@ -13,11 +13,12 @@ own TLS listeners (L{TLSListener}) answer ALPN from their contexts
 
 import attr
 
-from twisted.application.service import MultiService, Service
+from twisted.application.service import MultiService
 from twisted.internet.defer import maybeDeferred, succeed
 from twisted.internet.endpoints import SSL4ServerEndpoint
 from twisted.logger import Logger
 
+from txrouter.early import OpenedEarly
 from txrouter.endpoints import parseServerEndpoint
 from txrouter.routing.interfaces import IAvailability
 from txrouter.stats.document import statsDocument
@@ -29,7 +30,7 @@ from txrouter.transports import listeningReactor
 log = Logger(namespace="txrouter.service")
 
 
-class Listener(Service):
+class Listener(OpenedEarly):
     """
     One bound server endpoint that can stop and resume accepting.
 
@@ -47,16 +48,7 @@ class Listener(Service):
         self.endpoint = endpoint
         self.factory = factory
 
-    def privilegedStartService(self) -> None:
-        super().privilegedStartService()
-        self._listen()
-
-    def startService(self) -> None:
-        super().startService()
-        if self.port is None:
-            self._listen()
-
-    def _listen(self) -> None:
+    def _open(self) -> None:
         outcome = []
         self.endpoint.listen(self.factory).addBoth(outcome.append)
         if not outcome:

@@ -35,7 +35,6 @@ import ipaddress
 import os
 import struct
 
-from twisted.application.service import Service
 from twisted.internet.abstract import FileDescriptor
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import DatagramProtocol, Protocol, ServerFactory
@@ -43,7 +42,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 import txrouter
-
+from txrouter.early import OpenedEarly
 from txrouter.wire.tuntap import (
     ALLOW,
     MAX_PACKET,
@@ -409,7 +408,7 @@ class GatewayProtocol(DatagramProtocol):
         self.router.deviceReceived(data)
 
 
-class DeviceService(Service):
+class DeviceService(OpenedEarly):
     """
     Opens the tun device C{name} on start (as root, before privileges are
     dropped) and reads it for C{router}; closes it on stop.
@@ -425,14 +424,9 @@ class DeviceService(Service):
         self.router = router
         self.open = open
 
-    def privilegedStartService(self) -> None:
-        super().privilegedStartService()
-        self._open()
-
-    def startService(self) -> None:
-        super().startService()
-        if self.device is None:
-            self._open()
+    @property
+    def opened(self) -> bool:
+        return self.device is not None
 
     def _open(self) -> None:
         fd, name = self.open(self.name)
@@ -450,7 +444,7 @@ class DeviceService(Service):
             device.connectionLost(None)
 
 
-class GatewayService(Service):
+class GatewayService(OpenedEarly):
     """
     The UDP gateway socket (C{IP:PORT}) of C{router}, bound on start.
     """
@@ -464,16 +458,7 @@ class GatewayService(Service):
         self.portNumber = int(port)
         self.router = router
 
-    def privilegedStartService(self) -> None:
-        super().privilegedStartService()
-        self._listen()
-
-    def startService(self) -> None:
-        super().startService()
-        if self.port is None:
-            self._listen()
-
-    def _listen(self) -> None:
+    def _open(self) -> None:
         self.port = self.reactor.listenUDP(
             self.portNumber, GatewayProtocol(self.router), interface=self.host)
 

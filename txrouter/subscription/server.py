@@ -28,6 +28,7 @@ from twisted.application.service import Service
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger, LogLevel
 
+from txrouter.early import OpenedEarly
 from txrouter.routing.loglimit import LogLimiter
 from txrouter.subscription.addresses import DatagramAddress, parseDatagramAddress
 from txrouter.subscription.federation import ackMessage
@@ -132,7 +133,7 @@ class SubscriptionProtocol(DatagramProtocol):
             )
 
 
-class DatagramListener(Service):
+class DatagramListener(OpenedEarly):
     """
     One datagram socket serving a protocol, bound before privileges are
     dropped (like C{twisted.application.internet.UDPServer}), so that a
@@ -153,16 +154,7 @@ class DatagramListener(Service):
         self.protocol = protocol
         self.mode = mode
 
-    def privilegedStartService(self) -> None:
-        super().privilegedStartService()
-        self._listen()
-
-    def startService(self) -> None:
-        super().startService()
-        if self.port is None:
-            self._listen()
-
-    def _listen(self) -> None:
+    def _open(self) -> None:
         address = self.address
         if address.path is None:
             self.port = self.reactor.listenUDP(
