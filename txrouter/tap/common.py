@@ -65,18 +65,63 @@ _SUBSCRIPTION_LISTS = (
 )
 
 
-class RouterOptions(usage.Options):
+class ConfigOptions(usage.Options):
     """
-    The options every router has.  Subclasses add their own, name their
-    L{configClass}, and call L{RouterOptions.postOptions}.
+    A command line that parses into a configuration value
+    (L{txrouter.config}): each option is the field of the same name, and
+    every mistake is one usage error naming the option.  Subclasses name
+    their L{configClass} and call L{ConfigOptions.postOptions}.
 
     @ivar config: once parsed, the L{configClass} value the options make.
     """
 
-    #: The configuration value of the router; its fields are the options'
-    #: names with underscores.
+    #: The configuration value; its fields are the options' names with
+    #: underscores.
     configClass = None
     config = None
+
+    def parseOptions(self, options=None) -> None:
+        """
+        Parse C{options} (C{sys.argv}'s by default), every mistake said in
+        one line that names the option (L{txrouter.tap.mistakes}).  Run by
+        twistd, a mistake ends the run with that line alone, not the whole
+        help before it.
+        """
+        options = list(sys.argv[1:] if options is None else options)
+        try:
+            refuseAbbreviations(self, options)
+            usage.Options.parseOptions(self, options)
+        except usage.UsageError as e:
+            reason = explain(self, options, str(e))
+            if self.parent is not None:
+                stopWith(self, reason)
+            raise usage.UsageError(reason) from None
+
+    def parseArgs(self, *arguments) -> None:
+        """
+        A router takes options only.
+        """
+        if arguments:
+            raise usage.UsageError(f"unexpected argument {arguments[0]!r}")
+
+    def postOptions(self) -> None:
+        """
+        Make L{config}, the configuration value the options describe, and
+        check it as the build will (endpoints, directories, files), so
+        that every mistake is a usage error.
+        """
+        values = {field.name: self[field.name.replace("_", "-")]
+                  for field in attr.fields(self.configClass)}
+        try:
+            self.config = checkConfig(self.configClass(**values))
+        except ValueError as e:
+            raise usage.UsageError(str(e))
+
+
+class RouterOptions(ConfigOptions):
+    """
+    The options every router that has nodes takes.
+    """
 
     optFlags = [
         ["fallback-on-no-key", None,
@@ -263,44 +308,6 @@ class RouterOptions(usage.Options):
         (repeatable): ip:port, /path or @name.
         """
         self["resubscribe"].append(address)
-
-    def parseOptions(self, options=None) -> None:
-        """
-        Parse C{options} (C{sys.argv}'s by default), every mistake said in
-        one line that names the option (L{txrouter.tap.mistakes}).  Run by
-        twistd, a mistake ends the run with that line alone, not the whole
-        help before it.
-        """
-        options = list(sys.argv[1:] if options is None else options)
-        try:
-            refuseAbbreviations(self, options)
-            usage.Options.parseOptions(self, options)
-        except usage.UsageError as e:
-            reason = explain(self, options, str(e))
-            if self.parent is not None:
-                stopWith(self, reason)
-            raise usage.UsageError(reason) from None
-
-    def parseArgs(self, *arguments) -> None:
-        """
-        A router takes options only.
-        """
-        if arguments:
-            raise usage.UsageError(f"unexpected argument {arguments[0]!r}")
-
-    def postOptions(self) -> None:
-        """
-        Make L{config}, the configuration value the options describe, and
-        check it as the build will (endpoints, directories, files), so
-        that every mistake is a usage error.
-        """
-        values = {field.name: self[field.name.replace("_", "-")]
-                  for field in attr.fields(self.configClass)}
-        try:
-            self.config = checkConfig(self.configClass(**values))
-        except ValueError as e:
-            raise usage.UsageError(str(e))
-
 
 class TLSOptions(usage.Options):
     """

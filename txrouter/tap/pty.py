@@ -6,13 +6,10 @@ Option names are uWSGI's C{--forkptyrouter-*} names without the prefix
 ADDR} is C{--bind ENDPOINT --uwsgi-framed}.  See C{docs/pty-router.md}.
 """
 
-import attr
-from twisted.python import usage
 from twisted.python.util import gidFromString, uidFromString
 
-from txrouter.build import checkConfig
 from txrouter.config import PtyRouterConfig
-from txrouter.tap.common import count, makeRouterService, positive
+from txrouter.tap.common import ConfigOptions, count, makeRouterService, positive
 
 
 def window(value: str) -> int:
@@ -22,14 +19,13 @@ def window(value: str) -> int:
     return number
 
 
-class Options(usage.Options):
+class Options(ConfigOptions):
     """
     The options of C{txrouter-pty}.
 
-    @ivar config: once parsed, the L{PtyRouterConfig} they make.
     """
 
-    config = None
+    configClass = PtyRouterConfig
 
     synopsis = "--bind ENDPOINT [--uwsgi-framed] [--command CMD] [options]"
     longdesc = (
@@ -76,13 +72,6 @@ class Options(usage.Options):
         """
         self["bind"].append(description)
 
-    def postOptions(self) -> None:
-        values = {field.name: self[field.name.replace("_", "-")]
-                  for field in attr.fields(PtyRouterConfig)}
-        try:
-            self.config = checkConfig(PtyRouterConfig(**values))
-        except ValueError as e:
-            raise usage.UsageError(str(e))
 
 
 def makeService(options, reactor=None):

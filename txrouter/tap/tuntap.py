@@ -5,25 +5,21 @@ C{--tuntap-router-firewall-in}/C{-out}, C{--tuntap-router-route},
 C{--tuntap-router-stats}).  See C{docs/tuntap-router.md}.
 """
 
-import attr
-from twisted.python import usage
 
-from txrouter.build import checkConfig
 from txrouter.config import TunTapRouterConfig
-from txrouter.tap.common import makeRouterService
+from txrouter.tap.common import ConfigOptions, makeRouterService
 
 _REPEATED = ("tuntap-router", "tuntap-router-firewall-in", "tuntap-router-firewall-out",
              "tuntap-router-route")
 
 
-class Options(usage.Options):
+class Options(ConfigOptions):
     """
     The options of C{txrouter-tuntap}.
 
-    @ivar config: once parsed, the L{TunTapRouterConfig} they make.
     """
 
-    config = None
+    configClass = TunTapRouterConfig
 
     synopsis = '--tuntap-router "DEV SOCKET [STATS [GATEWAY]]" [options]'
     longdesc = (
@@ -75,13 +71,6 @@ class Options(usage.Options):
         """
         self["tuntap-router-route"].append(value)
 
-    def postOptions(self) -> None:
-        values = {field.name: self[field.name.replace("_", "-")]
-                  for field in attr.fields(TunTapRouterConfig)}
-        try:
-            self.config = checkConfig(TunTapRouterConfig(**values))
-        except ValueError as e:
-            raise usage.UsageError(str(e))
 
 
 def makeService(options, reactor=None):
