@@ -157,34 +157,43 @@ def test_a_big_stream_each_way_byte_exact(tmp_path):
     """
     port = free_port()
     with node(tmp_path, "echo") as echo, txrouter_raw(tmp_path, port, ["--to", echo.address]):
-        sent = hashlib.sha256()
-        received = hashlib.sha256()
-        length = 0
-        failures = []
         with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+            assert_echoed_byte_exact(sock, BIG, half_close=True)
 
-            def send():
-                try:
-                    for index in range(BIG // MIB):
-                        data = block(index)
-                        sent.update(data)
-                        sock.sendall(data)
-                    sock.shutdown(socket.SHUT_WR)
-                except OSError as e:
-                    failures.append(e)
 
-            sender = threading.Thread(target=send, daemon=True)
-            sender.start()
-            while True:
-                data = sock.recv(1 << 20)
-                if not data:
-                    break
-                received.update(data)
-                length += len(data)
-            sender.join(60)
-        assert failures == []
-        assert length == BIG
-        assert received.hexdigest() == sent.hexdigest()
+def assert_echoed_byte_exact(sock, size: int, half_close: bool) -> None:
+    """
+    Send C{size} bytes (L{block}s of a MiB) from a thread while reading
+    what an echo node sends back: all of it comes back, in order.  With
+    C{half_close} the sender ends with a FIN and the reader reads to the
+    end of the stream (the node's FIN); else it reads C{size} bytes.
+    """
+    sent, received = hashlib.sha256(), hashlib.sha256()
+    length, failures = 0, []
+
+    def send():
+        try:
+            for index in range(size // MIB):
+                data = block(index)
+                sent.update(data)
+                sock.sendall(data)
+            if half_close:
+                sock.shutdown(socket.SHUT_WR)
+        except OSError as e:
+            failures.append(e)
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    while half_close or length < size:
+        data = sock.recv(MIB)
+        if not data:
+            break
+        received.update(data)
+        length += len(data)
+    sender.join(60)
+    assert failures == []
+    assert length == size
+    assert received.hexdigest() == sent.hexdigest()
 
 
 def test_a_node_killed_mid_stream_cuts_the_client(tmp_path):

@@ -5,16 +5,14 @@ that greet first), routed by listener and by SNI name, and a PROXY v2
 header carrying the SNI name to a node.
 """
 
-import hashlib
 import pathlib
 import socket
 import ssl
-import threading
 
 import pytest
 
 from tests.realpeers import TWISTD_COMMAND, Process, free_port, wait_for_tcp
-from tests.test_e2e_raw import block, node, read_line, withProject
+from tests.test_e2e_raw import assert_echoed_byte_exact, node, read_line, withProject
 from tests.tlspki import PrivateCA
 
 pytestmark = pytest.mark.e2e
@@ -60,35 +58,12 @@ def test_a_20_mib_round_trip_byte_exact(tmp_path):
     port = free_port()
     with node(tmp_path, "echo") as echo, \
             txrouter_ssl(tmp_path, port, certificate, ["--to", echo.address]):
-        sent, received = hashlib.sha256(), hashlib.sha256()
-        length, failures = 0, []
         with client(ca, port, "ssl.local") as sock:
-
-            def send():
-                try:
-                    for index in range(BIG // MIB):
-                        data = block(index)
-                        sent.update(data)
-                        sock.sendall(data)
-                except OSError as e:
-                    failures.append(e)
-
             # An SSL socket is not safe to read and write from two
             # threads at once in every Python; here the sender only
             # writes and the reader only reads, which OpenSSL 1.1.1+
-            # allows.
-            sender = threading.Thread(target=send, daemon=True)
-            sender.start()
-            while length < BIG:
-                data = sock.recv(MIB)
-                if not data:
-                    break
-                received.update(data)
-                length += len(data)
-            sender.join(60)
-        assert failures == []
-        assert length == BIG
-        assert received.hexdigest() == sent.hexdigest()
+            # allows.  No half-close: TLS has none here.
+            assert_echoed_byte_exact(sock, BIG, half_close=False)
 
 
 def test_sslrouter_sni_routes_two_names_to_two_nodes(tmp_path):
