@@ -406,11 +406,7 @@ class _UNIXAccepted:
         self._socket = skt
         self._path = path
         factory.startedConnecting(self)
-        afterEvents = getattr(reactor, "afterEvents", None)
-        if afterEvents is None:
-            reactor.callLater(0, self._connect)
-        else:
-            afterEvents.append((self._connect, ()))
+        afterCurrentEvents(reactor, self._connect)
 
     def getDestination(self):
         path = self._path
@@ -464,6 +460,19 @@ class _UNIXBusy(_UNIXAccepted):
         skt.close()
         factory, self.factory = self.factory, None
         factory.clientConnectionFailed(self, Failure(NodeBusy(osError=EAGAIN)))
+
+
+def afterCurrentEvents(reactor, f, *args) -> None:
+    """
+    Call C{f(*args)} once the events being handled are: right after them
+    on a L{txrouter.reactor.RouterReactor} (no reactor trip), on the
+    reactor's next iteration with others.  Never inside the caller's stack.
+    """
+    afterEvents = getattr(reactor, "afterEvents", None)
+    if afterEvents is None:
+        reactor.callLater(0, f, *args)
+    else:
+        afterEvents.append((f, args))
 
 
 def _connectUNIXAtOnce(reactor, path, factory):

@@ -14,7 +14,7 @@ from twisted.internet.protocol import ClientFactory, Protocol
 from zope.interface import Interface, implementer
 
 from txrouter.timers import IdleTimer
-from txrouter.transports import NodeBusy, connectNode
+from txrouter.transports import NodeBusy, afterCurrentEvents, connectNode
 
 
 class IUpstreamReceiver(Interface):
@@ -250,15 +250,9 @@ class _Reuse:
         self.connect = connect
         self.idleTimeout = idleTimeout
         self.timer = IdleTimer(reactor, idleTimeout, upstream.timedOut, deadline)
-        afterEvents = getattr(reactor, "afterEvents", None)
-        if afterEvents is None:
-            self._call = reactor.callLater(0, self._handOver)
-        else:
-            self._call = None
-            afterEvents.append((self._handOver, ()))
+        afterCurrentEvents(reactor, self._handOver)
 
     def _handOver(self) -> None:
-        self._call = None
         receiver, self.receiver = self.receiver, None
         if receiver is None:
             return
@@ -276,8 +270,6 @@ class _Reuse:
         the connection (it may be reused only by a request that ended it).
         """
         self.receiver = None
-        if self._call is not None and self._call.active():
-            self._call.cancel()
         if self._fresh is not None:
             self._fresh.stopConnecting()
         self.timer.cancel()
