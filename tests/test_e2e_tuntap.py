@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import pathlib
+import pwd
 import socket
 import struct
 import subprocess
@@ -190,13 +191,13 @@ class Network:
         run("ip", "netns", "exec", namespace, "sysctl", "-qw",
             "net.ipv6.conf.default.disable_ipv6=1")
 
-    def router(self, *args: str, gateway: str = "") -> Process:
+    def router(self, *args: str, gateway: str = "", env=None) -> Process:
         namespace = self.routerNamespace = self.namespace(f"router{len(self.processes)}")
         process = Process(
             ["ip", "netns", "exec", namespace, *TWISTD_COMMAND, "-n", "--pidfile=",
              "txrouter-tuntap", "--tuntap-router", f"txrtun0 {self.socket} {self.stats} {gateway}",
              *args],
-            self.tmp / "router.log", env=withProject(),
+            self.tmp / "router.log", env=env or withProject(),
         )
         self.processes.append(process)
         wait_for_unix(self.socket, 20, process=process)
@@ -282,20 +283,63 @@ def test_ping_between_peers(network):
     assert peers["10.77.0.2"]["addr_32"] == struct.unpack("=I", socket.inet_aton("10.77.0.2"))[0]
 
 
+#: A uWSGI peer that drops to nobody and sends its credentials then.
+AS_NOBODY = ("--tuntap-use-credentials", "--uid", "nobody", "--gid", "nogroup")
+
+
 def test_credentials_client(network):
     """
     A C{uwsgi --tuntap-use-credentials} peer (which opens with a
     credentials handshake once it runs as another user than root) is
-    served: its handshake is passed over, its address learnt from its first
-    packet.
+    served by a router without the option: its handshake is passed over,
+    its address learnt from its first packet.
     """
     network.router()
     a = network.peer("a", "10.77.0.2")
     # As nobody, it cannot bind in the test's directory.
-    b = network.peer("b", "10.77.0.3", "--tuntap-use-credentials", "--uid", "nobody",
-                     app="0.0.0.0:3031")
+    b = network.peer("b", "10.77.0.3", *AS_NOBODY, app="0.0.0.0:3031")
     network.register(b, "10.77.0.3")
     assert ping(a, "10.77.0.3")
+
+
+def test_credentials_read(network):
+    """
+    With C{--tuntap-use-credentials true} the router reads the credentials
+    of the handshake, sent after the peer dropped to nobody, and shows them
+    in the stats.
+    """
+    network.router("--tuntap-use-credentials", "true")
+    b = network.peer("b", "10.77.0.3", *AS_NOBODY, app="0.0.0.0:3031")
+    network.register(b, "10.77.0.3")
+    peer = network.peers()["10.77.0.3"]
+    assert (peer["uid"], peer["gid"]) == (pwd.getpwnam("nobody").pw_uid,
+                                          pwd.getpwnam("nobody").pw_gid)
+    assert peer["pid"] > 0
+
+
+def test_credentials_assign_address(network):
+    """
+    With C{--tuntap-use-credentials MODULE:FUNCTION} the function's answer
+    for the peer's credentials is its address: packets for that address
+    reach it, and a peer whose function answers None is refused.
+    """
+    (network.tmp / "tuntapaddresses.py").write_text(
+        "import pwd\n"
+        "def assign(pid, uid, gid):\n"
+        "    return '10.77.0.3' if uid == pwd.getpwnam('nobody').pw_uid else None\n")
+    env = withProject()
+    env["PYTHONPATH"] += os.pathsep + str(network.tmp)
+    network.router("--tuntap-use-credentials", "tuntapaddresses:assign", env=env)
+    network.peer("b", "10.77.0.3", *AS_NOBODY, app="0.0.0.0:3031")
+    wait_until(lambda: "10.77.0.3" in network.peers(), "10.77.0.3 assigned", 15)
+    # The test runs as root, which the function gives no address.
+    with socket.socket(socket.AF_UNIX) as refused:
+        refused.settimeout(10)
+        refused.connect(network.socket)
+        refused.sendall(b"uwsgi-tuntap")
+        assert refused.recv(100) == b""
+    assert network.statsDocument()["txrouter"]["refused"] == 1
+    assert list(network.peers()) == ["10.77.0.3"]
 
 
 def test_tcp_between_peers(network):

@@ -4,6 +4,7 @@ its firewall and route rules, and the switch over fake peers, device and
 gateway: address learning, spoofing, firewall chains, routes, stats.
 """
 
+import os
 import socket
 import struct
 
@@ -295,6 +296,80 @@ class RouterTests(SynchronousTestCase):
         self.assertEqual(a.address, ip("10.0.0.2"))
         self.assertFalse(ta.disconnecting)
 
+    def connectWith(self, router, credentials=(4242, 1000, 1001)):
+        peer, transport = self.connect(router)
+        if credentials is not None:
+            peer.credentialsReceived(*credentials)
+        return peer, transport
+
+    def test_credentialsInStats(self):
+        """
+        With C{credentials}, a peer's pid, uid and gid are those of its
+        first bytes (later ones are not looked at), shown in the stats; its
+        address is still its first packet's source.
+        """
+        router = self.router(credentials=True)
+        a, ta = self.connectWith(router)
+        a.dataReceived(b"uwsgi-tuntap")
+        a.credentialsReceived(0, 0, 0)
+        a.dataReceived(encodeFrame(packet("10.0.0.2", "10.0.0.1")))
+        [peer] = router.statsDocument()["peers"]
+        self.assertEqual((peer["addr"], peer["pid"], peer["uid"], peer["gid"]),
+                         ("10.0.0.2", 4242, 1000, 1001))
+
+    def test_credentialsIgnoredWhenOff(self):
+        """
+        Without C{credentials}, what a transport says is not looked at.
+        """
+        router = self.router()
+        a, ta = self.connectWith(router)
+        a.dataReceived(encodeFrame(packet("10.0.0.2", "10.0.0.1")))
+        [peer] = router.statsDocument()["peers"]
+        self.assertEqual((peer["pid"], peer["uid"]), (0, 0))
+
+    def test_addressFromCredentials(self):
+        """
+        An C{addressFor} function assigns the address from the credentials
+        before any packet: packets to it are delivered, and the peer may
+        only send from it.
+        """
+        seen = []
+
+        def addressFor(pid, uid, gid):
+            seen.append((pid, uid, gid))
+            return f"10.0.{uid - 1000}.{gid - 1000}"
+
+        router = self.router(credentials=True, addressFor=addressFor)
+        a, ta = self.connectWith(router)
+        self.assertEqual((seen, a.address), ([(4242, 1000, 1001)], ip("10.0.0.1")))
+        router.deviceReceived(packet("10.0.0.9", "10.0.0.1", b"early"))
+        self.assertEqual(self.received(ta), [packet("10.0.0.9", "10.0.0.1", b"early")])
+        a.dataReceived(b"uwsgi-tuntap" + encodeFrame(packet("10.0.0.7", "10.0.0.9")))
+        self.assertEqual((router.counts["spoofed"], router.device.written), (1, []))
+        a.dataReceived(encodeFrame(packet("10.0.0.1", "10.0.0.9")))
+        self.assertEqual(len(router.device.written), 1)
+
+    def test_credentialsRefused(self):
+        """
+        A peer is disconnected and counted as C{refused} when its first
+        bytes come without credentials, when the function gives no address,
+        or when it fails.
+        """
+        def failing(pid, uid, gid):
+            raise KeyError(uid)
+
+        for router, credentials in ((self.router(credentials=True), None),
+                                    (self.router(credentials=True,
+                                                 addressFor=lambda pid, uid, gid: None), (1, 2, 3)),
+                                    (self.router(credentials=True, addressFor=failing), (1, 2, 3))):
+            a, ta = self.connectWith(router, credentials)
+            a.dataReceived(encodeFrame(packet("10.0.0.2", "10.0.0.1")))
+            self.assertTrue(ta.disconnecting)
+            self.assertEqual((router.counts["refused"], router.peers), (1, {}))
+
+    def test_addressForNeedsCredentials(self):
+        self.assertRaises(ValueError, TunTapRouter, addressFor=lambda *a: "10.0.0.1")
+
     def test_deviceRefuses(self):
         """
         A packet the device does not take (it is down) is counted against
@@ -395,8 +470,23 @@ class OptionsTests(SynchronousTestCase):
             ["--tuntap-router", "tun0 /s", "--tuntap-router-firewall-in", "permit"],
             ["--tuntap-router", "tun0 /s", "--tuntap-router-route", "0.0.0.0 0.0.0.0 1.1.1.1:53"],
             ["--tuntap-router", "a-name-too-long-for-linux /s"],
+            ["--tuntap-router", "tun0 /s", "--tuntap-use-credentials", "yes"],
+            ["--tuntap-router", "tun0 /s", "--tuntap-use-credentials", "nosuchmodule:f"],
         ):
             self.assertRaises(usage.UsageError, self.parse, *argv)
+
+    def test_credentials(self):
+        """
+        C{--tuntap-use-credentials true} reads credentials; C{MODULE:FUNCTION}
+        is loaded at start-up, so that a mistake is a usage error.
+        """
+        self.assertEqual(self.parse("--tuntap-router", "tun0 /s",
+                                    "--tuntap-use-credentials", "true").tuntap_use_credentials,
+                         "true")
+        config = self.parse("--tuntap-router", "tun0 /s",
+                            "--tuntap-use-credentials", "ipaddress:IPv4Address")
+        import ipaddress
+        self.assertIs(config.tuntap_use_credentials, ipaddress.IPv4Address)
 
     def test_tac(self):
         """

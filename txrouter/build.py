@@ -59,6 +59,7 @@ from txrouter.routers.raw import RawRouter
 from txrouter.routers.redirect import RedirectFactory
 from txrouter.routers.ssl import SSLRouter
 from txrouter.routers.tuntap import DeviceService, GatewayService, TunTapRouter
+from txrouter.unixcredentials import credentialsListening
 from txrouter.routing.admission import DEFAULT_PORTS, SOURCE, AddressPolicy
 from txrouter.routing.cache import CacheForwarder, InMemoryStore, MappingFileError, parseMapping
 from txrouter.routing.code import CodeForwarder, loadCallable
@@ -156,6 +157,9 @@ def checkConfig(config):
         _checkPtyConfig(config)
         return config
     if isinstance(config, TunTapRouterConfig):
+        if isinstance(config.tuntap_use_credentials, str) and config.tuntap_use_credentials != "true":
+            config = attr.evolve(config, tuntap_use_credentials=_checked(
+                "--tuntap-use-credentials", loadCallable, config.tuntap_use_credentials))
         buildTunTapService(config, _WallClock())
         return config
     _checkPlaces(config)
@@ -199,14 +203,20 @@ def buildTunTapService(config: TunTapRouterConfig, reactor) -> MultiService:
     @raise ValueError: a stats address names no endpoint.
     """
     service = MultiService()
+    credentials = config.tuntap_use_credentials
+    if isinstance(credentials, str) and credentials != "true":
+        credentials = _checked("--tuntap-use-credentials", loadCallable, credentials)
     for spec in config.tuntap_router:
         router = TunTapRouter(
             firewall_in=config.tuntap_router_firewall_in,
             firewall_out=config.tuntap_router_firewall_out,
             routes=config.tuntap_router_route,
+            credentials=credentials not in (None, False),
+            addressFor=credentials if callable(credentials) else None,
         )
         DeviceService(reactor, spec.device, router).setServiceParent(service)
-        socket = parseServerEndpoint(reactor, uwsgiAddressToEndpoint(spec.socket))
+        listening = credentialsListening(reactor) if router.credentials else reactor
+        socket = parseServerEndpoint(listening, uwsgiAddressToEndpoint(spec.socket))
         Listener(socket, router).setServiceParent(service)
         stats = spec.stats or config.tuntap_router_stats
         if stats:

@@ -726,11 +726,17 @@ class TunTapRouterConfig:
     tuntap_router_route: "tuple[RouteRule, ...]" = _many(
         "--tuntap-router-route", parseRouteRule, RouteRule)
     tuntap_router_stats: "str | None" = None
+    tuntap_use_credentials: "str | typing.Callable | None" = None
     stats_minified: bool = _flag()
 
     def __attrs_post_init__(self) -> None:
         if not self.tuntap_router:
             raise ValueError("--tuntap-router: at least one is required (DEV SOCKET)")
+        credentials = self.tuntap_use_credentials
+        if isinstance(credentials, str) and credentials != "true" and ":" not in credentials:
+            raise ValueError(
+                f"--tuntap-use-credentials: {credentials!r}: give true, or the MODULE:FUNCTION"
+                " that assigns a peer its address from (pid, uid, gid)")
         if self.tuntap_router_route and not all(spec.gateway for spec in self.tuntap_router):
             raise ValueError(
                 "--tuntap-router-route: routed packets leave from a gateway socket;"

@@ -25,6 +25,14 @@ that are not IPv4 are dropped and counted (uWSGI takes an IPv6 packet's
 bytes 12 to 15 for an address), and device rules pushed by peers are ignored (uWSGI trusts
 them, so a peer could make it send UDP anywhere).
 
+With C{credentials}, each peer's process id, user and group are read
+from its first bytes (the C{SCM_CREDENTIALS} of a C{--tuntap-use-credentials}
+client's handshake, sent once it has dropped its privileges; the listener
+comes from L{txrouter.unixcredentials}), shown in the stats, and given to
+C{addressFor}, which may assign the peer its address (uWSGI's
+C{--tuntap-use-credentials SYMBOL}); the peer may then only send from
+that address.
+
 The device is opened with a few ioctls (L{openTun}); the router itself
 only needs an object with C{writePacket(bytes)}, so units give it a fake.
 """
@@ -43,6 +51,7 @@ from zope.interface import implementer
 
 import txrouter
 from txrouter.early import OpenedEarly
+from txrouter.unixcredentials import ICredentialsReceiver
 from txrouter.wire.tuntap import (
     ALLOW,
     MAX_PACKET,
@@ -58,6 +67,7 @@ from txrouter.wire.tuntap import (
 
 __all__ = [
     "DeviceService", "GatewayService", "TunDevice", "TunTapPeer", "TunTapRouter", "openTun",
+
 ]
 
 log = Logger(namespace="txrouter.tuntap")
@@ -73,6 +83,7 @@ BUFFER_SIZE = 8192
 #: What a C{uwsgi --tuntap-use-credentials} client sends first, with its
 #: C{SCM_CREDENTIALS}.
 CREDENTIALS_HANDSHAKE = b"uwsgi-tuntap"
+
 
 
 def openTun(name: str, path: str = TUN_PATH) -> "tuple[int, str]":
@@ -153,7 +164,8 @@ class TunTapRouter(ServerFactory):
     @ivar gateway: the gateway's datagram transport, or L{None}.
     @ivar peers: the registered peers by host-order address.
     @ivar counts: the router's own counters (C{malformed}, C{spoofed},
-        C{denied}, C{unroutable}, C{device_dropped}), for the stats
+        C{denied}, C{unroutable}, C{device_dropped}, C{refused}: peers
+        refused on their credentials), for the stats
         document.
     """
 
@@ -162,7 +174,23 @@ class TunTapRouter(ServerFactory):
     gateway = None
 
     def __init__(self, *, firewall_in=(), firewall_out=(), routes=(),
-                 maxPacket: int = MAX_PACKET) -> None:
+                 maxPacket: int = MAX_PACKET, credentials: bool = False,
+                 addressFor=None) -> None:
+        """
+        @param credentials: read each peer's credentials from its first
+            bytes (uWSGI's C{--tuntap-use-credentials}): the peers' listener
+            must give them (L{txrouter.unixcredentials}), a peer whose
+            first bytes come without them is refused.
+        @param addressFor: with C{credentials}, a callable taking a peer's
+            C{(pid, uid, gid)} and returning its address (dotted text, an
+            L{ipaddress.IPv4Address} or a host-order L{int}), or L{None} to
+            refuse the peer.  Without it a peer's address is its first
+            packet's source.
+        """
+        if addressFor is not None and not credentials:
+            raise ValueError("addressFor needs credentials=True")
+        self.credentials = credentials
+        self.addressFor = addressFor
         self.firewallIn = tuple(firewall_in)
         self.firewallOut = tuple(firewall_out)
         self.routes = tuple(routes)
@@ -170,7 +198,7 @@ class TunTapRouter(ServerFactory):
         self.peers = {}
         self.connected = []
         self.counts = {"malformed": 0, "spoofed": 0, "denied": 0, "unroutable": 0,
-                       "device_dropped": 0}
+                       "device_dropped": 0, "refused": 0}
 
     def buildProtocol(self, addr):
         peer = TunTapPeer(self)
@@ -271,7 +299,7 @@ class TunTapRouter(ServerFactory):
         return [
             {"addr": _dotted(address),
              "addr_32": int.from_bytes(address.to_bytes(4, "big"), "little"),
-             "uid": 0, "gid": 0, "pid": 0,
+             "uid": peer.uid, "gid": peer.gid, "pid": peer.pid,
              "tx": peer.tx, "rx": peer.rx, "dropped": peer.dropped}
             for address, peer in self.peers.items()
         ]
@@ -297,6 +325,7 @@ class _Congestion:
         pass
 
 
+@implementer(ICredentialsReceiver)
 class TunTapPeer(Protocol):
     """
     One connected peer.
@@ -304,9 +333,13 @@ class TunTapPeer(Protocol):
     @ivar address: its host-order address, once its first packet came.
     @ivar tx: bytes of packets sent to it; C{rx}: received from it.
     @ivar dropped: its packets (either way) dropped.
+    @ivar pid: the peer's process id, with the router's C{credentials}
+        (else 0); C{uid}, C{gid}: its user and group.
     """
 
     address = None
+    pid = uid = gid = 0
+    identified = False
     _opening = b""
 
     def __init__(self, router: TunTapRouter) -> None:
@@ -319,7 +352,40 @@ class TunTapPeer(Protocol):
         self.router.connected.append(self)
         self.transport.registerProducer(self.congestion, True)
 
+    def credentialsReceived(self, pid: int, uid: int, gid: int) -> None:
+        """
+        Who wrote the bytes about to be received: the first time, with the
+        router's C{credentials}, the peer's identity, and its address if the
+        router assigns addresses.
+        """
+        if self.identified or not self.router.credentials:
+            return
+        self.identified = True
+        self.pid, self.uid, self.gid = pid, uid, gid
+        router = self.router
+        if router.addressFor is None:
+            return
+        try:
+            address = router.addressFor(pid, uid, gid)
+            address = None if address is None else int(ipaddress.IPv4Address(address))
+        except Exception as e:
+            self._refuse("tuntap_credentials_refused",
+                         f"the address function failed for pid {pid} uid {uid} gid {gid}: {e!r}",
+                         "refused")
+            return
+        if not address:
+            self._refuse("tuntap_credentials_refused",
+                         f"no address for pid {pid} uid {uid} gid {gid}", "refused")
+            return
+        router.register(self, address)
+
     def dataReceived(self, data: bytes) -> None:
+        if self.transport.disconnecting:
+            return
+        if self.router.credentials and not self.identified:
+            self._refuse("tuntap_no_credentials", "a peer's first bytes came without credentials",
+                         "refused")
+            return
         if self._opening is not None:
             data = self._skipHandshake(data)
             if not data:
@@ -358,9 +424,10 @@ class TunTapPeer(Protocol):
     def _skipHandshake(self, data: bytes) -> bytes:
         """
         Pass over the credentials handshake a C{--tuntap-use-credentials}
-        client opens with (its credentials are not read: the address is
-        still the first packet's source); the bytes after it, or every
-        byte if the connection does not open with it.
+        client opens with (the credentials it carries are not read: the
+        router reads the same facts with C{SO_PEERCRED} when it has
+        C{credentials}); the bytes after it, or every byte if the
+        connection does not open with it.
         """
         opening = self._opening + data
         if len(opening) < len(CREDENTIALS_HANDSHAKE) and CREDENTIALS_HANDSHAKE.startswith(opening):
@@ -368,13 +435,14 @@ class TunTapPeer(Protocol):
             return b""
         self._opening = None
         if opening.startswith(CREDENTIALS_HANDSHAKE):
-            log.info("tuntap_credentials_ignored: a --tuntap-use-credentials client",
-                     event="tuntap_credentials_ignored")
+            if not self.router.credentials:
+                log.info("tuntap_credentials_ignored: a --tuntap-use-credentials client",
+                         event="tuntap_credentials_ignored")
             return opening[len(CREDENTIALS_HANDSHAKE):]
         return opening
 
-    def _refuse(self, event: str, detail: str) -> None:
-        self.router.counts["malformed"] += 1
+    def _refuse(self, event: str, detail: str, counter: str = "malformed") -> None:
+        self.router.counts[counter] += 1
         log.warn("{event}: {detail}", event=event, detail=detail)
         self.transport.loseConnection()
 

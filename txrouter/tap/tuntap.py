@@ -36,6 +36,10 @@ class Options(ConfigOptions):
     optParameters = [
         ["tuntap-router-stats", None, None,
          "Stats address for the routers whose --tuntap-router names none."],
+        ["tuntap-use-credentials", None, None,
+         "true: read each peer's pid, uid and gid when it connects (shown in the"
+         " stats); MODULE:FUNCTION: also assign its address, FUNCTION(pid, uid, gid)"
+         " returning an IPv4 address or None to refuse it."],
     ]
 
     def __init__(self) -> None:
