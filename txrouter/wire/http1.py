@@ -36,6 +36,8 @@ _TOKEN_CHARS = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijkl
 # Field values: visible ASCII, SP, HTAB and obs-text; everything else
 # (NUL, CR, LF, other controls, DEL) is refused.
 _VALUE_CHARS = bytes([9]) + bytes(range(0x20, 0x7F)) + bytes(range(0x80, 0x100))
+#: What starts an obsolete folded header line.
+_FOLD = (b" ", b"\t")
 _TARGET_CHARS = bytes(range(0x21, 0x7F))
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 #: The longest method (the longest registered one has 17 bytes): bytes that
@@ -344,7 +346,9 @@ class RequestHeadParser:
         @return: the method, target, version and C{(name, value)} headers.
         """
         unfolded = head.replace(b"\r\n", b"")
-        if b"\n" in unfolded or b"\r" in unfolded:
+        # find(), not "in": a bytes operand of "in" is first tried as an
+        # integer, and the TypeError that makes costs more than the search.
+        if unfolded.find(b"\n") != -1 or unfolded.find(b"\r") != -1:
             raise _bad("bare_lf", "bare CR or LF in the request head")
         lines = head.split(b"\r\n")
         if len(lines) > self.maxHeaderCount + 1:
@@ -352,7 +356,7 @@ class RequestHeadParser:
         method, target, version = self._requestLine(lines[0])
         headers = []
         for line in lines[1:]:
-            if line[:1] in b" \t":
+            if line.startswith(_FOLD):
                 raise _bad("obs_fold", "folded header line (obs-fold)")
             name, colon, value = line.partition(b":")
             if not colon or not name:
@@ -459,7 +463,7 @@ class RequestHeadParser:
                 host = authority
             elif authority.lower() != host.lower():
                 raise _bad("host_mismatch", "absolute-form target and Host differ")
-        if b"#" in path:
+        if path.find(b"#") != -1:
             raise _bad("bad_target", "fragment in the request target")
         tokens = _tokens(connection) if connection is not None else ()
         # Made from a tuple in the fields' order: a keyword call would

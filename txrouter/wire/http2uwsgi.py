@@ -136,7 +136,8 @@ def encodeRequestVars(
     u16 = _packU16
     target = head.path
     pathPart, question, query = target.partition(b"?")
-    pathInfo = unquote_to_bytes(pathPart) if b"%" in pathPart else pathPart
+    # find(), not "in", on the hot path: see txrouter.wire.http1.
+    pathInfo = unquote_to_bytes(pathPart) if pathPart.find(b"%") != -1 else pathPart
     method = head.method
     version = head.version
     if question:
@@ -160,7 +161,7 @@ def encodeRequestVars(
 
     values = {}
     for name, value in head.headers:
-        if b"_" in name:
+        if name.find(b"_") != -1:
             continue
         upper, key = _varKey(name)
         if upper == _PROXY:
