@@ -123,7 +123,9 @@ class _TimerGroup:
         """
         if due >= self._callTime:
             return
-        delay = max(due - self._clock.seconds(), 0)
+        delay = due - self._clock.seconds()
+        if delay < 0:
+            delay = 0
         if self._call is None:
             self._call = self._clock.callLater(delay, self._fire)
         else:

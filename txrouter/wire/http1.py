@@ -536,7 +536,8 @@ class ResponseHeadParser:
         @raise HTTPError: 502, the head is malformed or too large.
         """
         buf = self._buffer + data if self._buffer else data
-        end = buf.find(b"\r\n\r\n", max(len(self._buffer) - 3, 0))
+        resume = len(self._buffer) - 3
+        end = buf.find(b"\r\n\r\n", resume if resume > 0 else 0)
         if end == -1:
             if len(buf) > self.maxHeadSize:
                 raise self._tooLarge()
