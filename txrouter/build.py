@@ -41,6 +41,7 @@ from twisted.application.service import MultiService
 from twisted.logger import Logger
 
 from txrouter.accesslog import AccessLog, JSONAccessLog, ReopenableFile
+from txrouter.checks import HealthChecker
 from txrouter.config import (
     FastRouterConfig,
     HTTPRouterConfig,
@@ -63,6 +64,7 @@ from txrouter.unixcredentials import credentialsListening
 from txrouter.routing.admission import DEFAULT_PORTS, SOURCE, AddressPolicy
 from txrouter.routing.cache import CacheForwarder, InMemoryStore, MappingFileError, parseMapping
 from txrouter.routing.code import CodeForwarder, loadCallable
+from txrouter.routing.health import NodeHealth
 from txrouter.routing.paths import PathForwarder
 from txrouter.routing.subscriptions import SubscriptionRegistry
 from txrouter.service import Listener, RouterService, TLSListener
@@ -127,6 +129,10 @@ def buildService(config, reactor) -> RouterService:
     )
     for extra in services + logServices + tls.services + _redirects(config, reactor, wrap):
         extra.setServiceParent(service)
+    if router.health is not None:
+        HealthChecker(
+            reactor, router.health, config.check_interval, config.check_timeout, config.check_path,
+        ).setServiceParent(service)
     metrics = metricsPage(router, config.statsName)
     if config.stats:
         stats = _checked(
@@ -296,7 +302,13 @@ def buildRouter(config, reactor, forwarder=None, accessLog=None):
         C{config.to}.
     @param accessLog: an L{AccessLog} for the HTTP router, or L{None}.
     """
+    health = None
+    if config.check_interval is not None:
+        health = NodeHealth(
+            reactor, config.to, config.fallback, config.check_fall, config.check_rise,
+        )
     shared = dict(
+        health=health,
         forwarder=forwarder,
         fallback=config.fallback,
         fallback_on_no_key=config.fallback_on_no_key,

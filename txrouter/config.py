@@ -28,6 +28,7 @@ from txrouter.limits import MAX_KEY_LENGTH
 from txrouter.proxyprotocol import proxyProtocolWrapper
 from txrouter.routing.admission import SOURCE, parseNetwork, parsePortRange
 from txrouter.routing.balancing import ALGORITHMS
+from txrouter.routing.health import DEFAULT_FALL, DEFAULT_RISE
 from txrouter.routing.nodes import Node, parseNode
 from txrouter.routing.subscriptions import DEFAULT_MAX_NODES, DEFAULT_MAX_POOLS, DEFAULT_TOLERANCE
 from txrouter.subscription.addresses import (
@@ -159,6 +160,22 @@ def _atLeast(low):
     return check
 
 
+def _aboveZero(instance, attribute, value) -> None:
+    if value is not None and not value > 0:
+        raise ValueError(f"{_option(attribute.name)}: must be above 0, not {value!r}")
+
+
+#: What an HTTP check's path may be: an origin-form target (RFC 9112), no
+#: space or control byte.
+_CHECK_PATH = re.compile(r"/[!-~]*")
+
+
+def _checkPath(instance, attribute, value) -> None:
+    if not isinstance(value, str) or not _CHECK_PATH.fullmatch(value):
+        raise ValueError(
+            f"--check-path: a path starting with / without spaces or control bytes, not {value!r}")
+
+
 def _between(low, high):
     def check(instance, attribute, value) -> None:
         if not low <= value <= high:
@@ -258,6 +275,11 @@ class RouterConfig:
     )
     graceful_timeout: float = _seconds(30.0)
     cheap: bool = _flag()
+    check_interval: "float | None" = attr.ib(default=None, validator=_aboveZero)
+    check_timeout: "float | None" = attr.ib(default=None, validator=_aboveZero)
+    check_fall: int = attr.ib(default=DEFAULT_FALL, validator=_atLeast(1))
+    check_rise: int = attr.ib(default=DEFAULT_RISE, validator=_atLeast(1))
+    check_path: str = attr.ib(default="/", validator=_checkPath)
     silent_errors: bool = _flag()
     quiet: bool = _flag()
     stats: "str | None" = None
@@ -299,6 +321,7 @@ class RouterConfig:
                 if isinstance(value, str):
                     object.__setattr__(self, name, value.strip(":"))
         self._checkNodes()
+        self._checkHealthChecks()
         self._checkResubscription()
         self.proxyProtocolWrapper(None)
 
@@ -362,6 +385,15 @@ class RouterConfig:
                 f"--cheap: --{chosen[0]} cannot tell when a node is available;"
                 " cheap mode needs --to or --subscription-server"
             )
+
+    def _checkHealthChecks(self) -> None:
+        if self.check_interval is None:
+            if self.check_timeout is not None:
+                raise ValueError("--check-timeout needs --check-interval")
+            return
+        if not (self.to or self.fallback):
+            raise ValueError(
+                "--check-interval checks the --to and --fallback nodes, and there is none")
 
     def _checkResubscription(self) -> None:
         if not self.resubscribe:

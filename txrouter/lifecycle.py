@@ -169,6 +169,8 @@ class RequestSettings:
     @ivar requestCounts: the router's L{RequestCounts}.
     @ivar nodePool: a L{txrouter.nodepool.NodeConnectionPool} keeping HTTP
         nodes' connections between requests, or L{None}.
+    @ivar health: the L{txrouter.routing.health.NodeHealth} of the checks
+        (C{--check-interval}), or L{None}.
     """
 
     reactor = attr.ib()
@@ -187,6 +189,7 @@ class RequestSettings:
     tunnelCounts: TunnelCounts = attr.ib(factory=TunnelCounts, eq=False)
     requestCounts: RequestCounts = attr.ib(factory=RequestCounts, eq=False)
     nodePool = attr.ib(default=None, eq=False)
+    health = attr.ib(default=None, eq=False)
 
 
 class IFrontEnd(Interface):
@@ -461,7 +464,7 @@ class RequestLifecycle:
         settings = self.settings
         self._plan = RetryPlan(
             settings.forwarder, self.key, settings.maxRetries, settings.fallback,
-            self.client, settings.fallbackOnNoKey,
+            self.client, settings.fallbackOnNoKey, settings.health,
         )
         try:
             picked = self._plan.first()

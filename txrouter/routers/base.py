@@ -53,6 +53,7 @@ class RouterFactory(ServerFactory):
         quiet: bool = False,
         min_body_rate: float = 500,
         retry_methods=IDEMPOTENT_METHODS,
+        health=None,
     ) -> None:
         """
         The keyword arguments every router takes, named as the command-line
@@ -91,14 +92,19 @@ class RouterFactory(ServerFactory):
         @param retry_methods: the methods (C{str} or C{bytes}) of the
             requests sent again to the next node when theirs closes before
             any byte of a response (only with an empty or spooled body).
+        @param health: the L{txrouter.routing.health.NodeHealth} the health
+            checks (L{txrouter.checks.HealthChecker}) keep, which takes the
+            C{--to} and C{--fallback} nodes they find down out of rotation;
+            L{None} without checks.
         @raise ValueError: temporary files cannot be created in
             C{post_buffering_dir}.
         """
         if post_buffering and post_buffering_dir is not None:
             checkDirectory("post_buffering_dir", post_buffering_dir)
         self.reactor = reactor
+        self.health = health
         self.forwarder = forwarder or StaticForwarder(
-            nodes, reactor, gracetime, max_fails, algo,
+            nodes, reactor, gracetime, max_fails, algo, health,
         )
         self.fallback = tuple(fallback)
         self.fallbackOnNoKey = fallback_on_no_key
@@ -116,7 +122,7 @@ class RouterFactory(ServerFactory):
             reactor=reactor, forwarder=self.forwarder, fallback=self.fallback,
             fallbackOnNoKey=fallback_on_no_key, maxRetries=max_retries,
             connectTimeout=self.connectTimeout, timeout=timeout, harakiri=harakiri,
-            quiet=quiet, minBodyRate=min_body_rate,
+            quiet=quiet, minBodyRate=min_body_rate, health=health,
             retryMethods={
                 (m.encode() if isinstance(m, str) else m).upper() for m in retry_methods
             },
@@ -131,7 +137,8 @@ class RouterFactory(ServerFactory):
         attempt, by cause (L{txrouter.lifecycle.RetryCounts}); C{requests}
         (a txrouter key): the requests begun and in flight, the HTTP
         routers' by status class, and the refusals by event name
-        (L{txrouter.lifecycle.RequestCounts}).
+        (L{txrouter.lifecycle.RequestCounts}); with health checks,
+        C{node_checks} (L{txrouter.routing.health.NodeHealth.statsFields}).
         """
         settings = self.requestSettings
         counts = settings.requestCounts
@@ -145,7 +152,10 @@ class RouterFactory(ServerFactory):
             "statuses": dict(sorted(statuses.items())),
             "refusals": dict(sorted(counts.refusals.items())),
         }
-        return [("retries", settings.retryCounts.asDict()), ("requests", requests)]
+        fields = [("retries", settings.retryCounts.asDict()), ("requests", requests)]
+        if self.health is not None:
+            fields += self.health.statsFields()
+        return fields
 
     def drain(self, timeout: float):
         """

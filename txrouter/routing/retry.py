@@ -11,6 +11,11 @@ nodes as well (uWSGI's C{--fastrouter-fallback-on-no-key}).
 A request never tries the same node twice (nginx's rule): when the
 forwarder answers with a node the request already tried, which it does
 for a lone node it keeps in rotation, the plan is over.
+
+With health checks (C{--check-interval}), a fallback node the checks found
+down is passed over, and a request for which the forwarder has no node in
+rotation goes to the fallback nodes (HAProxy's backup servers); without
+them, uWSGI's rule stays: no node, no fallback.
 """
 
 from twisted.internet.defer import Deferred
@@ -31,16 +36,22 @@ class RetryPlan:
 
     def __init__(
         self, forwarder, key, maxRetries: int = 3, fallback=(),
-        client=None, fallbackOnNoKey: bool = False,
+        client=None, fallbackOnNoKey: bool = False, health=None,
     ) -> None:
+        """
+        @param health: the L{txrouter.routing.health.NodeHealth} of the
+            checks, or L{None} without checks.
+        """
         self.forwarder = forwarder
         self.key = key
         self.client = client
         self.maxRetries = maxRetries
         self.fallback = fallback
         self.fallbackOnNoKey = fallbackOnNoKey
+        self.health = health
         self.retries = 0
         self._tried = None
+        self._fallbackIndex = 0
 
     def first(self):
         """
@@ -49,15 +60,28 @@ class RetryPlan:
         @raise NoNodeForKey: the key maps to nothing and there is no
             fallback for that.
         """
+        backup = self.health is not None and bool(self.fallback)
         if not (self.fallbackOnNoKey and self.fallback):
-            return self.forwarder.pick(self.key, self.client)
-        try:
             picked = self.forwarder.pick(self.key, self.client)
-        except NoNodeForKey:
-            return self._nextFallback()
+        else:
+            try:
+                picked = self.forwarder.pick(self.key, self.client)
+            except NoNodeForKey:
+                return self._nextFallback()
+            if isinstance(picked, Deferred):
+                picked.addErrback(lambda f: (f.trap(NoNodeForKey), self._nextFallback())[1])
+        if not backup:
+            return picked
         if isinstance(picked, Deferred):
-            picked.addErrback(lambda f: (f.trap(NoNodeForKey), self._nextFallback())[1])
-        return picked
+            return picked.addCallback(self._orFallback)
+        return self._orFallback(picked)
+
+    def _orFallback(self, node):
+        """
+        C{node}, or the first fallback node in rotation when the forwarder
+        had none.
+        """
+        return self._nextFallback() if node is None else node
 
     def afterFailure(self, node):
         """
@@ -87,7 +111,15 @@ class RetryPlan:
         return None if node in self._tried else node
 
     def _nextFallback(self):
+        """
+        The next fallback node the checks did not take out, counted as a
+        retry; L{None} once there is none.
+        """
         self.retries += 1
-        if self.retries <= len(self.fallback):
-            return self.fallback[self.retries - 1]
+        fallback, health = self.fallback, self.health
+        while self._fallbackIndex < len(fallback):
+            node = fallback[self._fallbackIndex]
+            self._fallbackIndex += 1
+            if health is None or not health.isDown(node):
+                return node
         return None

@@ -21,7 +21,14 @@ does it (reference section 3.3):
    quarantine instead of the cursor, reading the same counters as for a
    subscribed pool (L{StaticNodeLoad}): C{lrc} sends a request to the node
    with the fewest in flight, a websocket tunnel counting as in flight for
-   as long as it is open.
+   as long as it is open;
+ - with health checks (C{--check-interval}, a L{NodeHealth}), a node the
+   checks found down is out of rotation until they find it up again, even
+   the last one (as HAProxy: C{fall} failed probes in a row are no passing
+   blip, and an instant 503 beats every request waiting for a dead node);
+   a node in quarantine that then passes C{rise} probes in a row leaves it
+   at once.  Quarantine spares the last node still in rotation: one the
+   checks took out does not count as live.
 
 Time comes from an injected C{IReactorTime}.
 """
@@ -74,11 +81,13 @@ class StaticForwarder:
 
     def __init__(
         self, nodes, clock, gracetime: float = 30.0, maxFails: int = 1,
-        algo: "str | None" = None,
+        algo: "str | None" = None, health=None,
     ) -> None:
         """
         @param algo: a balancing algorithm's name (C{wrr}, C{lrc}, C{wlrc},
             C{iphash}), or L{None} for uWSGI's round robin.
+        @param health: the L{txrouter.routing.health.NodeHealth} of the
+            checks, or L{None} without checks.
         @raise ValueError: an unknown C{algo}.
         """
         self.nodes = list(nodes)
@@ -94,6 +103,9 @@ class StaticForwarder:
         self._watchers = []
         self._wakeUp = None
         self.available = bool(self.nodes)
+        self.health = health
+        if health is not None:
+            health.watch(self._checkChanged)
 
     def pick(self, key=None, client=None):
         count = len(self.nodes)
@@ -102,9 +114,12 @@ class StaticForwarder:
         deadSince = self._deadSince
         if self._balancer is not None:
             return self._choose(client)
+        health = self.health
         for _ in range(count):
             node = self.nodes[self._cursor]
             self._cursor = (self._cursor + 1) % count
+            if health is not None and health.isDown(node):
+                continue
             if not deadSince:
                 return node
             since = deadSince.get(node)
@@ -118,7 +133,7 @@ class StaticForwarder:
         pending until its outcome is known; L{None} if there is none.
         """
         loads = self._loads
-        candidates = [loads[node] for node in self.nodes if not self.isDead(node)]
+        candidates = [loads[node] for node in self.nodes if not self.isOut(node)]
         if not candidates:
             return None
         chosen = self._balancer.choose(candidates, client)
@@ -150,6 +165,8 @@ class StaticForwarder:
         if not self._watchers and self._isLastLive(node):
             return
         self._deadSince[node] = now
+        if self.health is not None:
+            self.health.restart(node)
         if self._watchers:
             self._recheck()
 
@@ -176,9 +193,33 @@ class StaticForwarder:
 
     def _isLastLive(self, node) -> bool:
         """
-        Whether every node but C{node} is in quarantine.
+        Whether every node but C{node} is out of rotation.
         """
-        return all(other == node or self.isDead(other) for other in self.nodes)
+        return all(other == node or self.isOut(other) for other in self.nodes)
+
+    def isOut(self, node) -> bool:
+        """
+        Whether C{node} is out of rotation now: in quarantine, or down by
+        its checks.
+        """
+        return self.isDead(node) or (self.health is not None and self.health.isDown(node))
+
+    def _checkChanged(self, node, up: bool) -> bool:
+        """
+        The checks found C{node} down, or up: a node they confirm up leaves
+        quarantine.
+
+        @return: whether C{node} was in quarantine until now.
+        """
+        if node not in self._loads:
+            return False
+        wasDead = False
+        if up and node in self._deadSince:
+            wasDead = self.isDead(node)
+            del self._deadSince[node]
+        if self._watchers:
+            self._recheck()
+        return wasDead
 
     def isDead(self, node) -> bool:
         """
@@ -190,19 +231,21 @@ class StaticForwarder:
     def statsFields(self):
         """
         uWSGI's C{static_nodes}: successful connections, and the time a node
-        was marked dead (0 while alive).
+        was marked dead (0 while alive); with checks, C{check} (a txrouter
+        key): C{up} or C{down}, as the checks found it.
         """
-        return [(
-            "static_nodes",
-            [
-                {
-                    "name": node.name,
-                    "hits": self._hits.get(node, 0),
-                    "grace": int(self._deadSince[node]) if self.isDead(node) else 0,
-                }
-                for node in self.nodes
-            ],
-        )]
+        health = self.health
+        nodes = []
+        for node in self.nodes:
+            fields = {
+                "name": node.name,
+                "hits": self._hits.get(node, 0),
+                "grace": int(self._deadSince[node]) if self.isDead(node) else 0,
+            }
+            if health is not None:
+                fields["check"] = "down" if health.isDown(node) else "up"
+            nodes.append(fields)
+        return [("static_nodes", nodes)]
 
     def watchAvailability(self, callback) -> None:
         self._watchers.append(callback)
@@ -213,9 +256,11 @@ class StaticForwarder:
         when the first one leaves it.
         """
         now = self.clock.seconds()
+        health = self.health
         ends = [
             self._deadSince[node] + self.gracetime if node in self._deadSince else now
             for node in self.nodes
+            if health is None or not health.isDown(node)
         ]
         available = bool(ends) and min(ends) <= now
         if self._wakeUp is not None and self._wakeUp.active():

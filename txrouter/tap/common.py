@@ -17,6 +17,7 @@ from twisted.python import usage
 from txrouter.build import buildService, checkConfig
 from txrouter.tap.mistakes import explain, refuseAbbreviations, stopWith
 from txrouter.routing.balancing import ALGORITHMS
+from txrouter.routing.health import DEFAULT_FALL, DEFAULT_RISE
 from txrouter.routing.subscriptions import DEFAULT_MAX_NODES, DEFAULT_MAX_POOLS, DEFAULT_TOLERANCE
 from txrouter.subscription.signing import DEFAULT_TOLERANCE as SIGN_TOLERANCE
 
@@ -171,6 +172,19 @@ class RouterOptions(ConfigOptions):
          "Seconds a --to node that failed to connect is left out.", positive],
         ["max-fails", None, 1,
          "Failed connects within --gracetime that put a --to node in quarantine.", count],
+        ["check-interval", None, None,
+         "Probe each --to and --fallback node every S seconds (a connect; an HTTP"
+         " GET for http:// nodes) and take those failing out of rotation"
+         " (default: no checks).", positive],
+        ["check-timeout", None, None,
+         "Seconds a probe may take (default: --check-interval).", positive],
+        ["check-fall", None, DEFAULT_FALL,
+         "Failed probes in a row that take a node out (HAProxy's fall).", count],
+        ["check-rise", None, DEFAULT_RISE,
+         "Passed probes in a row that bring it back, or end its quarantine"
+         " (HAProxy's rise).", count],
+        ["check-path", None, "/",
+         "The path an http:// node is asked for; a status below 500 passes."],
         ["algo", None, None,
          "Balancing of the --to nodes: wrr, lrc, wlrc or iphash (default: round"
          " robin, as uWSGI).", algorithm],
