@@ -105,6 +105,18 @@ class RouterCollector:
         source = IStatsSource(router.forwarder, None)
         if source is not None:
             yield from self._forwarder(dict(source.statsFields()))
+        health = getattr(router, "health", None)
+        if health is not None:
+            yield self._checks(dict(health.statsFields())["node_checks"])
+
+    def _checks(self, checks):
+        up = GaugeMetricFamily(
+            "txrouter_node_check_up",
+            "1 while the health checks find a --to or --fallback node up, 0 while down.",
+            labels=["router", "node", "role"])
+        for check in checks:
+            up.add_metric([self.name, check["name"], check["role"]], int(check["state"] == "up"))
+        return up
 
     def _firstByte(self, counts):
         buckets, total = [], 0

@@ -1,7 +1,7 @@
 """
 The stats page: the stats document as one HTML page, what HAProxy's
 stats page shows at a glance (listeners, static nodes and their
-quarantine, subscribed pools and their nodes, requests, retries, tunnels,
+quarantine and health checks, subscribed pools and their nodes, requests, retries, tunnels,
 refusals).  Rendered on the server from the document, no script; the page
 reloads itself every few seconds.
 """
@@ -49,6 +49,12 @@ def _ago(stamp: int, now: float) -> str:
     return f"{max(0, int(now - stamp))} s ago" if stamp else "never"
 
 
+def _staticState(node: dict) -> str:
+    if node.get("check") == "down":
+        return "down (checks)"
+    return "quarantined" if node["grace"] else "up"
+
+
 def renderPage(document: dict, shortName: str, now: "float | None" = None) -> bytes:
     """
     The page of the stats C{document} (L{txrouter.stats.document.statsDocument})
@@ -87,12 +93,22 @@ def renderPage(document: dict, shortName: str, now: "float | None" = None) -> by
     body.append(_table("Retries and tunnels", ["counter", "value"], extra, tableId="counters"))
     static = document.get("static_nodes")
     if static is not None:
-        rows = [(n["name"], n["hits"], "quarantined" if n["grace"] else "up",
+        rows = [(n["name"], n["hits"], _staticState(n),
                  _ago(n["grace"], now) if n["grace"] else "") for n in static]
         body.append("<h2>Static nodes (--to)</h2>")
         body.append(_table(
             "static nodes", ["node", "connections", "state", "quarantined since"], rows,
-            ["down" if n["grace"] else "up" for n in static], tableId="static-nodes"))
+            ["up" if _staticState(n) == "up" else "down" for n in static],
+            tableId="static-nodes"))
+    checks = document.get("node_checks")
+    if checks is not None:
+        rows = [(c["name"], c["role"], c["state"], _ago(c["since"], now), c["fails"],
+                 c["passes"], c["reason"] or "") for c in checks]
+        body.append("<h2>Health checks</h2>")
+        body.append(_table(
+            "health checks", ["node", "option", "state", "changed", "failed in a row",
+                              "passed in a row", "last probe"], rows,
+            [c["state"] for c in checks], tableId="node-checks"))
     pools = document.get("subscriptions")
     if pools is not None:
         body.append(f"<h2>Subscribed pools ({len(pools)})</h2>")
