@@ -27,6 +27,7 @@ from txrouter.routing.static import StaticForwarder
 from txrouter.stats.metrics import metricsPage
 from txrouter.stats.page import renderPage
 from txrouter.tap.http import Options as HTTPOptions
+from txrouter.testing import MemoryNetwork, UwsgiWSGIBackend
 from txrouter.transports import NodeBusy
 
 A = parseNode("127.0.0.1:3031")
@@ -421,6 +422,81 @@ class CheckerTests(SynchronousTestCase):
         self.assertEqual(self.reactor.getDelayedCalls(), [])
         self.refuseAll()
         self.assertFalse(self.health.isDown(A))
+
+
+class RouterWithChecksTests(SynchronousTestCase):
+    """
+    A router and its checker over an in-memory network: what the checks
+    find decides where requests go, with no request failing first.
+    """
+
+    def setUp(self):
+        self.network = MemoryNetwork()
+        self.backends = {}
+        for node in (A, B, F1):
+            self.start(node)
+        reactor = self.network.reactor
+        self.health = NodeHealth(reactor, [A, B], [F1], fall=2, rise=2)
+        self.router = HTTPRouter(reactor, [A, B], fallback=[F1], health=self.health,
+                                 server_name="vm", max_retries=0)
+        self.checker = HealthChecker(reactor, self.health, interval=1, timeout=0.5)
+        self.checker.startService()
+        self.addCleanup(self.checker.stopService)
+        self.network.flush()
+
+    def address(self, node):
+        return node.path or (node.host, node.port)
+
+    def start(self, node):
+        self.backends[node] = UwsgiWSGIBackend()
+        self.network.addBackend(self.address(node), self.backends[node])
+
+    def stop(self, node):
+        del self.network.backends[self.address(node)]
+
+    def rounds(self, count):
+        for _ in range(count):
+            self.network.reactor.advance(1)
+            self.network.flush()
+
+    def servedBy(self, requests=4):
+        """
+        The nodes that served C{requests} requests (all answered 200).
+        """
+        before = {node: len(backend.requests) for node, backend in self.backends.items()}
+        for _ in range(requests):
+            client = self.network.connect(self.router)
+            client.send(b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n")
+            self.assertTrue(client.received().startswith(b"HTTP/1.1 200 "), client.received())
+        return {node for node, backend in self.backends.items()
+                if len(backend.requests) > before[node]}
+
+    def test_probes_leave_no_request_behind(self):
+        self.rounds(3)
+        self.assertEqual([len(b.requests) for b in self.backends.values()], [0, 0, 0])
+        self.assertEqual(self.servedBy(), {A, B})
+
+    def test_a_stopped_node_is_left_out_before_any_request(self):
+        self.stop(A)
+        self.rounds(2)
+        self.assertTrue(self.health.isDown(A))
+        self.assertEqual(self.servedBy(), {B})
+        self.assertEqual(self.router.requestSettings.requestCounts.refusals, {})
+
+    def test_every_to_node_down_goes_to_the_fallback(self):
+        self.stop(A)
+        self.stop(B)
+        self.rounds(2)
+        self.assertEqual(self.servedBy(), {F1})
+
+    def test_back_after_rise_passes(self):
+        self.stop(A)
+        self.rounds(2)
+        self.start(A)
+        self.rounds(1)
+        self.assertEqual(self.servedBy(), {B})
+        self.rounds(1)
+        self.assertEqual(self.servedBy(), {A, B})
 
 
 class OperatorTests(SynchronousTestCase):
