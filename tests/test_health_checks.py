@@ -17,8 +17,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.logs import named
 from txrouter.build import buildService
-from txrouter.checks import HealthChecker, NodeProbe, checkRequest
-from txrouter.config import HTTPRouterConfig
+from txrouter.checks import HealthChecker, NodeProbe, checkRequest, proxyHeaderFor
+from txrouter.config import FastRouterConfig, HTTPRouterConfig, RawRouterConfig
 from txrouter.routers.http import HTTPRouter
 from txrouter.routing.health import DEFAULT_FALL, DEFAULT_RISE, NodeHealth
 from txrouter.routing.nodes import parseNode
@@ -266,8 +266,8 @@ class ProbeTests(SynchronousTestCase):
         self.reactor = MemoryReactorClock()
         self.outcomes = []
 
-    def probe(self, node=A, timeout=2.0, path="/"):
-        probe = NodeProbe(self.reactor, node, timeout, path)
+    def probe(self, node=A, timeout=2.0, path="/", proxyHeader=b""):
+        probe = NodeProbe(self.reactor, node, timeout, path, proxyHeader)
         probe.deferred.addCallback(self.outcomes.append)
         probe.start()
         return probe
@@ -288,6 +288,19 @@ class ProbeTests(SynchronousTestCase):
         self.assertEqual(transport.value(), b"")
         self.assertTrue(transport.disconnecting)
         self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_proxy_header_first(self):
+        """
+        Nodes sent a PROXY protocol header get one that names no client.
+        """
+        self.assertEqual(proxyHeaderFor(1), b"PROXY UNKNOWN\r\n")
+        self.assertEqual(proxyHeaderFor(2)[12:16], b"\x20\x00\x00\x00")
+        self.assertEqual(proxyHeaderFor(0), b"")
+        protocol, transport = self.connect(self.probe(proxyHeader=b"PROXY UNKNOWN\r\n"))
+        self.assertEqual(transport.value(), b"PROXY UNKNOWN\r\n")
+        self.assertEqual(self.outcomes, [(True, "connected")])
+        protocol, transport = self.connect(self.probe(WEB, proxyHeader=b"PROXY UNKNOWN\r\n"))
+        self.assertTrue(transport.value().startswith(b"PROXY UNKNOWN\r\nGET / HTTP/1.1\r\n"))
 
     def test_unix_node(self):
         self.probe(B)
@@ -582,6 +595,18 @@ class OperatorTests(SynchronousTestCase):
         self.assertIs(service.router.forwarder.health, checker.health)
         self.assertIs(service.router.requestSettings.health, checker.health)
         self.assertEqual((checker.interval, checker.timeout, checker.health.fall), (2, 2, 1))
+
+    def test_proxy_header_built(self):
+        for config, header in [
+            (HTTPRouterConfig(bind=["tcp:0"], to=[":1"], check_interval=1, send_proxy=True),
+             b"PROXY UNKNOWN\r\n"),
+            (RawRouterConfig(bind=["tcp:0"], to=[":1"], check_interval=1, send_proxy_v2=True),
+             proxyHeaderFor(2)),
+            (FastRouterConfig(bind=["tcp:0"], to=[":1"], check_interval=1), b""),
+        ]:
+            service = buildService(config, MemoryReactorClock())
+            [checker] = [s for s in service if isinstance(s, HealthChecker)]
+            self.assertEqual(checker.proxyHeader, header)
 
     def test_not_built_without_the_option(self):
         service = buildService(HTTPRouterConfig(bind=["tcp:0"], to=[":3031"]), MemoryReactorClock())

@@ -41,7 +41,7 @@ from twisted.application.service import MultiService
 from twisted.logger import Logger
 
 from txrouter.accesslog import AccessLog, JSONAccessLog, ReopenableFile
-from txrouter.checks import HealthChecker
+from txrouter.checks import HealthChecker, proxyHeaderFor
 from txrouter.config import (
     FastRouterConfig,
     HTTPRouterConfig,
@@ -132,6 +132,7 @@ def buildService(config, reactor) -> RouterService:
     if router.health is not None:
         HealthChecker(
             reactor, router.health, config.check_interval, config.check_timeout, config.check_path,
+            proxyHeaderFor(_sendProxy(config)),
         ).setServiceParent(service)
     metrics = metricsPage(router, config.statsName)
     if config.stats:
@@ -381,9 +382,11 @@ def buildRouter(config, reactor, forwarder=None, accessLog=None):
 def _sendProxy(config) -> int:
     """
     The PROXY protocol version C{--send-proxy}/C{--send-proxy-v2} ask
-    for, 0 for none.
+    for, 0 for none (and for the FastRouter, which has neither).
     """
-    return 2 if config.send_proxy_v2 else 1 if config.send_proxy else 0
+    if getattr(config, "send_proxy_v2", False):
+        return 2
+    return 1 if getattr(config, "send_proxy", False) else 0
 
 
 # TLS

@@ -18,6 +18,11 @@ A probe is:
    C{--check-path} names a page it has); a 5xx, anything that is no HTTP
    response, or a close before a whole response head fails.
 
+With C{--send-proxy} (or C{--send-proxy-v2}), the nodes expect a PROXY
+protocol header first: each probe starts with one that names no client
+(v1 C{PROXY UNKNOWN}, v2's C{LOCAL} command, meant for health checks), as
+HAProxy's checks of a C{send-proxy} server do.
+
 A probe has C{timeout} seconds for all of it.  Connects go through
 L{txrouter.transports.connectNode}, as requests' do; the timers are the
 reactor's, so that checks run on a C{task.Clock} in tests.  A node whose
@@ -32,8 +37,9 @@ from twisted.internet.task import LoopingCall
 from txrouter.routing.nodes import HTTP
 from txrouter.transports import NodeBusy, connectNode
 from txrouter.wire.http1 import HTTPError, ResponseHeadParser
+from txrouter.wire.proxy import encodeV1, encodeV2
 
-__all__ = ["HealthChecker", "NodeProbe", "checkRequest"]
+__all__ = ["HealthChecker", "NodeProbe", "checkRequest", "proxyHeaderFor"]
 
 #: The largest response head an HTTP probe reads.
 MAX_HEAD = 16384
@@ -56,12 +62,26 @@ def checkRequest(node, path: str) -> bytes:
     ).encode("ascii")
 
 
+def proxyHeaderFor(version: int) -> bytes:
+    """
+    The PROXY protocol header of a probe for nodes sent version
+    C{version} (0: none): it names no client.
+    """
+    if version == 2:
+        return encodeV2(None, None)
+    if version == 1:
+        return encodeV1(None, None)
+    return b""
+
+
 class _ConnectProbe(Protocol):
     """
     Passes once connected, and closes.
     """
 
     def connectionMade(self) -> None:
+        if self.factory.proxyHeader:
+            self.transport.write(self.factory.proxyHeader)
         self.factory.settle(True, "connected")
         self.transport.loseConnection()
 
@@ -73,7 +93,7 @@ class _HTTPProbe(Protocol):
 
     def connectionMade(self) -> None:
         self._parser = ResponseHeadParser(maxHeadSize=MAX_HEAD)
-        self.transport.write(self.factory.request)
+        self.transport.write(self.factory.proxyHeader + self.factory.request)
 
     def dataReceived(self, data: bytes) -> None:
         try:
@@ -104,8 +124,14 @@ class NodeProbe(ClientFactory):
     connector = None
     protocol = None
 
-    def __init__(self, reactor, node, timeout: float, path: str = "/") -> None:
+    def __init__(self, reactor, node, timeout: float, path: str = "/",
+                 proxyHeader: bytes = b"") -> None:
+        """
+        @param proxyHeader: the PROXY protocol header sent first, or
+            nothing.
+        """
         self.reactor = reactor
+        self.proxyHeader = proxyHeader
         self.node = node
         self.timeout = timeout
         self.request = checkRequest(node, path) if node.protocol == HTTP else None
@@ -181,14 +207,17 @@ class HealthChecker(Service):
     @ivar interval: seconds between two probes of a node.
     @ivar timeout: seconds a probe may take.
     @ivar path: the path HTTP nodes are asked for.
+    @ivar proxyHeader: the PROXY protocol header each probe starts with
+        (L{proxyHeaderFor}), or nothing.
     """
 
     def __init__(self, reactor, health, interval: float, timeout: "float | None" = None,
-                 path: str = "/") -> None:
+                 path: str = "/", proxyHeader: bytes = b"") -> None:
         """
         @param timeout: seconds a probe may take; L{None} for C{interval}
             (HAProxy's default when there is no C{timeout check}).
         """
+        self.proxyHeader = proxyHeader
         self.reactor = reactor
         self.health = health
         self.interval = interval
@@ -219,7 +248,7 @@ class HealthChecker(Service):
         for node in self.health.nodes:
             if node in self._probes:
                 continue
-            probe = NodeProbe(self.reactor, node, self.timeout, self.path)
+            probe = NodeProbe(self.reactor, node, self.timeout, self.path, self.proxyHeader)
             self._probes[node] = probe
             probe.deferred.addCallback(self._outcome, probe)
             probe.start()
