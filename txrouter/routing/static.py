@@ -22,13 +22,14 @@ does it (reference section 3.3):
    subscribed pool (L{StaticNodeLoad}): C{lrc} sends a request to the node
    with the fewest in flight, a websocket tunnel counting as in flight for
    as long as it is open;
- - with health checks (C{--check-interval}, a L{NodeHealth}), a node the
-   checks found down is out of rotation until they find it up again, even
-   the last one (as HAProxy: C{fall} failed probes in a row are no passing
-   blip, and an instant 503 beats every request waiting for a dead node);
-   a node in quarantine that then passes C{rise} probes in a row leaves it
-   at once.  Quarantine spares the last node still in rotation: one the
-   checks took out does not count as live.
+ - with health checks (C{--check-interval}, a
+   L{txrouter.routing.health.NodeHealth}), a node the checks found down is
+   out of rotation until they find it up again, even the last one (as
+   HAProxy: C{fall} failed probes in a row are no passing blip, and an
+   instant 503 beats every request waiting for a dead node); a node in
+   quarantine that then passes C{rise} probes in a row leaves it at once.
+   Quarantine spares the last node still in rotation: one the checks took
+   out does not count as live.
 
 Time comes from an injected C{IReactorTime}.
 """
