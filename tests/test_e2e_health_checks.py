@@ -33,6 +33,10 @@ ECHO_APP = pathlib.Path(__file__).resolve().parent / "apps" / "echo.py"
 #: Seconds between two probes of a node.
 INTERVAL = 0.3
 
+#: Seconds a probe may take: generous, so that a loaded machine never fails
+#: a live node's probe (a dead node refuses at once).
+TIMEOUT = 3
+
 
 def uwsgi_node(tmp_path, sock: str, name: str) -> Process:
     """
@@ -90,7 +94,8 @@ def run_failover(tmp_path, nodes, start, extra=()):
     backends = [start(0), start(1)]
     port, statsPort = free_port(), free_port()
     router = txrouter_http(tmp_path, port, nodes, [
-        "--check-interval", str(INTERVAL), "--check-fall", "2", "--check-rise", "2",
+        "--check-interval", str(INTERVAL), "--check-timeout", str(TIMEOUT),
+        "--check-fall", "2", "--check-rise", "2",
         "--max-retries", "0", "--stats", f"127.0.0.1:{statsPort}", *extra,
     ])
     try:
@@ -101,7 +106,7 @@ def run_failover(tmp_path, nodes, start, extra=()):
 
         backends[1].stop()
         wait_until(lambda: check_states(statsPort)[nodes[1]] == "down",
-                   "the stopped node down in the stats", timeout=20 * INTERVAL, process=router)
+                   "the stopped node down in the stats", timeout=15, process=router)
         wait_for_log(router, "node_check_failed")
         hits = {n["name"]: n["hits"] for n in stats(statsPort)["static_nodes"]}
         answers = [served_by(port) for _ in range(20)]
@@ -114,7 +119,7 @@ def run_failover(tmp_path, nodes, start, extra=()):
 
         backends[1] = start(1)
         wait_until(lambda: check_states(statsPort) == up, "the node back up in the stats",
-                   timeout=20 * INTERVAL, process=router)
+                   timeout=15, process=router)
         wait_for_log(router, "node_check_passed")
         assert {served_by(port) for _ in range(4)} == {"one", "two"}
         log = router.log()
