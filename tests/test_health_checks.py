@@ -357,6 +357,12 @@ class ProbeTests(SynchronousTestCase):
             self.assertEqual(self.outcomes, [(True, f"status {status}")])
             self.assertTrue(transport.disconnecting)
 
+    def test_body_after_the_head_ignored(self):
+        protocol, transport = self.answer(b"HTTP/1.1 200 OK\r\n\r\n")
+        protocol.dataReceived(b"<html>a body that is no head</html>")
+        self.assertEqual(self.outcomes, [(True, "status 200")])
+        self.assertFalse(transport.disconnected)
+
     def test_5xx_fails(self):
         self.answer(b"HTTP/1.0 503 Service Unavailable\r\n\r\n")
         self.assertEqual(self.outcomes, [(False, "status 503")])

@@ -96,6 +96,10 @@ class _HTTPProbe(Protocol):
         self.transport.write(self.factory.proxyHeader + self.factory.request)
 
     def dataReceived(self, data: bytes) -> None:
+        if self.factory.deferred is None:
+            # Decided (the body of the response goes on arriving until the
+            # close is done).
+            return
         try:
             head = self._parser.feed(data)
         except HTTPError as e:
