@@ -20,6 +20,7 @@ from tests.logs import named
 from txrouter.routing.admission import AddressPolicy
 from txrouter.routing.subscriptions import SubscriptionRegistry
 from txrouter.subscription.addresses import parseDatagramAddress
+from txrouter.socketfiles import SocketFiles
 from txrouter.subscription.server import (
     READ_BUFFER,
     DatagramListener,
@@ -326,6 +327,7 @@ def test_services_listen_on_each_address(tmp_path, events):
     sender = FakeSender()
     services = subscriptionServices(
         reactor, ["127.0.0.1:7000", ":7001", str(stale), "@subs"], registry, sender=sender,
+        listening=SocketFiles(reactor),
     )
     assert [type(s) for s in services] == [RegistryCloser] + [DatagramListener] * 4 + [SenderCloser]
     for service in services:

@@ -31,6 +31,7 @@ with the option's name; L{checkConfig} finds every mistake the build would,
 binding nothing, so that the command line reports it as a usage error.
 """
 
+import functools
 import os
 import signal
 import sys
@@ -53,6 +54,7 @@ from txrouter.config import (
     TunTapRouterConfig,
 )
 from txrouter.endpoints import checkServerEndpoint, parseServerEndpoint
+from txrouter.privileges import Credentials, DropPrivileges
 from txrouter.routers.fast import FastRouter
 from txrouter.routers.http import HTTPRouter
 from txrouter.routers.pty import PtyRouter, checkPrivileges
@@ -69,6 +71,7 @@ from txrouter.routing.paths import PathForwarder
 from txrouter.routing.subscriptions import SubscriptionRegistry
 from txrouter.service import Listener, RouterService, TLSListener
 from txrouter.signals import OnSignal
+from txrouter.socketfiles import socketFiles
 from txrouter.spool import SpoolError, checkSpoolDirectory
 from txrouter.stats.metrics import metricsPage
 from txrouter.stats.server import MetricsFactory, StatsFactory, statsEndpoint, uwsgiAddressToEndpoint
@@ -112,12 +115,21 @@ def buildService(config, reactor) -> RouterService:
     @raise ValueError: a mistake in C{config}; the message starts with the
         option's name.
     """
+    credentials = Credentials.of(config.uid, config.gid)
+    service = _buildRouterService(config, reactor)
+    if credentials is not None:
+        DropPrivileges(credentials).setServiceParent(service)
+    return service
+
+
+def _buildRouterService(config, reactor):
     if isinstance(config, PtyRouterConfig):
         return buildPtyService(config, reactor)
     if isinstance(config, TunTapRouterConfig):
         return buildTunTapService(config, reactor)
     _checkPlaces(config)
-    forwarder, services = buildForwarder(config, reactor)
+    files = socketFilesOf(config)
+    forwarder, services = buildForwarder(config, reactor, files(reactor))
     accessLog, logServices = buildAccessLog(config, reactor)
     tls = buildTLS(config, reactor, forwarder)
     router = buildRouter(config, reactor, forwarder, accessLog)
@@ -126,6 +138,7 @@ def buildService(config, reactor) -> RouterService:
         reactor, router, config.bind, config.graceful_timeout, cheap=config.cheap,
         wrap=wrap, tlsListeners=tls.listeners,
         handshakeTimeout=getattr(config, "tls_handshake_timeout", DEFAULT_HANDSHAKE_TIMEOUT),
+        socketFiles=files,
     )
     for extra in services + logServices + tls.services + _redirects(config, reactor, wrap):
         extra.setServiceParent(service)
@@ -137,13 +150,13 @@ def buildService(config, reactor) -> RouterService:
     metrics = metricsPage(router, config.statsName)
     if config.stats:
         stats = _checked(
-            "--stats", service.serveStats, reactor, config.stats, config.statsName,
+            "--stats", service.serveStats, files(reactor), config.stats, config.statsName,
             statsAddresses(config), http=config.stats_http, minified=config.stats_minified,
         )
         stats.factory.metrics = metrics
         stats.factory.shortName = config.statsName
     if config.metrics:
-        endpoint = _checked("--metrics", statsEndpoint, reactor, config.metrics)
+        endpoint = _checked("--metrics", statsEndpoint, files(reactor), config.metrics)
         Listener(endpoint, MetricsFactory(reactor, metrics)).setServiceParent(service)
     return service
 
@@ -160,6 +173,7 @@ def checkConfig(config):
     @raise ValueError: the first mistake; the message starts with the
         option's name.
     """
+    Credentials.of(config.uid, config.gid)
     if isinstance(config, PtyRouterConfig):
         _checkPtyConfig(config)
         return config
@@ -196,9 +210,10 @@ def buildPtyService(config: PtyRouterConfig, reactor) -> RouterService:
     router = PtyRouter(
         reactor, command=config.command, rows=config.rows, cols=config.cols,
         timeout=config.timeout, uwsgi_framed=config.uwsgi_framed,
-        max_sessions=config.max_sessions, uid=config.uid, gid=config.gid,
+        max_sessions=config.max_sessions,
     )
-    return RouterService(reactor, router, config.bind, config.graceful_timeout)
+    return RouterService(reactor, router, config.bind, config.graceful_timeout,
+                         socketFiles=socketFilesOf(config))
 
 
 def buildTunTapService(config: TunTapRouterConfig, reactor) -> MultiService:
@@ -213,6 +228,7 @@ def buildTunTapService(config: TunTapRouterConfig, reactor) -> MultiService:
     credentials = config.tuntap_use_credentials
     if isinstance(credentials, str) and credentials != "true":
         credentials = _checked("--tuntap-use-credentials", loadCallable, credentials)
+    files = socketFilesOf(config)
     for spec in config.tuntap_router:
         router = TunTapRouter(
             firewall_in=config.tuntap_router_firewall_in,
@@ -222,12 +238,12 @@ def buildTunTapService(config: TunTapRouterConfig, reactor) -> MultiService:
             addressFor=credentials if callable(credentials) else None,
         )
         DeviceService(reactor, spec.device, router).setServiceParent(service)
-        listening = credentialsListening(reactor) if router.credentials else reactor
+        listening = files(credentialsListening(reactor) if router.credentials else reactor)
         socket = parseServerEndpoint(listening, uwsgiAddressToEndpoint(spec.socket))
         Listener(socket, router).setServiceParent(service)
         stats = spec.stats or config.tuntap_router_stats
         if stats:
-            endpoint = _checked("--tuntap-router-stats", statsEndpoint, reactor, stats)
+            endpoint = _checked("--tuntap-router-stats", statsEndpoint, files(reactor), stats)
             factory = StatsFactory(reactor, router.statsDocument, minified=config.stats_minified)
             Listener(endpoint, factory).setServiceParent(service)
         if spec.gateway:
@@ -596,12 +612,23 @@ class MappingFile:
             )
 
 
-def buildForwarder(config, reactor) -> tuple:
+def socketFilesOf(config):
+    """
+    What makes a reactor whose unix listeners get the socket files
+    C{--chmod-socket} and C{--chown-socket} ask for (and a stale file
+    replaced): L{txrouter.socketfiles.socketFiles} with them.
+    """
+    return functools.partial(socketFiles, mode=config.chmod_socket, owner=config.chown_socket)
+
+
+def buildForwarder(config, reactor, listening=None) -> tuple:
     """
     The forwarder C{config} chooses (L{None} for the static one over the
     C{--to} nodes, which the router builds itself) and the services it
     needs.
 
+    @param listening: the reactor the subscription servers bind with
+        (default: C{reactor}).
     @return: C{(forwarder, services)}.
     @raise ValueError: a mapping file, script or key that cannot be used.
     """
@@ -620,11 +647,11 @@ def buildForwarder(config, reactor) -> tuple:
         mappingFile.load()
         return CacheForwarder(store), [OnSignal(reactor, signal.SIGHUP, mappingFile.reload)]
     if config.subscription_server:
-        return subscriptionForwarder(config, reactor)
+        return subscriptionForwarder(config, reactor, listening)
     return None, []
 
 
-def subscriptionForwarder(config, reactor) -> tuple:
+def subscriptionForwarder(config, reactor, listening=None) -> tuple:
     """
     The subscription registry C{config} describes, and its services: the
     subscription servers, with notify acks and resubscription if asked.
@@ -672,7 +699,7 @@ def subscriptionForwarder(config, reactor) -> tuple:
             proto=config.listenerProto,
         )
     services = subscriptionServices(
-        reactor, config.subscription_server, registry, resubscriber, sender,
+        reactor, config.subscription_server, registry, resubscriber, sender, listening,
     )
     return registry, services
 

@@ -25,6 +25,7 @@ import typing
 import attr
 
 from txrouter.limits import MAX_KEY_LENGTH
+from txrouter.privileges import groupId, userId
 from txrouter.proxyprotocol import proxyProtocolWrapper
 from txrouter.routing.admission import SOURCE, parseNetwork, parsePortRange
 from txrouter.routing.balancing import ALGORITHMS
@@ -54,6 +55,7 @@ from txrouter.wire.uwsgi import MAX_DATASIZE
 
 __all__ = [
     "MAPPERS",
+    "ProcessOptions",
     "RouterConfig",
     "HTTPRouterConfig",
     "HTTPSRouterConfig",
@@ -234,8 +236,73 @@ def _logFormat(instance, attribute, value) -> None:
         raise ValueError(f"--log-format: {value!r} is not combined or json")
 
 
+def _optional(option: str, parse):
+    """
+    An C{attr.ib} converter: L{None} kept, anything else parsed by C{parse}
+    (a C{ValueError} prefixed by C{option}).
+    """
+    parseOne = _naming(option, parse)
+    return lambda value: None if value is None else parseOne(value)
+
+
+def _socketMode(value) -> int:
+    """
+    A C{--chmod-socket} mode: octal text (C{660}) or a number; empty text
+    (uWSGI's bare C{--chmod-socket}) is C{666}.
+    """
+    if isinstance(value, str):
+        text = value.strip() or "666"
+        try:
+            value = int(text, 8)
+        except ValueError:
+            raise ValueError(f"{text!r} is not an octal mode such as 660") from None
+    if not 0 <= value <= 0o777:
+        raise ValueError(f"{oct(value)} is not a mode between 000 and 777")
+    return value
+
+
+def _socketOwner(value) -> "tuple[int, int | None]":
+    """
+    A C{--chown-socket} owner: C{USER[:GROUP]} (names or numbers), or a
+    C{(uid, gid)} pair; no group keeps the file's.
+    """
+    if isinstance(value, str):
+        user, colon, group = value.partition(":")
+        if not user or (colon and not group):
+            raise ValueError(f"{value!r}: give USER or USER:GROUP")
+        return userId(user), groupId(group) if colon else None
+    uid, gid = value
+    return userId(uid), None if gid is None else groupId(gid)
+
+
+@attr.frozen(kw_only=True, slots=False)
+class ProcessOptions:
+    """
+    The options about the router's process and its socket files, which
+    every router takes (C{docs/operations.md}): a mix-in of each router's
+    configuration.
+
+    @ivar uid: the user to run as once everything is bound (a name or
+        number; L{None}: stay).
+    @ivar gid: the group to run as (L{None}: the C{uid}'s primary group,
+        or stay).
+    @ivar chmod_socket: the mode of every unix socket file the router
+        binds, instead of the endpoint's (L{None}: the endpoint's, 666 by
+        default).
+    @ivar chown_socket: the C{(uid, gid)} owner of those files (C{gid}
+        L{None}: keep the group).
+    """
+
+    uid: "int | None" = attr.ib(default=None, converter=_optional("--uid", userId))
+    gid: "int | None" = attr.ib(default=None, converter=_optional("--gid", groupId))
+    chmod_socket: "int | None" = attr.ib(
+        default=None, converter=_optional("--chmod-socket", _socketMode))
+    chown_socket: "tuple[int, int | None] | None" = attr.ib(
+        default=None, converter=_optional("--chown-socket", _socketOwner))
+
+
 @attr.frozen(kw_only=True)
-class RouterConfig:
+class RouterConfig(ProcessOptions):
     """
     The options every router shares (C{docs/routing-options.md}).
 
@@ -648,7 +715,7 @@ class SSLRouterConfig(RawRouterConfig, TLSOptions):
 
 
 @attr.frozen(kw_only=True)
-class PtyRouterConfig:
+class PtyRouterConfig(ProcessOptions):
     """
     C{twistd txrouter-pty}'s options (C{docs/pty-router.md}): a command on
     a new pseudo-terminal for each client.  It has no nodes, so none of
@@ -660,8 +727,8 @@ class PtyRouterConfig:
         C{--forkptyurouter}, C{uwsgi --pty-uconnect}).
     @ivar timeout: idle seconds before a session is hung up; 0 for none.
     @ivar max_sessions: the most sessions at once; 0 for no limit.
-    @ivar uid: the user id the commands run as (L{None}: the router's).
-    @ivar gid: the group id the commands run as (L{None}: the router's).
+    @ivar uid: the user the router, so the commands, run as once its
+        listeners are bound (L{ProcessOptions}).
     """
 
     statsName: typing.ClassVar[str] = "forkptyrouter"
@@ -674,8 +741,6 @@ class PtyRouterConfig:
     uwsgi_framed: bool = _flag()
     max_sessions: int = _count(0)
     allow_root: bool = _flag()
-    uid: "int | None" = _count(None)
-    gid: "int | None" = _count(None)
     graceful_timeout: float = _seconds(30.0)
 
     def __attrs_post_init__(self) -> None:
@@ -741,7 +806,7 @@ def parseTunTapSpec(value: str) -> TunTapSpec:
 
 
 @attr.frozen(kw_only=True)
-class TunTapRouterConfig:
+class TunTapRouterConfig(ProcessOptions):
     """
     C{twistd txrouter-tuntap}'s options (C{docs/tuntap-router.md}), named
     as uWSGI's: IPv4 packets switched between peers on a unix socket and a

@@ -21,6 +21,7 @@ from twisted.logger import Logger
 from txrouter.early import OpenedEarly
 from txrouter.endpoints import parseServerEndpoint
 from txrouter.routing.interfaces import IAvailability
+from txrouter.socketfiles import socketFiles
 from txrouter.stats.document import statsDocument
 from txrouter.stats.server import StatsFactory, statsEndpoint
 from txrouter.tls.handshake import DEFAULT_HANDSHAKE_TIMEOUT
@@ -129,6 +130,7 @@ class RouterService(MultiService):
     def __init__(
         self, reactor, router, binds, graceful_timeout: float = 30.0, cheap: bool = False,
         wrap=None, tlsListeners=(), handshakeTimeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+        socketFiles=socketFiles,
     ) -> None:
         """
         @param binds: endpoint strings to listen on.
@@ -137,13 +139,15 @@ class RouterService(MultiService):
         @param tlsListeners: L{TLSListener}s, listened on after C{binds}.
         @param handshakeTimeout: the seconds a client of a TLS listener
             (C{ssl:} or a L{TLSListener}) has to finish its handshake.
+        @param socketFiles: wraps the listening reactor so that unix socket
+            files are made as asked (L{txrouter.socketfiles.socketFiles}).
         """
         super().__init__()
         self.router = router
         self.gracefulTimeout = graceful_timeout
         self.listeners = []
         forListener = getattr(router, "listenerFactory", None)
-        listening = listeningReactor(reactor, wrap, handshakeTimeout)
+        listening = socketFiles(listeningReactor(reactor, wrap, handshakeTimeout))
         endpoints = [(description, parseServerEndpoint(listening, description))
                      for description in binds]
         endpoints += [(tls.address, tls.endpoint(listening)) for tls in tlsListeners]

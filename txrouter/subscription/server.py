@@ -11,9 +11,10 @@ one is acknowledged to its C{notify} socket when the registry says so and
 forwarded to the C{--resubscribe} targets (L{txrouter.subscription.federation}).
 
 Sockets: UDP C{ip:port} (C{:port} on every IPv4 interface, as uWSGI), a
-unix datagram socket C{/path} (a stale socket file is replaced, the file
-is removed on stop, and it is made writable by everyone as Twisted does:
-protect it with its directory's permissions) or an abstract C{@name}.
+unix datagram socket C{/path} (bound with L{txrouter.socketfiles}: a
+stale socket file is replaced if nothing listens on it, the mode is
+C{--chmod-socket}'s or writable by everyone as Twisted does; the file is
+removed on stop) or an abstract C{@name}.
 Datagrams are read with a 64 KiB buffer, so that one above the 4096-byte
 limit is refused whole rather than truncated into something that parses.
 """
@@ -161,8 +162,6 @@ class DatagramListener(OpenedEarly):
                 address.port, self.protocol, interface=address.host, maxPacketSize=READ_BUFFER,
             )
             return
-        if not address.path.startswith("\0"):
-            _removeStaleSocket(address.path)
         self.port = self.reactor.listenUNIXDatagram(
             address.path, self.protocol, maxPacketSize=READ_BUFFER, mode=self.mode,
         )
@@ -175,20 +174,27 @@ class DatagramListener(OpenedEarly):
         result = port.stopListening()
         path = self.address.path
         if path is not None and not path.startswith("\0"):
-            _removeStaleSocket(path)
+            _removeSocketFile(path)
         return result
 
 
-def _removeStaleSocket(path: str) -> None:
+def _removeSocketFile(path: str) -> None:
     """
-    Remove a socket file left at C{path}; anything else there is left
-    alone (and the bind fails).
+    Remove the socket file at C{path} (anything else there is left alone);
+    after the router switched users, its directory may no longer let it:
+    the next start replaces the file.
     """
     try:
         if stat.S_ISSOCK(os.lstat(path).st_mode):
             os.unlink(path)
     except FileNotFoundError:
         pass
+    except PermissionError as e:
+        log.warn(
+            "socket_file_kept: {path}: cannot remove it as uid {uid} ({error});"
+            " the next start replaces it",
+            event="socket_file_kept", path=path, uid=os.getuid(), error=e.strerror,
+        )
 
 
 class SenderCloser(Service):
@@ -238,7 +244,7 @@ def _isOpen(address, registry) -> bool:
 
 
 def subscriptionServices(
-    reactor, addresses, registry, resubscriber=None, sender=None,
+    reactor, addresses, registry, resubscriber=None, sender=None, listening=None,
 ) -> list:
     """
     One L{DatagramListener} per address, each with its own
@@ -248,6 +254,9 @@ def subscriptionServices(
 
     @param addresses: uWSGI-style addresses (C{ip:port}, C{:port},
         C{/path}, C{@name}) or L{DatagramAddress}es.
+    @param listening: the reactor the sockets are bound with (default:
+        C{reactor}; a L{txrouter.socketfiles.SocketFiles} sets the socket
+        files' mode and owner, and replaces a stale file safely).
     @raise ValueError: a malformed address.
     @return: the services, to be added to the router's in this order.
     """
@@ -263,7 +272,7 @@ def subscriptionServices(
                 event="subscription_server_open", address=address.text,
             )
         protocol = SubscriptionProtocol(registry, reactor, resubscriber, sender)
-        services.append(DatagramListener(reactor, address, protocol))
+        services.append(DatagramListener(listening or reactor, address, protocol))
     if sender is not None:
         services.append(SenderCloser(sender))
     return services

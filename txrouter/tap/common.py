@@ -119,7 +119,41 @@ class ConfigOptions(usage.Options):
             raise usage.UsageError(str(e))
 
 
-class RouterOptions(ConfigOptions):
+class ProcessOptions(usage.Options):
+    """
+    The options about the router's process and socket files that every
+    router takes (L{txrouter.config.ProcessOptions}), mixed into each
+    router's options.  They come after the plugin's name; twistd's own
+    C{-u}/C{--uid} and C{-g}/C{--gid}, before it, are refused with them.
+    """
+
+    optParameters = [
+        ["uid", None, None,
+         "Once every socket is bound, run as this user (name or number; the"
+         " router must be root), with no supplementary groups (uWSGI's --uid)."],
+        ["gid", None, None,
+         "Once every socket is bound, run as this group (default with --uid:"
+         " the user's primary group)."],
+        ["chmod-socket", None, None,
+         "The mode of every unix socket file, octal (660; '' is 666), set"
+         " before the file exists; it beats an endpoint's mode=."],
+        ["chown-socket", None, None,
+         "The owner of every unix socket file: USER[:GROUP] (names or numbers)."],
+    ]
+
+    def postOptions(self) -> None:
+        twistd = self.parent
+        if twistd is not None and (self["uid"] or self["gid"]):
+            given = [f"twistd's {option}" for option in ("--uid", "--gid") if twistd.get(option[2:])]
+            if given:
+                raise usage.UsageError(
+                    f"{' and '.join(given)} (before the plugin name) and the router's --uid/--gid"
+                    " (after it) both switch users: give the router's alone"
+                )
+        super().postOptions()
+
+
+class RouterOptions(ProcessOptions, ConfigOptions):
     """
     The options every router that has nodes takes.
     """

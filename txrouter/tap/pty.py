@@ -6,10 +6,8 @@ Option names are uWSGI's C{--forkptyrouter-*} names without the prefix
 ADDR} is C{--bind ENDPOINT --uwsgi-framed}.  See C{docs/pty-router.md}.
 """
 
-from twisted.python.util import gidFromString, uidFromString
-
 from txrouter.config import PtyRouterConfig
-from txrouter.tap.common import ConfigOptions, count, makeRouterService, positive
+from txrouter.tap.common import ConfigOptions, ProcessOptions, count, makeRouterService, positive
 
 
 def window(value: str) -> int:
@@ -19,7 +17,7 @@ def window(value: str) -> int:
     return number
 
 
-class Options(ConfigOptions):
+class Options(ProcessOptions, ConfigOptions):
     """
     The options of C{txrouter-pty}.
 
@@ -55,8 +53,6 @@ class Options(ConfigOptions):
         ["max-sessions", None, 0,
          "The most sessions at once (more clients are closed at once); 0 for no limit.",
          count],
-        ["uid", None, None, "Run the commands as this user (name or number).", uidFromString],
-        ["gid", None, None, "Run the commands as this group (name or number).", gidFromString],
         ["graceful-timeout", None, 30.0,
          "On SIGTERM/SIGINT: seconds before clients still connected are cut (the"
          " commands are hung up at once).", positive],

@@ -7,13 +7,13 @@ C{--tuntap-router-stats}).  See C{docs/tuntap-router.md}.
 
 
 from txrouter.config import TunTapRouterConfig
-from txrouter.tap.common import ConfigOptions, makeRouterService
+from txrouter.tap.common import ConfigOptions, ProcessOptions, makeRouterService
 
 _REPEATED = ("tuntap-router", "tuntap-router-firewall-in", "tuntap-router-firewall-out",
              "tuntap-router-route")
 
 
-class Options(ConfigOptions):
+class Options(ProcessOptions, ConfigOptions):
     """
     The options of C{txrouter-tuntap}.
 
