@@ -19,7 +19,7 @@ import socket
 import stat
 import types
 
-from twisted.internet import tcp
+from twisted.internet import tcp, unix
 from twisted.internet.posixbase import PosixReactorBase
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
@@ -107,7 +107,8 @@ class SocketFiles:
         clearStaleSocket(address)
         port = self._bound(
             lambda: self._reactor.listenUNIX(address, factory, backlog, mode, wantPID), address, mode)
-        _keepQuietOnRemoval(port, address)
+        if isinstance(port, unix.Port):
+            _keepQuietOnRemoval(port, address)
         return port
 
     def listenUNIXDatagram(self, address, protocol, maxPacketSize=8192, mode=0o666):
