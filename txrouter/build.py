@@ -72,6 +72,7 @@ from txrouter.routing.subscriptions import SubscriptionRegistry
 from txrouter.service import Listener, RouterService, TLSListener
 from txrouter.signals import OnSignal
 from txrouter.socketfiles import socketFiles
+from txrouter.systemd import SystemdNotifier, notifyAddress
 from txrouter.spool import SpoolError, checkSpoolDirectory
 from txrouter.stats.metrics import metricsPage
 from txrouter.stats.server import MetricsFactory, StatsFactory, statsEndpoint, uwsgiAddressToEndpoint
@@ -114,9 +115,17 @@ def buildService(config, reactor) -> RouterService:
         global one; in tests, a C{MemoryReactorClock}).
     @raise ValueError: a mistake in C{config}; the message starts with the
         option's name.
+
+    After the router's own services come, when asked, the systemd
+    notifier (C{$NOTIFY_SOCKET}: C{READY=1}, C{STOPPING=1}) and, last, the
+    switch to C{--uid}/C{--gid} (L{DropPrivileges}): everything is bound
+    and opened before it, in twistd's privileged phase.
     """
     credentials = Credentials.of(config.uid, config.gid)
     service = _buildRouterService(config, reactor)
+    notify = notifyAddress()
+    if notify is not None:
+        SystemdNotifier(reactor, notify).setServiceParent(service)
     if credentials is not None:
         DropPrivileges(credentials).setServiceParent(service)
     return service

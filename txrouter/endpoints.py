@@ -23,14 +23,24 @@ def parseServerEndpoint(reactor, description: str):
     try:
         return serverFromString(reactor, description)
     except Exception as e:
-        raise ValueError((str(e) or type(e).__name__) + _hint(description)) from None
+        reason = str(e) or type(e).__name__
+        if description.startswith("systemd:") and isinstance(e, (IndexError, KeyError)):
+            reason = "systemd passed no such socket"
+        raise ValueError(reason + _hint(description)) from None
 
 
 def _hint(description: str) -> str:
     """
     What a uWSGI user probably meant by an address in uWSGI's spelling
-    (C{:8080}, C{127.0.0.1:8080}, C{/run/r.sock}), or nothing.
+    (C{:8080}, C{127.0.0.1:8080}, C{/run/r.sock}), why a C{systemd:}
+    endpoint found no socket, or nothing.
     """
+    if description.startswith("systemd:"):
+        return (
+            " (LISTEN_PID must be this process's, and LISTEN_FDS and LISTEN_FDNAMES"
+            " both set: Twisted ignores one without the other;"
+            " systemd-socket-activate sets LISTEN_FDNAMES only when given --fdname)"
+        )
     host, colon, port = description.rpartition(":")
     if colon and port.isdigit() and "=" not in host:
         if host.startswith("[") and host.endswith("]"):

@@ -168,8 +168,9 @@ class _EagerUNIXPort(unix.Port):
 
 class _EagerListening:
     """
-    A reactor whose C{listenTCP}, C{listenSSL} and C{listenUNIX} make ports
-    with immediate-write transports; anything else is the wrapped reactor's.
+    A reactor whose C{listenTCP}, C{listenSSL}, C{listenUNIX} and
+    C{adoptStreamPort} make ports with immediate-write transports; anything
+    else is the wrapped reactor's.
 
     C{ssl:} endpoints (and the HTTPS and SSL routers' listeners) call
     C{listenSSL}, whose TLS layer is a L{TLSServerFactory}: a handshake
@@ -211,6 +212,20 @@ class _EagerListening:
         listening = _EagerUNIXPort(
             address, self._outermost(factory), backlog, mode, self._reactor, wantPID
         )
+        listening.startListening()
+        return listening
+
+    def adoptStreamPort(self, fileDescriptor, addressFamily, factory):
+        """
+        A listening socket given by systemd (C{systemd:} endpoints) or any
+        other parent, served as C{listenTCP} and C{listenUNIX} serve theirs.
+        """
+        if addressFamily == AF_UNIX:
+            listening = _EagerUNIXPort._fromListeningDescriptor(
+                self._reactor, fileDescriptor, self._outermost(factory))
+        else:
+            listening = _EagerTCPPort._fromListeningDescriptor(
+                self._reactor, fileDescriptor, addressFamily, self._outermost(factory))
         listening.startListening()
         return listening
 
