@@ -166,3 +166,54 @@ def test_a_stale_socket_is_replaced_and_a_live_one_kept(tmp_path, node):
     finally:
         first.stop()
     assert not path.exists()
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/net/tun"), reason="no /dev/net/tun")
+def test_tuntap_opens_its_device_then_runs_as_nobody(tmp_path, socketDirectory):
+    """
+    The tun device needs root (CAP_NET_ADMIN) to open, not to use: it is
+    opened, the peers' and the stats sockets bound, then the router runs as
+    nobody (in a network namespace of its own, so that the device is
+    private to the test).
+    """
+    peers, stats = socketDirectory / "tuntap.sock", socketDirectory / "stats.sock"
+    router = twistd(
+        tmp_path, "txrouter-tuntap", "--tuntap-router", f"txpriv0 {peers} {stats}",
+        "--uid", "nobody", "--chmod-socket", "660", wrapper=["unshare", "--net", "--"],
+    )
+    try:
+        wait_for_log(router, "privileges_dropped")
+        assert status(router.pid)["Uid"].split() == [str(NOBODY)] * 4
+        assert stat.S_IMODE(os.stat(peers).st_mode) == 0o660
+        with socket.socket(socket.AF_UNIX) as client:
+            client.settimeout(10)
+            client.connect(str(stats))
+            document = b""
+            while chunk := client.recv(65536):
+                document += chunk
+        assert b'"peers"' in document
+        with open(f"/proc/{router.pid}/net/dev") as devices:
+            assert "txpriv0" in devices.read()
+        router.stop()
+        assert not peers.exists() and not stats.exists()
+    finally:
+        router.stop()
+
+
+def test_twistds_own_uid_works_too(tmp_path, node):
+    """
+    twistd's C{-u}/C{-g}, before the plugin name, switch after the same
+    privileged phase, so the router's listeners are bound as root too; the
+    user's groups are set with initgroups() (nogroup, for nobody).
+    """
+    port = privilegedPort()
+    router = twistd(tmp_path, "-u", "nobody", "-g", "nogroup", "txrouter-http",
+                    "--bind", f"tcp:{port}:interface=127.0.0.1", "--to", node)
+    try:
+        wait_for_tcp(port, process=router)
+        wait_until(lambda: status(router.pid)["Uid"].split() == [str(NOBODY)] * 4,
+                   "twistd to switch to nobody", process=router)
+        answer = curl("-i", f"http://127.0.0.1:{port}/")
+        assert answer.stdout.startswith(b"HTTP/1.1 200"), answer
+    finally:
+        router.stop()
