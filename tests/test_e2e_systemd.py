@@ -103,3 +103,21 @@ def test_socket_activation_without_a_socket(tmp_path):
     assert result.returncode != 0
     assert "--bind: systemd passed no such socket (LISTEN_PID" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_example_units_verify(tmp_path):
+    """
+    The units in examples/systemd are ones systemd accepts
+    (C{systemd-analyze verify}), twistd put where this machine has it.
+    """
+    units = sorted((ROOT / "examples" / "systemd").glob("txrouter-*.*"))
+    assert {unit.suffix for unit in units} == {".service", ".socket"}
+    twistd = TWISTD_COMMAND[0]
+    for unit in units:
+        text = unit.read_text().replace("/opt/txrouter/bin/twistd", twistd)
+        (tmp_path / unit.name).write_text(text)
+    result = subprocess.run(
+        ["systemd-analyze", "verify", *(str(tmp_path / unit.name) for unit in units)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0 and not result.stderr.strip(), result.stderr
