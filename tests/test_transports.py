@@ -770,3 +770,34 @@ def test_the_transports_provide_what_they_declare(tmp_path):
     for interface in implementedBy(transports._UpstreamUNIXClient):
         verifyClass(interface, transports._UpstreamUNIXClient)
 
+
+
+@pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_UNIX], ids=["inet", "unix"])
+def test_adopted_sockets_get_these_transports_and_the_wrapping(family, tmp_path):
+    """
+    A listening socket handed over (systemd's, through the C{systemd:}
+    endpoint) is served as C{listenTCP}'s and C{listenUNIX}'s: the same
+    port types, the outermost factory wrapped (the PROXY reader).
+    """
+    given = socket.socket(family, socket.SOCK_STREAM)
+    given.bind(("127.0.0.1", 0) if family == socket.AF_INET else str(tmp_path / "s"))
+    given.listen(5)
+    given.setblocking(False)
+    wrapped = []
+
+    def wrap(factory):
+        wrapped.append(factory)
+        return factory
+
+    factory = ClientFactory()
+    port = listeningReactor(reactor, wrap).adoptStreamPort(given.fileno(), family, factory)
+    try:
+        direct = listeningReactor(reactor).listenTCP(0, factory, interface="127.0.0.1") \
+            if family == socket.AF_INET else \
+            listeningReactor(reactor).listenUNIX(str(tmp_path / "d"), factory)
+        assert type(port) is type(direct)
+        assert wrapped == [factory] and port.factory is factory
+        direct.stopListening()
+    finally:
+        port.stopListening()
+        given.close()
