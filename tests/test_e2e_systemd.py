@@ -121,3 +121,29 @@ def test_example_units_verify(tmp_path):
         capture_output=True, text=True, timeout=60,
     )
     assert result.returncode == 0 and not result.stderr.strip(), result.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root (CI runs as root)")
+def test_ready_after_switching_users(tmp_path):
+    """
+    The notify socket is connected while the router is root: READY=1
+    reaches one that nobody may write to (in the test's root-only
+    directory), though the router runs as nobody by then.
+    """
+    address, port = str(tmp_path / "notify"), free_port()
+    with notifySocket(address) as notify:
+        router = Process(
+            [*TWISTD_COMMAND, "-n", "--pidfile=", "txrouter-http",
+             "--bind", f"tcp:{port}:interface=127.0.0.1", "--to", "127.0.0.1:1",
+             "--uid", "nobody"],
+            tmp_path / "router.log", env=environment(NOTIFY_SOCKET=address),
+        )
+        try:
+            assert notify.recv(4096).startswith(b"READY=1")
+            with open(f"/proc/{router.pid}/status") as status:
+                uid = next(line for line in status if line.startswith("Uid:"))
+            assert uid.split()[1:] == ["65534"] * 4
+            router.signal(signal.SIGTERM)
+            assert notify.recv(4096).startswith(b"STOPPING=1")
+        finally:
+            router.stop()
