@@ -68,7 +68,7 @@ class CredentialsTests(SynchronousTestCase):
         self.assertRaises(ValueError, groupId, "no-such-group-here")
 
     def test_nothing_asked(self):
-        self.assertIsNone(Credentials.of(None, None, euid=1000))
+        self.assertIsNone(Credentials.of(None, None, euid=1000, egid=1000))
 
     def test_uid_alone_takes_the_users_primary_group(self):
         self.assertEqual(Credentials.of(NOBODY.pw_uid, None, euid=0),
@@ -83,10 +83,20 @@ class CredentialsTests(SynchronousTestCase):
         self.assertEqual(Credentials.of(4000000, 5, euid=0), Credentials(4000000, 5))
 
     def test_not_root(self):
-        error = self.assertRaises(ValueError, Credentials.of, 65534, None, euid=1000)
+        error = self.assertRaises(ValueError, Credentials.of, 65534, None, euid=1000, egid=1000)
         self.assertTrue(str(error).startswith("--uid: switching users needs root"), error)
-        error = self.assertRaises(ValueError, Credentials.of, None, 65534, euid=1000)
+        error = self.assertRaises(ValueError, Credentials.of, None, 65534, euid=1000, egid=1000)
         self.assertTrue(str(error).startswith("--gid: "), error)
+
+    def test_already_switched(self):
+        """
+        Nothing to do, not an error, for a router already running as the
+        user and group asked (its configuration checked again after the
+        switch, or started as that user).
+        """
+        self.assertIsNone(Credentials.of(65534, 65534, euid=65534, egid=65534))
+        self.assertIsNone(Credentials.of(65534, None, euid=65534, egid=1))
+        self.assertRaises(ValueError, Credentials.of, 65534, 2, euid=65534, egid=1)
 
     def test_groups_cleared_then_group_then_user(self):
         calls = []
@@ -128,7 +138,7 @@ class BuildTests(SynchronousTestCase):
         After the listeners, the stats and metrics listeners and the
         subscription sockets: everything the router binds.
         """
-        self.patch(Credentials.of.__func__, "__defaults__", (0,))
+        self.patch(Credentials.of.__func__, "__defaults__", (0, 0))
         config = HTTPRouterConfig(
             bind=["tcp:80"], subscription_server=["127.0.0.1:7000"], stats="127.0.0.1:9191",
             metrics="127.0.0.1:9100", uid="nobody",
@@ -144,7 +154,7 @@ class BuildTests(SynchronousTestCase):
         The pty router switches itself; its commands inherit the user
         instead of being switched to it one by one.
         """
-        self.patch(Credentials.of.__func__, "__defaults__", (0,))
+        self.patch(Credentials.of.__func__, "__defaults__", (0, 0))
         service = buildService(PtyRouterConfig(bind=["unix:/x"], uid=65534), MemoryReactorClock())
         self.assertIsNone(service.router.uid)
         self.assertIsInstance(list(service)[-1], DropPrivileges)
@@ -157,7 +167,7 @@ class BuildTests(SynchronousTestCase):
 
 class CommandLineTests(SynchronousTestCase):
     def test_options(self):
-        self.patch(Credentials.of.__func__, "__defaults__", (0,))
+        self.patch(Credentials.of.__func__, "__defaults__", (0, 0))
         options = http.Options()
         options.parseOptions(["--bind", "tcp:80", "--to", "127.0.0.1:3031", "--uid", "nobody",
                               "--gid", "nogroup", "--chmod-socket", "660",

@@ -77,12 +77,17 @@ class Credentials:
     gid: "int | None"
 
     @classmethod
-    def of(cls, uid: "int | None", gid: "int | None", euid: "int | None" = None):
+    def of(cls, uid: "int | None", gid: "int | None", euid: "int | None" = None,
+           egid: "int | None" = None):
         """
         The credentials C{--uid} and C{--gid} ask for, or L{None} for
-        none.
+        none, or when the router already runs as them (a configuration
+        checked again after the switch, or a service manager that started
+        it as that user).
 
         @param euid: the router's effective user id (default: this
+            process's).
+        @param egid: the router's effective group id (default: this
             process's).
         @raise ValueError: switching needs root and the router is not
             root, or a user id without a group has no passwd entry to find
@@ -93,6 +98,10 @@ class Credentials:
         option = "--uid" if uid is not None else "--gid"
         if euid is None:
             euid = os.geteuid()
+        if egid is None:
+            egid = os.getegid()
+        if euid != 0 and uid in (None, euid) and gid in (None, egid):
+            return None
         if euid != 0:
             raise ValueError(
                 f"{option}: switching users needs root (the router runs as uid {euid});"
