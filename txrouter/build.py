@@ -19,7 +19,8 @@ A C{.tac} file::
 
 L{buildService} gives a L{RouterService} holding, besides the listeners:
 the forwarder's services (the subscription servers with notify acks and
-resubscription, or the SIGHUP reload of a C{--cache-file}), the SIGUSR1
+resubscription, the SIGHUP reload of a C{--cache-file}, or the
+connections to a C{--cache-store}), the SIGUSR1
 reopening of the C{--access-log}, the C{--stats} listener (with the
 metrics and the stats page under C{--stats-http}), the C{--metrics}
 listener, the
@@ -194,8 +195,10 @@ def checkConfig(config):
         return config
     _checkPlaces(config)
     buildTLS(config, _WallClock())
-    if config.use_cache:
+    if config.use_cache and config.cache_file:
         MappingFile(config.cache_file, InMemoryStore()).read()
+    if config.cache_store is not None and config.cache_store.ca is not None:
+        _checked("--cache-store", _checkReadable, config.cache_store.ca)
     if config.resubscribe_sign:
         _checked("--resubscribe-sign", readSigningKey, config.resubscribe_sign)
     if config.subscriptions_sign_check:
@@ -264,6 +267,14 @@ def _checkPtyConfig(config: PtyRouterConfig) -> None:
     for description in config.bind:
         _checked("--bind", checkServerEndpoint, description)
     checkPrivileges(config.allow_root, config.uid)
+
+
+def _checkReadable(path: str) -> None:
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as e:
+        raise ValueError(f"{path}: {e.strerror}") from None
 
 
 def _checkKeyDirectory(directory: str) -> None:
@@ -650,6 +661,14 @@ def buildForwarder(config, reactor, listening=None) -> tuple:
         if isinstance(function, str):
             function = _checked("--use-code", loadCallable, function)
         return CodeForwarder(function, reactor, config.code_timeout), []
+    if config.use_cache and config.cache_store is not None:
+        # Imported here, not at the top: txredisapi imports the global
+        # reactor, which twistd installs after the options are parsed.
+        from txrouter.redisclient import redisStore
+
+        store, service = redisStore(config.cache_store, reactor, config.cache_ttl)
+        return CacheForwarder(store, reactor), [
+            service, OnSignal(reactor, signal.SIGHUP, store.refreshAll)]
     if config.use_cache:
         store = InMemoryStore()
         mappingFile = MappingFile(config.cache_file, store)

@@ -32,6 +32,7 @@ from txrouter.routing.balancing import ALGORITHMS
 from txrouter.routing.health import DEFAULT_FALL, DEFAULT_RISE
 from txrouter.routing.nodes import Node, parseNode
 from txrouter.routing.subscriptions import DEFAULT_MAX_NODES, DEFAULT_MAX_POOLS, DEFAULT_TOLERANCE
+from txrouter.storeurl import StoreURL, parseStoreURL
 from txrouter.subscription.addresses import (
     DatagramAddress,
     parseDatagramAddress,
@@ -200,6 +201,14 @@ def _digestAndPath(instance, attribute, value) -> None:
     _naming(option, digestByName)(digest)
 
 
+def _above(low):
+    def check(instance, attribute, value) -> None:
+        if not value > low:
+            raise ValueError(f"{_option(attribute.name)}: must be more than {low}, not {value!r}")
+
+    return check
+
+
 def _seconds(default):
     return attr.ib(default=default, validator=_atLeast(0))
 
@@ -323,6 +332,11 @@ class RouterConfig(ProcessOptions):
     use_pattern: "str | None" = None
     use_cache: bool = _flag()
     cache_file: "str | None" = None
+    cache_store: "StoreURL | None" = attr.ib(
+        default=None,
+        converter=attr.converters.optional(_naming("--cache-store", parseStoreURL)),
+    )
+    cache_ttl: float = attr.ib(default=30.0, converter=float, validator=_above(0))
     use_code: "str | typing.Callable | None" = None
     code_timeout: float = _seconds(5.0)
     name_separator_strip: bool = _flag()
@@ -443,8 +457,7 @@ class RouterConfig(ProcessOptions):
             raise ValueError(
                 "no nodes: give --to NODE or one of " + ", ".join("--" + n for n in MAPPERS)
             )
-        if self.use_cache and not self.cache_file:
-            raise ValueError("--use-cache needs --cache-file (or build it in a .tac)")
+        self._checkCache()
         if self.use_pattern and "%s" not in self.use_pattern:
             raise ValueError("--use-pattern needs %s where the key goes")
         if self.cheap and chosen[0] not in ("to", "subscription-server"):
@@ -461,6 +474,17 @@ class RouterConfig(ProcessOptions):
         if not (self.to or self.fallback):
             raise ValueError(
                 "--check-interval checks the --to and --fallback nodes, and there is none")
+
+    def _checkCache(self) -> None:
+        if self.use_cache and self.cache_file and self.cache_store:
+            raise ValueError(
+                "--cache-file: the --cache-store is filled with txrouter-cache import FILE,"
+                " not read from a file by the router"
+            )
+        if self.use_cache and not (self.cache_file or self.cache_store):
+            raise ValueError("--use-cache needs --cache-file or --cache-store (or build it in a .tac)")
+        if self.cache_store and not self.use_cache:
+            raise ValueError("--cache-store: give --use-cache too")
 
     def _checkResubscription(self) -> None:
         if not self.resubscribe:

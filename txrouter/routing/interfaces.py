@@ -108,6 +108,22 @@ class IKeyValueStore(Interface):
         """
 
 
+class IRemoteMap(Interface):
+    """
+    A key/value map held elsewhere (a Redis server) that a
+    L{txrouter.routing.shared.SharedStore} keeps a local copy of.
+    """
+
+    def read(keys):
+        """
+        Read some keys.
+
+        @param keys: a list of routing keys (bytes).
+        @return: a Deferred firing with their values (bytes, or L{None} for
+            a key with none), in the order of C{keys}.
+        """
+
+
 class IStatsSource(Interface):
     """
     Something with a part of the stats document to contribute (the static

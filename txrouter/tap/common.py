@@ -162,8 +162,8 @@ class RouterOptions(ProcessOptions, ConfigOptions):
         ["fallback-on-no-key", None,
          "Send requests whose key maps to no node to the --fallback nodes too."],
         ["use-cache", None,
-         "Find nodes in a key/value store (filled by --cache-file): values"
-         " ADDR[,MODIFIER1], several joined by | for round robin."],
+         "Find nodes in a key/value store (--cache-file or --cache-store):"
+         " values ADDR[,MODIFIER1], several joined by | for round robin."],
         ["name-separator-strip", None,
          "Strip leading and trailing ':' from forwarder values, as uwsgiconf"
          " does when it renders them."],
@@ -196,6 +196,14 @@ class RouterOptions(ProcessOptions, ConfigOptions):
          " (the key is checked as for --use-base)."],
         ["cache-file", None, None,
          "Mapping file for --use-cache: KEY VALUE per line; reloaded on SIGHUP."],
+        ["cache-store", None, None,
+         "The shared store of --use-cache, a Redis server a fleet of routers"
+         " reads: redis://HOST:PORT/DB?prefix=P, rediss://... (TLS) or"
+         " unix:///PATH?db=N (filled with txrouter-cache)."],
+        ["cache-ttl", None, 30.0,
+         "Seconds a --cache-store value is served before it is read again from"
+         " Redis (changes announced by txrouter-cache or keyspace"
+         " notifications are followed at once).", positive],
         ["use-code", None, None,
          "Route by a Python function: MODULE:CALLABLE (or uWSGI's"
          " MOD1:SCRIPT:FUNC) gets the key, returns ADDR[,MODIFIER1], a list,"
