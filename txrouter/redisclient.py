@@ -122,8 +122,9 @@ class _Link(Factory):
     """
 
     noisy = False
-    # Read by txredisapi's protocol when AUTH or SELECT is refused.
-    isLazy = True
+    # Read by txredisapi's protocol when AUTH or SELECT is refused: the
+    # reason goes to connectionError, not to the log.
+    isLazy = False
 
     def __init__(self, url, reactor, protocol, ready, lost) -> None:
         """
@@ -172,9 +173,7 @@ class _Link(Factory):
         self.service.stopService()
 
     def connectionError(self, why: str) -> None:
-        log.error("cache_store_refused: {store}: {why}; not trying again",
-                  event="cache_store_refused", store=str(self.url), why=why)
-        self.lost(why)
+        self.lost(f"{why}; not trying again")
 
 
 class _SubscriberProtocol(txredisapi.SubscriberProtocol):
