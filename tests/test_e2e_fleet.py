@@ -18,9 +18,11 @@ from tests.realpeers import (
     free_port,
     txrouter_http,
     uwsgi_worker,
+    wait_for_tcp,
     wait_for_unix,
     wait_until,
 )
+from tests.tlspki import PrivateCA
 
 pytestmark = pytest.mark.e2e
 
@@ -152,3 +154,32 @@ def test_two_routers_share_one_map_through_an_outage(fleet):
         assert log.count("cache_store_unreachable") == 1
         assert log.count("cache_store_reachable") == 2
         assert "Traceback" not in log
+
+
+def test_a_map_over_tls_with_a_password(fleet, tmp_path):
+    """
+    rediss:// with a password and a private CA: the tool and a router both
+    reach the map; a wrong password is one line and exit status 1.
+    """
+    ca = PrivateCA(tmp_path)
+    server = ca.issue("redis", ["localhost"])
+    port = free_port()
+    with Process(
+        ["redis-server", "--port", "0", "--tls-port", port, "--bind", "127.0.0.1",
+         "--tls-cert-file", server.certificatePath, "--tls-key-file", server.keyPath,
+         "--tls-auth-clients", "no", "--requirepass", "s3cret", "--save", "",
+         "--appendonly", "no", "--dir", tmp_path],
+        tmp_path / "redis-tls.log",
+    ) as redis:
+        wait_for_tcp(port, process=redis)
+        store = f"rediss://:s3cret@localhost:{port}/1?prefix=tls:&ca={ca.path}"
+        done = cache_tool(store, "set", "t.local", fleet["sockets"]["b"])
+        assert done.returncode == 0, done.stderr
+        wrong = cache_tool(store.replace("s3cret", "wrong"), "list")
+        assert wrong.returncode == 1 and "WRONGPASS" in wrong.stderr
+        assert "wrong" not in wrong.stderr and len(wrong.stderr.splitlines()) == 1
+        routerPort = free_port()
+        with txrouter_http(tmp_path, routerPort, (),
+                           ["--use-cache", "--cache-store", store]) as router:
+            assert answer(routerPort, "t.local") == "b"
+            assert "s3cret" not in router.log()
