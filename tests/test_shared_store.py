@@ -198,9 +198,9 @@ def test_a_bad_value_is_logged_when_read_and_is_no_value(events):
 def test_a_failed_read_answers_no_node_and_is_logged(events):
     shared, remote = store()
     d = shared.get(b"a")
-    remote.reads.pop()[1].errback(ConnectionError("Lost connection"))
+    remote.reads.pop()[1].errback(ConnectionError("Reply timeout"))
     assert result(d) is None
-    assert named(events, "cache_store_read_failed")[0]["error"] == "Lost connection"
+    assert named(events, "cache_store_read_failed")[0]["error"] == "Reply timeout"
 
 
 def test_a_lookup_that_gives_up_leaves_the_read_to_the_others():
@@ -338,3 +338,24 @@ def test_the_tool_checks_as_the_router_does(tmp_path):
         with pytest.raises(usage.UsageError) as e:
             parsed(*args)
         assert message in str(e.value)
+
+
+def test_reads_failed_by_the_outage_are_not_logged_one_by_one(events):
+    shared, remote = store()
+    d = shared.get(b"a")
+    shared.unreachable("connection lost")
+    remote.reads.pop()[1].errback(ConnectionError("Lost connection"))
+    assert result(d) is None
+    assert named(events, "cache_store_read_failed") == []
+    assert len(named(events, "cache_store_unreachable")) == 1
+
+
+def test_every_certificate_of_a_ca_bundle_is_trusted(tmp_path):
+    from tests.tlspki import PrivateCA
+    from txrouter.redisclient import _certificates
+
+    first, second = PrivateCA(tmp_path, "one"), PrivateCA(tmp_path, "two")
+    bundle = open(first.path, "rb").read() + b"\n" + open(second.path, "rb").read()
+    found = _certificates(bundle)
+    assert [c.getSubject().commonName for c in found] == [b"txrouter test CA"] * 2
+    assert found[0].digest() != found[1].digest()

@@ -29,7 +29,12 @@ from twisted.internet import defer
 from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Factory
-from twisted.internet.ssl import Certificate, optionsForClientTLS, platformTrust
+from twisted.internet.ssl import (
+    Certificate,
+    optionsForClientTLS,
+    platformTrust,
+    trustRootFromCertificates,
+)
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -78,9 +83,17 @@ def endpointFor(url, reactor):
         trust = platformTrust()
         if url.ca is not None:
             with open(url.ca, "rb") as f:
-                trust = Certificate.loadPEM(f.read())
+                trust = trustRootFromCertificates(_certificates(f.read()))
         endpoint = wrapClientTLS(optionsForClientTLS(url.host, trustRoot=trust), endpoint)
     return endpoint
+
+
+def _certificates(pem: bytes) -> list:
+    """
+    Every certificate of a PEM bundle.
+    """
+    end = b"-----END CERTIFICATE-----"
+    return [Certificate.loadPEM(block + end) for block in pem.split(end) if b"-----BEGIN" in block]
 
 
 @implementer(IStreamClientEndpoint)

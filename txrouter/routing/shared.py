@@ -224,10 +224,12 @@ class SharedStore:
                 _answer(waiters, value)
 
     def _readFailed(self, failure, keys) -> None:
-        self._readFailures.emit(
-            "warn", "cache_store_read_failed: {store} ({error})",
-            event="cache_store_read_failed", store=self.name, error=failure.getErrorMessage(),
-        )
+        if self.state is REACHABLE:
+            # (The reads a lost connection fails are the outage's, logged once.)
+            self._readFailures.emit(
+                "warn", "cache_store_read_failed: {store} ({error})",
+                event="cache_store_read_failed", store=self.name, error=failure.getErrorMessage(),
+            )
         for key in keys:
             waiters = self._waiting.pop(key, None)
             if waiters:
