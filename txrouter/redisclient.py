@@ -3,17 +3,19 @@ The Redis side of C{--cache-store}: the connections a router keeps to the
 Redis server of its fleet, and what the operator's tool (L{txrouter.cachetool})
 uses to change the map.
 
-The client is C{txredisapi}: it runs on the reactor (a request is a write
+The client is C{txredisapi}: it runs on the reactor (a command is a write
 and a Deferred, no thread), speaks to TCP, TLS and unix-socket servers,
-selects the database, authenticates, reconnects with exponential backoff
-(C{ClientService}), and has pub/sub; it is maintained (1.6.0, 2025) and is
-pure Python with no dependency but Twisted.  Its protocol is used here
-over connections kept by Twisted's C{ClientService}, from endpoints of the
-router's reactor (its own connection pool knows only the global reactor
-and logs a line per retry).  It imports the global
-reactor when it is imported, so this module is imported only once the
-reactor is installed (L{txrouter.build} imports it when it builds a store,
-not when the command line is parsed).
+authenticates (ACL users too), selects the database and has pub/sub; it is
+maintained (1.6.0, October 2026, on Twisted's C{ClientService}) and is
+pure Python needing nothing but Twisted.  redis-py's asyncio client would
+need the asyncio reactor (the routers run on txrouter's epoll one), and
+the older Twisted clients (txredis) are no longer maintained.  Its
+protocol is used here over connections kept by a C{ClientService} of our
+own, from endpoints of the router's reactor (its connection pool uses the
+global reactor and logs a line per retry).  It imports the global reactor
+when it is imported, so this module is imported only once the reactor is
+installed (L{txrouter.build} imports it when it builds a store, not when
+the command line is parsed).
 
 In Redis, the value of routing key C{K} is the string at C{PREFIX + K};
 a change is announced on the channel L{changesChannel} (the changed key,
