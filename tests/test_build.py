@@ -224,3 +224,31 @@ def test_body_rate_and_retry_methods_reach_the_router(module):
     with pytest.raises(usage.UsageError, match="--retry-methods"):
         module.Options().parseOptions(
             ["--bind", "tcp:0", "--to", "/run/a.sock", "--retry-methods", "GET,BAD METHOD"])
+
+
+def test_a_cache_store_connects_on_the_given_reactor():
+    """
+    --cache-store builds the shared store and the service that connects
+    it, over the reactor it is given (a command and a subscriber
+    connection), and SIGHUP reads the map again.
+    """
+    from txrouter.redisclient import RedisStoreService
+    from txrouter.routing.cache import CacheForwarder
+    from txrouter.routing.shared import SharedStore
+
+    reactor = MemoryReactorClock()
+    service = buildService(
+        HTTPRouterConfig(bind=["tcp:0"], use_cache=True, cache_ttl=5,
+                         cache_store="unix:///run/redis.sock?db=2&prefix=web:"),
+        reactor,
+    )
+    forwarder = service.router.forwarder
+    assert isinstance(forwarder, CacheForwarder) and isinstance(forwarder.store, SharedStore)
+    assert forwarder.store.ttl == 5 and forwarder.clock is reactor
+    [store] = children(service, RedisStoreService)
+    assert store.store is forwarder.store
+    assert [s.action for s in children(service, OnSignal) if s.signum == signal.SIGHUP] == [
+        forwarder.store.refreshAll]
+    store.startService()
+    assert [client[0] for client in reactor.unixClients] == ["/run/redis.sock"] * 2
+    store.stopService()
