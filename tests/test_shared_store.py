@@ -303,6 +303,7 @@ def test_cache_store_options():
         (dict(use_cache=True, cache_store="unix:///r", cache_file="/m"), "--cache-file:"),
         (dict(use_cache=True, cache_store="unix:///r", cache_ttl=0), "--cache-ttl:"),
         (dict(use_cache=True, cache_store="redis://h/x"), "--cache-store:"),
+        (dict(use_cache=True, cache_file="/m", cache_ttl=5), "--cache-ttl: only"),
     ]:
         with pytest.raises(ValueError) as e:
             HTTPRouterConfig(bind=["tcp:1"], **mistake)

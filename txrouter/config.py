@@ -69,6 +69,9 @@ __all__ = [
     "RedirectSpec",
 ]
 
+#: C{--cache-ttl}'s default, in seconds.
+_CACHE_TTL = 30.0
+
 #: The options choosing how nodes are found besides C{--to}; a router
 #: takes exactly one way.
 MAPPERS = ("use-base", "use-pattern", "use-cache", "use-code", "subscription-server")
@@ -336,7 +339,7 @@ class RouterConfig(ProcessOptions):
         default=None,
         converter=attr.converters.optional(_naming("--cache-store", parseStoreURL)),
     )
-    cache_ttl: float = attr.ib(default=30.0, converter=float, validator=_above(0))
+    cache_ttl: float = attr.ib(default=_CACHE_TTL, converter=float, validator=_above(0))
     use_code: "str | typing.Callable | None" = None
     code_timeout: float = _seconds(5.0)
     name_separator_strip: bool = _flag()
@@ -485,6 +488,8 @@ class RouterConfig(ProcessOptions):
             raise ValueError("--use-cache needs --cache-file or --cache-store (or build it in a .tac)")
         if self.cache_store and not self.use_cache:
             raise ValueError("--cache-store: give --use-cache too")
+        if self.cache_ttl != _CACHE_TTL and not self.cache_store:
+            raise ValueError("--cache-ttl: only a --cache-store's values are read again")
 
     def _checkResubscription(self) -> None:
         if not self.resubscribe:
