@@ -363,3 +363,18 @@ def test_every_certificate_of_a_ca_bundle_is_trusted(tmp_path):
     found = _certificates(bundle)
     assert [c.dump() for c in found] == [
         first.certificate.public_bytes(DER), second.certificate.public_bytes(DER)]
+
+
+def test_the_stats_document_shows_the_store():
+    from txrouter.stats.document import statsDocument
+
+    shared, remote = store({b"a": b"/run/a.sock"})
+    shared.get(b"a")
+    shared.get(b"b")
+    remote.answerAll()
+    shared.unreachable("connection lost")
+    document = statsDocument("http", [], 0, [CacheForwarder(shared)], False)
+    assert document["cache_store"] == {
+        "store": "fake", "state": "unreachable", "known_keys": 1, "absent_keys": 1, "reads": 2}
+    from txrouter.routing.cache import InMemoryStore
+    assert "cache_store" not in statsDocument("http", [], 0, [CacheForwarder(InMemoryStore())], False)

@@ -16,7 +16,7 @@ from zope.interface import implementer
 
 from txrouter.routing.base import StatelessForwarder
 from txrouter.routing.code import withDeadline
-from txrouter.routing.interfaces import IForwarder, IKeyValueStore, NoNodeForKey
+from txrouter.routing.interfaces import IForwarder, IKeyValueStore, IStatsSource, NoNodeForKey
 from txrouter.routing.nodes import BadNodeAddress, parseNodeValue
 from txrouter.routing.rotation import KeyRotation
 
@@ -105,7 +105,7 @@ def _bytes(key) -> bytes:
     return key.encode() if isinstance(key, str) else key
 
 
-@implementer(IForwarder)
+@implementer(IForwarder, IStatsSource)
 class CacheForwarder(StatelessForwarder):
     """
     Key to node through an L{IKeyValueStore}.
@@ -129,6 +129,14 @@ class CacheForwarder(StatelessForwarder):
         self.timeout = timeout
         self._parsed = {}
         self._rotation = KeyRotation()
+
+    def statsFields(self):
+        """
+        The store's part of the stats document, if it has one (a shared
+        store's state).
+        """
+        source = IStatsSource(self.store, None)
+        return source.statsFields() if source is not None else []
 
     def pick(self, key, client=None):
         value = self.store.get(key)

@@ -33,7 +33,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from txrouter.routing.interfaces import IKeyValueStore
+from txrouter.routing.interfaces import IKeyValueStore, IStatsSource
 from txrouter.routing.loglimit import LogLimiter
 from txrouter.routing.nodes import BadNodeAddress, parseNodeValue
 
@@ -45,7 +45,7 @@ log = Logger(namespace="txrouter.routing")
 CONNECTING, REACHABLE, UNREACHABLE = "connecting", "reachable", "unreachable"
 
 
-@implementer(IKeyValueStore)
+@implementer(IKeyValueStore, IStatsSource)
 class SharedStore:
     """
     An L{IKeyValueStore} that is the local copy of an L{IRemoteMap}.
@@ -96,6 +96,20 @@ class SharedStore:
         if value is not None or key in self._absent or self.state is UNREACHABLE:
             return value
         return self._wait(key)
+
+    def statsFields(self):
+        """
+        C{cache_store} in the stats document: the map, whether it is
+        reachable, the keys the copy knows and knows to be absent, the
+        reads sent.
+        """
+        return [("cache_store", {
+            "store": self.name,
+            "state": self.state,
+            "known_keys": len(self.values),
+            "absent_keys": len(self._absent),
+            "reads": self.reads,
+        })]
 
     # Told by the remote map
 
