@@ -149,6 +149,19 @@ def test_two_routers_share_one_map_through_an_outage(fleet):
     wait_until(lambda: both(fleet, "x.local") == ["b", "b"], "the routers following again",
                timeout=1.0)
     assert both(fleet, "new.local") == ["b", "b"]
+
+    # A mapping file imported in place of the map: deleted keys too.
+    mapping = fleet["tmp"] / "apps.map"
+    mapping.write_text(f"# the new map\ny.local {sockets['a']}\n")
+    imported = cache_tool(store, "import", "--replace", str(mapping))
+    assert imported.returncode == 0, imported.stderr
+    wait_until(lambda: both(fleet, "x.local") == [404, "a"] and both(fleet, "y.local") == ["a", "a"],
+               "the routers following the import", timeout=1.0)
+    assert cache_tool(store, "list").stdout == f"y.local {sockets['a']}\n"
+    assert cache_tool(store, "delete", "y.local").returncode == 0
+    wait_until(lambda: both(fleet, "y.local") == [404, "a"], "the routers following the delete",
+               timeout=1.0)
+
     for router in (first, second):
         log = router.log()
         assert log.count("cache_store_unreachable") == 1
