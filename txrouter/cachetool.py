@@ -21,6 +21,7 @@ from twisted.internet import defer, task
 from twisted.python import usage
 
 from txrouter.limits import MAX_KEY_LENGTH
+from txrouter.redisclient import changesChannel, connect, globEscaped
 from txrouter.routing.cache import MappingFileError, parseMapping
 from txrouter.routing.nodes import BadNodeAddress, parseNodeValue
 from txrouter.storeurl import parseStoreURL
@@ -143,8 +144,6 @@ class MapEditor:
     """
 
     def __init__(self, redis, url, out) -> None:
-        from txrouter.redisclient import changesChannel
-
         self.redis = redis
         self.prefix = url.prefix
         self.channel = changesChannel(url)
@@ -166,11 +165,9 @@ class MapEditor:
         """
         Every key of the map (without the prefix), sorted.
         """
-        from txrouter.redisclient import _globEscaped
-
         found, cursor = set(), b"0"
         while True:
-            cursor, batch = yield self.redis.scan(cursor, _globEscaped(self.prefix) + b"*", 1000)
+            cursor, batch = yield self.redis.scan(cursor, globEscaped(self.prefix) + b"*", 1000)
             found.update(key[len(self.prefix):] for key in batch)
             if cursor in (b"0", 0, "0"):
                 return sorted(found)
@@ -207,8 +204,6 @@ class MapEditor:
 
 @defer.inlineCallbacks
 def run(reactor, options, out):
-    from txrouter.redisclient import connect
-
     url = options["url"]
     redis = yield connect(url, reactor)
     try:

@@ -43,7 +43,10 @@ from zope.interface import implementer
 from txrouter.routing.interfaces import IRemoteMap
 from txrouter.routing.shared import SharedStore
 
-__all__ = ["RedisMap", "RedisStoreService", "changesChannel", "connect", "redisStore"]
+__all__ = [
+    "RedisMap", "RedisStoreService", "changesChannel", "connect", "globEscaped", "keyspacePattern",
+    "redisStore",
+]
 
 log = Logger(namespace="txrouter.redisclient")
 
@@ -65,10 +68,13 @@ def keyspacePattern(url) -> bytes:
     """
     The pattern of the keyspace notification channels of the map's keys.
     """
-    return b"__keyspace@%d__:%s*" % (url.db, _globEscaped(url.prefix))
+    return b"__keyspace@%d__:%s*" % (url.db, globEscaped(url.prefix))
 
 
-def _globEscaped(text: bytes) -> bytes:
+def globEscaped(text: bytes) -> bytes:
+    """
+    C{text} with Redis's glob characters escaped, to match it literally.
+    """
     for special in (b"\\", b"*", b"?", b"[", b"]"):
         text = text.replace(special, b"\\" + special)
     return text
