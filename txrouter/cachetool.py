@@ -94,6 +94,12 @@ class ImportOptions(usage.Options):
 
 class Options(usage.Options):
     synopsis = "txrouter-cache [--cache-store URL] COMMAND [ARGS]"
+    longdesc = (
+        "Change the key/node map the routers of a fleet share in Redis (--use-cache"
+        " --cache-store URL): keys of 1 to 255 bytes, values ADDR[,MODIFIER1] joined"
+        " by |, checked as the router checks them; every change is announced to the"
+        " routers. See docs/fleet.md."
+    )
     optParameters = [
         ["cache-store", None, os.environ.get("TXROUTER_CACHE_STORE", "redis://127.0.0.1:6379/0"),
          "The routers' --cache-store (default: $TXROUTER_CACHE_STORE, else"
