@@ -60,7 +60,7 @@ def _shown(key: bytes) -> str:
 
 class SetOptions(usage.Options):
     synopsis = "KEY VALUE"
-    description = "Map KEY to VALUE (ADDR[,MODIFIER1], several joined by |)."
+    longdesc = "Map KEY to VALUE (ADDR[,MODIFIER1], several joined by |)."
 
     def parseArgs(self, key, value):
         self["key"] = checkKey(os.fsencode(key))
@@ -69,7 +69,7 @@ class SetOptions(usage.Options):
 
 class DeleteOptions(usage.Options):
     synopsis = "KEY [KEY ...]"
-    description = "Remove keys from the map."
+    longdesc = "Remove keys from the map."
 
     def parseArgs(self, *keys):
         if not keys:
@@ -79,12 +79,12 @@ class DeleteOptions(usage.Options):
 
 class ListOptions(usage.Options):
     synopsis = ""
-    description = "Write the map, one KEY VALUE per line (a mapping file)."
+    longdesc = "Write the map, one KEY VALUE per line (a mapping file)."
 
 
 class ImportOptions(usage.Options):
     synopsis = "[--replace] FILE"
-    description = ("Set every KEY VALUE of a mapping file (--cache-file's format); with"
+    longdesc = ("Set every KEY VALUE of a mapping file (--cache-file's format); with"
                    " --replace, also delete the keys the file does not have.")
     optFlags = [["replace", None, "Delete the keys of the map the file does not have."]]
 
