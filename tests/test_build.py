@@ -47,6 +47,8 @@ def test_every_option_is_a_field_of_the_same_name(module, config):
     names.discard("http-websockets")
     # --https2 and --sslrouter2 add to --https and --sslrouter.
     names -= {"https2", "sslrouter2"}
+    # --config and --ini name files of options.
+    names -= {"config", "ini"}
     assert {field.name.replace("_", "-") for field in attr.fields(config)} == names
 
 

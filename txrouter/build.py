@@ -69,7 +69,9 @@ from txrouter.routing.cache import CacheForwarder, InMemoryStore, MappingFileErr
 from txrouter.routing.code import CodeForwarder, loadCallable
 from txrouter.routing.health import NodeHealth
 from txrouter.routing.paths import PathForwarder
+from txrouter.routing.static import StaticForwarder
 from txrouter.routing.subscriptions import SubscriptionRegistry
+from txrouter.reload import ConfigReload
 from txrouter.service import Listener, RouterService, TLSListener
 from txrouter.signals import OnSignal
 from txrouter.socketfiles import socketFiles
@@ -105,7 +107,7 @@ __all__ = [
 log = Logger(namespace="txrouter.build")
 
 
-def buildService(config, reactor) -> RouterService:
+def buildService(config, reactor, reread=None) -> RouterService:
     """
     The service running the router C{config} describes.
 
@@ -114,6 +116,11 @@ def buildService(config, reactor) -> RouterService:
         L{PtyRouterConfig}.
     @param reactor: the reactor everything runs on (under twistd, the
         global one; in tests, a C{MemoryReactorClock}).
+    @param reread: for a router with nodes, a callable of no argument
+        giving the configuration as it is now (read from its files again;
+        raising C{ValueError} for a mistake), called on SIGHUP to swap the
+        nodes, fallbacks and forwarder (L{txrouter.reload}); L{None}: SIGHUP
+        reads the C{--cache-file} again, if there is one.
     @raise ValueError: a mistake in C{config}; the message starts with the
         option's name.
 
@@ -123,7 +130,7 @@ def buildService(config, reactor) -> RouterService:
     and opened before it, in twistd's privileged phase.
     """
     credentials = Credentials.of(config.uid, config.gid)
-    service = _buildRouterService(config, reactor)
+    service = _buildRouterService(config, reactor, reread)
     notify = notifyAddress()
     if notify is not None:
         SystemdNotifier(reactor, notify).setServiceParent(service)
@@ -132,14 +139,14 @@ def buildService(config, reactor) -> RouterService:
     return service
 
 
-def _buildRouterService(config, reactor):
+def _buildRouterService(config, reactor, reread=None):
     if isinstance(config, PtyRouterConfig):
         return buildPtyService(config, reactor)
     if isinstance(config, TunTapRouterConfig):
         return buildTunTapService(config, reactor)
     _checkPlaces(config)
     files = socketFilesOf(config)
-    forwarder, services = buildForwarder(config, reactor, files(reactor))
+    forwarder, mapping, services = _forwarderParts(config, reactor, files(reactor))
     accessLog, logServices = buildAccessLog(config, reactor)
     tls = buildTLS(config, reactor, forwarder)
     router = buildRouter(config, reactor, forwarder, accessLog)
@@ -150,6 +157,11 @@ def _buildRouterService(config, reactor):
         handshakeTimeout=getattr(config, "tls_handshake_timeout", DEFAULT_HANDSHAKE_TIMEOUT),
         socketFiles=files,
     )
+    if mapping is not None or reread is not None:
+        reload = ConfigReload(
+            service, config, lambda new: _reloadedNodes(new, reactor), mapping, reread,
+        )
+        services.append(OnSignal(reactor, signal.SIGHUP, reload))
     for extra in services + logServices + tls.services + _redirects(config, reactor, wrap):
         extra.setServiceParent(service)
     if router.health is not None:
@@ -652,31 +664,60 @@ def buildForwarder(config, reactor, listening=None) -> tuple:
     @return: C{(forwarder, services)}.
     @raise ValueError: a mapping file, script or key that cannot be used.
     """
+    forwarder, mapping, services = _forwarderParts(config, reactor, listening)
+    if mapping is not None:
+        services.append(OnSignal(reactor, signal.SIGHUP, mapping.reload))
+    return forwarder, services
+
+
+def _forwarderParts(config, reactor, listening=None) -> tuple:
+    """
+    L{buildForwarder}'s forwarder and services, and apart the
+    L{MappingFile} of C{--use-cache} (or L{None}), whose reloading is the
+    caller's.
+
+    @return: C{(forwarder, mapping, services)}.
+    """
     if config.use_base:
-        return PathForwarder.fromBase(config.use_base), []
+        return PathForwarder.fromBase(config.use_base), None, []
     if config.use_pattern:
-        return PathForwarder(config.use_pattern), []
+        return PathForwarder(config.use_pattern), None, []
     if config.use_code:
         function = config.use_code
         if isinstance(function, str):
             function = _checked("--use-code", loadCallable, function)
-        return CodeForwarder(function, reactor, config.code_timeout), []
+        return CodeForwarder(function, reactor, config.code_timeout), None, []
     if config.use_cache and config.cache_store is not None:
         # Imported here, not at the top: txredisapi imports the global
         # reactor, which twistd installs after the options are parsed.
         from txrouter.redisclient import redisStore
 
         store, service = redisStore(config.cache_store, reactor, config.cache_ttl)
-        return CacheForwarder(store, reactor), [
+        return CacheForwarder(store, reactor), None, [
             service, OnSignal(reactor, signal.SIGHUP, store.refreshAll)]
     if config.use_cache:
         store = InMemoryStore()
         mappingFile = MappingFile(config.cache_file, store)
         mappingFile.load()
-        return CacheForwarder(store), [OnSignal(reactor, signal.SIGHUP, mappingFile.reload)]
+        return CacheForwarder(store), mappingFile, []
     if config.subscription_server:
-        return subscriptionForwarder(config, reactor, listening)
-    return None, []
+        registry, services = subscriptionForwarder(config, reactor, listening)
+        return registry, None, services
+    return None, None, []
+
+
+def _reloadedNodes(config, reactor) -> tuple:
+    """
+    The forwarder and mapping file of a configuration read again
+    (L{ConfigReload}): the static forwarder over C{to} is made here, as
+    the router makes its own at start.
+    """
+    forwarder, mapping, _ = _forwarderParts(config, reactor)
+    if forwarder is None:
+        forwarder = StaticForwarder(
+            config.to, reactor, config.gracetime, config.max_fails, config.algo,
+        )
+    return forwarder, mapping
 
 
 def subscriptionForwarder(config, reactor, listening=None) -> tuple:

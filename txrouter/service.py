@@ -157,13 +157,36 @@ class RouterService(MultiService):
             listener.setServiceParent(self)
             self.listeners.append(listener)
         self.cheap = False
+        self.cheapMode = cheap
         if cheap:
-            availability = IAvailability(router.forwarder, None)
-            if availability is None:
-                raise ValueError("cheap mode needs a forwarder that knows when nodes are available")
-            availability.watchAvailability(self._availabilityChanged)
-            if not availability.available:
-                self._availabilityChanged(False)
+            self._watchAvailability()
+
+    def _watchAvailability(self) -> None:
+        """
+        Follow the availability of the router's forwarder (cheap mode),
+        until it is replaced.
+        """
+        forwarder = self.router.forwarder
+        availability = IAvailability(forwarder, None)
+        if availability is None:
+            raise ValueError("cheap mode needs a forwarder that knows when nodes are available")
+
+        def changed(available: bool) -> None:
+            if self.router.forwarder is forwarder:
+                self._availabilityChanged(available)
+
+        availability.watchAvailability(changed)
+        self._availabilityChanged(availability.available)
+
+    def replaceNodes(self, forwarder, fallback, fallbackOnNoKey: bool) -> None:
+        """
+        Give the router a new forwarder and fallbacks (a reload): its
+        C{replaceNodes}; in cheap mode, the listeners then follow the new
+        forwarder's availability.
+        """
+        self.router.replaceNodes(forwarder, fallback, fallbackOnNoKey)
+        if self.cheapMode:
+            self._watchAvailability()
 
     def serveStats(
         self, reactor, address: str, shortName: str, addresses,

@@ -4,6 +4,7 @@ choice, timeouts, body limits, errors), its open sessions and a graceful
 drain.
 """
 
+import attr
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
@@ -130,6 +131,22 @@ class RouterFactory(ServerFactory):
         self.sessions = set()
         self.draining = False
         self._drainWaiters = []
+
+    def replaceNodes(self, forwarder, fallback, fallback_on_no_key: bool) -> None:
+        """
+        Find the nodes of the next requests with C{forwarder} (L{None}: the
+        static one over no node) and C{fallback}, in one step (SIGHUP's
+        reload, L{txrouter.reload}).  A request under way keeps the
+        settings it started with, so it finishes on its node; its counts
+        still go to the router's.
+        """
+        self.forwarder = forwarder
+        self.fallback = tuple(fallback)
+        self.fallbackOnNoKey = fallback_on_no_key
+        self.requestSettings = attr.evolve(
+            self.requestSettings, forwarder=forwarder, fallback=self.fallback,
+            fallbackOnNoKey=fallback_on_no_key,
+        )
 
     def statsFields(self):
         """

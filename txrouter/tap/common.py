@@ -9,12 +9,16 @@ first configured mapper and silently ignores the others (reference section
 3.3); here configuring two is a usage error.
 """
 
+import getopt
+import re
 import sys
 
 import attr
+from twisted.logger import Logger
 from twisted.python import usage
 
 from txrouter.build import buildService, checkConfig
+from txrouter.tap.files import LIST, FileError, listFilled, optionKinds, readINI, readTOML
 from txrouter.tap.mistakes import explain, refuseAbbreviations, stopWith
 from txrouter.routing.balancing import ALGORITHMS
 from txrouter.routing.health import DEFAULT_FALL, DEFAULT_RISE
@@ -66,6 +70,12 @@ _SUBSCRIPTION_LISTS = (
 )
 
 
+log = Logger(namespace="txrouter.tap")
+
+#: The options naming config files, and how each is read.
+_FILE_OPTIONS = ("config", "ini")
+
+
 class ConfigOptions(usage.Options):
     """
     A command line that parses into a configuration value
@@ -73,23 +83,55 @@ class ConfigOptions(usage.Options):
     every mistake is one usage error naming the option.  Subclasses name
     their L{configClass} and call L{ConfigOptions.postOptions}.
 
+    C{--config FILE.toml} and C{--ini FILE.ini} (L{txrouter.tap.files})
+    are read first: their options go before the command line's, so that
+    the command line wins (a repeatable option given on the command line
+    replaces the file's values).
+
     @ivar config: once parsed, the L{configClass} value the options make.
+    @ivar argv: the arguments parsed, as given.
+    @ivar files: the L{txrouter.tap.files.FileArguments} read.
     """
+
+    optParameters = [
+        ["config", None, None,
+         "Read options from this TOML file: the long options' names as keys, an"
+         " array for a repeatable option, true/false for a flag. The command line"
+         " wins. Read again on SIGHUP (see docs/operations.md)."],
+        ["ini", None, None,
+         "Read the router options of this uWSGI ini file's [uwsgi] section"
+         " (FILE:SECTION for another), in uWSGI's names (http-to, fastrouter-use-pattern...)."
+         " The command line wins. Read again on SIGHUP."],
+    ]
 
     #: The configuration value; its fields are the options' names with
     #: underscores.
     configClass = None
     config = None
+    argv = ()
+    files = ()
+    #: The twistd plugin these are the options of (for uWSGI's names in
+    #: C{--ini}).
+    plugin = None
+    #: Options that take a value or none (C{--keepalive [N]}).
+    optionalValues = ()
+    #: Whether the keys of an ini file left aside are logged (once: not
+    #: again when SIGHUP reads the file again).
+    logIgnoredKeys = True
+    _origins = None
 
     def parseOptions(self, options=None) -> None:
         """
-        Parse C{options} (C{sys.argv}'s by default), every mistake said in
-        one line that names the option (L{txrouter.tap.mistakes}).  Run by
-        twistd, a mistake ends the run with that line alone, not the whole
-        help before it.
+        Parse C{options} (C{sys.argv}'s by default) after the config files
+        they name, every mistake said in one line that names the option
+        (L{txrouter.tap.mistakes}) or the file and its key.  Run by twistd,
+        a mistake ends the run with that line alone, not the whole help
+        before it.
         """
         options = list(sys.argv[1:] if options is None else options)
+        self.argv = tuple(options)
         try:
+            options = self.rewriteArguments(self._withFiles(options))
             refuseAbbreviations(self, options)
             usage.Options.parseOptions(self, options)
         except usage.UsageError as e:
@@ -97,6 +139,110 @@ class ConfigOptions(usage.Options):
             if self.parent is not None:
                 stopWith(self, reason)
             raise usage.UsageError(reason) from None
+
+    def rewriteArguments(self, arguments: list) -> list:
+        """
+        The arguments as C{usage.Options} will parse them: a router whose
+        options take an optional value spells them out here.
+        """
+        return arguments
+
+    def _withFiles(self, arguments: list) -> list:
+        """
+        The arguments of the config files C{arguments} names, then
+        C{arguments}; a repeatable option keeps the values of the last
+        place that gives it.
+
+        @raise usage.UsageError: a file that cannot be used.
+        """
+        files = []
+        try:
+            for option, path in _fileOptions(arguments):
+                if option == "config":
+                    read = readTOML(path, self)
+                else:
+                    read = readINI(path, self, self.plugin)
+                for argument in read.arguments:
+                    self._check(read.path, argument)
+                files.append(read)
+        except FileError as e:
+            raise usage.UsageError(str(e)) from None
+        self.files = tuple(files)
+        kinds = optionKinds(self)
+        lists = [{listFilled(a.option) for a in read.arguments if kinds.get(a.option) == LIST}
+                 for read in files]
+        given = {listFilled(a[2:].partition("=")[0]) for a in arguments if a.startswith("--")}
+        lists.append(given)
+        combined, self._origins = [], {}
+        for index, read in enumerate(files):
+            later = set().union(*lists[index + 1:])
+            for argument in read.arguments:
+                if listFilled(argument.option) in later and kinds.get(argument.option) == LIST:
+                    continue
+                combined += argument.arguments
+                if argument.option not in given:
+                    self._origins[argument.option] = f"{read.path}: {argument.key}"
+            if read.ignored and self.logIgnoredKeys:
+                log.info(
+                    "config_keys_ignored: {path}: not router options, left aside: {keys}",
+                    event="config_keys_ignored", path=read.path, keys=", ".join(read.ignored),
+                )
+        return combined + arguments
+
+    def _check(self, path: str, argument) -> None:
+        """
+        Parse one key's arguments alone, so that a mistake names the file
+        and the key.
+
+        @raise FileError: the mistake.
+        """
+        scratch = type(self)()
+        arguments = scratch.rewriteArguments(list(argument.arguments))
+        try:
+            found, _ = getopt.getopt(arguments, scratch.shortOpt, scratch.longOpt)
+            for option, value in found:
+                name = option[2:]
+                name = scratch.synonyms.get(name) or scratch.synonyms[name.replace("-", "_")]
+                dispatch = scratch._dispatch[name]
+                if isinstance(dispatch, usage.CoerceParameter):
+                    dispatch.dispatch(name, value)
+                else:
+                    dispatch(name, value)
+        except (getopt.error, usage.UsageError, ValueError) as e:
+            raise FileError(f"{path}: {argument.key}: {explain(scratch, arguments, str(e))}") from None
+
+    def fromFiles(self, reason: str) -> str:
+        """
+        C{reason}, with the file and key of each option it names that a
+        config file gave.
+        """
+        origins = self._origins or {}
+        named = [origins[name] for name in dict.fromkeys(re.findall(r"--([a-z0-9-]+)", reason))
+                 if name in origins]
+        return reason + (f" (from {'; '.join(named)})" if named else "")
+
+    def rereader(self):
+        """
+        A function reading the config files and the command line again
+        into a new configuration value (for SIGHUP), or L{None} if no file
+        was given.  It raises C{ValueError} naming the file and key of a
+        mistake.
+        """
+        if not self.files:
+            return None
+        kind, argv = type(self), list(self.argv)
+
+        def reread():
+            options = kind()
+            options.logIgnoredKeys = False
+            try:
+                options.parseOptions(argv)
+            except usage.UsageError as e:
+                raise ValueError(str(e)) from None
+            return options.config
+
+        reread.paths = tuple(read.path for read in self.files)
+        return reread
 
     def parseArgs(self, *arguments) -> None:
         """
@@ -116,7 +262,7 @@ class ConfigOptions(usage.Options):
         try:
             self.config = checkConfig(self.configClass(**values))
         except ValueError as e:
-            raise usage.UsageError(str(e))
+            raise usage.UsageError(self.fromFiles(str(e)))
 
 
 class ProcessOptions(usage.Options):
@@ -427,14 +573,15 @@ class TLSOptions(usage.Options):
 def makeRouterService(options, reactor=None):
     """
     The router service of parsed L{RouterOptions}: L{buildService} on their
-    L{RouterOptions.config}, on the running reactor by default.
+    L{RouterOptions.config}, on the running reactor by default, reading
+    their config files again on SIGHUP.
     """
     if reactor is None:
         reactor = runningReactor()
     try:
-        return buildService(options.config, reactor)
+        return buildService(options.config, reactor, reread=options.rereader())
     except ValueError as e:
-        raise usage.UsageError(str(e))
+        raise usage.UsageError(options.fromFiles(str(e)))
 
 
 def runningReactor():
@@ -453,3 +600,24 @@ def runningReactor():
     from twisted.internet import reactor
 
     return reactor
+
+
+def _fileOptions(arguments) -> "list[tuple[str, str]]":
+    """
+    The C{--config} and C{--ini} files C{arguments} names, in order.
+
+    @raise usage.UsageError: one without its file.
+    """
+    found = []
+    for index, argument in enumerate(arguments):
+        if argument == "--":
+            break
+        name, equals, value = argument[2:].partition("=")
+        if not argument.startswith("--") or name not in _FILE_OPTIONS:
+            continue
+        if not equals:
+            if index + 1 >= len(arguments):
+                raise usage.UsageError(f"--{name} needs a file")
+            value = arguments[index + 1]
+        found.append((name, value))
+    return found

@@ -17,6 +17,7 @@ class Options(RouterOptions):
     """
 
     configClass = FastRouterConfig
+    plugin = "txrouter-fast"
 
     synopsis = "--bind ENDPOINT (--to NODE ... | --use-pattern P | --use-base D | ...) [options]"
     longdesc = (

@@ -6,8 +6,6 @@ Option names are uWSGI's C{--http-*} names without the C{http-} prefix
 options uWSGI does not have are marked as such in C{docs/http-router.md}.
 """
 
-import sys
-
 from txrouter.config import HTTPRouterConfig
 from txrouter.tap.common import RouterOptions, byte, count, makeRouterService, positive
 
@@ -18,6 +16,8 @@ class Options(RouterOptions):
     """
 
     configClass = HTTPRouterConfig
+    plugin = "txrouter-http"
+    optionalValues = ("keepalive", "manage-expect")
 
     synopsis = "--bind ENDPOINT --to NODE [--to NODE ...] [options]"
     longdesc = (
@@ -147,13 +147,11 @@ class Options(RouterOptions):
         """
         self["keepalive"] = -1
 
-    def parseOptions(self, options=None) -> None:
+    def rewriteArguments(self, options: list) -> list:
         """
         Accept C{--keepalive}, C{--keepalive N} and C{--keepalive=N}, and
         C{--manage-expect} with or without its N (bare: no size limit).
         """
-        if options is None:
-            options = sys.argv[1:]
         rewritten = []
         options = list(options)
         while options:
@@ -166,7 +164,7 @@ class Options(RouterOptions):
                 rewritten += ["--manage-expect", "0"]
             else:
                 rewritten.append(arg)
-        super().parseOptions(rewritten)
+        return rewritten
 
     def postOptions(self) -> None:
         if self["keepalive-timeout"]:

@@ -20,6 +20,7 @@ class Options(TLSOptions, http.Options):
     """
 
     configClass = HTTPSRouterConfig
+    plugin = "txrouter-https"
 
     synopsis = "--https ADDR,CRT,KEY[,CIPHERS[,CA]] --to NODE [--to NODE ...] [options]"
     longdesc = (

@@ -24,6 +24,7 @@ class Options(ProcessOptions, ConfigOptions):
     """
 
     configClass = PtyRouterConfig
+    plugin = "txrouter-pty"
 
     synopsis = "--bind ENDPOINT [--uwsgi-framed] [--command CMD] [options]"
     longdesc = (

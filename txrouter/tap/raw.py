@@ -17,6 +17,7 @@ class Options(RouterOptions):
     """
 
     configClass = RawRouterConfig
+    plugin = "txrouter-raw"
 
     synopsis = "--bind ENDPOINT (--to NODE ... | --subscription-server ADDR | ...) [options]"
     longdesc = (

@@ -20,6 +20,7 @@ class Options(TLSOptions, raw.Options):
     """
 
     configClass = SSLRouterConfig
+    plugin = "txrouter-ssl"
 
     synopsis = "--sslrouter ADDR,CRT,KEY[,CIPHERS[,CA]] (--to NODE ... | ...) [options]"
     longdesc = (

@@ -20,6 +20,7 @@ class Options(ProcessOptions, ConfigOptions):
     """
 
     configClass = TunTapRouterConfig
+    plugin = "txrouter-tuntap"
 
     synopsis = '--tuntap-router "DEV SOCKET [STATS [GATEWAY]]" [options]'
     longdesc = (

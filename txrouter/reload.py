@@ -1,0 +1,123 @@
+"""
+SIGHUP for a router with nodes: its configuration read again (the config
+files and the command line), and the ways to find nodes swapped at once.
+
+What can change while running: the static nodes (C{--to}, C{--gracetime},
+C{--max-fails}, C{--algo}), the fallbacks (C{--fallback},
+C{--fallback-on-no-key}) and the forwarder (C{--use-base},
+C{--use-pattern}, C{--use-cache} and C{--cache-file}, C{--use-code},
+C{--code-timeout}, C{--name-separator-strip}), unless the subscription
+system is involved (its servers are listeners).  The new ones are built
+first, then put in place in one step (L{RouterFactory.replaceNodes}): a
+request already under way keeps the settings it started with, so it
+finishes on its node; the next ones use the new set; listeners and client
+connections stay open.  Whatever else changed (listeners, timeouts...)
+needs a restart: it is said in one log line and otherwise ignored.  A
+configuration that cannot be read or built is refused in one log line,
+and the running one is kept.
+
+Without config files, SIGHUP reads the C{--cache-file} mapping again, as
+it always did.
+"""
+
+import attr
+from twisted.logger import Logger
+
+__all__ = ["ConfigReload", "NODE_FIELDS", "FORWARDER_FIELDS"]
+
+log = Logger(namespace="txrouter.reload")
+
+#: The fields that make the forwarder.
+FORWARDER_FIELDS = (
+    "to", "gracetime", "max_fails", "algo", "use_base", "use_pattern", "use_cache",
+    "cache_file", "use_code", "code_timeout", "name_separator_strip",
+)
+
+#: The fields a reload changes without a restart.
+NODE_FIELDS = FORWARDER_FIELDS + ("fallback", "fallback_on_no_key")
+
+
+class ConfigReload:
+    """
+    What SIGHUP does for a router with nodes.
+
+    @ivar config: the configuration running.
+    @ivar mapping: the L{txrouter.build.MappingFile} of C{--use-cache}, or
+        L{None}.
+    """
+
+    def __init__(self, service, config, buildNodes, mapping=None, reread=None) -> None:
+        """
+        @param service: the L{txrouter.service.RouterService}.
+        @param config: the configuration it was built from.
+        @param buildNodes: a callable making, from a configuration, its
+            forwarder (L{None} for the static one over C{to}) and its
+            mapping file (or L{None}); it raises C{ValueError} for a file
+            that cannot be used.
+        @param reread: a callable of no argument giving the configuration
+            as read now (raising C{ValueError} naming the file and key of
+            a mistake), or L{None} when there are no config files.
+        """
+        self.service = service
+        self.config = config
+        self.buildNodes = buildNodes
+        self.mapping = mapping
+        self.reread = reread
+
+    def __call__(self) -> None:
+        if self.reread is None:
+            if self.mapping is not None:
+                self.mapping.reload()
+            return
+        try:
+            new = self.reread()
+        except ValueError as e:
+            log.error(
+                "config_reload_refused: {error}; keeping the running configuration",
+                event="config_reload_refused", error=str(e),
+            )
+            return
+        running = self.config
+        changed = [field.name for field in attr.fields(type(running))
+                   if getattr(running, field.name) != getattr(new, field.name)]
+        allowed = NODE_FIELDS
+        if running.subscription_server or new.subscription_server:
+            allowed = ("fallback", "fallback_on_no_key")
+        swapped = [name for name in changed if name in allowed]
+        restart = [name for name in changed if name not in allowed]
+        if any(name in FORWARDER_FIELDS for name in swapped):
+            try:
+                forwarder, mapping = self.buildNodes(new)
+            except ValueError as e:
+                log.error(
+                    "config_reload_refused: {error}; keeping the running configuration",
+                    event="config_reload_refused", error=str(e),
+                )
+                return
+        else:
+            forwarder, mapping = self.service.router.forwarder, self.mapping
+            if mapping is not None:
+                mapping.reload()
+        if swapped:
+            self.service.replaceNodes(forwarder, new.fallback, new.fallback_on_no_key)
+            self.mapping = mapping
+            self.config = attr.evolve(running, **{name: getattr(new, name) for name in swapped})
+        log.info(
+            "config_reloaded: {changes}", event="config_reloaded",
+            changes=_options(swapped) + " changed" if swapped else "no node changes",
+            options=[_option(name) for name in swapped],
+        )
+        if restart:
+            log.warn(
+                "config_needs_restart: {options} changed; a restart is needed for them,"
+                " the running values stay", event="config_needs_restart",
+                options=_options(restart),
+            )
+
+
+def _option(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _options(names) -> str:
+    return ", ".join(_option(name) for name in names)
