@@ -261,13 +261,15 @@ def test_killed_backend_gets_502(tmp):
         assert result["r"].stdout.endswith(b" 502")
 
 
-def test_sigterm_drains_in_flight_requests(tmp, workerProcesses):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_sigterm_drains_in_flight_requests(tmp, workerProcesses, signum):
     """
-    On SIGTERM the router stops listening at once, lets the requests in
-    flight finish however long they take, then exits.
+    On SIGTERM (or SIGINT, Ctrl-C: twistd stops the same way) the router
+    stops listening at once, lets the requests in flight finish however
+    long they take, then exits.
     """
     worker = workerProcesses[0]
-    gate = tmp / "drain.gate"
+    gate = tmp / f"drain-{signal.Signals(signum).name}.gate"
     port = freePort()
     router = txrouterHTTP(tmp, port, [worker.address], ["--graceful-timeout", "10"])
     try:
@@ -279,7 +281,7 @@ def test_sigterm_drains_in_flight_requests(tmp, workerProcesses):
         ]
         for url in urls:
             held(worker, url)
-        router.signal(signal.SIGTERM)
+        router.signal(signum)
         waitUntil(lambda: tcpRefuses(port), "the router to stop listening", 10, router)
         # Draining: the three requests are still held by the worker.
         assert [c.poll() for c in clients] == [None] * 3
@@ -289,7 +291,7 @@ def test_sigterm_drains_in_flight_requests(tmp, workerProcesses):
         assert sorted(json.loads(o[:-4])["QUERY_STRING"] for o in outputs) == [
             urllib.parse.urlencode({"file": str(gate), "n": i, "router": port}) for i in range(3)]
         # twistd re-raises the signal once it has shut down cleanly.
-        assert router.wait(15) == -signal.SIGTERM
+        assert router.wait(15) == -signum
         assert "Server Shut Down." in router.log()
     finally:
         gate.touch()
