@@ -10,6 +10,7 @@ first configured mapper and silently ignores the others (reference section
 """
 
 import getopt
+import os
 import re
 import sys
 
@@ -89,7 +90,9 @@ class ConfigOptions(usage.Options):
     replaces the file's values).
 
     @ivar config: once parsed, the L{configClass} value the options make.
-    @ivar argv: the arguments parsed, as given.
+    @ivar argv: the arguments parsed, as given but for the config files'
+        paths, made absolute (twistd may change directory before a
+        SIGHUP reads them again).
     @ivar files: the L{txrouter.tap.files.FileArguments} read.
     """
 
@@ -128,7 +131,7 @@ class ConfigOptions(usage.Options):
         a mistake ends the run with that line alone, not the whole help
         before it.
         """
-        options = list(sys.argv[1:] if options is None else options)
+        options = _absoluteFiles(sys.argv[1:] if options is None else options)
         self.argv = tuple(options)
         try:
             options = self.rewriteArguments(self._withFiles(options))
@@ -621,3 +624,20 @@ def _fileOptions(arguments) -> "list[tuple[str, str]]":
             value = arguments[index + 1]
         found.append((name, value))
     return found
+
+
+def _absoluteFiles(arguments) -> list:
+    """
+    C{arguments} with the paths of C{--config} and C{--ini} made absolute.
+    """
+    absolute = list(arguments)
+    for index, argument in enumerate(arguments):
+        if argument == "--":
+            break
+        name, equals, value = argument.partition("=")
+        if name in ("--config", "--ini"):
+            if equals:
+                absolute[index] = f"{name}={os.path.abspath(value)}"
+            elif index + 1 < len(arguments):
+                absolute[index + 1] = os.path.abspath(arguments[index + 1])
+    return absolute
