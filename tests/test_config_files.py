@@ -254,9 +254,11 @@ def test_an_ini_value_mistake_names_the_file_and_key(tmp_path):
 
 def test_a_placeholder_is_no_unknown_key(tmp_path):
     path = write(tmp_path, "app.ini",
-                 "[uwsgi]\nport = 8080\nhttp = :%(port)\nhttp-to = /a\nhttp-quiet = 1\n")
+                 "[uwsgi]\nport = 8080\nhttp = :%(port)\nset-ph = node=/a\nhttp-to = %(node)\n"
+                 "http-quiet = 1\n")
     config = parse(http, "--ini", path).config
     assert config.bind == ("tcp:8080",) and config.quiet
+    assert [n.name for n in config.to] == ["/a"]
 
 
 def test_ini_for_the_other_routers(tmp_path):

@@ -298,6 +298,9 @@ _READING_KEYS = ("ini", "include", "inherit", "xml", "yaml", "yml", "json", "con
                  "if-not-exists", "if-file", "if-not-file", "if-dir", "if-not-dir",
                  "if-opt", "if-not-opt", "endif", "end-if", "end", "else")
 
+#: uWSGI's keys that set a placeholder (C{set-ph = name=value}).
+PLACEHOLDER_KEYS = ("set", "set-placeholder", "set-ph")
+
 _TRUE_WORDS = ("", "true", "on", "yes", "1")
 _FALSE_WORDS = ("false", "off", "no", "0")
 
@@ -311,8 +314,9 @@ def readINI(path: str, options, plugin: str) -> FileArguments:
     What is read as uWSGI reads it: C{key = value} lines, keys repeated
     for repeatable options, C{;} and C{#} comments, a flag with no value or
     with C{true}/C{1}/C{yes}/C{on} (C{false}/C{0}/C{no}/C{off}: off).
-    Values may use C{%(key)} (another key's first value; a key used only
-    so is a placeholder, not an unknown key), C{$(VAR)},
+    Values may use C{%(key)} (another key's first value, or a
+    placeholder's from C{set-placeholder = key=value}; a key used only so
+    is a placeholder, not an unknown key), C{$(VAR)},
     C{$(VAR:-default)} and C{$(VAR-default)} (the environment), C{%%},
     and uWSGI's magic variables of the file's name (C{%d}, C{%p}, C{%s},
     C{%n}, C{%e}, C{%c}, C{%o}, C{%x}) and C{%h} (the host name); every
@@ -339,6 +343,8 @@ def readINI(path: str, options, plugin: str) -> FileArguments:
     kinds = optionKinds(options)
     arguments, ignored, refused = [], [], []
     for line, key, raw in entries:
+        if key in PLACEHOLDER_KEYS:
+            continue
         value = values.value(line, key, raw)
         try:
             found = _iniArguments(spelling, kinds, key, value)
@@ -495,6 +501,8 @@ class _Substitution:
         self.path = path
         self.first = {}
         for line, key, value in entries:
+            if key in PLACEHOLDER_KEYS:
+                key, _, value = value.partition("=")
             self.first.setdefault(key, (line, value))
         self.referenced = set()
         for _, _, value in entries:
