@@ -9,17 +9,13 @@ first configured mapper and silently ignores the others (reference section
 3.3); here configuring two is a usage error.
 """
 
-import getopt
-import os
-import re
 import sys
 
 import attr
-from twisted.logger import Logger
 from twisted.python import usage
 
 from txrouter.build import buildService, checkConfig
-from txrouter.tap.files import LIST, FileError, listFilled, optionKinds, readINI, readTOML
+from txrouter.tap.files import absolutePaths, namingFiles, withFiles
 from txrouter.tap.mistakes import explain, refuseAbbreviations, stopWith
 from txrouter.routing.balancing import ALGORITHMS
 from txrouter.routing.health import DEFAULT_FALL, DEFAULT_RISE
@@ -69,12 +65,6 @@ _SUBSCRIPTION_LISTS = (
     "subscription-node-ports", "subscription-node-dir", "resubscribe",
     "proxy-protocol-from",
 )
-
-
-log = Logger(namespace="txrouter.tap")
-
-#: The options naming config files, and how each is read.
-_FILE_OPTIONS = ("config", "ini")
 
 
 class ConfigOptions(usage.Options):
@@ -131,10 +121,12 @@ class ConfigOptions(usage.Options):
         a mistake ends the run with that line alone, not the whole help
         before it.
         """
-        options = _absoluteFiles(sys.argv[1:] if options is None else options)
+        options = absolutePaths(sys.argv[1:] if options is None else options)
         self.argv = tuple(options)
         try:
-            options = self.rewriteArguments(self._withFiles(options))
+            read = withFiles(self, options, self.logIgnoredKeys)
+            self.files, self._origins = read.files, read.origins
+            options = self.rewriteArguments(read.arguments)
             refuseAbbreviations(self, options)
             usage.Options.parseOptions(self, options)
         except usage.UsageError as e:
@@ -150,79 +142,12 @@ class ConfigOptions(usage.Options):
         """
         return arguments
 
-    def _withFiles(self, arguments: list) -> list:
-        """
-        The arguments of the config files C{arguments} names, then
-        C{arguments}; a repeatable option keeps the values of the last
-        place that gives it.
-
-        @raise usage.UsageError: a file that cannot be used.
-        """
-        files = []
-        try:
-            for option, path in _fileOptions(arguments):
-                if option == "config":
-                    read = readTOML(path, self)
-                else:
-                    read = readINI(path, self, self.plugin)
-                for argument in read.arguments:
-                    self._check(read.path, argument)
-                files.append(read)
-        except FileError as e:
-            raise usage.UsageError(str(e)) from None
-        self.files = tuple(files)
-        kinds = optionKinds(self)
-        lists = [{listFilled(a.option) for a in read.arguments if kinds.get(a.option) == LIST}
-                 for read in files]
-        given = {listFilled(a[2:].partition("=")[0]) for a in arguments if a.startswith("--")}
-        lists.append(given)
-        combined, self._origins = [], {}
-        for index, read in enumerate(files):
-            later = set().union(*lists[index + 1:])
-            for argument in read.arguments:
-                if listFilled(argument.option) in later and kinds.get(argument.option) == LIST:
-                    continue
-                combined += argument.arguments
-                if argument.option not in given:
-                    self._origins[argument.option] = f"{read.path}: {argument.key}"
-            if read.ignored and self.logIgnoredKeys:
-                log.info(
-                    "config_keys_ignored: {path}: not router options, left aside: {keys}",
-                    event="config_keys_ignored", path=read.path, keys=", ".join(read.ignored),
-                )
-        return combined + arguments
-
-    def _check(self, path: str, argument) -> None:
-        """
-        Parse one key's arguments alone, so that a mistake names the file
-        and the key.
-
-        @raise FileError: the mistake.
-        """
-        scratch = type(self)()
-        arguments = scratch.rewriteArguments(list(argument.arguments))
-        try:
-            found, _ = getopt.getopt(arguments, scratch.shortOpt, scratch.longOpt)
-            for option, value in found:
-                name = option[2:]
-                name = scratch.synonyms.get(name) or scratch.synonyms[name.replace("-", "_")]
-                dispatch = scratch._dispatch[name]
-                if isinstance(dispatch, usage.CoerceParameter):
-                    dispatch.dispatch(name, value)
-                else:
-                    dispatch(name, value)
-        except (getopt.error, usage.UsageError, ValueError) as e:
-            raise FileError(f"{path}: {argument.key}: {explain(scratch, arguments, str(e))}") from None
-
     def fromFiles(self, reason: str) -> str:
         """
         C{reason}, with the file and key of each option it names that a
-        config file gave.
+        config file gave (L{txrouter.tap.files.namingFiles}).
         """
-        origins = self._origins or {}
-        named = [origins[name] for name in dict.fromkeys(re.findall(r"--([a-z0-9-]+)", reason))
-                 if name in origins]
-        return reason + (f" (from {'; '.join(named)})" if named else "")
+        return namingFiles(self._origins or {}, reason)
 
     def rereader(self):
         """
@@ -604,40 +529,3 @@ def runningReactor():
 
     return reactor
 
-
-def _fileOptions(arguments) -> "list[tuple[str, str]]":
-    """
-    The C{--config} and C{--ini} files C{arguments} names, in order.
-
-    @raise usage.UsageError: one without its file.
-    """
-    found = []
-    for index, argument in enumerate(arguments):
-        if argument == "--":
-            break
-        name, equals, value = argument[2:].partition("=")
-        if not argument.startswith("--") or name not in _FILE_OPTIONS:
-            continue
-        if not equals:
-            if index + 1 >= len(arguments):
-                raise usage.UsageError(f"--{name} needs a file")
-            value = arguments[index + 1]
-        found.append((name, value))
-    return found
-
-
-def _absoluteFiles(arguments) -> list:
-    """
-    C{arguments} with the paths of C{--config} and C{--ini} made absolute.
-    """
-    absolute = list(arguments)
-    for index, argument in enumerate(arguments):
-        if argument == "--":
-            break
-        name, equals, value = argument.partition("=")
-        if name in ("--config", "--ini"):
-            if equals:
-                absolute[index] = f"{name}={os.path.abspath(value)}"
-            elif index + 1 < len(arguments):
-                absolute[index + 1] = os.path.abspath(arguments[index + 1])
-    return absolute
