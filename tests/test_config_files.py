@@ -216,6 +216,7 @@ https = :443,a.crt,a.key
 htp-to = /run/b.sock
 include = other.ini
 master = true
+logto = /var/log/%k-$(NOT_SET_ANYWHERE)/@(x).log
 """)
     message = refusal(http, "--ini", path)
     assert message == (

@@ -341,8 +341,8 @@ class UWSGISpelling:
         spells otherwise.
     @ivar refused: uWSGI's names, without the prefix, that are options
         here with another meaning, and why.
-    @ivar elsewhere: keys for another plugin of txrouter that runs this
-        router's kin, and which.
+    @ivar elsewhere: keys of the same uWSGI router that another txrouter
+        plugin runs (C{https} for C{txrouter-http}), and what to do.
     """
 
     plugin: str
@@ -355,6 +355,16 @@ class UWSGISpelling:
 
 @attr.frozen
 class Listener:
+    """
+    One of uWSGI's listener keys.
+
+    @ivar option: the option it is here.
+    @ivar address: its value is uWSGI's address, turned into an endpoint
+        string (C{:8080} is C{tcp:8080}).
+    @ivar flag: an option it sets too (C{forkptyurouter} is a C{--bind}
+        with C{--uwsgi-framed}).
+    """
+
     option: str
     address: bool = False
     flag: "str | None" = None
@@ -492,9 +502,9 @@ def readINI(path: str, options, plugin: str) -> FileArguments:
     for line, key, raw in entries:
         if key in PLACEHOLDER_KEYS:
             continue
-        value = values.value(line, key, raw)
         try:
-            found = _iniArguments(spelling, kinds, key, value)
+            found = _iniArguments(
+                spelling, kinds, key, lambda: values.value(line, key, raw))
         except _Refused as e:
             refused.append(f"{key} ({e})")
             continue
@@ -559,12 +569,14 @@ class _Refused(Exception):
     """
 
 
-def _iniArguments(spelling: UWSGISpelling, kinds, key: str, value: str):
+def _iniArguments(spelling: UWSGISpelling, kinds, key: str, valueOf):
     """
     The option arguments of one ini key for the router C{spelling}
     describes: a tuple of arguments, L{None} for a flag set off, or a
     string saying why it is left aside (L{_WORKER}, L{_UNKNOWN}, or for
-    another router).
+    another router).  C{valueOf()} gives its value, substituted: only the
+    values of the keys used are, so that a worker's key may use what is
+    not supported here.
 
     @raise _Refused: a router key this router cannot take.
     """
@@ -572,6 +584,7 @@ def _iniArguments(spelling: UWSGISpelling, kinds, key: str, value: str):
         raise _Refused("includes and logic in ini files are not supported: write the values out")
     listener = spelling.listeners.get(key)
     if listener is not None:
+        value = valueOf()
         if value.startswith(("=", "fd://")):
             raise _Refused(f"{value!r}: uWSGI's shared or inherited sockets are not supported;"
                            " a systemd: endpoint is Twisted's way")
@@ -584,7 +597,7 @@ def _iniArguments(spelling: UWSGISpelling, kinds, key: str, value: str):
         return _WORKER
     for prefix in spelling.prefixes:
         if key in kinds and key.startswith(prefix):
-            return _converted(kinds, key, key, value)
+            return _converted(kinds, key, valueOf())
     for prefix in spelling.prefixes:
         if key.startswith(prefix):
             name = key[len(prefix):]
@@ -593,11 +606,11 @@ def _iniArguments(spelling: UWSGISpelling, kinds, key: str, value: str):
             name = spelling.renamed.get(name, name)
             if name not in kinds:
                 raise _Refused(f"no such option in {spelling.plugin}")
-            return _converted(kinds, key, name, value)
+            return _converted(kinds, name, valueOf())
     if key in ROUTER_GLOBALS:
         if key not in kinds:
             raise _Refused(f"no such option in {spelling.plugin}")
-        return _converted(kinds, key, key, value)
+        return _converted(kinds, key, valueOf())
     other = _otherRouter(key, spelling)
     if other is not None:
         return f"for twistd {other}"
@@ -615,7 +628,11 @@ def _otherRouter(key: str, spelling: UWSGISpelling) -> "str | None":
     return None
 
 
-def _converted(kinds, key: str, option: str, value: str):
+def _converted(kinds, option: str, value: str):
+    """
+    The arguments of C{option} for an ini value: flags are on unless
+    C{false}, C{off}, C{no} or C{0} (L{None}: off).
+    """
     kind = kinds[option]
     if kind == FLAG:
         if value.lower() in _FALSE_WORDS:
