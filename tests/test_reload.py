@@ -92,9 +92,13 @@ def test_what_needs_a_restart_is_said_and_ignored(events):
     assert service.router.timeout == 60
     [line] = named(events, "config_needs_restart")
     assert line["options"] == "--bind, --timeout"
-    # The running configuration keeps the old values: said again next time.
+    # Said once: not again while the file says the same...
     reload()
-    assert len(named(events, "config_needs_restart")) == 2
+    assert len(named(events, "config_needs_restart")) == 1
+    # ...but a new change is said, alone.
+    reread.config = attr.evolve(reread.config, timeout=6)
+    reload()
+    assert named(events, "config_needs_restart")[1]["options"] == "--timeout"
 
 
 def test_a_refused_configuration_keeps_the_running_one(events, tmp_path):

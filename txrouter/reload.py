@@ -12,7 +12,8 @@ first, then put in place in one step (L{RouterFactory.replaceNodes}): a
 request already under way keeps the settings it started with, so it
 finishes on its node; the next ones use the new set; listeners and client
 connections stay open.  Whatever else changed (listeners, timeouts...)
-needs a restart: it is said in one log line and otherwise ignored.  A
+needs a restart: it is said in one log line (once per change) and
+otherwise ignored.  A
 configuration that cannot be read or built is refused in one log line,
 and the running one is kept.
 
@@ -44,6 +45,8 @@ class ConfigReload:
     @ivar config: the configuration running.
     @ivar mapping: the L{txrouter.build.MappingFile} of C{--use-cache}, or
         L{None}.
+    @ivar _pending: the options that need a restart, with the values
+        already said (each change is said once, not at every reload).
     """
 
     def __init__(self, service, config, buildNodes, mapping=None, reread=None) -> None:
@@ -63,6 +66,7 @@ class ConfigReload:
         self.buildNodes = buildNodes
         self.mapping = mapping
         self.reread = reread
+        self._pending = {}
 
     def __call__(self) -> None:
         if self.reread is None:
@@ -107,11 +111,15 @@ class ConfigReload:
             changes=_options(swapped) + " changed" if swapped else "no node changes",
             options=[_option(name) for name in swapped],
         )
-        if restart:
+        pending = {name: getattr(new, name) for name in restart}
+        unsaid = [name for name in restart
+                  if name not in self._pending or self._pending[name] != pending[name]]
+        self._pending = pending
+        if unsaid:
             log.warn(
                 "config_needs_restart: {options} changed; a restart is needed for them,"
                 " the running values stay", event="config_needs_restart",
-                options=_options(restart),
+                options=_options(unsaid),
             )
 
 
