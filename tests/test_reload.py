@@ -14,6 +14,7 @@ from twisted.internet.testing import MemoryReactorClock
 
 from tests.logs import named
 from txrouter.build import buildService
+from txrouter.checks import HealthChecker
 from txrouter.config import FastRouterConfig, HTTPRouterConfig
 from txrouter.routing.cache import CacheForwarder
 from txrouter.routing.paths import PathForwarder
@@ -212,3 +213,38 @@ def test_the_command_line_reads_its_files_again(tmp_path, monkeypatch):
     options = http.Options()
     options.parseOptions(["--bind", "tcp:1", "--to", "/a"])
     assert options.rereader() is None
+
+
+def test_health_checks_follow_the_new_nodes():
+    """
+    With --check-interval, the new nodes are probed from then on; a node of
+    both lists keeps what the checks know of it.
+    """
+    config = HTTPRouterConfig(bind=["tcp:8080"], to=["/run/a.sock", "/run/b.sock"],
+                              fallback=["/run/spare.sock"], check_interval=5)
+    reread = Reread(attr.evolve(config, to=["/run/a.sock", "/run/c.sock"]))
+    service, reload = built(config, reread)
+    [checker] = [s for s in service if isinstance(s, HealthChecker)]
+    router = service.router
+    a = router.forwarder.nodes[0]
+    for _ in range(3):
+        router.health.failed(a, "connect refused")
+    reload()
+    health = router.health
+    assert checker.health is health is router.requestSettings.health
+    assert names(health.nodes) == ["/run/a.sock", "/run/c.sock", "/run/spare.sock"]
+    assert health.isDown(a)
+    assert router.forwarder.health is health
+    # A probe of the node taken out, answered after the reload, is dropped.
+    b = config.to[1]
+    probe = type("Probe", (), {"node": b})()
+    checker._probes[b] = probe
+    checker._outcome((False, "connect refused"), probe)
+    assert not health.isDown(b) and b not in health.nodes
+    # The checks' down node is left out of the new rotation.
+    assert {router.forwarder.pick(b"k").name for _ in range(4)} == {"/run/c.sock"}
+    # A fallback alone changes the checked nodes too.
+    reread.config = attr.evolve(reread.config, fallback=[])
+    reload()
+    assert names(router.health.nodes) == ["/run/a.sock", "/run/c.sock"]
+    assert checker.health is router.health and router.forwarder.health is router.health

@@ -157,18 +157,22 @@ def _buildRouterService(config, reactor, reread=None):
         handshakeTimeout=getattr(config, "tls_handshake_timeout", DEFAULT_HANDSHAKE_TIMEOUT),
         socketFiles=files,
     )
+    checker = None
+    if router.health is not None:
+        checker = HealthChecker(
+            reactor, router.health, config.check_interval, config.check_timeout, config.check_path,
+            proxyHeaderFor(_sendProxy(config)),
+        )
     if mapping is not None or reread is not None:
         reload = ConfigReload(
-            service, config, lambda new: _reloadedNodes(new, reactor), mapping, reread,
+            service, config, lambda new, health: _reloadedNodes(new, reactor, health),
+            mapping, reread, checker,
         )
         services.append(OnSignal(reactor, signal.SIGHUP, reload))
     for extra in services + logServices + tls.services + _redirects(config, reactor, wrap):
         extra.setServiceParent(service)
-    if router.health is not None:
-        HealthChecker(
-            reactor, router.health, config.check_interval, config.check_timeout, config.check_path,
-            proxyHeaderFor(_sendProxy(config)),
-        ).setServiceParent(service)
+    if checker is not None:
+        checker.setServiceParent(service)
     metrics = metricsPage(router, config.statsName)
     if config.stats:
         stats = _checked(
@@ -706,18 +710,22 @@ def _forwarderParts(config, reactor, listening=None) -> tuple:
     return None, None, []
 
 
-def _reloadedNodes(config, reactor) -> tuple:
+def _reloadedNodes(config, reactor, health) -> tuple:
     """
-    The forwarder and mapping file of a configuration read again
-    (L{ConfigReload}): the static forwarder over C{to} is made here, as
-    the router makes its own at start.
+    The forwarder, mapping file and nodes' health of a configuration read
+    again (L{ConfigReload}): the static forwarder over C{to} is made here,
+    as the router makes its own at start.
+
+    @param health: the running L{NodeHealth}, or L{None} without checks.
     """
     forwarder, mapping, _ = _forwarderParts(config, reactor)
+    if health is not None:
+        health = health.forNodes(config.to, config.fallback)
     if forwarder is None:
         forwarder = StaticForwarder(
-            config.to, reactor, config.gracetime, config.max_fails, config.algo,
+            config.to, reactor, config.gracetime, config.max_fails, config.algo, health,
         )
-    return forwarder, mapping
+    return forwarder, mapping, health
 
 
 def subscriptionForwarder(config, reactor, listening=None) -> tuple:

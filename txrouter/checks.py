@@ -261,6 +261,9 @@ class HealthChecker(Service):
         if self._probes.get(probe.node) is not probe:
             return
         del self._probes[probe.node]
+        if probe.node not in self.health.nodes:
+            # A reload (SIGHUP) took the node out of the list meanwhile.
+            return
         passed, reason = result
         if passed:
             self.health.passed(probe.node, reason)

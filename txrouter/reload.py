@@ -7,7 +7,9 @@ C{--max-fails}, C{--algo}), the fallbacks (C{--fallback},
 C{--fallback-on-no-key}) and the forwarder (C{--use-base},
 C{--use-pattern}, C{--use-cache} and C{--cache-file}, C{--use-code},
 C{--code-timeout}, C{--name-separator-strip}), unless the subscription
-system is involved (its servers are listeners).  The new ones are built
+system is involved (its servers are listeners).  With health checks
+(C{--check-interval}), the new nodes are probed from then on, and a node
+of both lists keeps what the checks know of it.  The new ones are built
 first, then put in place in one step (L{RouterFactory.replaceNodes}): a
 request already under way keeps the settings it started with, so it
 finishes on its node; the next ones use the new set; listeners and client
@@ -49,17 +51,21 @@ class ConfigReload:
         already said (each change is said once, not at every reload).
     """
 
-    def __init__(self, service, config, buildNodes, mapping=None, reread=None) -> None:
+    def __init__(self, service, config, buildNodes, mapping=None, reread=None,
+                 checker=None) -> None:
         """
         @param service: the L{txrouter.service.RouterService}.
         @param config: the configuration it was built from.
-        @param buildNodes: a callable making, from a configuration, its
-            forwarder (L{None} for the static one over C{to}) and its
-            mapping file (or L{None}); it raises C{ValueError} for a file
-            that cannot be used.
+        @param buildNodes: a callable making, from a configuration and the
+            running L{txrouter.routing.health.NodeHealth} (or L{None}), its
+            forwarder, its mapping file (or L{None}) and the health of its
+            nodes (or L{None}); it raises C{ValueError} for a file that
+            cannot be used.
         @param reread: a callable of no argument giving the configuration
             as read now (raising C{ValueError} naming the file and key of
             a mistake), or L{None} when there are no config files.
+        @param checker: the L{txrouter.checks.HealthChecker} probing the
+            nodes (C{--check-interval}), or L{None}.
         """
         self.service = service
         self.config = config
@@ -67,6 +73,7 @@ class ConfigReload:
         self.mapping = mapping
         self.reread = reread
         self._pending = {}
+        self.checker = checker
 
     def __call__(self) -> None:
         if self.reread is None:
@@ -89,9 +96,12 @@ class ConfigReload:
             allowed = ("fallback", "fallback_on_no_key")
         swapped = [name for name in changed if name in allowed]
         restart = [name for name in changed if name not in allowed]
-        if any(name in FORWARDER_FIELDS for name in swapped):
+        router = self.service.router
+        # The checked nodes are the --to and the --fallback ones.
+        checked = router.health is not None and "fallback" in swapped
+        if checked or any(name in FORWARDER_FIELDS for name in swapped):
             try:
-                forwarder, mapping = self.buildNodes(new)
+                forwarder, mapping, health = self.buildNodes(new, router.health)
             except ValueError as e:
                 log.error(
                     "config_reload_refused: {error}; keeping the running configuration",
@@ -99,11 +109,13 @@ class ConfigReload:
                 )
                 return
         else:
-            forwarder, mapping = self.service.router.forwarder, self.mapping
+            forwarder, mapping, health = router.forwarder, self.mapping, router.health
             if mapping is not None:
                 mapping.reload()
         if swapped:
-            self.service.replaceNodes(forwarder, new.fallback, new.fallback_on_no_key)
+            self.service.replaceNodes(forwarder, new.fallback, new.fallback_on_no_key, health)
+            if self.checker is not None:
+                self.checker.health = health
             self.mapping = mapping
             self.config = attr.evolve(running, **{name: getattr(new, name) for name in swapped})
         log.info(

@@ -178,13 +178,13 @@ class RouterService(MultiService):
         availability.watchAvailability(changed)
         self._availabilityChanged(availability.available)
 
-    def replaceNodes(self, forwarder, fallback, fallbackOnNoKey: bool) -> None:
+    def replaceNodes(self, forwarder, fallback, fallbackOnNoKey: bool, health=None) -> None:
         """
-        Give the router a new forwarder and fallbacks (a reload): its
-        C{replaceNodes}; in cheap mode, the listeners then follow the new
-        forwarder's availability.
+        Give the router a new forwarder, fallbacks and health checks' state
+        (a reload): its C{replaceNodes}; in cheap mode, the listeners then
+        follow the new forwarder's availability.
         """
-        self.router.replaceNodes(forwarder, fallback, fallbackOnNoKey)
+        self.router.replaceNodes(forwarder, fallback, fallbackOnNoKey, health)
         if self.cheapMode:
             self._watchAvailability()
 

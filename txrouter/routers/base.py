@@ -132,20 +132,23 @@ class RouterFactory(ServerFactory):
         self.draining = False
         self._drainWaiters = []
 
-    def replaceNodes(self, forwarder, fallback, fallback_on_no_key: bool) -> None:
+    def replaceNodes(self, forwarder, fallback, fallback_on_no_key: bool, health=None) -> None:
         """
-        Find the nodes of the next requests with C{forwarder} (L{None}: the
-        static one over no node) and C{fallback}, in one step (SIGHUP's
-        reload, L{txrouter.reload}).  A request under way keeps the
-        settings it started with, so it finishes on its node; its counts
-        still go to the router's.
+        Find the nodes of the next requests with C{forwarder} and
+        C{fallback}, in one step (SIGHUP's reload, L{txrouter.reload}).  A
+        request under way keeps the settings it started with, so it
+        finishes on its node; its counts still go to the router's.
+
+        @param health: the L{txrouter.routing.health.NodeHealth} of the new
+            nodes, with health checks; L{None} without.
         """
         self.forwarder = forwarder
         self.fallback = tuple(fallback)
         self.fallbackOnNoKey = fallback_on_no_key
+        self.health = health
         self.requestSettings = attr.evolve(
             self.requestSettings, forwarder=forwarder, fallback=self.fallback,
-            fallbackOnNoKey=fallback_on_no_key,
+            fallbackOnNoKey=fallback_on_no_key, health=health,
         )
 
     def statsFields(self):

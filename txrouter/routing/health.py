@@ -82,6 +82,23 @@ class NodeHealth:
         self._down = set()
         self._watchers = []
 
+    def forNodes(self, to=(), fallback=()) -> "NodeHealth":
+        """
+        The health of another list of nodes (SIGHUP's reload), with the same
+        clock and rules: a node of both lists keeps what the checks know of
+        it (down stays down until C{rise} passes); a new one starts up.
+        """
+        health = NodeHealth(self.clock, to, fallback, self.fall, self.rise)
+        for node, check in health._checks.items():
+            known = self._checks.get(node)
+            if known is None:
+                continue
+            check.up, check.fails, check.passes = known.up, known.fails, known.passes
+            check.since, check.reason = known.since, known.reason
+            if not known.up:
+                health._down.add(node)
+        return health
+
     def isDown(self, node) -> bool:
         """
         Whether the checks took C{node} out of rotation.
