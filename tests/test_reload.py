@@ -248,3 +248,36 @@ def test_health_checks_follow_the_new_nodes():
     reload()
     assert names(router.health.nodes) == ["/run/a.sock", "/run/c.sock"]
     assert checker.health is router.health and router.forwarder.health is router.health
+
+
+def test_reread_checks_no_file_a_restart_would_need(tmp_path):
+    """
+    The files only a restart would use again (the access log, certificates)
+    are not checked when SIGHUP reads the configuration: after --uid they
+    may not be readable or writable by the router's user any more.
+    """
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    path = tmp_path / "r.toml"
+    path.write_text(f'bind = ["tcp:8080"]\nto = ["/run/a.sock"]\naccess-log = "{logs}/a.log"\n')
+    options = http.Options()
+    options.parseOptions(["--config", str(path)])
+    (logs / "a.log").unlink()
+    logs.rmdir()
+    assert names(options.rereader()().to) == ["/run/a.sock"]
+
+
+def test_a_use_code_script_is_loaded_again(tmp_path, events):
+    script = tmp_path / "route.py"
+    script.write_text("def route(key):\n    return '/run/a.sock'\n")
+    path = tmp_path / "r.toml"
+    path.write_text(f'bind = ["tcp:8080"]\nuse-code = "0:{script}:route"\n')
+    options = http.Options()
+    options.parseOptions(["--config", str(path)])
+    service = http.makeService(options, MemoryReactorClock())
+    [reload] = [s.action for s in service if isinstance(s, OnSignal) and s.signum == signal.SIGHUP]
+    script.write_text("def route(key):\n    return '/run/b.sock'\n")
+    reload()
+    assert service.router.forwarder.pick(b"k").path == "/run/b.sock"
+    [line] = named(events, "config_reloaded")
+    assert line["changes"] == "no node changes; --use-code loaded again"

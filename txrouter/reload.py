@@ -90,7 +90,7 @@ class ConfigReload:
             return
         running = self.config
         changed = [field.name for field in attr.fields(type(running))
-                   if getattr(running, field.name) != getattr(new, field.name)]
+                   if _differs(field.name, running, new)]
         allowed = NODE_FIELDS
         if running.subscription_server or new.subscription_server:
             allowed = ("fallback", "fallback_on_no_key")
@@ -99,7 +99,10 @@ class ConfigReload:
         router = self.service.router
         # The checked nodes are the --to and the --fallback ones.
         checked = router.health is not None and "fallback" in swapped
-        if checked or any(name in FORWARDER_FIELDS for name in swapped):
+        # A --use-code is loaded again at each reload: a script's new code
+        # is used.
+        code = bool(new.use_code) and allowed is NODE_FIELDS
+        if code or checked or any(name in FORWARDER_FIELDS for name in swapped):
             try:
                 forwarder, mapping, health = self.buildNodes(new, router.health)
             except ValueError as e:
@@ -112,15 +115,18 @@ class ConfigReload:
             forwarder, mapping, health = router.forwarder, self.mapping, router.health
             if mapping is not None:
                 mapping.reload()
-        if swapped:
+        if swapped or code:
             self.service.replaceNodes(forwarder, new.fallback, new.fallback_on_no_key, health)
             if self.checker is not None:
                 self.checker.health = health
             self.mapping = mapping
-            self.config = attr.evolve(running, **{name: getattr(new, name) for name in swapped})
+            taken = swapped + (["use_code"] if code and "use_code" not in swapped else [])
+            self.config = attr.evolve(running, **{name: getattr(new, name) for name in taken})
+        changes = _options(swapped) + " changed" if swapped else "no node changes"
+        if code:
+            changes += "; --use-code loaded again"
         log.info(
-            "config_reloaded: {changes}", event="config_reloaded",
-            changes=_options(swapped) + " changed" if swapped else "no node changes",
+            "config_reloaded: {changes}", event="config_reloaded", changes=changes,
             options=[_option(name) for name in swapped],
         )
         pending = {name: getattr(new, name) for name in restart}
@@ -133,6 +139,19 @@ class ConfigReload:
                 " the running values stay", event="config_needs_restart",
                 options=_options(unsaid),
             )
+
+
+def _differs(name: str, running, new) -> bool:
+    """
+    Whether the field C{name} differs between the C{running} and the C{new}
+    configuration.  A C{use_code} the running one loaded at start (a
+    callable) and the new one names (its text) is not told apart: it is
+    loaded again anyway.
+    """
+    old, value = getattr(running, name), getattr(new, name)
+    if name == "use_code" and callable(old) and isinstance(value, str):
+        return False
+    return old != value
 
 
 def _option(name: str) -> str:

@@ -111,6 +111,12 @@ class ConfigOptions(usage.Options):
     #: Whether the keys of an ini file left aside are logged (once: not
     #: again when SIGHUP reads the file again).
     logIgnoredKeys = True
+    #: Whether the files and endpoints the options name are checked
+    #: (L{checkConfig}); not when SIGHUP reads the config files again:
+    #: what a reload uses is checked as it is built, and the rest (a
+    #: certificate, the access log), which needs a restart, may no longer
+    #: be readable by the user the router switched to.
+    checkFiles = True
     _origins = None
 
     def parseOptions(self, options=None) -> None:
@@ -163,6 +169,7 @@ class ConfigOptions(usage.Options):
         def reread():
             options = kind()
             options.logIgnoredKeys = False
+            options.checkFiles = False
             try:
                 options.parseOptions(argv)
             except usage.UsageError as e:
@@ -188,7 +195,9 @@ class ConfigOptions(usage.Options):
         values = {field.name: self[field.name.replace("_", "-")]
                   for field in attr.fields(self.configClass)}
         try:
-            self.config = checkConfig(self.configClass(**values))
+            self.config = self.configClass(**values)
+            if self.checkFiles:
+                self.config = checkConfig(self.config)
         except ValueError as e:
             raise usage.UsageError(self.fromFiles(str(e)))
 
