@@ -13,7 +13,10 @@ import http.client
 import json
 import os
 import pathlib
+import pwd
+import shutil
 import signal
+import tempfile
 import threading
 import time
 
@@ -208,3 +211,44 @@ def test_a_uwsgi_ini_runs_under_uwsgi_and_under_txrouter(workers):
         wait_for_log(router, "config_reloaded: --to changed")
         assert worker(port) == "b"
         assert router.log().count("config_keys_ignored") == 1
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root (CI runs as root)")
+def test_reload_after_switching_to_nobody(tmp_path):
+    """
+    With --uid nobody, SIGHUP reads the config file as nobody and swaps
+    the nodes; the access log, opened as root in a directory of root's
+    alone, is not checked again (it needs a restart anyway).
+    """
+    ports = [free_port(), free_port()]
+    public = pathlib.Path(tempfile.mkdtemp(prefix="txrouter-conf-"))
+    os.chmod(public, 0o755)
+    config = public / "router.toml"
+    try:
+        with uwsgi_worker(tmp_path, f"127.0.0.1:{ports[0]}", 1,
+                          ["--route-run", "addvar:WORKER=a"], name="a"), \
+                uwsgi_worker(tmp_path, f"127.0.0.1:{ports[1]}", 1,
+                             ["--route-run", "addvar:WORKER=b"], name="b"):
+            config.write_text(f'to = ["127.0.0.1:{ports[0]}"]\n')
+            port = free_port()
+            with txrouter_http(tmp_path, port, (), [
+                "--config", str(config), "--uid", "nobody", "--gid", "nogroup",
+                "--access-log", str(tmp_path / "access.log"),
+            ]) as router:
+                wait_until(lambda: _uid(router.pid) == pwd.getpwnam("nobody").pw_uid,
+                           "the switch to nobody", process=router)
+                assert worker(port) == "a"
+                config.write_text(f'to = ["127.0.0.1:{ports[1]}"]\n')
+                router.signal(signal.SIGHUP)
+                wait_for_log(router, "config_reloaded: --to changed")
+                assert worker(port) == "b"
+                assert "config_reload_refused" not in router.log()
+    finally:
+        shutil.rmtree(public)
+
+
+def _uid(pid: int) -> int:
+    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Uid:"):
+            return int(line.split()[1])
+    raise LookupError(pid)
