@@ -4,6 +4,9 @@ parsed before the command line's (the command line wins), and every
 mistake names the file and the key.
 """
 
+import grp
+import pwd
+
 import pytest
 from twisted.python.usage import UsageError
 
@@ -260,6 +263,14 @@ def test_a_placeholder_is_no_unknown_key(tmp_path):
     config = parse(http, "--ini", path).config
     assert config.bind == ("tcp:8080",) and config.quiet
     assert [n.name for n in config.to] == ["/a"]
+
+
+def test_ini_socket_files_and_user(tmp_path):
+    path = write(tmp_path, "app.ini", "[uwsgi]\nhttp = /run/r.sock\nhttp-to = /a\n"
+                 "chmod-socket = 660\nchown-socket = nobody:nogroup\n")
+    config = parse(http, "--ini", path).config
+    nobody = (pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid)
+    assert (config.chmod_socket, config.chown_socket) == (0o660, nobody)
 
 
 def test_ini_for_the_other_routers(tmp_path):

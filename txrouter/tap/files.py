@@ -414,11 +414,13 @@ SPELLINGS = {
 }
 
 #: uWSGI's options without a router prefix that configure routers (the
-#: subscription system, SNI, the PROXY protocol): they keep their names.
+#: subscription system, SNI, the PROXY protocol, the user the process
+#: runs as and its unix socket files): they keep their names.
 ROUTER_GLOBALS = frozenset((
     "subscription-server", "subscription-algo", "subscription-dotsplit",
     "subscription-tolerance", "subscriptions-sign-check", "subscriptions-sign-check-tolerance",
     "sni", "sni-regexp", "sni-dir", "sni-dir-ciphers", "enable-proxy-protocol",
+    "uid", "gid", "chmod-socket", "chown-socket",
 ))
 
 #: uWSGI's options that configure workers and apps, not routers: read
@@ -428,10 +430,10 @@ WORKER_KEYS = frozenset("""
     enable-threads master plugins plugin plugins-dir socket uwsgi-socket http-socket
     https-socket http11-socket shared-socket chdir chdir2 home virtualenv venv pythonpath
     python-path env vacuum die-on-term harakiri harakiri-verbose buffer-size stats
-    stats-server stats-http memory-report uid gid logto logto2 logger req-logger daemonize
+    stats-server stats-http memory-report logto logto2 logger req-logger daemonize
     daemonize2 pidfile pidfile2 lazy lazy-apps max-requests max-worker-lifetime
-    reload-mercy worker-reload-mercy reload-on-rss evil-reload-on-rss chmod-socket
-    chown-socket umask need-app strict single-interpreter thunder-lock listen
+    reload-mercy worker-reload-mercy reload-on-rss evil-reload-on-rss
+    umask need-app strict single-interpreter thunder-lock listen
     post-buffering post-buffering-bufsize limit-post limit-as cheaper cheaper-algo
     cheaper-initial cheaper-step cheaper-overload disable-logging memory-report
     offload-threads spooler spooler-processes mule mules cron attach-daemon
