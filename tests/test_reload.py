@@ -15,6 +15,7 @@ from twisted.internet.testing import MemoryReactorClock
 from tests.logs import named
 from txrouter.build import buildService
 from txrouter.checks import HealthChecker
+from txrouter.reload import ConfigReload
 from txrouter.config import FastRouterConfig, HTTPRouterConfig
 from txrouter.routing.cache import CacheForwarder
 from txrouter.routing.paths import PathForwarder
@@ -39,7 +40,8 @@ class Reread:
 
 def built(config, reread=None):
     service = buildService(config, MemoryReactorClock(), reread=reread)
-    [sighup] = [s for s in service if isinstance(s, OnSignal) and s.signum == signal.SIGHUP]
+    [sighup] = [s for s in service if isinstance(s, OnSignal) and s.signum == signal.SIGHUP
+                and isinstance(s.action, ConfigReload)]
     return service, sighup.action
 
 
@@ -155,6 +157,18 @@ def test_subscriptions_are_not_swapped(events):
     assert names(service.router.requestSettings.fallback) == ["/run/spare.sock"]
     [line] = named(events, "config_needs_restart")
     assert line["options"] == "--to, --subscription-server"
+
+
+def test_a_redis_store_is_not_swapped(events):
+    config = HTTPRouterConfig(bind=["tcp:8080"], use_cache=True,
+                              cache_store="redis://127.0.0.1:6379/0")
+    reread = Reread(attr.evolve(config, cache_store=None, cache_file="/etc/map"))
+    service, reload = built(config, reread)
+    forwarder = service.router.forwarder
+    reload()
+    assert service.router.forwarder is forwarder
+    [line] = named(events, "config_needs_restart")
+    assert line["options"] == "--cache-file, --cache-store"
 
 
 def test_cheap_mode_follows_the_new_forwarder():

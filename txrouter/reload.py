@@ -7,7 +7,8 @@ C{--max-fails}, C{--algo}), the fallbacks (C{--fallback},
 C{--fallback-on-no-key}) and the forwarder (C{--use-base},
 C{--use-pattern}, C{--use-cache} and C{--cache-file}, C{--use-code},
 C{--code-timeout}, C{--name-separator-strip}), unless the subscription
-system is involved (its servers are listeners).  With health checks
+system or a C{--cache-store} is involved (their servers and clients run
+as services of their own).  With health checks
 (C{--check-interval}), the new nodes are probed from then on, and a node
 of both lists keeps what the checks know of it.  The new ones are built
 first, then put in place in one step (L{RouterFactory.replaceNodes}): a
@@ -92,7 +93,7 @@ class ConfigReload:
         changed = [field.name for field in attr.fields(type(running))
                    if _differs(field.name, running, new)]
         allowed = NODE_FIELDS
-        if running.subscription_server or new.subscription_server:
+        if _hasServices(running) or _hasServices(new):
             allowed = ("fallback", "fallback_on_no_key")
         swapped = [name for name in changed if name in allowed]
         restart = [name for name in changed if name not in allowed]
@@ -139,6 +140,15 @@ class ConfigReload:
                 " the running values stay", event="config_needs_restart",
                 options=_options(unsaid),
             )
+
+
+def _hasServices(config) -> bool:
+    """
+    Whether the forwarder of C{config} runs services of its own, which a
+    reload does not start: the subscription servers, the Redis client of
+    C{--cache-store}.
+    """
+    return bool(config.subscription_server or getattr(config, "cache_store", None))
 
 
 def _differs(name: str, running, new) -> bool:
