@@ -412,6 +412,18 @@ def buildRouter(config, reactor, forwarder=None, accessLog=None):
             node_keepalive_timeout=config.node_keepalive_timeout,
             send_proxy=_sendProxy(config),
             https_export_cert=getattr(config, "https_export_cert", False),
+            http2=config.http2,
+            http2_max_streams=config.http2_max_streams,
+            http2_max_resets=config.http2_max_resets,
+            http2_max_header_block=config.http2_max_header_block,
+            http2_max_continuations=config.http2_max_continuations,
+            http2_header_table_size=config.http2_header_table_size,
+            http2_max_header_list_size=config.http2_max_header_list_size,
+            http2_max_pings=config.http2_max_pings,
+            http2_max_settings=config.http2_max_settings,
+            http2_idle_timeout=config.http2_idle_timeout,
+            http2_max_connection_time=config.http2_max_connection_time,
+            http2_window=config.http2_window,
             **shared,
         )
     if isinstance(config, FastRouterConfig):
@@ -485,7 +497,8 @@ def buildTLS(config, reactor, forwarder=None) -> TLSSetup:
     if not isinstance(config, TLSOptions):
         return TLSSetup()
     if isinstance(config, HTTPSRouterConfig):
-        policy = ContextPolicy(protocols=HTTP_PROTOCOLS, verifyDepth=config.ssl_verify_depth)
+        protocols = (b"h2",) + HTTP_PROTOCOLS if config.http2 else HTTP_PROTOCOLS
+        policy = ContextPolicy(protocols=protocols, verifyDepth=config.ssl_verify_depth)
         specs, option, name = config.https, "--https", "http"
         sessionContext = config.https_session_context
     else:

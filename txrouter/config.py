@@ -593,6 +593,19 @@ class HTTPRouterConfig(RouterConfig):
     send_proxy_v2: bool = _flag()
     http_to_https: "tuple[RedirectSpec, ...]" = _many(
         "--http-to-https", lambda value: parseRedirect(value), RedirectSpec)
+    # HTTP/2 (docs/http2.md); a bound of 0 is none.
+    http2: bool = _flag()
+    http2_max_streams: int = attr.ib(default=100, validator=_between(1, 2**31 - 1))
+    http2_max_resets: int = _count(100)
+    http2_max_header_block: int = _count(65536)
+    http2_max_continuations: int = _count(32)
+    http2_header_table_size: int = attr.ib(default=4096, validator=_between(0, 2**31 - 1))
+    http2_max_header_list_size: int = attr.ib(default=131072, validator=_between(1, 2**31 - 1))
+    http2_max_pings: int = _count(10)
+    http2_max_settings: int = _count(10)
+    http2_idle_timeout: "float | None" = _seconds(None)
+    http2_max_connection_time: float = _seconds(3600.0)
+    http2_window: int = attr.ib(default=65535, validator=_between(65535, 2**31 - 1))
 
     def __attrs_post_init__(self) -> None:
         RouterConfig.__attrs_post_init__(self)

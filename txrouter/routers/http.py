@@ -26,12 +26,14 @@ from zope.interface import implementer
 from txrouter.limits import MAX_KEY_LENGTH
 from txrouter.routers.base import RouterFactory, checkDirectory
 from txrouter.routers.exchange import Exchange
+from txrouter.routers.h2connection import HTTP2Connection, HTTP2Settings
 from txrouter.routers.linger import answerAndClose
 from txrouter.nodepool import NodeConnectionPool
 from txrouter.proxyprotocol import proxiedHTTPS
 from txrouter.tls.clientcert import clientCertificateVars
 from txrouter.tls.sni import serverNameOf
 from txrouter.trust import AddressSet
+from txrouter.wire.h2guard import PREFACE
 from txrouter.wire.http1 import HTTPError, RequestHeadParser
 from txrouter.wire.http2uwsgi import encodeConnectionVars
 
@@ -85,6 +87,18 @@ class HTTPRouter(RouterFactory):
         node_keepalive_timeout: float = 4.0,
         send_proxy: int = 0,
         https_export_cert: bool = False,
+        http2: bool = False,
+        http2_max_streams: int = 100,
+        http2_max_resets: int = 100,
+        http2_max_header_block: int = 65536,
+        http2_max_continuations: int = 32,
+        http2_header_table_size: int = 4096,
+        http2_max_header_list_size: int = 131072,
+        http2_max_pings: int = 10,
+        http2_max_settings: int = 10,
+        http2_idle_timeout: "float | None" = None,
+        http2_max_connection_time: float = 3600.0,
+        http2_window: int = 65535,
         **common,
     ) -> None:
         """
@@ -128,6 +142,11 @@ class HTTPRouter(RouterFactory):
             for others: not with C{node_keepalive}.
         @param https_export_cert: also send a TLS client's certificate in
             PEM as C{HTTPS_CC} (uWSGI's C{--https-export-cert}).
+        @param http2: also serve HTTP/2 clients: C{h2} by ALPN on TLS
+            listeners, with prior knowledge (h2c) on plain ones; the
+            C{http2_*} bounds are L{HTTP2Settings}' (C{docs/http2.md}).
+        @param http2_idle_timeout: seconds an HTTP/2 connection without a
+            stream stays open (default: C{keepalive}, else C{timeout}).
         @param common: the keyword arguments of every router
             (L{RouterFactory.__init__}).
         """
@@ -177,6 +196,19 @@ class HTTPRouter(RouterFactory):
         self.requestSettings = attr.evolve(
             self.requestSettings, accessLog=access_log, nodePool=self.nodePool,
         )
+        self.http2 = None
+        if http2:
+            if http2_idle_timeout is None:
+                http2_idle_timeout = keepalive or timeout
+            self.http2 = HTTP2Settings(
+                maxStreams=http2_max_streams, maxResets=http2_max_resets,
+                maxHeaderBlock=http2_max_header_block,
+                maxContinuations=http2_max_continuations,
+                headerTableSize=http2_header_table_size,
+                maxHeaderListSize=http2_max_header_list_size, maxPings=http2_max_pings,
+                maxSettings=http2_max_settings, idleTimeout=http2_idle_timeout,
+                maxConnectionTime=http2_max_connection_time, window=http2_window,
+            )
 
     def buildProtocol(self, addr):
         return HTTPSession(self)
@@ -192,6 +224,8 @@ class HTTPRouter(RouterFactory):
         pool = self.nodePool
         if pool is not None:
             fields.append(("node_keepalive", {"idle": pool.idleCount(), "reused": pool.reused}))
+        if self.http2 is not None:
+            fields.append(("http2", self.http2.counts.asDict()))
         return fields
 
     def drain(self, timeout: float):
@@ -206,8 +240,11 @@ class HTTPRouter(RouterFactory):
         """
         What a TLS listener answers a client's ALPN offer with: Twisted
         fails the handshake of a client that offers ALPN (curl and browsers
-        do) to a factory that names no protocol.
+        do) to a factory that names no protocol.  With C{http2}, C{h2}
+        first.
         """
+        if self.http2 is not None:
+            return [b"h2", b"http/1.1", b"http/1.0"]
         return [b"http/1.1", b"http/1.0"]
 
 
@@ -231,6 +268,9 @@ class HTTPSession(Protocol):
 
     connectionVars = None
     sniName = None
+    #: The L{HTTP2Connection} that took the connection over, if one did.
+    http2 = None
+    _sniffed = b""
 
     def __init__(self, router: HTTPRouter) -> None:
         self.router = router
@@ -262,6 +302,33 @@ class HTTPSession(Protocol):
         self.tls = ISSLTransport.providedBy(self.transport)
         self.https = self.tls or proxiedHTTPS(self.transport)
         self._arm(router.headersTimeout, self._headTimedOut)
+        if router.http2 is not None:
+            self.dataReceived = self._firstBytes
+
+    def _firstBytes(self, data: bytes) -> None:
+        """
+        With C{--http2}, the connection's first bytes: a client that
+        negotiated C{h2} (ALPN) or sends the HTTP/2 preface is handed to
+        an L{HTTP2Connection}; any other reads HTTP/1.x from here on, at
+        no further cost.
+        """
+        data = self._sniffed + data
+        h2 = (
+            self.tls and getattr(self.transport, "negotiatedProtocol", None) == b"h2"
+        ) or data[:len(PREFACE)] == PREFACE
+        if not h2 and PREFACE.startswith(data):
+            # Maybe the preface, in pieces.
+            self._sniffed = data
+            return
+        self._sniffed = b""
+        del self.dataReceived
+        if not h2:
+            self.dataReceived(data)
+            return
+        self._cancelTimer()
+        if self.connectionVars is None and not self._encodeConnectionVars():
+            return
+        HTTP2Connection(self).takeOver(data)
 
     def _encodeConnectionVars(self) -> bool:
         """

@@ -54,6 +54,9 @@ class Options(RouterOptions):
         ["websockets", None,
          "Accepted for uWSGI's --http-websockets; a 101 answer always opens a"
          " tunnel here."],
+        ["http2", None,
+         "Also serve HTTP/2: h2 by ALPN on TLS listeners, prior knowledge (h2c)"
+         " on plain ones; each stream is one node request (docs/http2.md)."],
     ]
 
     optParameters = [
@@ -93,6 +96,38 @@ class Options(RouterOptions):
         ["websocket-timeout", None, None,
          "Idle seconds (neither side sending) before a tunnel opened by a 101"
          " answer (a websocket) is closed (default: --timeout).", positive],
+        ["http2-max-streams", None, 100,
+         "HTTP/2: streams a client may have open at once"
+         " (SETTINGS_MAX_CONCURRENT_STREAMS).", count],
+        ["http2-max-resets", None, 100,
+         "HTTP/2: streams a client may reset per second (rapid reset); past it,"
+         " GOAWAY ENHANCE_YOUR_CALM and close. 0: no bound.", count],
+        ["http2-max-header-block", None, 65536,
+         "HTTP/2: bytes of one compressed header block (HEADERS and its"
+         " CONTINUATION frames); past it, GOAWAY and close. 0: no bound.", count],
+        ["http2-max-continuations", None, 32,
+         "HTTP/2: CONTINUATION frames in one header block (CONTINUATION flood);"
+         " past it, GOAWAY and close. 0: no bound.", count],
+        ["http2-header-table-size", None, 4096,
+         "HTTP/2: the HPACK dynamic table's size (SETTINGS_HEADER_TABLE_SIZE).", count],
+        ["http2-max-header-list-size", None, 131072,
+         "HTTP/2: decoded size of a header list (SETTINGS_MAX_HEADER_LIST_SIZE);"
+         " past it (an HPACK bomb), GOAWAY and close.", count],
+        ["http2-max-pings", None, 10,
+         "HTTP/2: PING frames a client may send per second; past it, GOAWAY and"
+         " close. 0: no bound.", count],
+        ["http2-max-settings", None, 10,
+         "HTTP/2: SETTINGS frames a client may send per second; past it, GOAWAY"
+         " and close. 0: no bound.", count],
+        ["http2-idle-timeout", None, None,
+         "HTTP/2: seconds a connection without a stream stays open (default:"
+         " --keepalive, else --timeout).", positive],
+        ["http2-max-connection-time", None, 3600.0,
+         "HTTP/2: seconds after which a connection takes no new stream (GOAWAY)"
+         " and closes once its streams are done. 0: no limit.", positive],
+        ["http2-window", None, 65535,
+         "HTTP/2: request body bytes a stream may have in the router before its"
+         " node takes them (SETTINGS_INITIAL_WINDOW_SIZE, at least 65535).", count],
         ["access-log", None, None,
          "Write a combined-format access log to this file (reopened on SIGUSR1,"
          " for logrotate), or - for stdout."],

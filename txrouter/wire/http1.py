@@ -522,7 +522,10 @@ class ResponseHeadParser:
 
     @ivar maxHeadSize: the largest head in bytes, blank line included.
     @ivar maxHeaderCount: the most header lines.
+    @cvar statusLine: the status lines taken (HTTP/1.0 and HTTP/1.1).
     """
+
+    statusLine = _STATUS_LINE
 
     def __init__(self, maxHeadSize: int = 65536, maxHeaderCount: int = 1000) -> None:
         self.maxHeadSize = maxHeadSize
@@ -568,7 +571,7 @@ class ResponseHeadParser:
                 502, "response_too_many_headers",
                 f"more than {self.maxHeaderCount} header lines in the response",
             )
-        match = _STATUS_LINE.match(lines[0])
+        match = self.statusLine.match(lines[0])
         if match is None:
             raise _badResponse(f"malformed status line {lines[0][:60]!r}")
         version, status, reason = match.groups()
