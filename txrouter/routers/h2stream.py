@@ -84,7 +84,6 @@ class HTTP2Stream:
     _producer = None
     _producerPaused = False
     _spool = None
-    _dechunkedLength = None
     _block = None
     _httpHead = None
     _respParser = None
@@ -193,8 +192,14 @@ class HTTP2Stream:
         if not lifecycle.spooled((), True):
             return
         lifecycle.bodyComplete()
-        if self.head.contentLength is None:
-            self._dechunkedLength = b"%d" % spool.length
+        head = self.head
+        if head.contentLength is None:
+            # The node is told the length the body turned out to have.
+            length = spool.length
+            self.head = head._replace(
+                headers=head.headers + [(b"content-length", b"%d" % length)],
+                contentLength=length,
+            )
         lifecycle.dispatch()
 
     # IPushProducer: the body's producer (nested pauses)
@@ -252,7 +257,6 @@ class HTTP2Stream:
         session = self.session
         return encodeRequestVars(
             self.head, session.connectionVars, self.router.httpVars, session.trustForwarded,
-            self._dechunkedLength,
         )
 
     def headFor(self, node) -> "bytes | None":
@@ -268,7 +272,7 @@ class HTTP2Stream:
                 try:
                     head = self._httpHead = encodeRequestHead(
                         self.head._replace(version=_HTTP11), session.remoteAddr, session.https,
-                        session.trustForwarded, self._dechunkedLength, router.maxHeadSize,
+                        session.trustForwarded, None, router.maxHeadSize,
                         router.nodePool is not None,
                     )
                 except HTTPError as e:

@@ -111,8 +111,6 @@ def requestHead(
         fields.append((name, value))
     if cookies:
         fields.append((b"cookie", b"; ".join(cookies)))
-    if len(fields) > maxHeaders:
-        raise _bad("too_many_headers", f"more than {maxHeaders} header lines", 431)
     if method is None:
         raise _bad("bad_request_line", "no :method")
     if method == b"CONNECT":
@@ -144,6 +142,9 @@ def requestHead(
         raise _bad("missing_host", "request without :authority or Host")
     elif not _HOST.match(host):
         raise _bad("bad_host", f"malformed Host {host[:64]!r}")
+    if len(fields) > maxHeaders:
+        # :authority counts as the Host line it stands for.
+        raise _bad("too_many_headers", f"more than {maxHeaders} header lines", 431)
     return RequestHead(
         method, path, path, VERSION, fields, host, contentLength, False, True, None,
         expect is not None and expect.lower() == b"100-continue",
