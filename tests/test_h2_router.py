@@ -358,13 +358,19 @@ class RefusalTests(HTTP2TestCase):
 
     def test_body_too_large(self):
         """
-        A declared body over C{limit_post} is a 413, and the client is
-        told to stop sending it (C{RST_STREAM NO_ERROR} after the answer).
+        A declared body over C{limit_post} is a 413; what the client still
+        sends of it is dropped for a while, then it is told to stop
+        (C{RST_STREAM NO_ERROR}).
         """
         client = self.client(self.router(limit_post=10))
         streamID = client.request(b"/p", b"POST", b"x", [(b"content-length", b"11")], end=False)
         response = client.response(streamID)
         self.assertEqual((response.status, response.ended), (413, True))
+        self.assertIsNone(response.reset)
+        client.conn.send_data(streamID, b"y" * 5)
+        client.send()
+        self.network.reactor.advance(5)
+        client.read()
         self.assertEqual(response.reset, ErrorCodes.NO_ERROR)
         self.assertEqual(self.backend.requests, [])
 

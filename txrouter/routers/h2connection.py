@@ -51,7 +51,7 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from txrouter.limits import MAX_KEY_LENGTH
+from txrouter.limits import LINGER_IDLE, MAX_KEY_LENGTH
 from txrouter.routers.h2stream import HTTP2Stream
 from txrouter.wire.h2guard import BoundExceeded, FrameGuard
 from txrouter.wire.h2messages import errorResponse, requestHead
@@ -161,6 +161,7 @@ class HTTP2Connection:
         self.transport = session.transport
         self.reactor = router.reactor
         self.streams = {}
+        self._lingering = {}
         self._logged = set()
         self.guard = FrameGuard(
             settings.maxHeaderBlock, settings.maxContinuations, settings.maxResets,
@@ -245,6 +246,8 @@ class HTTP2Connection:
                 if resets is None:
                     resets = set()
                 resets.add(event.stream_id)
+                if self._lingering:
+                    self._lingerEnded(event.stream_id)
                 stream = self.streams.pop(event.stream_id, None)
                 if stream is not None:
                     self._clientReset(stream)
@@ -265,6 +268,8 @@ class HTTP2Connection:
                     continue
                 self._requestReceived(streamID, event.headers, event.stream_ended is not None)
             elif kind is StreamEnded:
+                if self._lingering:
+                    self._lingerEnded(event.stream_id)
                 stream = self.streams.get(event.stream_id)
                 if stream is not None:
                     stream.clientEnded()
@@ -461,9 +466,37 @@ class HTTP2Connection:
         del self.streams[stream.streamID]
         if stream.bodyOpen:
             stream.bodyOpen = False
-            self.h2.reset_stream(stream.streamID, ErrorCodes.NO_ERROR)
             self._giveBack(stream)
+            self._linger(stream.streamID)
         self._closeIfIdle()
+
+    def _linger(self, streamID: int) -> None:
+        """
+        The response of C{streamID} is out, its client still sending a
+        body nobody will read: what comes is acknowledged and dropped for
+        L{LINGER_IDLE} seconds, then the client is told to stop
+        (C{RST_STREAM NO_ERROR}).  Resetting at once is what RFC 9113
+        allows, but clients (curl 7.88) then drop the response they were
+        reading.
+        """
+        self._lingering[streamID] = self.reactor.callLater(
+            LINGER_IDLE, self._stopLingering, streamID)
+
+    def _stopLingering(self, streamID: int) -> None:
+        del self._lingering[streamID]
+        if self._lost:
+            return
+        try:
+            self.h2.reset_stream(streamID, ErrorCodes.NO_ERROR)
+        except ProtocolError:
+            # The client ended or reset it meanwhile.
+            return
+        self._write()
+
+    def _lingerEnded(self, streamID: int) -> None:
+        call = self._lingering.pop(streamID, None)
+        if call is not None:
+            call.cancel()
 
     # IPushProducer, for the client's transport
 
@@ -605,5 +638,8 @@ class HTTP2Connection:
         if call is not None and call.active():
             call.cancel()
         self._abortStreams()
+        for call in self._lingering.values():
+            call.cancel()
+        self._lingering.clear()
         self.settings.counts.open -= 1
         self.router.sessionClosed(self.session)

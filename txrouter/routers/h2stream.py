@@ -80,7 +80,7 @@ class HTTP2Stream:
     ending = False
     status = 0
     unacknowledged = 0
-    _pauses = 0
+    _paused = False
     _producer = None
     _producerPaused = False
     _spool = None
@@ -163,7 +163,7 @@ class HTTP2Stream:
         spool = self._spool
         if spool is None:
             self.relay.toNode(data)
-            if self._pauses:
+            if self._paused:
                 self.unacknowledged += flowLength
             else:
                 connection.acknowledge(self, flowLength)
@@ -202,15 +202,17 @@ class HTTP2Stream:
             )
         lifecycle.dispatch()
 
-    # IPushProducer: the body's producer (nested pauses)
+    # IPushProducer: the body's producer.  Not nested: a transport pauses
+    # its producer at each write past its buffer's size, and resumes it
+    # once; the relay's own pause (the node not yet connected) is over
+    # before the node's transport can pause it.
 
     def pauseProducing(self) -> None:
-        self._pauses += 1
+        self._paused = True
 
     def resumeProducing(self) -> None:
-        if self._pauses:
-            self._pauses -= 1
-        if not self._pauses and self.unacknowledged:
+        self._paused = False
+        if self.unacknowledged:
             size, self.unacknowledged = self.unacknowledged, 0
             self.connection.acknowledge(self, size)
 
