@@ -422,6 +422,25 @@ class FlowControlTests(HTTP2TestCase):
         client.read()
         self.assertEqual(client.conn.local_flow_control_window(streamID), window)
 
+    def test_transport_pauses_are_not_nested(self):
+        """
+        A node's transport pauses its producer at every write past its
+        buffer, and resumes it once: one resume opens the window again.
+        """
+        self.backend.hold = True
+        router = self.router()
+        client = self.client(router)
+        streamID = client.request(b"/p", b"POST", headers=[(b"content-length", b"200000")],
+                                  end=False)
+        relay = self.connectionOf(router).streams[streamID].lifecycle.relay
+        for _ in range(4):
+            relay.pauseProducing()
+            client.conn.send_data(streamID, b"x" * 16383)
+            client.send()
+        relay.resumeProducing()
+        client.read()
+        self.assertEqual(client.conn.local_flow_control_window(streamID), 65535)
+
     def test_slow_reader_pauses_its_node_only(self):
         """
         A client whose window for one stream is shut leaves that stream's
@@ -608,6 +627,19 @@ class BoundTests(HTTP2TestCase):
         client.send(headers.serialize())
         self.assertCalmed(router, client, "header_list_too_large")
         self.assertEqual(self.backend.requests[:-1], [])
+
+    def test_hpack_table_past_its_size(self):
+        router = self.router(http2_header_table_size=4096)
+        client = self.client(router)
+        encoder = Encoder()
+        encoder.header_table_size = 1 << 20
+        headers = HeadersFrame(1, flags=["END_HEADERS", "END_STREAM"])
+        headers.data = encoder.encode([(b":method", b"GET"), (b":path", b"/"),
+                                       (b":scheme", b"http"), (b":authority", b"h")])
+        client.send(headers.serialize())
+        self.assertEqual(client.terminated, ErrorCodes.PROTOCOL_ERROR)
+        self.assertTrue(client.memory.closed)
+        self.assertEqual(router.http2.counts.bounds, {"header_table_too_large": 1})
 
     def test_ping_flood(self):
         router = self.router(http2_max_pings=5)

@@ -62,13 +62,14 @@ def test_twistd_lists_the_plugins():
 
 @pytest.mark.parametrize(
     "plugin, module, page",
-    # --http-to-https is described with the HTTPS router.
-    [("txrouter-http", "txrouter.tap.http", "http-router.md https-router.md"),
+    # --http-to-https is described with the HTTPS router, the --http2
+    # options on their own page.
+    [("txrouter-http", "txrouter.tap.http", "http-router.md https-router.md http2.md"),
      ("txrouter-fast", "txrouter.tap.fast", "fastrouter.md"),
      ("txrouter-raw", "txrouter.tap.raw", "raw-router.md"),
      # The HTTPS router has the HTTP router's options, the SSL router the
      # raw router's, and both the TLS options of https-router.md.
-     ("txrouter-https", "txrouter.tap.https", "https-router.md http-router.md"),
+     ("txrouter-https", "txrouter.tap.https", "https-router.md http-router.md http2.md"),
      ("txrouter-ssl", "txrouter.tap.ssl", "ssl-router.md raw-router.md https-router.md"),
      ("txrouter-subscribe", "txrouter.tap.subscribe", "subscriptions.md"),
      ("txrouter-pty", "txrouter.tap.pty", "pty-router.md"),

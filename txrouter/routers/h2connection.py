@@ -46,6 +46,7 @@ from h2.events import (
 )
 from h2.exceptions import DenialOfServiceError, ProtocolError, TooManyStreamsError
 from h2.settings import SettingCodes, Settings
+from hpack.exceptions import InvalidTableSizeError
 from hyperframe.frame import GoAwayFrame
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
@@ -72,7 +73,8 @@ class HTTP2Counts:
     @ivar streams: streams (requests) the clients opened.
     @ivar bounds: C{{bound: count}}: how many times each bound was hit
         (C{max_streams}, C{rapid_reset}, C{header_block_too_large},
-        C{continuation_flood}, C{header_list_too_large}, C{ping_flood},
+        C{continuation_flood}, C{header_list_too_large},
+        C{header_table_too_large}, C{ping_flood},
         C{settings_flood}, C{idle_timeout}, C{connection_deadline}).
     """
 
@@ -232,6 +234,10 @@ class HTTP2Connection:
             self._fail()
             return
         except ProtocolError as e:
+            if isinstance(e.__cause__, InvalidTableSizeError):
+                self._boundHit("header_table_too_large", str(e))
+                self._fail()
+                return
             log.info(
                 "http2_protocol_error: {detail} (client {client})",
                 event="http2_protocol_error", detail=str(e), client=self._client(),
