@@ -344,6 +344,19 @@ class RefusalTests(HTTP2TestCase):
         self.assertIn("bad_target", self.loggedEvents())
         self.assertEqual(client.response(good).status, 200)
 
+    def test_bad_head_with_a_body_coming(self):
+        """
+        A refused head whose body is on its way: the answer, then what comes
+        is dropped for a while before C{RST_STREAM NO_ERROR}.
+        """
+        client = self.client(self.router())
+        streamID = client.request(b"nopath", b"POST", b"x", end=False)
+        response = client.response(streamID)
+        self.assertEqual((response.status, response.ended, response.reset), (400, True, None))
+        self.network.reactor.advance(5)
+        client.read()
+        self.assertEqual(response.reset, ErrorCodes.NO_ERROR)
+
     def test_connect_refused(self):
         client = self.client(self.router())
         streamID = client.conn.get_next_available_stream_id()

@@ -143,6 +143,10 @@ class ResponseTests(SynchronousTestCase):
             (b":status", b"200"), (b"content-type", b"a"), (b"set-cookie", b"c"),
         ])
 
+    def test_nul_in_a_value(self):
+        head = ResponseHeadParser().feed(b"HTTP/1.1 200 OK\r\nX: a\x00b\r\n\r\n")
+        self.assertEqual(self.assertRaises(HTTPError, responseHeaders, head).status, 502)
+
     def test_node_answering_in_http2(self):
         """
         A uWSGI application asked in C{HTTP/2} answers in it: the nodes'

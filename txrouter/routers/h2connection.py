@@ -337,7 +337,7 @@ class HTTP2Connection:
             h2.send_headers(streamID, headers)
             h2.send_data(streamID, body, end_stream=True)
             if not ended:
-                h2.reset_stream(streamID, ErrorCodes.NO_ERROR)
+                self._linger(streamID)
         self._closeIfIdle()
 
     def _clientReset(self, stream) -> None:
@@ -377,13 +377,24 @@ class HTTP2Connection:
         if data and not self._lost:
             self.transport.write(data)
 
-    def sendHeaders(self, stream, headers) -> None:
+    def sendHeaders(self, stream, headers) -> bool:
         """
         Send C{stream}'s response HEADERS.
+
+        @return: whether they could be sent (C{h2} refuses header fields
+            that HTTP/2 does not allow, which a node may have sent).
         """
+        try:
+            self.h2.send_headers(stream.streamID, headers)
+        except ProtocolError as e:
+            log.warn(
+                "bad_response: from {node}: {detail}", event="bad_response",
+                node=stream.lifecycle.node.name, detail=str(e),
+            )
+            return False
         stream.headersSent = True
-        self.h2.send_headers(stream.streamID, headers)
         self._write()
+        return True
 
     def sendInformational(self, stream, status: int) -> None:
         """

@@ -374,7 +374,14 @@ class HTTP2Stream:
                 and self._framing != "close"
             )
         leftover = parser.leftover
-        self.connection.sendHeaders(self, responseHeaders(resp))
+        try:
+            headers = responseHeaders(resp)
+        except HTTPError as e:
+            self._badResponse(e.detail, e.event)
+            return None
+        if not self.connection.sendHeaders(self, headers):
+            self.refuse(502, "bad_response", "the backend sent an invalid response")
+            return None
         if self._framing == "none":
             if leftover:
                 self._surplus(len(leftover))

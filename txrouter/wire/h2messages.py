@@ -157,6 +157,8 @@ def responseHeaders(head) -> list:
 
     @param head: a L{txrouter.wire.http1.ResponseHead}.
     @return: C{(name, value)} byte pairs, C{:status} first.
+    @raise HTTPError: 502, a value holds a NUL, which HTTP/2 does not
+        allow (CR and LF never pass the response head's parser).
     """
     named = set()
     for name, value in head.headers:
@@ -170,6 +172,8 @@ def responseHeaders(head) -> list:
             continue
         if lower == b"content-length" and head.chunked:
             continue
+        if b"\x00" in value:
+            raise HTTPError(502, "bad_response", f"NUL in the value of {name[:40]!r}")
         out.append((lower, value))
     return out
 
