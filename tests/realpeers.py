@@ -528,7 +528,7 @@ def uwsgi_fastrouter(tmp_path, port, extra_args=(), to=(), wrapper=(),
 
 def nginx(tmp_path, port: int, upstream, extra_locations: str = "", uwsgi_buffering: bool = True,
           access_log: bool = True, extra_http: str = "", wrapper=(),
-          timeout: float = 20.0) -> Process:
+          timeout: float = 20.0, listen_options: str = "") -> Process:
     """
     nginx on 127.0.0.1:C{port} passing every request with C{uwsgi_pass} to
     C{upstream}: C{host:port}, C{unix:/path}, a bare C{/path} or a port
@@ -554,7 +554,8 @@ def nginx(tmp_path, port: int, upstream, extra_locations: str = "", uwsgi_buffer
     Started as C{nginx -e stderr -p DIR -c DIR/nginx.conf -g 'daemon off;'}
     (master and worker, stopped by the master's PID: SIGTERM is nginx's
     fast shutdown).  C{wrapper} is put in front of the command, as for
-    L{txrouter_fast}.  Returns once the port accepts.
+    L{txrouter_fast}; C{listen_options} follow the C{listen} address
+    (C{http2}: HTTP/2 with prior knowledge).  Returns once the port accepts.
     """
     if not NGINX_UWSGI_PARAMS.exists():
         raise FileNotFoundError(f"{NGINX_UWSGI_PARAMS} is missing: run scripts/setup (nginx)")
@@ -592,7 +593,7 @@ http {{
     uwsgi_buffering {"on" if uwsgi_buffering else "off"};
 {extra_http}
     server {{
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{port} {listen_options};
         server_name _;
 {extra_locations}
         location / {{

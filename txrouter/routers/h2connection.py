@@ -54,6 +54,7 @@ from zope.interface import implementer
 
 from txrouter.limits import LINGER_IDLE, MAX_KEY_LENGTH
 from txrouter.routers.h2stream import HTTP2Stream
+from txrouter.transports import afterCurrentEvents
 from txrouter.wire.h2guard import BoundExceeded, FrameGuard
 from txrouter.wire.h2messages import errorResponse, requestHead
 from txrouter.wire.http1 import HTTPError
@@ -150,6 +151,7 @@ class HTTP2Connection:
     """
 
     _paused = False
+    _writeScheduled = False
     _lost = False
     _closing = False
     _lastStream = None
@@ -169,7 +171,13 @@ class HTTP2Connection:
             settings.maxHeaderBlock, settings.maxContinuations, settings.maxResets,
             settings.maxPings, settings.maxSettings,
         )
-        h2 = self.h2 = H2Connection(H2Configuration(client_side=False, header_encoding=None))
+        # The response headers are made lower-case and free of HTTP/1.1's
+        # connection headers (and NULs) by responseHeaders: h2's checks of
+        # them again are left out.  What the client sends is checked.
+        h2 = self.h2 = H2Connection(H2Configuration(
+            client_side=False, header_encoding=None, validate_outbound_headers=False,
+            normalize_outbound_headers=False,
+        ))
         h2.local_settings = Settings(client=False, initial_values={
             SettingCodes.MAX_CONCURRENT_STREAMS: settings.maxStreams,
             SettingCodes.MAX_HEADER_LIST_SIZE: settings.maxHeaderListSize,
@@ -373,19 +381,30 @@ class HTTP2Connection:
     # Writing
 
     def _write(self) -> None:
+        """
+        Send what C{h2} has to send, once the events being handled are:
+        the frames of every stream answered in one reactor iteration go
+        out in one write, not one per call.
+        """
+        if not self._writeScheduled:
+            self._writeScheduled = True
+            afterCurrentEvents(self.reactor, self._writeNow)
+
+    def _writeNow(self) -> None:
+        self._writeScheduled = False
         data = self.h2.data_to_send()
         if data and not self._lost:
             self.transport.write(data)
 
-    def sendHeaders(self, stream, headers) -> bool:
+    def sendHeaders(self, stream, headers, endStream: bool = False) -> bool:
         """
-        Send C{stream}'s response HEADERS.
+        Send C{stream}'s response HEADERS; C{endStream} if there is no body.
 
         @return: whether they could be sent (C{h2} refuses header fields
             that HTTP/2 does not allow, which a node may have sent).
         """
         try:
-            self.h2.send_headers(stream.streamID, headers)
+            self.h2.send_headers(stream.streamID, headers, end_stream=endStream)
         except ProtocolError as e:
             log.warn(
                 "bad_response: from {node}: {detail}", event="bad_response",
@@ -393,6 +412,7 @@ class HTTP2Connection:
             )
             return False
         stream.headersSent = True
+        stream.endSent = endStream
         self._write()
         return True
 
@@ -424,12 +444,17 @@ class HTTP2Connection:
                 h2.send_data(streamID, chunk[:size])
                 queue[0] = chunk[size:]
             else:
-                h2.send_data(streamID, chunk)
                 queue.popleft()
+                # The last bytes of a response end its stream.
+                last = not queue and stream.ending
+                h2.send_data(streamID, chunk, end_stream=last)
+                stream.endSent = last
             stream.outboundSize -= size
             sent = True
         if not queue and stream.ending:
-            h2.end_stream(streamID)
+            if not stream.endSent:
+                stream.endSent = True
+                h2.end_stream(streamID)
             self._retireIfDone(stream)
         self._write()
         if sent:
@@ -563,7 +588,7 @@ class HTTP2Connection:
         """
         Send what C{h2} has (its GOAWAY) and close, aborting the streams.
         """
-        self._write()
+        self._writeNow()
         self._abortStreams()
         self._lost = True
         self.transport.loseConnection()
@@ -587,7 +612,7 @@ class HTTP2Connection:
         if self.streams or self._lost:
             return
         if self._closing:
-            self._write()
+            self._writeNow()
             self._lost = True
             self.transport.loseConnection()
             return
@@ -623,7 +648,7 @@ class HTTP2Connection:
         frame = GoAwayFrame(0)
         frame.last_stream_id = last
         frame.error_code = ErrorCodes.NO_ERROR
-        self._write()
+        self._writeNow()
         self.transport.write(frame.serialize())
 
     def closeWhenIdle(self) -> None:

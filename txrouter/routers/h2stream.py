@@ -70,6 +70,7 @@ class HTTP2Stream:
     @ivar bodyOpen: request body bytes are still expected from the client.
     @ivar headersSent: the response's HEADERS have gone out.
     @ivar ending: the response is complete once L{outbound} is sent.
+    @ivar endSent: the stream's end (C{END_STREAM}) has been sent.
     @ivar outbound: response bytes waiting for the client's window.
     @ivar outboundSize: how many.
     @ivar unacknowledged: body bytes received but not acknowledged yet.
@@ -78,6 +79,7 @@ class HTTP2Stream:
     bodyOpen = False
     headersSent = False
     ending = False
+    endSent = False
     status = 0
     unacknowledged = 0
     _paused = False
@@ -379,10 +381,11 @@ class HTTP2Stream:
         except HTTPError as e:
             self._badResponse(e.detail, e.event)
             return None
-        if not self.connection.sendHeaders(self, headers):
+        none = self._framing == "none"
+        if not self.connection.sendHeaders(self, headers, none):
             self.refuse(502, "bad_response", "the backend sent an invalid response")
             return None
-        if self._framing == "none":
+        if none:
             if leftover:
                 self._surplus(len(leftover))
             self._complete()
@@ -391,6 +394,9 @@ class HTTP2Stream:
 
     def _toClient(self, data: bytes, last: bool = False) -> None:
         self._bodySent += len(data)
+        if last:
+            # The last DATA frame carries END_STREAM.
+            self.ending = True
         self.relay.fromNode(data, last)
 
     def _surplus(self, count: int) -> None:
