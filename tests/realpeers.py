@@ -593,7 +593,7 @@ http {{
     uwsgi_buffering {"on" if uwsgi_buffering else "off"};
 {extra_http}
     server {{
-        listen 127.0.0.1:{port} {listen_options};
+        listen 127.0.0.1:{port}{" " + listen_options if listen_options else ""};
         server_name _;
 {extra_locations}
         location / {{

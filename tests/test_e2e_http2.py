@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 
 import attr
 import pytest
@@ -215,6 +216,19 @@ def test_hundred_streams_on_one_connection(site):
         assert client.headers[streamID][b":status"] == b"200"
         assert json.loads(client.bodies[streamID])["PATH_INFO"] == f"/n/{i}"
     client.close()
+
+
+def test_h2load(site):
+    """
+    h2load (nghttp2-client): 4 connections of 25 concurrent streams, every
+    request answered 200.
+    """
+    result = subprocess.run(
+        ["h2load", "-n", "2000", "-c", "4", "-m", "25", f"http://127.0.0.1:{site.plainPort}/"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert "2000 succeeded, 0 failed, 0 errored" in result.stdout, result.stdout
+    assert "status codes: 2000 2xx" in result.stdout, result.stdout
 
 
 def test_download_and_upload_with_memory_bounded(site, tmp_path):
