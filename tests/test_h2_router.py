@@ -29,6 +29,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from txrouter.accesslog import AccessLog
 from txrouter.routers.http import HTTPRouter
 from txrouter.routing.nodes import parseNode
+from txrouter.stats.metrics import metricsPage
 from txrouter.testing import HTTPWSGIBackend, MemoryNetwork, UwsgiWSGIBackend
 from txrouter.wire.h2guard import PREFACE
 
@@ -760,6 +761,17 @@ class StatsTests(HTTP2TestCase):
         self.assertEqual(fields["http2"]["open"], 1)
         self.assertEqual(fields["http2"]["streams"], 2)
         self.assertNotIn("http2", dict(self.router(http2=False).statsFields()))
+
+    def test_metrics(self):
+        router = self.router(http2_max_pings=1)
+        client = self.client(router)
+        client.request()
+        client.send(PingFrame(0, opaque_data=b"12345678").serialize() * 2)
+        page = metricsPage(router, "http")().decode()
+        self.assertIn('txrouter_http2_streams_total{router="http"} 1.0', page)
+        self.assertIn('txrouter_http2_bounds_total{bound="ping_flood",router="http"} 1.0', page)
+        self.assertIn('txrouter_http2_connections_open{router="http"} 0.0', page)
+        self.assertNotIn("http2", metricsPage(self.router(http2=False), "http")().decode())
 
     def test_preface_constant(self):
         self.assertEqual(PREFACE, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")

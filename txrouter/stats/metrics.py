@@ -102,6 +102,9 @@ class RouterCollector:
                 labels=labels)
             reused.add_metric([name], pool.reused)
             yield reused
+        http2 = getattr(router, "http2", None)
+        if http2 is not None:
+            yield from self._http2(http2.counts)
         source = IStatsSource(router.forwarder, None)
         if source is not None:
             yield from self._forwarder(dict(source.statsFields()))
@@ -117,6 +120,32 @@ class RouterCollector:
         for check in checks:
             up.add_metric([self.name, check["name"], check["role"]], int(check["state"] == "up"))
         return up
+
+    def _http2(self, counts):
+        """
+        With C{--http2}: HTTP/2 connections and streams, and the bounds
+        clients hit (L{txrouter.routers.h2connection.HTTP2Counts}).
+        """
+        name = self.name
+        labels = ["router"]
+        for metric, help, value in [
+            ("txrouter_http2_connections", "HTTP/2 connections accepted.", counts.connections),
+            ("txrouter_http2_streams", "HTTP/2 streams (requests) opened by clients.",
+             counts.streams),
+        ]:
+            family = CounterMetricFamily(metric, help, labels=labels)
+            family.add_metric([name], value)
+            yield family
+        open = GaugeMetricFamily(
+            "txrouter_http2_connections_open", "HTTP/2 connections open now.", labels=labels)
+        open.add_metric([name], counts.open)
+        yield open
+        bounds = CounterMetricFamily(
+            "txrouter_http2_bounds", "HTTP/2 bounds hit by clients, by bound.",
+            labels=["router", "bound"])
+        for bound, value in sorted(counts.bounds.items()):
+            bounds.add_metric([name, bound], value)
+        yield bounds
 
     def _firstByte(self, counts):
         buckets, total = [], 0
