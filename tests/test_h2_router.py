@@ -726,12 +726,20 @@ class DeadlineTests(HTTP2TestCase):
         client.read()
         self.assertEqual(client.terminated, ErrorCodes.NO_ERROR)
         self.assertFalse(client.memory.closed)
-        # h2's client takes no frame after a GOAWAY: the rest is read here.
+        # h2's client takes no frame after a GOAWAY (nor sends one): the
+        # rest is written and read here.
         seen = len(client.memory.received())
+        late = HeadersFrame(first + 2, flags=["END_HEADERS", "END_STREAM"])
+        late.data = Encoder().encode([(b":method", b"GET"), (b":path", b"/late"),
+                                      (b":scheme", b"http"), (b":authority", b"h")])
+        client.memory.send(late.serialize())
         [node] = self.backend.pending()
         node.respond()
         self.network.flush()
         frames = _frames(client.memory.received()[seen:])
+        [refused] = [f for f in frames if isinstance(f, RstStreamFrame)]
+        self.assertEqual((refused.stream_id, refused.error_code),
+                         (first + 2, ErrorCodes.REFUSED_STREAM))
         [headers] = [f for f in frames if isinstance(f, HeadersFrame)]
         self.assertEqual(headers.stream_id, first)
         self.assertIn((b":status", b"200"), client.conn.decoder.decode(headers.data, raw=True))
