@@ -44,7 +44,12 @@ from h2.events import (
     StreamReset,
     WindowUpdated,
 )
-from h2.exceptions import DenialOfServiceError, ProtocolError, TooManyStreamsError
+from h2.exceptions import (
+    DenialOfServiceError,
+    ProtocolError,
+    StreamClosedError,
+    TooManyStreamsError,
+)
 from h2.settings import SettingCodes, Settings
 from hpack.exceptions import InvalidTableSizeError
 from hyperframe.frame import GoAwayFrame
@@ -430,6 +435,17 @@ class HTTP2Connection:
         """
         if self._paused or self._lost or self.streams.get(stream.streamID) is not stream:
             return
+        try:
+            self._send(stream)
+        except StreamClosedError:
+            # Closed for h2, not yet here: h2 closes a stream as soon as it
+            # reads the client's reset; its event ends it here.
+            return
+
+    def _send(self, stream) -> None:
+        """
+        L{flush}'s frames: DATA while the windows allow, then the end.
+        """
         h2 = self.h2
         streamID = stream.streamID
         queue = stream.outbound
