@@ -710,6 +710,7 @@ class DeadlineTests(HTTP2TestCase):
         self.assertEqual(client.terminated, ErrorCodes.NO_ERROR)
         self.assertTrue(client.memory.closed)
         self.assertEqual(router.http2.counts.bounds, {"idle_timeout": 1})
+        self.assertEqual(self.loggedEvents().count("http2_idle_timeout"), 1)
 
     def test_drain_sends_goaway_and_finishes_streams(self):
         """
@@ -756,6 +757,7 @@ class DeadlineTests(HTTP2TestCase):
         self.assertEqual(client.terminated, ErrorCodes.NO_ERROR)
         self.assertTrue(client.memory.closed)
         self.assertEqual(router.http2.counts.bounds, {"connection_deadline": 1})
+        self.assertEqual(self.loggedEvents().count("http2_connection_deadline"), 1)
 
 
 class StatsTests(HTTP2TestCase):

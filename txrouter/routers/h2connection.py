@@ -575,16 +575,20 @@ class HTTP2Connection:
     def _client(self) -> str:
         return self.session.remoteAddr.decode() or "unix"
 
-    def _boundHit(self, bound: str, detail: str) -> None:
+    def _boundHit(self, bound: str, detail: str, emit=None) -> None:
         """
         Count C{bound} in the stats, and log it the first time this
         connection hits it.
+
+        @param emit: the logger's method for it: C{log.warn} (a client
+            going past a bound) unless given (a deadline, the usual end of
+            a connection, is not a warning).
         """
         bounds = self.settings.counts.bounds
         bounds[bound] = bounds.get(bound, 0) + 1
         if bound not in self._logged:
             self._logged.add(bound)
-            log.warn(
+            (emit or log.warn)(
                 "http2_{bound}: {detail} (client {client})",
                 event=f"http2_{bound}", bound=bound, detail=detail, client=self._client(),
             )
@@ -640,16 +644,16 @@ class HTTP2Connection:
         self._idleCall = None
         if self.streams or self._lost:
             return
-        self.settings.counts.bounds["idle_timeout"] = (
-            self.settings.counts.bounds.get("idle_timeout", 0) + 1)
+        self._boundHit(
+            "idle_timeout", f"no stream for {self.settings.idleTimeout:g} s", log.debug)
         self._goAway()
         self._closing = True
         self._closeIfIdle()
 
     def _deadline(self) -> None:
         self._deadlineCall = None
-        bounds = self.settings.counts.bounds
-        bounds["connection_deadline"] = bounds.get("connection_deadline", 0) + 1
+        self._boundHit(
+            "connection_deadline", f"open for {self.settings.maxConnectionTime:g} s", log.info)
         self.closeWhenIdle()
 
     def _goAway(self) -> None:
