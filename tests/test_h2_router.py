@@ -261,6 +261,20 @@ class RequestTests(HTTP2TestCase):
         for name in (b"connection", b"keep-alive", b"x-private"):
             self.assertNotIn(name, names)
 
+    def test_http_node_connection_kept(self):
+        """
+        With C{node_keepalive}, an HTTP node's connection carries the
+        requests of later streams.
+        """
+        node = HTTPWSGIBackend()
+        self.network.addBackend(("127.0.0.1", 8000), node)
+        router = self.router([HTTP_NODE], node_keepalive=2)
+        client = self.client(router)
+        for path in (b"/a", b"/b", b"/c"):
+            self.assertEqual(client.response(client.request(path)).status, 200)
+        self.assertEqual(len(node.connections), 1)
+        self.assertEqual(router.nodePool.reused, 2)
+
     def test_chunked_response_is_dechunked(self):
         """
         A node's chunked body reaches the client de-chunked, in DATA frames.
