@@ -226,9 +226,14 @@ class RequestTests(HTTP2TestCase):
         A body without C{content-length} is stored whole, then sent with
         the C{CONTENT_LENGTH} it turned out to have.
         """
-        client = self.client(self.router())
+        router = self.router()
+        client = self.client(router)
         streamID = client.request(b"/p", b"POST", b"abc", end=False)
         self.assertEqual(self.backend.requests, [])
+        # At most a window of it in memory: the connection's other streams
+        # may be storing theirs too.
+        spool = self.connectionOf(router).streams[streamID]._spool
+        self.assertEqual(spool.memoryLimit, 65535)
         client.conn.send_data(streamID, b"defg", end_stream=True)
         client.send()
         [(sent, body, _)] = self.backend.requests

@@ -131,9 +131,12 @@ class HTTP2Stream:
         if not endStream:
             self.bodyOpen = True
             length = head.contentLength
+            # A connection's streams store bodies together: each keeps at
+            # most a window's worth in memory, the rest in the spool's file.
+            window = self.connection.settings.window
             if length is None:
                 # Only a stored body's length can be told to a uwsgi node.
-                self._spool = BodySpool(router.spoolMemory, router.spoolDir)
+                self._spool = BodySpool(min(router.spoolMemory, window), router.spoolDir)
                 lifecycle.spoolBody(self._spool)
             else:
                 if router.limitPost and length > router.limitPost:
@@ -141,7 +144,8 @@ class HTTP2Stream:
                                 f"body of {length} bytes, limit {router.limitPost}")
                     return
                 if router.postBuffering:
-                    self._spool = BodySpool(router.postBuffering, router.postBufferingDir)
+                    self._spool = BodySpool(
+                        min(router.postBuffering, window), router.postBufferingDir)
                     lifecycle.spoolBody(self._spool)
             lifecycle.watchBody(router.bodyTimeout)
         if self._spool is None:
