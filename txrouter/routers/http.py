@@ -6,7 +6,9 @@ subscription C{proto} C{h}).
 L{HTTPRouter} is the configured router and the factory of its listeners;
 L{HTTPSession} is one client connection, which may carry several requests
 (keep-alive), answered strictly one at a time and in order.  Each request
-is an L{txrouter.routers.exchange.Exchange}.
+is an L{txrouter.routers.exchange.Exchange}.  With C{http2}, a connection
+that turns out to speak HTTP/2 is handed to an
+L{txrouter.routers.h2connection.HTTP2Connection} (C{docs/http2.md}).
 """
 
 import socket
