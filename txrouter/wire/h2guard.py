@@ -92,8 +92,6 @@ class FrameGuard:
     """
     Reads the frame headers of a server's inbound HTTP/2 stream (from its
     client preface on) and holds them to the bounds of the module.
-
-    @ivar resets: RST_STREAM frames seen, in all.
     """
 
     def __init__(
@@ -116,7 +114,6 @@ class FrameGuard:
         self._partial = b""
         self._blockSize = 0
         self._continuations = 0
-        self.resets = 0
 
     def feed(self, data: bytes, now: float) -> None:
         """
@@ -157,7 +154,6 @@ class FrameGuard:
             self._blockSize = length
             self._checkBlock()
         elif kind == _RST_STREAM:
-            self.resets += 1
             if self._resets.exceeded(now):
                 raise BoundExceeded(
                     "rapid_reset", f"more than {self._resets.limit} streams reset in a second",
