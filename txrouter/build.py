@@ -183,7 +183,7 @@ def _buildRouterService(config, reactor, reread=None):
         stats.factory.shortName = config.statsName
     if config.metrics:
         endpoint = _checked("--metrics", statsEndpoint, files(reactor), config.metrics)
-        Listener(endpoint, MetricsFactory(reactor, metrics)).setServiceParent(service)
+        Listener(endpoint, MetricsFactory(reactor, metrics), f"--metrics {config.metrics}").setServiceParent(service)
     return service
 
 
@@ -268,12 +268,12 @@ def buildTunTapService(config: TunTapRouterConfig, reactor) -> MultiService:
         DeviceService(reactor, spec.device, router).setServiceParent(service)
         listening = files(credentialsListening(reactor) if router.credentials else reactor)
         socket = parseServerEndpoint(listening, uwsgiAddressToEndpoint(spec.socket))
-        Listener(socket, router).setServiceParent(service)
+        Listener(socket, router, f"--tuntap-router {spec.socket}").setServiceParent(service)
         stats = spec.stats or config.tuntap_router_stats
         if stats:
             endpoint = _checked("--tuntap-router-stats", statsEndpoint, files(reactor), stats)
             factory = StatsFactory(reactor, router.statsDocument, minified=config.stats_minified)
-            Listener(endpoint, factory).setServiceParent(service)
+            Listener(endpoint, factory, f"--tuntap-router-stats {stats}").setServiceParent(service)
         if spec.gateway:
             GatewayService(reactor, spec.gateway, router).setServiceParent(service)
     return service
@@ -523,7 +523,7 @@ def buildTLS(config, reactor, forwarder=None) -> TLSSetup:
             f"{option} {spec.address}", ListenerContexts, spec.files,
             sessionContext or defaultSessionContext(name, spec.address), reactor, selector, policy,
         )
-        listeners.append(TLSListener(spec.address, contexts))
+        listeners.append(TLSListener(spec.address, contexts, option))
     reload = TLSReload(selector, [listener.contexts for listener in listeners])
     return TLSSetup(tuple(listeners), selector, [OnSignal(reactor, signal.SIGHUP, reload)])
 
@@ -566,7 +566,7 @@ def _redirects(config, reactor, wrap) -> list:
     timeout = config.headers_timeout if config.headers_timeout is not None else config.timeout
     return [
         Listener(parseServerEndpoint(listening, spec.endpoint),
-                 RedirectFactory(reactor, spec.port, timeout))
+                 RedirectFactory(reactor, spec.port, timeout), f"--http-to-https {spec.endpoint}")
         for spec in specs
     ]
 

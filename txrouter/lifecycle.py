@@ -658,10 +658,14 @@ class RequestLifecycle:
             self._releaseNode()
             self._connect(node, usePool=False)
             return
+        hint = ""
+        if silent and self.node.protocol == UWSGI:
+            # uWSGI's --http-socket closes on a uwsgi packet.
+            hint = f" (if it speaks HTTP, as uWSGI's --http-socket does, name it http://{self.node.name})"
         log.warn(
-            "backend_closed: {node} closed without a response: {reason}",
+            "backend_closed: {node} closed without a response: {reason}{hint}",
             event="backend_closed", node=self.node.name,
-            reason=reason or "connection closed", retried=retried,
+            reason=reason or "connection closed", retried=retried, hint=hint,
         )
         self._lastFailure = (502, "backend_closed", "the backend closed without a response")
         if retried:

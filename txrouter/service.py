@@ -45,9 +45,14 @@ class Listener(OpenedEarly):
     port = None
     paused = False
 
-    def __init__(self, endpoint, factory) -> None:
+    def __init__(self, endpoint, factory, label=None) -> None:
+        """
+        @param label: the option and value it was given by (C{--bind
+            tcp:8080}), named if it cannot listen.
+        """
         self.endpoint = endpoint
         self.factory = factory
+        self.label = label
 
     def _open(self) -> None:
         outcome = []
@@ -98,6 +103,7 @@ class TLSListener:
 
     address: str
     contexts: object
+    option: str = "--https"
 
     def endpoint(self, reactor) -> SSL4ServerEndpoint:
         """
@@ -148,12 +154,12 @@ class RouterService(MultiService):
         self.listeners = []
         forListener = getattr(router, "listenerFactory", None)
         listening = socketFiles(listeningReactor(reactor, wrap, handshakeTimeout))
-        endpoints = [(description, parseServerEndpoint(listening, description))
+        endpoints = [(description, parseServerEndpoint(listening, description), "--bind")
                      for description in binds]
-        endpoints += [(tls.address, tls.endpoint(listening)) for tls in tlsListeners]
-        for description, endpoint in endpoints:
+        endpoints += [(tls.address, tls.endpoint(listening), tls.option) for tls in tlsListeners]
+        for description, endpoint, option in endpoints:
             factory = router if forListener is None else forListener(description)
-            listener = Listener(endpoint, factory)
+            listener = Listener(endpoint, factory, f"{option} {description}")
             listener.setServiceParent(self)
             self.listeners.append(listener)
         self.cheap = False
@@ -209,7 +215,7 @@ class RouterService(MultiService):
             )
 
         factory = StatsFactory(reactor, document, http, minified)
-        listener = Listener(endpoint, factory)
+        listener = Listener(endpoint, factory, f"--stats {address}")
         listener.setServiceParent(self)
         return listener
 

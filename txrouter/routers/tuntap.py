@@ -491,6 +491,7 @@ class DeviceService(OpenedEarly):
         self.name = name
         self.router = router
         self.open = open
+        self.label = f"--tuntap-router {name}"
 
     @property
     def opened(self) -> bool:
@@ -525,6 +526,7 @@ class GatewayService(OpenedEarly):
         self.host = host
         self.portNumber = int(port)
         self.router = router
+        self.label = f"--tuntap-router gateway {address}"
 
     def _open(self) -> None:
         self.port = self.reactor.listenUDP(

@@ -272,7 +272,9 @@ def subscriptionServices(
                 event="subscription_server_open", address=address.text,
             )
         protocol = SubscriptionProtocol(registry, reactor, resubscriber, sender)
-        services.append(DatagramListener(listening or reactor, address, protocol))
+        listener = DatagramListener(listening or reactor, address, protocol)
+        listener.label = f"--subscription-server {address.text}"
+        services.append(listener)
     if sender is not None:
         services.append(SenderCloser(sender))
     return services

@@ -16,7 +16,7 @@ from twisted.python import usage
 
 from txrouter.build import buildService, checkConfig
 from txrouter.tap.files import absolutePaths, namingFiles, withFiles
-from txrouter.tap.mistakes import explain, refuseAbbreviations, stopWith
+from txrouter.tap.mistakes import explain, refuseAbbreviations, reportStartupErrors, stopWith
 from txrouter.routing.balancing import ALGORITHMS
 from txrouter.routing.health import DEFAULT_FALL, DEFAULT_RISE
 from txrouter.routing.subscriptions import DEFAULT_MAX_NODES, DEFAULT_MAX_POOLS, DEFAULT_TOLERANCE
@@ -140,6 +140,8 @@ class ConfigOptions(usage.Options):
             if self.parent is not None:
                 stopWith(self, reason)
             raise usage.UsageError(reason) from None
+        if self.parent is not None:
+            reportStartupErrors(self)
 
     def rewriteArguments(self, arguments: list) -> list:
         """

@@ -6,7 +6,9 @@ usage error's reason, and C{usage.Options}' own reasons do not name the
 option (C{Parameter type enforcement failed: could not convert string to
 float: 'abc'}).  L{explain} rewrites the reason so that it names the option
 and, for uWSGI's spellings, the option meant; L{stopWith} prints it alone,
-reason first, for a subcommand run by twistd.
+reason first, for a subcommand run by twistd; L{reportStartupErrors} does
+the same for what cannot be opened when twistd starts the services (a
+port in use, a socket in a directory that does not exist).
 """
 
 import re
@@ -14,7 +16,7 @@ import sys
 
 from twisted.python.usage import UsageError
 
-__all__ = ["explain", "refuseAbbreviations", "stopWith", "UWSGI_PREFIXES"]
+__all__ = ["explain", "refuseAbbreviations", "reportStartupErrors", "stopWith", "UWSGI_PREFIXES"]
 
 #: The prefixes uWSGI's router options carry and txrouter's drop
 #: (C{--http-to} is C{--to}).
@@ -107,3 +109,27 @@ def stopWith(options, reason: str) -> None:
     sys.stderr.write(f"{command}: {reason}\n(see: {command} --help)\n")
     sys.stderr.flush()
     raise SystemExit(2)
+
+
+def reportStartupErrors(options) -> None:
+    """
+    From now on, end the twistd run of C{options}' subcommand on a
+    L{txrouter.early.StartupError} with its one line, as L{stopWith} does
+    for a usage error, instead of a traceback: twistd raises what fails
+    while the services start out of its C{run()}.  Other exceptions are
+    reported as before.
+    """
+    from txrouter.early import StartupError
+
+    command = f"twistd {options.parent.subCommand}"
+    previous = sys.excepthook
+
+    def report(kind, error, traceback):
+        if not isinstance(error, StartupError):
+            return previous(kind, error, traceback)
+        sys.stdout.flush()
+        sys.__stderr__.write(f"{command}: {error}\n")
+        sys.__stderr__.flush()
+        raise SystemExit(2)
+
+    sys.excepthook = report
