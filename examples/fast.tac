@@ -21,11 +21,11 @@ filled from Python, and can be changed while the router runs (from an admin
 endpoint, a timer, a subscription of your own...).  It also refuses bodies
 over 100 MiB (limit_post).
 
-Every command-line option of the router is a keyword argument of FastRouter
-with the same name (dashes become underscores); to write the command line's
-options as they are, listeners and forwarders included, use
-txrouter.config.FastRouterConfig and txrouter.build.buildService (see
-docs/tac.md).
+Most of the router's options are keyword arguments of FastRouter with the same
+name (dashes become underscores); the listeners', the forwarders' and
+--stats's are not (docs/tac.md, "Plain constructors", lists them).  To
+write every option as on the command line, use txrouter.config's
+FastRouterConfig and txrouter.build.buildService (docs/tac.md).
 """
 
 import os

@@ -14,11 +14,11 @@ This is the same router as
         --to /tmp/txrouter-demo/app1.sock --to /tmp/txrouter-demo/app2.sock \
         --keepalive 15 --access-log -
 
-Every command-line option of the router is a keyword argument of HTTPRouter
-with the same name (dashes become underscores); to write the command line's
-options as they are, listeners and forwarders included, use
-txrouter.config.HTTPRouterConfig and txrouter.build.buildService (see
-docs/tac.md).
+Most of the router's options are keyword arguments of HTTPRouter with the same
+name (dashes become underscores); the listeners', the forwarders' and
+--stats's are not (docs/tac.md, "Plain constructors", lists them).  To
+write every option as on the command line, use txrouter.config's
+HTTPRouterConfig and txrouter.build.buildService (docs/tac.md).
 """
 
 import os

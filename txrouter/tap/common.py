@@ -119,6 +119,13 @@ class ConfigOptions(usage.Options):
     checkFiles = True
     _origins = None
 
+    def __init__(self) -> None:
+        super().__init__()
+        # An opt_ method's docstring keeps its lines' indentation, which
+        # the help would show inside the text.
+        self.docs = {name: " ".join(doc.split()) if doc else doc
+                     for name, doc in self.docs.items()}
+
     def parseOptions(self, options=None) -> None:
         """
         Parse C{options} (C{sys.argv}'s by default) after the config files
@@ -396,14 +403,16 @@ class RouterOptions(ProcessOptions, ConfigOptions):
 
     def opt_to(self, address: str) -> None:
         """
-        A backend node (repeatable; round robin): host:port, :port, /path,
-        @abstract, tcp:HOST:PORT or unix:PATH.
+        A backend node (repeatable; round robin): host:port, [v6]:port,
+        :port, /path, @abstract, tcp:HOST:PORT, unix:PATH, or
+        http://HOST:PORT for one that speaks plain HTTP (the HTTP routers).
         """
         self["to"].append(address)
 
     def opt_fallback(self, address: str) -> None:
         """
-        A fallback node (repeatable), tried in order after a failed connect.
+        A fallback node (repeatable), tried in order after a failed connect;
+        spelled as --to.
         """
         self["fallback"].append(address)
 

@@ -76,7 +76,9 @@ class Options(RouterOptions):
         ["spool-memory", None, 1 << 20,
          "Bytes of a de-chunked body kept in memory before it moves to an"
          " unlinked temporary file.", count],
-        ["spool-dir", None, None, "Directory for those temporary files."],
+        ["spool-dir", None, None,
+         "Directory for the temporary files of --spool-memory (default:"
+         " --post-buffering-dir, else $TMPDIR)."],
         ["server-name", None, None,
          "SERVER_NAME sent to backends (default: the machine's hostname, as uWSGI)."],
         ["max-request-line", None, 8192, "Longest request line (414 above).", count],
