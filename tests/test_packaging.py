@@ -87,8 +87,7 @@ def test_every_option_is_documented_in_help_and_docs(plugin, module, page):
     names = {name.rstrip("=") for name in options.longOpt} - {"help", "version"}
     for name in sorted(names):
         assert f"--{name}" in result.stdout, name
-        if name != "keepalive-timeout":
-            assert f"`--{name}" in docs, name
+        assert f"`--{name}" in docs, name
 
 
 def test_missing_bind_or_node_is_a_usage_error():
