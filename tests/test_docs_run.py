@@ -62,6 +62,7 @@ NOT_RUN = {
     ("docs/tuntap-router.md", '{"version": ..., "pid"'): "a stats document's outline",
     ("docs/websockets.md", "import uwsgi"): "a uWSGI application (runs inside uWSGI)",
     ("docs/websockets.md", "$ python -m websockets"): "an interactive session",
+    ("docs/from-uwsgi.md", "[Unit]"): "a systemd unit (its command is run by the next block)",
 }
 
 #: Blocks that are a file another block uses, by page and first line: the
@@ -356,7 +357,7 @@ class Shell:
             environment[name] = value
         if words[0] in OTHER_PROGRAMS:
             return
-        if command.endswith("&"):
+        if command.endswith("&") and words[0] != "twistd":
             log = self.directory / f"background-{len(self.processes)}.log"
             self.processes.append(Process(words, log, cwd=self.directory, env=twistdEnv()))
             return
