@@ -77,6 +77,8 @@ class FastRouterTestCase(SynchronousTestCase):
         self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
 
     def router(self, nodes=("127.0.0.1:3031",), **kwargs):
+        if "forwarder" in kwargs:
+            nodes = ()  # the forwarder finds the nodes
         return FastRouter(self.network.reactor, [parseNode(n) for n in nodes], **kwargs)
 
     def eventNames(self):

@@ -58,6 +58,8 @@ class RouterTestCase(SynchronousTestCase):
 
     def router(self, nodes=(NODE_A,), **kwargs):
         kwargs.setdefault("server_name", "vm")
+        if "forwarder" in kwargs:
+            nodes = ()  # the forwarder finds the nodes
         return HTTPRouter(self.network.reactor, [parseNode(n) for n in nodes], **kwargs)
 
     def loggedEvents(self):
@@ -660,7 +662,7 @@ class ForwarderAndPostBufferingTests(RouterTestCase):
 
         reactor = MemoryReactorClock()
         nodes = [parseNode(NODE_A)]
-        router = HTTPRouter(reactor, nodes, forwarder=Recording(nodes, clock=reactor))
+        router = HTTPRouter(reactor, forwarder=Recording(nodes, clock=reactor))
         protocol = router.buildProtocol(None)
         protocol.makeConnection(StringTransport())
         protocol.dataReceived(GET)

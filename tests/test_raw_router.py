@@ -78,6 +78,8 @@ class RawRouterTestCase(SynchronousTestCase):
         self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
 
     def router(self, nodes=("127.0.0.1:5000",), **kwargs):
+        if "forwarder" in kwargs:
+            nodes = ()  # the forwarder finds the nodes
         return RawRouter(self.reactor, [parseNode(n) for n in nodes], **kwargs)
 
     def connect(self, router, listener="tcp:9100:interface=127.0.0.1", peer=CLIENT):

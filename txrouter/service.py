@@ -18,6 +18,7 @@ from twisted.internet.defer import maybeDeferred, succeed
 from twisted.internet.endpoints import SSL4ServerEndpoint
 from twisted.logger import Logger
 
+from txrouter.arguments import checkFlag, checkSeconds, checkStrings
 from txrouter.early import OpenedEarly
 from txrouter.endpoints import parseServerEndpoint
 from txrouter.routing.interfaces import IAvailability
@@ -149,6 +150,9 @@ class RouterService(MultiService):
             files are made as asked (L{txrouter.socketfiles.socketFiles}).
         """
         super().__init__()
+        binds = checkStrings("binds", binds, "tcp:8080")
+        checkSeconds("graceful_timeout", graceful_timeout)
+        checkFlag("cheap", cheap)
         self.router = router
         self.gracefulTimeout = graceful_timeout
         self.listeners = []

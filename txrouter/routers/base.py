@@ -10,6 +10,9 @@ from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from txrouter.arguments import (
+    checkCount, checkFlag, checkForwarder, checkNodes, checkReactor, checkSeconds,
+)
 from txrouter.lifecycle import IDEMPOTENT_METHODS, RequestSettings
 from txrouter.routing.interfaces import IStatsSource
 from txrouter.routing.static import StaticForwarder
@@ -97,9 +100,27 @@ class RouterFactory(ServerFactory):
             checks (L{txrouter.checks.HealthChecker}) keep, which takes the
             C{--to} and C{--fallback} nodes they find down out of rotation;
             L{None} without checks.
+        @raise TypeError: an argument of the wrong kind (a string for a
+            node, a string for a number...); the message says what is
+            expected.
         @raise ValueError: temporary files cannot be created in
-            C{post_buffering_dir}.
+            C{post_buffering_dir}, a negative number, nodes with a
+            forwarder.
         """
+        checkReactor(reactor)
+        nodes = checkNodes("nodes", nodes)
+        fallback = checkNodes("fallback", fallback)
+        checkForwarder(nodes, forwarder)
+        for name, value in [("gracetime", gracetime), ("timeout", timeout),
+                            ("harakiri", harakiri), ("min_body_rate", min_body_rate)]:
+            checkSeconds(name, value)
+        checkSeconds("connect_timeout", connect_timeout, optional=True)
+        for name, value in [("max_retries", max_retries), ("max_fails", max_fails),
+                            ("post_buffering", post_buffering), ("limit_post", limit_post)]:
+            checkCount(name, value)
+        for name, value in [("fallback_on_no_key", fallback_on_no_key),
+                            ("silent_errors", silent_errors), ("quiet", quiet)]:
+            checkFlag(name, value)
         if post_buffering and post_buffering_dir is not None:
             checkDirectory("post_buffering_dir", post_buffering_dir)
         self.reactor = reactor

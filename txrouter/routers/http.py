@@ -25,6 +25,7 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from txrouter.arguments import checkCount, checkFlag, checkSeconds
 from txrouter.limits import MAX_KEY_LENGTH
 from txrouter.routers.base import RouterFactory, checkDirectory
 from txrouter.routers.exchange import Exchange
@@ -152,6 +153,25 @@ class HTTPRouter(RouterFactory):
         @param common: the keyword arguments of every router
             (L{RouterFactory.__init__}).
         """
+        for name, value in [("keepalive", keepalive),
+                            ("node_keepalive_timeout", node_keepalive_timeout)]:
+            checkSeconds(name, value)
+        for name, value in [("headers_timeout", headers_timeout), ("body_timeout", body_timeout),
+                            ("websocket_timeout", websocket_timeout)]:
+            checkSeconds(name, value, optional=True)
+        for name, value in [("buffer_size", buffer_size), ("modifier1", modifier1),
+                            ("modifier2", modifier2), ("spool_memory", spool_memory),
+                            ("max_request_line", max_request_line), ("max_headers", max_headers),
+                            ("max_head_size", max_head_size),
+                            ("max_response_head_size", max_response_head_size),
+                            ("node_keepalive", node_keepalive), ("send_proxy", send_proxy)]:
+            checkCount(name, value)
+        checkCount("manage_expect", manage_expect, optional=True)
+        for name, value in [("chunked_input", chunked_input), ("auto_chunked", auto_chunked),
+                            ("auto_gzip", auto_gzip), ("raw_body", raw_body),
+                            ("manage_source", manage_source), ("manage_rtsp", manage_rtsp),
+                            ("https_export_cert", https_export_cert)]:
+            checkFlag(name, value)
         if not 0 < max_head_size <= 65536:
             # uwsgi var values are 16-bit: a longer head could not be sent.
             raise ValueError("max_head_size must be between 1 and 65536")

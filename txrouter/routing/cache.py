@@ -123,7 +123,11 @@ class CacheForwarder(StatelessForwarder):
         @param clock: the C{IReactorTime} the deadline of a store's later
             answers is kept with; without one they get none (the embedded
             store always answers at once).
+        @raise TypeError: C{store} is no store (a dict is not: its keys
+            would be text, the lookups bytes).
         """
+        if isinstance(store, dict) or not callable(getattr(store, "get", None)):
+            raise TypeError(f"store: an IKeyValueStore such as InMemoryStore({{...}}), not {store!r}")
         self.store = store
         self.clock = clock
         self.timeout = timeout

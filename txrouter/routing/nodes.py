@@ -138,6 +138,8 @@ def parseNode(spec: str, modifier1: int = 0, modifier2: int = 0) -> Node:
     @raise BadNodeAddress: anything else (C{https://}, say: the message
         says what is meant instead).
     """
+    if not isinstance(spec, str):
+        raise TypeError(f"a node address is a string ('/run/app.sock', '127.0.0.1:3031'), not {spec!r}")
     if not spec:
         raise BadNodeAddress("empty node address")
     if spec.startswith(_HTTP_PREFIX):
