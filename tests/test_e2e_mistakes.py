@@ -81,11 +81,26 @@ def assertOneLine(result, plugin: str, expected: str) -> None:
      "--post-buffering-dir: /nonexistent: No such file or directory"),
     (("--bind", "tcp:0", "--use-base", "/tmp/", "--use-pattern", "/tmp/%s"),
      "choose one way to find nodes, not --use-base, --use-pattern"),
+    (("--bind", "tcp:0", "--to", "/x.sock", "--algo", "rr"),
+     "--algo: 'rr' is not a valid value (one of wrr, lrc, wlrc, iphash, not 'rr')"),
     (("--bind", "tcp:0", "--use-code", "nosuchmodule:route"),
      "--use-code: cannot load 'nosuchmodule:route'"),
 ])
 def test_usage_mistakes(tmp_path, args, expected):
     assertOneLine(twistd(tmp_path, "txrouter-http", *args), "txrouter-http", expected)
+
+
+@pytest.mark.parametrize("args, expected", [
+    (("--key", "k", "--address", "127.0.0.1:3031"), "at least one --subscribe-to SERVER is required"),
+    (("--subscribe-to", "127.0.0.1:7000", "--key", "k", "--address", "127.0.0.1:3031",
+      "--subscribe-freq", "5"), "--subscribe-freq is uWSGI's spelling; here it is --frequency"),
+    (("--subscribe-to", "127.0.0.1:7000", "--key", "k", "--address", "127.0.0.1:3031",
+      "--proto", "h2"), "--proto: 'h2' is not a valid value (must be uwsgi or http"),
+    (("--subscribe-to", "127.0.0.1:7000", "--key", "k", "--address", "127.0.0.1:3031",
+      "--sign", "SHA256:/nonexistent.pem"), "--sign: /nonexistent.pem: No such file or directory"),
+])
+def test_subscriber_mistakes(tmp_path, args, expected):
+    assertOneLine(twistd(tmp_path, "txrouter-subscribe", *args), "txrouter-subscribe", expected)
 
 
 def test_use_code_finds_a_module_in_the_current_directory(tmp_path):

@@ -55,7 +55,7 @@ def algorithm(value: str) -> str:
     A C{--subscription-algo} name.
     """
     if value not in ALGORITHMS:
-        raise ValueError(f"one of {', '.join(ALGORITHMS)}")
+        raise ValueError(f"one of {', '.join(ALGORITHMS)}, not {value!r}")
     return value
 
 

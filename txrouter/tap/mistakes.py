@@ -14,13 +14,16 @@ port in use, a socket in a directory that does not exist).
 import re
 import sys
 
-from twisted.python.usage import UsageError
+from twisted.python.usage import Options as UsageOptions, UsageError
 
 __all__ = ["explain", "refuseAbbreviations", "reportStartupErrors", "stopWith", "UWSGI_PREFIXES"]
 
 #: The prefixes uWSGI's router options carry and txrouter's drop
 #: (C{--http-to} is C{--to}).
 UWSGI_PREFIXES = ("https-", "http-", "fastrouter-", "rawrouter-", "sslrouter-", "forkptyrouter-")
+
+#: uWSGI's options that have another name here.
+UWSGI_RENAMED = {"subscribe-freq": "frequency", "forkptyrouter-cmd": "command"}
 
 _UNKNOWN = re.compile(r"option (\S+) not recognized")
 _QUOTED = re.compile(r"'(.*)'\s*$")
@@ -78,6 +81,8 @@ def refuseAbbreviations(options, argv) -> None:
 
 def _unknownOption(options, name: str) -> str:
     known = {long.rstrip("=") for long in options.longOpt}
+    if UWSGI_RENAMED.get(name) in known:
+        return f"--{name} is uWSGI's spelling; here it is --{UWSGI_RENAMED[name]}"
     for prefix in UWSGI_PREFIXES:
         if name.startswith(prefix) and name[len(prefix):] in known:
             return (f"--{name} is uWSGI's spelling; here it is --{name[len(prefix):]}"
@@ -97,6 +102,24 @@ def _optionGiven(argv, value: str) -> "str | None":
         if argument == value and index and argv[index - 1].startswith("--"):
             return argv[index - 1]
     return None
+
+
+def parseInOneLine(options, argv) -> None:
+    """
+    Parse C{argv} with C{options} (a C{usage.Options}), every mistake said
+    in one line that names the option; run by twistd, a mistake ends the
+    run with that line alone (L{stopWith}).
+
+    @raise UsageError: the mistake, explained, outside twistd.
+    """
+    try:
+        refuseAbbreviations(options, argv)
+        UsageOptions.parseOptions(options, argv)
+    except UsageError as e:
+        reason = explain(options, argv, str(e))
+        if options.parent is not None:
+            stopWith(options, reason)
+        raise UsageError(reason) from None
 
 
 def stopWith(options, reason: str) -> None:

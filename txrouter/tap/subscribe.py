@@ -9,6 +9,8 @@ C{--address}, C{sign} is C{--sign}, ...) and of its global options
 (C{--subscribe-freq} is C{--frequency}); see C{docs/subscriptions.md}.
 """
 
+import sys
+
 from twisted.python import usage
 
 from txrouter.subscription.addresses import parseDatagramAddress
@@ -20,18 +22,19 @@ from txrouter.subscription.client import (
     readSigningKey,
 )
 from txrouter.tap.common import algorithm, byte, count, runningReactor
+from txrouter.tap.mistakes import parseInOneLine
 
 
 def protocol(value: str) -> str:
     if value not in PROTOCOLS:
-        raise ValueError("must be uwsgi or http")
+        raise ValueError(f"must be uwsgi or http, not {value!r}")
     return value
 
 
 def frequency(value: str) -> float:
     number = float(value)
     if not number > 0:
-        raise ValueError("must be above 0")
+        raise ValueError(f"must be above 0: {value!r}")
     return number
 
 
@@ -92,6 +95,13 @@ class Options(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self["subscribe-to"] = []
+
+    def parseOptions(self, options=None) -> None:
+        """
+        Parse C{options} (C{sys.argv}'s by default), a mistake said in one
+        line, as the routers' (L{txrouter.tap.mistakes}).
+        """
+        parseInOneLine(self, list(sys.argv[1:] if options is None else options))
 
     def opt_subscribe_to(self, server: str) -> None:
         """
