@@ -7,6 +7,7 @@ instead of accepting them and failing every request later.
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import TestCase
 
+from txrouter.config import HTTPRouterConfig
 from txrouter.routers.fast import FastRouter
 from txrouter.routers.http import HTTPRouter
 from txrouter.routers.raw import RawRouter
@@ -71,3 +72,16 @@ class RouterArgumentTests(TestCase):
                             timeout=5, keepalive=15.0, max_retries=2, quiet=True)
         RouterService(self.reactor, router, ["tcp:8080"], cheap=False)
         FastRouter(self.reactor, forwarder=CacheForwarder(InMemoryStore(), self.reactor))
+
+
+class ConfigArgumentTests(TestCase):
+    def test_numbers_and_flags(self):
+        error = self.assertRaises(TypeError, HTTPRouterConfig, bind=["tcp:8080"], to=["/a.sock"],
+                                  timeout="60")
+        self.assertEqual(str(error), "--timeout: a number, not '60'")
+        error = self.assertRaises(TypeError, HTTPRouterConfig, bind=["tcp:8080"], to=["/a.sock"],
+                                  cheap="no")
+        self.assertEqual(str(error), "a flag is True or False, not 'no'")
+        error = self.assertRaises(ValueError, HTTPRouterConfig, bind="tcp:8080", to=["/a.sock"])
+        self.assertEqual(str(error), "--bind: a list of values, not 'tcp:8080'")
+        self.assertTrue(HTTPRouterConfig(bind=["tcp:8080"], to=["/a.sock"], cheap=1).cheap)

@@ -21,6 +21,7 @@ L{txrouter.build.checkConfig}.
 import ipaddress
 import re
 import typing
+from numbers import Real
 
 import attr
 
@@ -160,6 +161,8 @@ def _algorithm(instance, attribute, value) -> None:
 
 def _atLeast(low):
     def check(instance, attribute, value) -> None:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, Real)):
+            raise TypeError(f"{_option(attribute.name)}: a number, not {value!r}")
         if value is not None and value < low:
             raise ValueError(f"{_option(attribute.name)}: must be at least {low}, not {value!r}")
 
@@ -221,7 +224,17 @@ def _count(default):
 
 
 def _flag():
-    return attr.ib(default=False, converter=bool)
+    return attr.ib(default=False, converter=_toFlag)
+
+
+def _toFlag(value) -> bool:
+    """
+    A flag's value: C{True}, C{False} (or the 1 and 0 C{usage.Options}
+    gives); a string such as C{"no"} would be true, so it is refused.
+    """
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise TypeError(f"a flag is True or False, not {value!r}")
 
 
 #: An HTTP token (RFC 9110), as a method name must be.
