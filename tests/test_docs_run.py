@@ -432,10 +432,21 @@ class Shell:
             process.stop()
 
 
-def runShell(block: Block, directory: pathlib.Path, commands=None) -> None:
+def runShell(block: Block, directory: pathlib.Path, places: Places) -> None:
+    """
+    Run a shell block's commands (after those of the block it goes on from,
+    L{AFTER}) in one L{Shell}, and stop what they started.
+    """
+    commands = shellCommands(block.text)
+    for (page, first), earlier in AFTER.items():
+        if block.page == page and block.first.startswith(first):
+            [before] = [other for other in allBlocks()
+                        if other.page == page and other.first.startswith(earlier)]
+            commands = shellCommands(before.text) + commands
     shell = Shell(directory)
+    shell.places = places
     try:
-        for command in commands or shellCommands(block.text):
+        for command in commands:
             shell.run(command)
     finally:
         shell.stop()
@@ -509,19 +520,7 @@ def test_doc_block_runs(block, sandbox):
     directory, places = sandbox
     kind = classify(block)
     if kind == "shell":
-        shell = Shell(directory)
-        shell.places = places
-        commands = shellCommands(block.text)
-        for (page, first), earlier in AFTER.items():
-            if block.page == page and block.first.startswith(first):
-                [before] = [other for other in allBlocks()
-                            if other.page == page and other.first.startswith(earlier)]
-                commands = shellCommands(before.text) + commands
-        try:
-            for command in commands:
-                shell.run(command)
-        finally:
-            shell.stop()
+        runShell(block, directory, places)
     elif kind == "python":
         runPython(places(block.text), directory)
     elif kind == "tac":
