@@ -4,23 +4,25 @@ say in one line what they could not open.
 """
 
 import errno
+import os
 
 from twisted.application.service import Service
 from twisted.internet.error import CannotListenError
 
 __all__ = ["OpenedEarly", "StartupError"]
 
-#: What to do about the errors a listener or device meets, by C{errno}.
+#: What the errors a listener or device meets mean, by C{errno}, and what
+#: to do about them.
 _ADVICE = {
-    errno.EADDRINUSE: "address already in use: another process listens there"
-                      " (stop it, or choose another port or path)",
-    errno.ENOENT: "no such directory (create it first, or choose a path in one that exists)",
-    errno.ENOTDIR: "a part of the path is not a directory",
-    errno.EACCES: "permission denied (a port below 1024 needs root or"
-                  " CAP_NET_BIND_SERVICE; a unix socket needs a writable directory)",
-    errno.EPERM: "operation not permitted (run as root, or with the capability it needs)",
-    errno.EADDRNOTAVAIL: "this machine has no such address (choose one of its own,"
-                         " 127.0.0.1, or 0.0.0.0 for all)",
+    errno.EADDRINUSE: ("address already in use: another process listens there",
+                       "stop it, or choose another port or path"),
+    errno.ENOENT: ("no such directory", "create it first, or choose a path in one that exists"),
+    errno.ENOTDIR: ("a part of the path is not a directory", None),
+    errno.EACCES: ("permission denied", "a port below 1024 needs root or CAP_NET_BIND_SERVICE;"
+                   " a unix socket needs a writable directory"),
+    errno.EPERM: ("operation not permitted", "run as root, or with the capability it needs"),
+    errno.EADDRNOTAVAIL: ("this machine has no such address",
+                          "choose one of its own, 127.0.0.1, or 0.0.0.0 for all"),
 }
 
 
@@ -43,7 +45,10 @@ class StartupError(Exception):
         if isinstance(error, CannotListenError) and isinstance(error.socketError, OSError):
             error = error.socketError
         if isinstance(error, OSError) and error.errno in _ADVICE:
-            reason = _ADVICE[error.errno]
+            what, todo = _ADVICE[error.errno]
+            if error.strerror and error.strerror != os.strerror(error.errno):
+                what = error.strerror  # said by txrouter itself, more precisely
+            reason = f"{what} ({todo})" if todo else what
         elif isinstance(error, OSError) and error.strerror:
             reason = error.strerror
         else:
