@@ -4,7 +4,7 @@ The HTTP router against in-memory clients and uwsgi backends.
 
 import os
 from twisted.internet.protocol import Protocol, ServerFactory
-from twisted.logger import globalLogPublisher
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.captures import packets
@@ -346,6 +346,10 @@ class ErrorTests(RouterTestCase):
         self.network.flush()
         self.assertEqual(statusOf(client.received()), 502)
         self.assertIn("backend_closed", self.loggedEvents())
+        [closed] = [e for e in self.events if e.get("event") == "backend_closed" and "hint" in e]
+        # What a uWSGI --http-socket does with a uwsgi packet: a hint.
+        self.assertIn("as uWSGI's --http-socket does, name it http://127.0.0.1:3031",
+                      formatEvent(closed))
 
     def test_a_response_with_both_content_length_and_transfer_encoding_gets_502(self):
         """

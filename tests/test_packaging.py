@@ -131,24 +131,3 @@ def test_unusable_directories_and_addresses_are_usage_errors(tmp_path, plugin, a
     assert result.returncode != 0
     assert f"{option}: " in output
     assert "Traceback" not in output
-
-
-@pytest.mark.parametrize("args, reason", [
-    (("--bind", "tcp:0", "--http-to", "/x.sock"),
-     "--http-to is uWSGI's spelling; here it is --to"),
-    (("--bind", "tcp:0", "--to", "/x.sock", "--timeout", "abc"),
-     "--timeout: 'abc' is not a valid value"),
-    (("--bind", "tcp:0", "--to", "/x.sock", "--keepalive", "15x"),
-     "--keepalive 15x: '15x' is no value --keepalive takes"),
-    (("--bind", ":8080", "--to", "/x.sock"), "tcp:8080 here"),
-])
-def test_a_usage_error_is_one_line_reason_first(args, reason):
-    """
-    twistd prints a subcommand's whole help before a usage error; a router
-    prints the reason alone, naming the option, and where the help is.
-    """
-    result = twistd("-n", "--pidfile=", "txrouter-http", *args)
-    assert result.returncode == 2
-    lines = (result.stdout + result.stderr).splitlines()
-    assert lines[0].startswith("twistd txrouter-http: ") and reason in lines[0], lines
-    assert lines[1:] == ["(see: twistd txrouter-http --help)"]
