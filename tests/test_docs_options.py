@@ -165,3 +165,61 @@ def _flagNames(options) -> set:
         if f"{name}=" not in options.longOpt and name in options.longOpt:
             names.add(name)
     return names
+
+
+# docs/from-uwsgi.md
+
+#: uWSGI 2.0.21's router options (the reference's option matrix and the
+#: HTTP router's own), as suffixes of --R-... or whole names.
+UWSGI_ROUTER_OPTIONS = [
+    "processes", "workers", "zerg", "use-cache", "use-pattern", "use-base", "use-code-string",
+    "use-socket", "to", "subscription-server", "subscription-slot", "subscription-fallback-key",
+    "fallback", "fallback-on-no-key", "gracetime", "events", "max-retries", "quiet", "cheap",
+    "timeout", "stats", "harakiri", "uid", "gid", "resubscribe", "resubscribe-bind",
+    "buffer-size", "post-buffering", "post-buffering-dir", "xclient", "session-context",
+    "http-var", "http-modifier1", "http-modifier2", "http-keepalive", "http-auto-chunked",
+    "http-auto-gzip", "http-raw-body", "http-websockets", "http-chunked-input",
+    "http-manage-expect", "http-manage-source", "http-manage-rtsp", "http-stud-prefix",
+    "http-server-name-as-http-host", "http-headers-timeout", "http-connect-timeout",
+    "https-export-cert", "https-session-context", "http-to-https", "sni", "sni-regexp",
+    "sni-dir", "sni-dir-ciphers", "forkptyrouter-command", "forkptyrouter-rows",
+    "tuntap-router-firewall-in", "tuntap-router-route", "tuntap-router-stats",
+]
+
+#: Options from-uwsgi.md names that other work adds (issue 15's config
+#: files, issue 16's processes, issue 18's HTTP/2): not in --help yet.
+COMING = {"config", "ini", "processes", "http2"}
+
+
+def fromUwsgiRows() -> list:
+    """
+    The rows of from-uwsgi.md's tables: C{(uWSGI cell, txrouter cell)}.
+    """
+    rows = []
+    for line in (ROOT / "docs" / "from-uwsgi.md").read_text().splitlines():
+        cells = [cell.strip() for cell in re.split(r"(?<!\\)\|", line.strip().strip("|"))]
+        if line.startswith("|") and len(cells) >= 2 and not set(cells[0]) <= set("-: "):
+            rows.append((cells[0], cells[1]))
+    return rows
+
+
+def test_from_uwsgi_covers_every_router_option():
+    """
+    Every uWSGI router option has a row in from-uwsgi.md.
+    """
+    uwsgiCells = " ".join(uwsgi for uwsgi, _ in fromUwsgiRows())
+    missing = [name for name in UWSGI_ROUTER_OPTIONS
+               if not re.search(rf"--(?:[a-z]+-|R-)?{re.escape(name)}\b", uwsgiCells)]
+    assert missing == []
+
+
+def test_from_uwsgi_names_options_that_exist():
+    """
+    Every txrouter option from-uwsgi.md maps to is one of a command line's.
+    """
+    known = set()
+    for module in PLUGINS:
+        known |= set(defaults(optionsOf(module)))
+    named = {name for _, txrouter in fromUwsgiRows()
+             for name in re.findall(r"`--([a-z0-9][a-z0-9-]*)", txrouter)}
+    assert sorted(named - known - COMING) == []
