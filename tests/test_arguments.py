@@ -12,7 +12,7 @@ from txrouter.routers.fast import FastRouter
 from txrouter.routers.http import HTTPRouter
 from txrouter.routers.raw import RawRouter
 from txrouter.routing.cache import CacheForwarder, InMemoryStore
-from txrouter.routing.nodes import parseNode
+from txrouter.routing.nodes import Node, parseNode
 from txrouter.service import RouterService
 
 
@@ -63,6 +63,8 @@ class RouterArgumentTests(TestCase):
 
     def test_node_addresses_and_binds(self):
         self.assertRefused(TypeError, "a node address is a string", parseNode, b"/run/app.sock")
+        self.assertRefused(ValueError, "Node '/run/app.sock': give a host and port, or a path,"
+                           " not neither (parseNode('/run/app.sock')", Node, "/run/app.sock")
         router = HTTPRouter(self.reactor, [self.node])
         self.assertRefused(TypeError, "binds: a list of strings (['tcp:8080']), not the string",
                            RouterService, self.reactor, router, "tcp:8080")

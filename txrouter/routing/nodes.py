@@ -63,6 +63,16 @@ class Node:
     modifier2: int = 0
     protocol: str = attr.field(default=UWSGI, validator=attr.validators.in_(PROTOCOLS))
 
+    def __attrs_post_init__(self) -> None:
+        # Built by hand in a .tac: a node must say where it is.
+        if not isinstance(self.name, str):
+            raise TypeError(f"Node name: a string, not {self.name!r}")
+        if (self.host is None) == (self.path is None):
+            raise ValueError(
+                f"Node {self.name!r}: give a host and port, or a path, not"
+                f" {'both' if self.host is not None else 'neither'}"
+                f" (parseNode({self.name!r}) makes a node from an address)")
+
 
 def _port(text: str, spec: str) -> int:
     if not (text.isascii() and text.isdigit()) or not 0 < int(text) < 65536:
