@@ -53,6 +53,8 @@ NOT_RUN = {
     ("docs/proxy-protocol.md", "stream {"): "nginx's configuration",
     ("docs/proxy-protocol.md", "frontend from_router"): "HAProxy's configuration",
     ("docs/routing-options.md", "twistd txrouter-http: --http-to"): "an error line",
+    ("docs/routing-options.md", "twistd txrouter-http: --bind tcp:8080: address already"):
+        "error lines (tests/test_e2e_mistakes.py makes them)",
     ("docs/routing-options.md", "/var/log/txrouter/access.log {"): "logrotate's configuration",
     ("docs/tuntap-router.md", '--tuntap-router-firewall-out "allow'): "options, shown alone",
     ("docs/tuntap-router.md", "[uwsgi]"): "a uWSGI ini file",
