@@ -12,6 +12,9 @@ from txrouter.routers.fast import FastRouter
 from txrouter.routers.http import HTTPRouter
 from txrouter.routers.raw import RawRouter
 from txrouter.routing.cache import CacheForwarder, InMemoryStore
+from txrouter.routing.code import CodeForwarder
+from txrouter.routing.paths import PathForwarder
+from txrouter.routing.static import StaticForwarder
 from txrouter.routing.nodes import Node, parseNode
 from txrouter.service import RouterService
 
@@ -60,6 +63,12 @@ class RouterArgumentTests(TestCase):
                            FastRouter, self.reactor, [self.node], forwarder=CacheForwarder(store))
         self.assertRefused(TypeError, "store: an IKeyValueStore such as InMemoryStore({...})",
                            CacheForwarder, {"a.local": "/run/a.sock"})
+        self.assertRefused(TypeError, "nodes: each a Node, not '/a.sock'",
+                           StaticForwarder, ["/a.sock"], self.reactor)
+        self.assertRefused(TypeError, "pattern: a path with %s (a str), not b'/run/%s.sock'",
+                           PathForwarder, b"/run/%s.sock")
+        self.assertRefused(TypeError, "function: a callable taking the key, not 'myrouting:route'",
+                           CodeForwarder, "myrouting:route", self.reactor)
 
     def test_node_addresses_and_binds(self):
         self.assertRefused(TypeError, "a node address is a string", parseNode, b"/run/app.sock")

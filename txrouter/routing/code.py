@@ -24,6 +24,7 @@ import sys
 from twisted.internet.defer import CancelledError, Deferred
 from zope.interface import implementer
 
+from txrouter.arguments import checkSeconds
 from txrouter.routing.base import StatelessForwarder
 from txrouter.routing.interfaces import ForwarderTimeout, IForwarder, NoNodeForKey
 from txrouter.routing.nodes import Node, parseNodeValue
@@ -133,6 +134,10 @@ class CodeForwarder(StatelessForwarder):
     """
 
     def __init__(self, function, clock, timeout: float = 5.0) -> None:
+        if not callable(function):
+            raise TypeError(f"function: a callable taking the key, not {function!r}"
+                            " (txrouter.routing.code.loadCallable('MODULE:NAME') loads one)")
+        checkSeconds("timeout", timeout)
         self.function = function
         self.clock = clock
         self.timeout = timeout

@@ -74,6 +74,8 @@ class PathForwarder(StatelessForwarder):
         @param pattern: a path with C{%s} where the key goes (any number of
             times, as uWSGI substitutes them all).
         """
+        if not isinstance(pattern, str):
+            raise TypeError(f"pattern: a path with %s (a str), not {pattern!r}")
         if "%s" not in pattern:
             raise ValueError(f"a pattern needs %s: {pattern!r}")
         self.parts = pattern.split("%s")

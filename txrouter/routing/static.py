@@ -36,6 +36,7 @@ Time comes from an injected C{IReactorTime}.
 
 from zope.interface import implementer
 
+from txrouter.arguments import checkCount, checkNodes, checkSeconds
 from txrouter.routing.balancing import balancerByName
 from txrouter.routing.interfaces import IAvailability, IForwarder, IStatsSource, NoNodeForKey
 
@@ -91,7 +92,9 @@ class StaticForwarder:
             checks, or L{None} without checks.
         @raise ValueError: an unknown C{algo}.
         """
-        self.nodes = list(nodes)
+        self.nodes = list(checkNodes("nodes", nodes))
+        checkSeconds("gracetime", gracetime)
+        checkCount("maxFails", maxFails)
         self._balancer = None if algo is None else balancerByName(algo)
         self._loads = {node: StaticNodeLoad(node) for node in self.nodes}
         self.clock = clock
