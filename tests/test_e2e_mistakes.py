@@ -145,3 +145,17 @@ def test_startup_failures(tmp_path, busyPort, plugin, args, expected):
         places = dict(busy=busyPort, busyUDP=udp.getsockname()[1], missing=tmp_path / "gone")
         result = twistd(tmp_path, plugin, *[arg.format(**places) for arg in args])
     assertOneLine(result, plugin, expected.format(**places))
+
+
+def test_a_startup_failure_is_in_the_log_file_too(tmp_path, busyPort):
+    """
+    With twistd logging to a file, the line is there as well (a daemon's
+    standard error goes nowhere), as a C{startup_failed} event.
+    """
+    log = tmp_path / "router.log"
+    bind = f"tcp:{busyPort}:interface=127.0.0.1"
+    result = twistd(tmp_path, "--logfile", str(log), "txrouter-http", "--bind", bind, "--to", "/x.sock")
+    assertOneLine(result, "txrouter-http", f"--bind {bind}: {IN_USE}")
+    logged = log.read_text()
+    assert f"startup_failed: --bind {bind}: {IN_USE}" in logged
+    assert "Traceback" not in logged

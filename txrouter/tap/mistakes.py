@@ -142,14 +142,23 @@ def reportStartupErrors(options) -> None:
     while the services start out of its C{run()}.  Other exceptions are
     reported as before.
     """
+    from twisted.logger import Logger
+
     from txrouter.early import StartupError
 
-    command = f"twistd {options.parent.subCommand}"
+    server = options.parent
+    command = f"twistd {server.subCommand}"
+    # twistd's log goes to a file (or the process is a daemon, whose
+    # standard error is gone): the line goes there too.
+    toLogFile = not server.get("nodaemon") or server.get("logfile") not in (None, "-")
     previous = sys.excepthook
 
     def report(kind, error, traceback):
         if not isinstance(error, StartupError):
             return previous(kind, error, traceback)
+        if toLogFile:
+            Logger(namespace="txrouter.startup").critical(
+                "startup_failed: {error}", event="startup_failed", error=str(error))
         sys.stdout.flush()
         sys.__stderr__.write(f"{command}: {error}\n")
         sys.__stderr__.flush()
