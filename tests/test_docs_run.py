@@ -13,6 +13,9 @@ content is written where the next block reads it.  What is not for
 running, another program's configuration, an output sample, uWSGI's own
 command line shown for comparison, is classified as such in L{NOT_RUN},
 with the reason; a block that fits no class fails L{test_every_block_is_classified}.
+The examples' C{.tac} files are started as they are (L{test_example_tac_runs});
+C{examples/hello.py} is the application of the README's C{./scripts/demo},
+which is run.
 
 How a block is moved to the test's places (L{Places}): every port number
 written after a colon (C{tcp:8080}, C{127.0.0.1:3031}, C{:8443}) becomes a
