@@ -18,10 +18,10 @@ from tests.realpeers import ROOT
 #: Each command line, the pages that document it (the shared options are
 #: on routing-options.md, which every router's page links to).
 PLUGINS = {
-    "txrouter.tap.http": ["http-router.md", "https-router.md"],
+    "txrouter.tap.http": ["http-router.md", "https-router.md", "http2.md"],
     "txrouter.tap.fast": ["fastrouter.md"],
     "txrouter.tap.raw": ["raw-router.md"],
-    "txrouter.tap.https": ["https-router.md", "http-router.md"],
+    "txrouter.tap.https": ["https-router.md", "http-router.md", "http2.md"],
     "txrouter.tap.ssl": ["ssl-router.md", "raw-router.md", "https-router.md"],
     "txrouter.tap.subscribe": ["subscriptions.md"],
     "txrouter.tap.pty": ["pty-router.md"],
@@ -52,7 +52,8 @@ def optionRows(page: str) -> list:
             column = header.index("default") if "default" in header else -1
             continue
         if column is not None and not set(cells[0]) <= set("-: "):
-            names = re.findall(r"`--([a-z0-9][a-z0-9-]*)", cells[0])
+            # --http2-* stands for the rows of another table.
+            names = re.findall(r"`--([a-z0-9][a-z0-9-]*[a-z0-9])(?=[`\s=])", cells[0])
             assert names, (page, line)
             rows.append((names, cells[column] if column >= 0 else None))
     return rows
@@ -186,9 +187,9 @@ UWSGI_ROUTER_OPTIONS = [
     "tuntap-router-firewall-in", "tuntap-router-route", "tuntap-router-stats",
 ]
 
-#: Options from-uwsgi.md names that other work adds (issue 15's config
-#: files, issue 16's processes, issue 18's HTTP/2): not in --help yet.
-COMING = {"config", "ini", "processes", "http2"}
+#: Options from-uwsgi.md names that other work is adding (issue 16's
+#: router processes): not in --help yet.
+COMING = {"processes"}
 
 
 def fromUwsgiRows() -> list:

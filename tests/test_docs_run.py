@@ -71,6 +71,10 @@ NOT_RUN = {
     ("docs/fleet.md", "# on every router machine"):
         "routers on several machines around a Redis server: tests/test_e2e_fleet.py runs them",
     ("docs/operations.md", "node_check_failed: /run/app2.sock is down"): "a log line",
+    ("docs/operations.md", "twistd txrouter-http: /etc/txrouter/web.toml: timeout:"): "error lines",
+    ("docs/operations.md", "twistd txrouter-http: /etc/uwsgi/router.ini: [uwsgi] keys"): "an error line",
+    ("docs/operations.md", "config_keys_ignored: /etc/uwsgi/router.ini"): "a log line",
+    ("docs/operations.md", "config_reloaded: --to changed"): "log lines",
     ("docs/operations.md", "twistd txrouter-fast: --uid: switching users needs root"): "an error line",
     ("docs/operations.md", "systemd-socket-activate --fdname=http"):
         "systemd's socket activation: tests/test_e2e_systemd.py runs it",
@@ -80,6 +84,8 @@ NOT_RUN = {
 #: file they are written to (moved as paths are).
 FILES = {
     ("docs/forwarders/cache.md", "# key"): "/etc/txrouter/apps.map",
+    ("docs/operations.md", "# /etc/txrouter/web.toml"): "/etc/txrouter/web.toml",
+    ("docs/operations.md", "[uwsgi]"): "/etc/uwsgi/router.ini",
     ("docs/forwarders/code.md", "# myrouting.py"): "myrouting.py",
     ("docs/ssl-router.md", "imap.example.com"): "/etc/txrouter/names",
 }
@@ -314,6 +320,22 @@ def listeningAddress(args: list) -> "tuple[str, object] | None":
         if arg in ("--https", "--sslrouter"):
             host, _, port = value.split(",")[0].rpartition(":")
             return ("https" if arg == "--https" else "tcp", (host or "127.0.0.1", int(port)))
+        if arg in ("--config", "--ini"):
+            return fileListener(scheme, pathlib.Path(value).read_text())
+    return None
+
+
+def fileListener(scheme: str, text: str) -> "tuple | None":
+    """
+    Where a router listens whose C{--config} (TOML) or C{--ini} file gives
+    its listener: the first C{bind}, or uWSGI's C{http = [HOST]:PORT}.
+    """
+    bind = re.search(r'^bind = \["tcp:(\d+)', text, re.M)
+    if bind:
+        return (scheme, ("127.0.0.1", int(bind.group(1))))
+    http = re.search(r"^http = ([\d.]*):(\d+)", text, re.M)
+    if http:
+        return (scheme, (http.group(1) or "127.0.0.1", int(http.group(2))))
     return None
 
 
@@ -524,7 +546,7 @@ def sandbox(tmp_path):
         for (page, first), target in FILES.items():
             if block.page == page and block.first.startswith(first):
                 path = pathlib.Path(places(target)) if target.startswith("/") else tmp_path / target
-                path.write_text(block.text + "\n")
+                path.write_text(places(block.text) + "\n")
     return tmp_path, places
 
 
