@@ -93,7 +93,7 @@ def test_the_command_line_wins(tmp_path):
     ("http-to = [\"/a\"]\n", "unknown keys: http-to (uWSGI's spelling: here it is to; or give the file to --ini)"),
     ("nonsense = 1\nconfig = \"x\"\n", "unknown keys: nonsense, config (only on the command line)"),
     ("timeout = \n", "r.toml: not TOML: "),
-    ("algo = \"best\"\n", "r.toml: algo: one of wrr, lrc, wlrc, iphash"),
+    ("algo = \"best\"\n", "r.toml: algo: --algo: 'best' is not a valid value (one of wrr, lrc, wlrc, iphash"),
 ])
 def test_toml_mistakes_name_the_file_and_the_key(tmp_path, text, message):
     path = write(tmp_path, "r.toml", text)
