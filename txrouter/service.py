@@ -130,7 +130,7 @@ class RouterService(MultiService):
     def __init__(
         self, reactor, router, binds, graceful_timeout: float = 30.0, cheap: bool = False,
         wrap=None, tlsListeners=(), handshakeTimeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
-        socketFiles=socketFiles,
+        socketFiles=socketFiles, inherited=None,
     ) -> None:
         """
         @param binds: endpoint strings to listen on.
@@ -141,13 +141,16 @@ class RouterService(MultiService):
             (C{ssl:} or a L{TLSListener}) has to finish its handshake.
         @param socketFiles: wraps the listening reactor so that unix socket
             files are made as asked (L{txrouter.socketfiles.socketFiles}).
+        @param inherited: in a C{--processes} worker, the listening
+            sockets it inherited, listened on instead of binding
+            (L{txrouter.workers.listeners.InheritedListeners}).
         """
         super().__init__()
         self.router = router
         self.gracefulTimeout = graceful_timeout
         self.listeners = []
         forListener = getattr(router, "listenerFactory", None)
-        listening = socketFiles(listeningReactor(reactor, wrap, handshakeTimeout))
+        listening = socketFiles(listeningReactor(reactor, wrap, handshakeTimeout, inherited))
         endpoints = [(description, parseServerEndpoint(listening, description))
                      for description in binds]
         endpoints += [(tls.address, tls.endpoint(listening)) for tls in tlsListeners]

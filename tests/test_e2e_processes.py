@@ -1,0 +1,192 @@
+"""
+C{--processes 2}, end to end: a real twistd txrouter-http (and the other
+routers) whose pool runs two worker processes in front of real uWSGI
+workers, seen as a user sees it: both workers' CPU times grow under load,
+a worker killed is replaced while the other serves every request, a
+subscription reaches both workers' stats, and SIGTERM leaves no process.
+"""
+
+import json
+import os
+import signal
+import socket
+import threading
+import urllib.request
+
+import pytest
+
+from tests.realpeers import (
+    TWISTD_COMMAND,
+    free_port,
+    pid_exists,
+    raw_exchange,
+    txrouter_http,
+    uwsgi_worker,
+    wait_for_log,
+    wait_until,
+)
+from tests.subpeers import free_udp_port, subscribing_worker, txrouter
+
+pytestmark = pytest.mark.e2e
+
+
+def readStats(path) -> dict:
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(10)
+        s.connect(str(path))
+        chunks = []
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    return json.loads(b"".join(chunks))
+
+
+def cpuTicks(pid: int) -> int:
+    """
+    The user and system CPU time of C{pid}, in clock ticks (/proc/PID/stat).
+    """
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def workerPids(stats) -> list:
+    return [worker.get("pid") for worker in readStats(stats)["workers"]]
+
+
+def get(port: int, host: str = "example.com") -> bytes:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/", headers={"Host": host})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200
+        return response.read()
+
+
+class ClientLoop(threading.Thread):
+    """
+    Requests one after another, each on a new connection, until stopped;
+    counts the answered and the failed ones.
+    """
+
+    def __init__(self, port: int) -> None:
+        super().__init__(daemon=True)
+        self.port = port
+        self.answered = 0
+        self.failures = []
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                get(self.port)
+                self.answered += 1
+            except Exception as e:
+                self.failures.append(repr(e))
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(30)
+
+
+@pytest.fixture
+def pool(tmp_path):
+    node = str(tmp_path / "node.sock")
+    backend = uwsgi_worker(tmp_path, node, processes=2)
+    port, stats = free_port(), tmp_path / "stats.sock"
+    router = txrouter_http(tmp_path, port, node, [
+        "--processes", "2", "--stats", f"unix:{stats}", "--graceful-timeout", "5",
+    ])
+    wait_until(lambda: all(workerPids(stats)), "both workers answering stats", process=router)
+    try:
+        yield dict(port=port, stats=stats, router=router, tmp=tmp_path)
+    finally:
+        router.stop()
+        backend.stop()
+
+
+def test_both_workers_serve_under_load(pool):
+    """
+    Under a load of several clients, both workers' CPU times grow and both
+    count requests.
+    """
+    pids = workerPids(pool["stats"])
+    before = {pid: cpuTicks(pid) for pid in pids}
+    clients = [ClientLoop(pool["port"]) for _ in range(4)]
+    for client in clients:
+        client.start()
+    try:
+        wait_until(lambda: all(cpuTicks(pid) >= before[pid] + 20 for pid in pids),
+                   "both workers' CPU times grown by 0.2 s", timeout=60, process=pool["router"])
+    finally:
+        for client in clients:
+            client.stop()
+    workers = readStats(pool["stats"])["workers"]
+    started = [worker["requests"]["started"] for worker in workers]
+    assert all(count > 0 for count in started), started
+    total = readStats(pool["stats"])["requests"]["started"]
+    assert total == sum(started)
+    assert not [f for client in clients for f in client.failures]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL])
+def test_killed_worker_replaced(pool, signum):
+    """
+    A worker that is killed is started again, while the other one serves
+    a client that keeps asking: a worker stopped by SIGTERM drains its
+    request, none fails; one killed by SIGKILL can fail only the one
+    request the client may have had in it.
+    """
+    victim, other = workerPids(pool["stats"])
+    client = ClientLoop(pool["port"])
+    client.start()
+    try:
+        wait_until(lambda: client.answered >= 20, "the client served")
+        os.kill(victim, signum)
+        wait_for_log(pool["router"], "worker_died: worker 0", timeout=20)
+        wait_until(lambda: victim not in workerPids(pool["stats"]) and all(workerPids(pool["stats"])),
+                   "a new worker 0", process=pool["router"])
+        served = client.answered
+        wait_until(lambda: client.answered >= served + 20, "the client served after")
+    finally:
+        client.stop()
+    assert pid_exists(other)
+    assert workerPids(pool["stats"])[1] == other
+    assert len(client.failures) <= (0 if signum == signal.SIGTERM else 1), client.failures
+
+
+def test_sigterm_leaves_no_process(pool):
+    pids = workerPids(pool["stats"])
+    pool["router"].signal(signal.SIGTERM)
+    # twistd ends by the signal it was stopped with, as Twisted's runner does.
+    assert pool["router"].wait(30) in (0, -signal.SIGTERM)
+    assert not [pid for pid in pids if pid_exists(pid)]
+    assert not os.path.exists(pool["stats"])
+
+
+def test_subscription_in_both_workers(tmp_path):
+    """
+    A uWSGI worker announcing itself to the pool's subscription server is
+    in both workers' registries, and each serves its requests.
+    """
+    port, udp, stats = free_port(), free_udp_port(), tmp_path / "stats.sock"
+    node = str(tmp_path / "sub.sock")
+    router = txrouter(tmp_path, "http", port, [
+        "--processes", "2", "--stats", f"unix:{stats}",
+        "--subscription-server", f"127.0.0.1:{udp}", "--subscription-node-dir", str(tmp_path),
+    ])
+    backend = subscribing_worker(tmp_path, node, ["--subscribe-to", f"127.0.0.1:{udp}:example.com"],
+                                 "one")
+    try:
+        def inBoth():
+            workers = readStats(stats)["workers"]
+            keys = [[pool["key"] for pool in worker.get("subscriptions", [])] for worker in workers]
+            return keys == [["example.com"], ["example.com"]]
+
+        wait_until(inBoth, "the subscription in both workers", process=router)
+        assert b"WORKER" in get(port)
+        for worker in readStats(stats)["workers"]:
+            assert worker["subscriptions"][0]["nodes"][0]["name"] == node
+    finally:
+        backend.stop()
+        router.stop()

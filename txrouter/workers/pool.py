@@ -1,0 +1,415 @@
+"""
+The twistd process of a C{--processes N} router: the pool.
+
+It binds the router's listeners (L{BoundListeners}: while twistd may still
+run as root, and systemd's sockets too) and its subscription sockets, and
+runs N worker processes (L{txrouter.workers.worker}) that inherit the
+listening sockets and accept on them, each the same router built from the
+same configuration.  Sharing the sockets, rather than N sockets bound with
+C{SO_REUSEPORT}, keeps the kernel's one queue per listener: a worker that
+dies leaves no connections waiting in a queue of its own, the others take
+them all while it is replaced, and UNIX and systemd sockets work the same.
+
+The pool:
+  - restarts a worker that dies, after a delay that grows while workers
+    keep dying (L{RestartBackoff}), logged (C{worker_died},
+    C{worker_started});
+  - forwards every subscription datagram to every worker
+    (L{txrouter.workers.channel}), which applies it to its own registry;
+  - forwards SIGHUP (reload) and SIGUSR1 (reopen the access log);
+  - answers C{--stats} with the workers' total and each one's document
+    (C{workers}), and C{--metrics} with each worker's metrics labelled
+    C{worker};
+  - on stop, sends each worker SIGTERM (each drains its sessions, up to
+    C{--graceful-timeout}) and waits for all of them, killing any still
+    there a few seconds after that.
+"""
+
+import os
+import pickle
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+
+import attr
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.protocol import DatagramProtocol, ProcessProtocol
+from twisted.logger import Logger, eventFromJSON, globalLogPublisher
+
+import txrouter
+from txrouter.service import Listener
+from txrouter.signals import OnSignal
+from txrouter.stats.server import MetricsFactory, StatsFactory, statsEndpoint
+from txrouter.subscription.server import DatagramListener
+from txrouter.workers.channel import PoolChannel, channelFactory
+from txrouter.workers.listeners import BoundListeners
+from txrouter.workers.restart import RestartBackoff
+from txrouter.workers.totals import gather, poolDocument, readAll
+from txrouter.workers.worker import WorkerSpec
+
+__all__ = ["WorkerPool"]
+
+log = Logger(namespace="txrouter.workers")
+
+#: Seconds a worker may take beyond C{--graceful-timeout} before it is killed.
+KILL_MARGIN = 5.0
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(txrouter.__file__)))
+
+
+class _FanOut(DatagramProtocol):
+    """
+    A subscription server of the pool: every datagram goes to every
+    running worker.
+    """
+
+    def __init__(self, pool, address: str) -> None:
+        self.pool = pool
+        self.address = address
+
+    def datagramReceived(self, datagram: bytes, address) -> None:
+        source = address[0] if isinstance(address, tuple) and address else None
+        for slot in self.pool.slots:
+            if slot.channel is not None:
+                slot.channel.announce(self.address, datagram, source)
+
+
+class _WorkerProtocol(ProcessProtocol):
+    """
+    One worker process seen from the pool: its log events, its end.
+    """
+
+    def __init__(self, slot, logFD: int) -> None:
+        self.slot = slot
+        self.logFD = logFD
+        self._partial = b""
+
+    def childDataReceived(self, childFD: int, data: bytes) -> None:
+        if childFD != self.logFD:
+            return
+        lines = (self._partial + data).split(b"\n")
+        self._partial = lines.pop()
+        for line in lines:
+            self.slot.relay(line.strip(b"\x1e").strip())
+
+    def processEnded(self, reason) -> None:
+        self.slot.ended(reason.value)
+
+
+class WorkerSlot:
+    """
+    The place of one worker in the pool: its running process, or the
+    restart pending.
+    """
+
+    process = None
+    channel = None
+    restart = None
+
+    def __init__(self, pool, index: int, clock, spawn, backoff=None) -> None:
+        """
+        @param spawn: called with the slot, starts its process and returns
+            it (an C{IProcessTransport}); the process ends by calling
+            L{ended}.
+        """
+        self.pool = pool
+        self.index = index
+        self.clock = clock
+        self.spawn = spawn
+        self.backoff = backoff or RestartBackoff()
+        self.startedAt = None
+        self._waiting = []
+
+    @property
+    def pid(self):
+        return self.process.pid if self.process is not None else None
+
+    def start(self) -> None:
+        self.restart = None
+        self.startedAt = self.clock.seconds()
+        self.process = self.spawn(self)
+        log.info("worker_started: worker {worker} is pid {pid}", event="worker_started",
+                 worker=self.index, pid=self.pid)
+
+    def relay(self, line: bytes) -> None:
+        """
+        Publish a log event the worker wrote (a JSON line) in the pool's
+        log, marked with the worker's number.
+        """
+        if not line:
+            return
+        try:
+            event = eventFromJSON(line.decode("utf-8", "replace"))
+        except ValueError:
+            return
+        namespace = event.get("log_namespace", "-")
+        level = event.get("log_level")
+        event["worker"] = self.index
+        event["log_system"] = f"{namespace}#{getattr(level, 'name', '-')} worker-{self.index}"
+        globalLogPublisher(event)
+
+    def ended(self, reason) -> None:
+        lived = self.clock.seconds() - (self.startedAt or 0)
+        pid, self.process = self.pid, None
+        if self.channel is not None and self.channel.transport is not None:
+            self.channel.transport.loseConnection()
+        self.channel = None
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.callback(None)
+        if self.pool.stopping:
+            log.info("worker_stopped: worker {worker} (pid {pid}): {reason}",
+                     event="worker_stopped", worker=self.index, pid=pid, reason=str(reason))
+            return
+        delay = self.backoff.delay(lived)
+        log.warn(
+            "worker_died: worker {worker} (pid {pid}) after {lived:.1f} s: {reason};"
+            " starting it again in {delay:.1f} s",
+            event="worker_died", worker=self.index, pid=pid, lived=lived, reason=str(reason),
+            delay=delay,
+        )
+        self.restart = self.clock.callLater(delay, self.start)
+
+    def signal(self, name: str) -> None:
+        if self.process is not None:
+            try:
+                self.process.signalProcess(name)
+            except Exception:
+                pass
+
+    def stop(self, timeout: float) -> Deferred:
+        """
+        SIGTERM, then SIGKILL after C{timeout} seconds; fires once the
+        worker has ended.
+        """
+        if self.restart is not None and self.restart.active():
+            self.restart.cancel()
+        self.restart = None
+        if self.process is None:
+            return succeed(None)
+        done = Deferred()
+        self._waiting.append(done)
+        self.signal("TERM")
+        kill = self.clock.callLater(timeout, self.signal, "KILL")
+
+        def cancel(result):
+            if kill.active():
+                kill.cancel()
+            return result
+
+        return done.addBoth(cancel)
+
+
+class WorkerPool(MultiService):
+    """
+    A router run in C{config.processes} worker processes.
+
+    @ivar slots: a L{WorkerSlot} per worker.
+    @ivar stopping: whether the pool is stopping (a worker that ends then
+        is not started again).
+    """
+
+    stopping = False
+    runDirectory = None
+
+    def __init__(self, reactor, config) -> None:
+        """
+        @raise ValueError: the configuration cannot be given to workers
+            (a C{--use-code} function that cannot be pickled).
+        """
+        super().__init__()
+        self.reactor = reactor
+        self.config = config
+        try:
+            pickle.dumps(config)
+        except Exception as e:
+            raise ValueError(
+                f"--processes: this configuration cannot be given to worker processes ({e});"
+                " --use-code must name an importable MODULE:FUNCTION"
+            ) from None
+        self.listeners = BoundListeners(reactor, config)
+        self.listeners.setServiceParent(self)
+        for address in config.subscription_server:
+            DatagramListener(reactor, address, _FanOut(self, address.text)).setServiceParent(self)
+        for signum, name in ((signal.SIGHUP, "HUP"), (signal.SIGUSR1, "USR1")):
+            OnSignal(reactor, signum, lambda name=name: self.signalWorkers(name)).setServiceParent(self)
+        if config.stats:
+            stats = StatsFactory(reactor, self.statsDocument, http=config.stats_http,
+                                 minified=config.stats_minified)
+            stats.metrics = self.metricsText
+            stats.shortName = config.statsName
+            Listener(statsEndpoint(reactor, config.stats), stats).setServiceParent(self)
+        if config.metrics:
+            Listener(statsEndpoint(reactor, config.metrics),
+                     MetricsFactory(reactor, self.metricsText)).setServiceParent(self)
+        self.slots = [WorkerSlot(self, index, reactor, self._spawn)
+                      for index in range(config.processes)]
+
+    def startService(self) -> None:
+        super().startService()
+        self.runDirectory = tempfile.mkdtemp(prefix="txrouter-workers-")
+        for slot in self.slots:
+            slot.start()
+
+    def stopService(self):
+        self.stopping = True
+        timeout = self.config.graceful_timeout + KILL_MARGIN
+        stopped = DeferredList([slot.stop(timeout) for slot in self.slots])
+        stopped.addCallback(lambda _: MultiService.stopService(self))
+        stopped.addCallback(self._removeRunDirectory)
+        return stopped
+
+    def _removeRunDirectory(self, result):
+        if self.runDirectory is not None:
+            shutil.rmtree(self.runDirectory, ignore_errors=True)
+        return result
+
+    def signalWorkers(self, name: str) -> None:
+        """
+        Send every worker the signal C{name} (C{HUP}, C{USR1}).
+        """
+        log.info("workers_signalled: SIG{signal} to {count} workers", event="workers_signalled",
+                 signal=name, count=len(self.slots))
+        for slot in self.slots:
+            slot.signal(name)
+
+    # Worker processes
+
+    def _path(self, index: int, what: str) -> str:
+        return os.path.join(self.runDirectory, f"worker-{index}.{what}")
+
+    def workerConfig(self, index: int):
+        """
+        The configuration worker C{index} builds: one process, its stats
+        (and metrics) on its own unix sockets, which the pool reads.
+        """
+        metrics = None
+        if self.config.metrics or self.config.stats_http:
+            metrics = "unix:" + self._path(index, "metrics")
+        return attr.evolve(
+            self.config, processes=1, stats="unix:" + self._path(index, "stats"),
+            stats_http=False, stats_minified=True, metrics=metrics,
+        )
+
+    def _spawn(self, slot):
+        for what in ("stats", "metrics"):
+            # What a worker that was killed left.
+            try:
+                os.unlink(self._path(slot.index, what))
+            except FileNotFoundError:
+                pass
+        systemd = [bound for bound in self.listeners.sockets if bound.kind == "systemd"]
+        nextFD = max([2] + [bound.address for bound in systemd]) + 1
+        childFDs = {0: "w", 1: 1, 2: 2}
+        sockets = []
+        for bound in self.listeners.sockets:
+            if bound.kind == "systemd":
+                childFD = bound.address
+            else:
+                childFD, nextFD = nextFD, nextFD + 1
+            childFDs[childFD] = bound.fd
+            sockets.append(attr.evolve(bound, fd=childFD))
+        logFD, channelFD = nextFD, nextFD + 1
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        childFDs[logFD] = "r"
+        childFDs[channelFD] = theirs.fileno()
+        spec = WorkerSpec(
+            self.workerConfig(slot.index), slot.index, tuple(sockets), channelFD, logFD,
+            _systemdDescriptors() if systemd else None,
+        )
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [_ROOT, env.get("PYTHONPATH")]))
+        try:
+            process = self.reactor.spawnProcess(
+                _WorkerProtocol(slot, logFD), sys.executable,
+                [sys.executable, "-m", "txrouter.workers.worker"], env=env, childFDs=childFDs,
+            )
+        finally:
+            theirs.close()
+        channel = PoolChannel()
+        self.reactor.adoptStreamConnection(ours.fileno(), socket.AF_UNIX, channelFactory(channel))
+        ours.close()
+        slot.channel = channel
+        process.writeToChild(0, pickle.dumps(spec))
+        process.closeChildFD(0)
+        return process
+
+    # Stats
+
+    def statsDocument(self) -> Deferred:
+        """
+        The pool's stats document (L{poolDocument}), from every worker's.
+        """
+        from txrouter.build import statsAddresses
+
+        def ask(slot):
+            if slot.process is None:
+                return succeed(None)
+            return readAll(self.reactor, self._path(slot.index, "stats")).addCallback(_json)
+
+        answers = gather([ask(slot) for slot in self.slots])
+        return answers.addCallback(lambda documents: poolDocument(
+            self.config.statsName, statsAddresses(self.config),
+            list(zip(range(len(self.slots)), documents)),
+        ))
+
+    def metricsText(self) -> Deferred:
+        """
+        The Prometheus text of every worker's metrics, each sample labelled
+        with its C{worker}.
+        """
+        def ask(slot):
+            if slot.process is None:
+                return succeed(None)
+            return readAll(self.reactor, self._path(slot.index, "metrics"),
+                           b"GET /metrics HTTP/1.0\r\n\r\n")
+
+        answers = gather([ask(slot) for slot in self.slots])
+        return answers.addCallback(_labelled)
+
+
+def _json(data: bytes):
+    import json
+
+    return json.loads(data) if data else None
+
+
+def _labelled(answers) -> bytes:
+    """
+    The workers' metrics texts (HTTP answers) as one, each sample with a
+    C{worker} label.
+    """
+    from prometheus_client.core import CollectorRegistry, Metric
+    from prometheus_client.exposition import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    merged = {}
+    for index, answer in enumerate(answers):
+        if not answer:
+            continue
+        body = answer.partition(b"\r\n\r\n")[2].decode("utf-8", "replace")
+        for family in text_string_to_metric_families(body):
+            total = merged.get(family.name)
+            if total is None:
+                total = merged[family.name] = Metric(family.name, family.documentation, family.type)
+            for sample in family.samples:
+                labels = dict(sample.labels, worker=str(index))
+                total.samples.append(sample._replace(labels=labels))
+
+    class Collected:
+        def collect(self):
+            return list(merged.values())
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Collected())
+    return generate_latest(registry)
+
+
+def _systemdDescriptors():
+    from twisted.internet.endpoints import _SystemdParser
+
+    daemon = _SystemdParser._sddaemon
+    return list(daemon.inheritedDescriptors()), list(daemon.inheritedNames())
