@@ -17,6 +17,7 @@ import pytest
 
 from tests.realpeers import (
     TWISTD_COMMAND,
+    Process,
     free_port,
     pid_exists,
     raw_exchange,
@@ -25,7 +26,16 @@ from tests.realpeers import (
     wait_for_log,
     wait_until,
 )
-from tests.subpeers import free_udp_port, subscribing_worker, txrouter
+from tests.subpeers import (
+    free_udp_port,
+    read_all,
+    subscribing_worker,
+    txrouter,
+    uwsgi_request,
+)
+from tests.test_e2e_raw import node, read_line, withProject
+from tests.test_e2e_ssl import client as sslClient
+from tests.tlspki import PrivateCA
 
 pytestmark = pytest.mark.e2e
 
@@ -190,3 +200,77 @@ def test_subscription_in_both_workers(tmp_path):
     finally:
         backend.stop()
         router.stop()
+
+
+def _fast(tmp_path, port, node, ca):
+    return ["txrouter-fast", "--bind", f"tcp:{port}:interface=127.0.0.1", "--to", node], \
+        lambda: uwsgi_request(port, "example.com")
+
+
+def _raw(tmp_path, port, node, ca):
+    return ["txrouter-raw", "--bind", f"tcp:{port}:interface=127.0.0.1", "--to", node], \
+        lambda: raw_exchange(port, b"ping\n", shutdownWrite=True)
+
+
+def _ssl(tmp_path, port, node, ca):
+    certificate = ca.issue("server", ["ssl.local"])
+
+    def exchange():
+        with sslClient(ca, port, "ssl.local") as sock:
+            sock.sendall(b"ping\n")
+            return read_line(sock)
+
+    return ["txrouter-ssl", "--sslrouter",
+            f"127.0.0.1:{port},{certificate.certificatePath},{certificate.keyPath}",
+            "--to", node], exchange
+
+
+def _https(tmp_path, port, node, ca):
+    certificate = ca.issue("server", ["https.local"])
+
+    def exchange():
+        with sslClient(ca, port, "https.local") as sock:
+            sock.sendall(b"GET / HTTP/1.0\r\nHost: https.local\r\n\r\n")
+            return read_all(sock)
+
+    return ["txrouter-https", "--https",
+            f"127.0.0.1:{port},{certificate.certificatePath},{certificate.keyPath}",
+            "--to", node], exchange
+
+
+ROUTERS = {"fast": (_fast, "uwsgi", b"WORKER"), "raw": (_raw, "echo", b"ping\n"),
+           "ssl": (_ssl, "echo", b"ping\n"), "https": (_https, "uwsgi", b"200 OK")}
+
+
+@pytest.mark.parametrize("kind", sorted(ROUTERS))
+def test_every_router_runs_two_workers(tmp_path, kind):
+    """
+    txrouter-fast, -raw, -ssl and -https with --processes 2: clients on
+    new connections are served by both workers, each counting some.
+    """
+    make, nodeKind, expected = ROUTERS[kind]
+    ca = PrivateCA(tmp_path)
+    port, stats = free_port(), tmp_path / "stats.sock"
+    if nodeKind == "echo":
+        backend = node(tmp_path, "echo")
+        address = backend.address
+    else:
+        address = str(tmp_path / "node.sock")
+        backend = subscribing_worker(tmp_path, address, [], "one")
+    arguments, exchange = make(tmp_path, port, address, ca)
+    router = Process(
+        [*TWISTD_COMMAND, "-n", "--pidfile=", *arguments, "--processes", "2",
+         "--stats", f"unix:{stats}"],
+        tmp_path / f"{kind}.log", env=withProject(),
+    )
+    try:
+        wait_until(lambda: all(workerPids(stats)), "both workers answering stats", process=router)
+
+        def bothServed():
+            assert expected in exchange()
+            return all(worker["requests"]["started"] for worker in readStats(stats)["workers"])
+
+        wait_until(bothServed, "requests served by both workers", timeout=60, process=router)
+    finally:
+        router.stop()
+        backend.stop()
