@@ -14,6 +14,7 @@ import threading
 import urllib.request
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.realpeers import (
     TWISTD_COMMAND,
@@ -51,6 +52,15 @@ def readStats(path) -> dict:
                 break
             chunks.append(chunk)
     return json.loads(b"".join(chunks))
+
+
+def bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def cpuTicks(pid: int) -> int:
@@ -271,6 +281,73 @@ def test_every_router_runs_two_workers(tmp_path, kind):
             return all(worker["requests"]["started"] for worker in readStats(stats)["workers"])
 
         wait_until(bothServed, "requests served by both workers", timeout=60, process=router)
+    finally:
+        router.stop()
+        backend.stop()
+
+
+def test_socket_activation_unix_listener_and_metrics(tmp_path):
+    """
+    systemd hands the pool a TCP socket below 1024 (systemd-socket-activate
+    binds it, as root): the workers serve on it and on a unix socket; one
+    worker stopped with SIGTERM leaves the unix socket file in place for the
+    other and its successor; --metrics labels every worker's samples.
+    (twistd's --uid is not tried: this machine's Python is under /root,
+    which no other user may enter.)
+    """
+    node = str(tmp_path / "node.sock")
+    backend = uwsgi_worker(tmp_path, node, processes=1)
+    port = next(p for p in range(900, 1000) if bindable(p))
+    front, stats, metrics = (str(tmp_path / name) for name in ("front.sock", "stats.sock",
+                                                               "metrics.sock"))
+    router = Process(
+        # systemd-socket-activate passes on only the variables it is told;
+        # Twisted wants LISTEN_FDNAMES, as systemd sets it (--fdname).
+        ["systemd-socket-activate", "-l", f"127.0.0.1:{port}", "-E", "PYTHONPATH",
+         "--fdname", "http",
+         *TWISTD_COMMAND, "-n", "--pidfile=",
+         "txrouter-http", "--bind", "systemd:domain=INET:index=0", "--bind", f"unix:{front}",
+         "--to", node, "--processes", "2", "--stats", f"unix:{stats}",
+         "--metrics", f"unix:{metrics}"],
+        tmp_path / "router.log", env=withProject(),
+    )
+    try:
+        wait_for_log(router, "Listening on")
+        # systemd-socket-activate starts twistd at the first connection,
+        # which waits in the queue for a worker.
+        assert b"HTTP_HOST" in get(port)
+        wait_until(lambda: os.path.exists(stats) and all(workerPids(stats)),
+                   "both workers answering stats", process=router)
+        workers = readStats(stats)["workers"]
+        request = b"GET / HTTP/1.0\r\nHost: example.com\r\n\r\n"
+
+        def overUnix():
+            with socket.socket(socket.AF_UNIX) as s:
+                s.settimeout(10)
+                s.connect(front)
+                s.sendall(request)
+                return read_all(s)
+
+        assert b"HTTP_HOST" in overUnix()
+        os.kill(workers[0]["pid"], signal.SIGTERM)
+        wait_for_log(router, "worker_died: worker 0", timeout=20)
+        assert os.path.exists(front)
+        assert b"HTTP_HOST" in overUnix()
+        wait_until(lambda: all(workerPids(stats)) and workerPids(stats)[0] != workers[0]["pid"],
+                   "worker 0 started again", process=router)
+        for _ in range(20):
+            assert b"HTTP_HOST" in overUnix()
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(10)
+            s.connect(metrics)
+            s.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+            text = read_all(s).partition(b"\r\n\r\n")[2].decode()
+        labelled = {
+            sample.labels.get("worker")
+            for family in text_string_to_metric_families(text) for sample in family.samples
+            if sample.name == "txrouter_requests_started_total"
+        }
+        assert labelled == {"0", "1"}
     finally:
         router.stop()
         backend.stop()

@@ -192,9 +192,14 @@ class _InheritedTLSPort(_FairAccepting, _EagerTLSPort):
 
 class _InheritedUNIXPort(_FairAccepting, _EagerUNIXPort):
     """
-    A UNIX port on a socket bound by another process, which owns its file:
-    stopping leaves the file where it is (Twisted's port removes it).
+    A UNIX port on a socket bound by another process, which owns its file
+    and shares the socket with others: stopping leaves the file where it
+    is (Twisted's port removes it) and the socket listening for them
+    (Twisted's port shuts it down, as it does not for an inherited TCP
+    socket).
     """
+
+    _shouldShutdown = False
 
     def connectionLost(self, reason):
         tcp.Port.connectionLost(self, reason)

@@ -108,6 +108,7 @@ class WorkerSlot:
     process = None
     channel = None
     restart = None
+    pid = None
 
     def __init__(self, pool, index: int, clock, spawn, backoff=None) -> None:
         """
@@ -123,14 +124,17 @@ class WorkerSlot:
         self.startedAt = None
         self._waiting = []
 
-    @property
-    def pid(self):
-        return self.process.pid if self.process is not None else None
-
     def start(self) -> None:
         self.restart = None
         self.startedAt = self.clock.seconds()
-        self.process = self.spawn(self)
+        try:
+            self.process = self.spawn(self)
+            self.pid = self.process.pid
+        except Exception as e:
+            log.failure("worker_spawn_failed: worker {worker} could not be started",
+                        event="worker_spawn_failed", worker=self.index)
+            self.ended(e)
+            return
         log.info("worker_started: worker {worker} is pid {pid}", event="worker_started",
                  worker=self.index, pid=self.pid)
 
@@ -153,7 +157,7 @@ class WorkerSlot:
 
     def ended(self, reason) -> None:
         lived = self.clock.seconds() - (self.startedAt or 0)
-        pid, self.process = self.pid, None
+        pid, self.process, self.pid = self.pid, None, None
         if self.channel is not None and self.channel.transport is not None:
             self.channel.transport.loseConnection()
         self.channel = None
@@ -317,11 +321,17 @@ class WorkerPool(MultiService):
         childFDs[logFD] = "r"
         childFDs[channelFD] = theirs.fileno()
         spec = WorkerSpec(
-            self.workerConfig(slot.index), slot.index, tuple(sockets), channelFD, logFD,
-            _systemdDescriptors() if systemd else None,
-        )
+            self.workerConfig(slot.index), slot.index, tuple(sockets), channelFD, logFD)
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [_ROOT, env.get("PYTHONPATH")]))
+        for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+            env.pop(name, None)
+        if systemd:
+            # The worker's systemd: endpoints find the sockets where systemd
+            # put them for the pool (LISTEN_PID: the worker sets its own).
+            descriptors, names = _systemdDescriptors()
+            env["LISTEN_FDS"] = str(len(descriptors))
+            env["LISTEN_FDNAMES"] = ":".join(names)
         try:
             process = self.reactor.spawnProcess(
                 _WorkerProtocol(slot, logFD), sys.executable,
@@ -409,7 +419,14 @@ def _labelled(answers) -> bytes:
 
 
 def _systemdDescriptors():
+    """
+    The descriptors systemd handed this process and their names, as
+    Twisted's C{systemd:} endpoints read them (Twisted removes them from
+    the environment once read).
+    """
     from twisted.internet.endpoints import _SystemdParser
 
     daemon = _SystemdParser._sddaemon
-    return list(daemon.inheritedDescriptors()), list(daemon.inheritedNames())
+    descriptors = daemon.inheritedDescriptors()
+    names = dict((fd, name) for name, fd in daemon.inheritedNamedDescriptors().items())
+    return descriptors, [names.get(fd, "unknown") for fd in descriptors]

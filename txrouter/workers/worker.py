@@ -37,8 +37,6 @@ class WorkerSpec:
         the worker's descriptor numbers).
     @ivar channel: the descriptor of its end of the pool's channel.
     @ivar log: the descriptor it writes its log events to.
-    @ivar systemd: C{(descriptors, names)} systemd handed the pool, when
-        one of them is inherited; L{None} otherwise.
     """
 
     config: object
@@ -46,7 +44,6 @@ class WorkerSpec:
     sockets: tuple
     channel: int
     log: int
-    systemd: "tuple | None" = None
 
 
 class ForwardedDatagrams(Service):
@@ -108,14 +105,12 @@ def main() -> None:
     # A terminal's ^C (SIGINT to its foreground process group) reaches the
     # pool alone, which stops its workers itself.
     os.setpgid(0, 0)
-    spec = pickle.load(sys.stdin.buffer)
-    if spec.systemd is not None:
-        # The worker's systemd: endpoints read these when Twisted's
-        # endpoints module is imported, below.
-        descriptors, names = spec.systemd
+    if "LISTEN_FDS" in os.environ:
+        # The pool's systemd sockets, for the worker's systemd: endpoints,
+        # which read this when Twisted's endpoints module is first imported
+        # (unpickling the configuration imports it).
         os.environ["LISTEN_PID"] = str(os.getpid())
-        os.environ["LISTEN_FDS"] = str(len(descriptors))
-        os.environ["LISTEN_FDNAMES"] = ":".join(names)
+    spec = pickle.load(sys.stdin.buffer)
     # Nothing to reload or reopen is no reason to die: the pool forwards
     # these to every worker (the router's own handlers replace these).
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
