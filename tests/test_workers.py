@@ -23,7 +23,7 @@ from txrouter.workers.listeners import BoundSocket, InheritedListeners
 from txrouter.workers.pool import WorkerPool, WorkerSlot, _FanOut
 from txrouter.workers.restart import RestartBackoff
 from txrouter.workers.totals import mergeDocuments, poolDocument
-from txrouter.workers.worker import ForwardedDatagrams
+from txrouter.workers.worker import ForwardedDatagrams, portableEvent
 from txrouter.wire.subscription import SubscriptionError
 
 
@@ -236,3 +236,22 @@ def test_a_function_that_cannot_reach_the_workers_is_refused():
         buildService(HTTPRouterConfig(bind=["tcp:0"], use_code=lambda key: None, processes=2),
                      MemoryReactorClock())
     assert str(e.value).startswith("--processes:")
+
+
+def test_a_worker_failure_reaches_the_pool_log_with_its_message():
+    """
+    A failure a worker logs goes to the pool as JSON and comes out there
+    with the exception's message and traceback.
+    """
+    from twisted.logger import eventAsJSON, eventFromJSON, formatEvent
+
+    try:
+        raise ValueError("--bind: no such thing")
+    except ValueError:
+        failure = Failure()
+    event = {"log_format": "worker_failed: worker {worker}", "worker": 1, "log_failure": failure,
+             "log_namespace": "txrouter.workers"}
+    relayed = eventFromJSON(eventAsJSON(portableEvent(event)))
+    text = formatEvent(relayed)
+    assert text.startswith("worker_failed: worker 1\n")
+    assert "ValueError: --bind: no such thing" in text

@@ -22,7 +22,7 @@ import attr
 from twisted.application.service import Service
 from twisted.logger import Logger
 
-__all__ = ["WorkerSide", "WorkerSpec", "ForwardedDatagrams", "main"]
+__all__ = ["WorkerSide", "WorkerSpec", "ForwardedDatagrams", "main", "portableEvent"]
 
 
 @attr.frozen
@@ -88,16 +88,31 @@ class WorkerSide:
         return ForwardedDatagrams(self.channel, address, protocol)
 
 
+def portableEvent(event: dict) -> dict:
+    """
+    C{event} as it can go to the pool in JSON: an exception does not
+    survive JSON, so a failure becomes its traceback, as text, at the end
+    of the message.
+    """
+    failure = event.get("log_failure")
+    if failure is None:
+        return event
+    event = dict(event, log_traceback=failure.getTraceback())
+    del event["log_failure"]
+    event["log_format"] = event.get("log_format", "") + "\n{log_traceback}"
+    return event
+
+
 def _startLogging(fd: int) -> None:
     from twisted.logger import (
         FilteringLogObserver, LogLevel, LogLevelFilterPredicate, globalLogBeginner,
         jsonFileLogObserver,
     )
 
+    writer = jsonFileLogObserver(os.fdopen(fd, "w", buffering=1, encoding="utf-8"))
+
     observer = FilteringLogObserver(
-        jsonFileLogObserver(os.fdopen(fd, "w", buffering=1, encoding="utf-8")),
-        [LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)],
-    )
+        lambda event: writer(portableEvent(event)), [LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)])
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
 
 
