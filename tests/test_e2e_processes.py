@@ -351,3 +351,39 @@ def test_socket_activation_unix_listener_and_metrics(tmp_path):
     finally:
         router.stop()
         backend.stop()
+
+
+def test_sighup_reloads_every_worker(tmp_path):
+    """
+    SIGHUP to the pool reaches both workers: each reads the --cache-file
+    again, and a key added to it is served by both.
+    """
+    node = str(tmp_path / "node.sock")
+    backend = uwsgi_worker(tmp_path, node, processes=1)
+    mapping = tmp_path / "apps.map"
+    mapping.write_text(f"old.example {node}\n")
+    port, stats = free_port(), tmp_path / "stats.sock"
+    router = Process(
+        [*TWISTD_COMMAND, "-n", "--pidfile=", "txrouter-http",
+         "--bind", f"tcp:{port}:interface=127.0.0.1", "--use-cache", "--cache-file", mapping,
+         "--processes", "2", "--stats", f"unix:{stats}"],
+        tmp_path / "router.log", env=withProject(),
+    )
+    try:
+        wait_until(lambda: all(workerPids(stats)), "both workers answering stats", process=router)
+        wait_for_log(router, "cache_file_loaded", count=2)
+        mapping.write_text(f"old.example {node}\nnew.example {node}\n")
+        router.signal(signal.SIGHUP)
+        for index in (0, 1):
+            wait_for_log(router, f"worker-{index}] cache_file_loaded: 2 keys")
+
+        def bothServeTheNewKey():
+            assert b"new.example" in get(port, "new.example")
+            now = [worker["requests"]["started"] for worker in readStats(stats)["workers"]]
+            return all(count > 0 for count in now)
+
+        wait_until(bothServeTheNewKey, "both workers serving new.example", process=router)
+        assert router.alive()
+    finally:
+        router.stop()
+        backend.stop()
