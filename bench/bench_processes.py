@@ -13,8 +13,10 @@ seconds per wall second).
 For each run: requests/s; the router's CPU µs per request (user + system
 of the twistd process and all its workers, from /proc, over wrk's request
 count); each worker's share of the requests (its own count, from the
-pool's --stats document) and of the router's CPU; and the CPU the backend
-and wrk used.  "even" says whether each worker served within ±15 % of 1/N
+pool's --stats document) and of the router's CPU; the CPU the backend
+and wrk used; and the router's sleeps per request (voluntary context
+switches: a reactor that found nothing to do and waited in epoll_wait),
+which says how many events each reactor iteration handled.  "even" says whether each worker served within ±15 % of 1/N
 of the requests.
 
 Run: .venv/bin/python bench/bench_processes.py [--duration 10] [--processes 2]
@@ -66,6 +68,19 @@ def own_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
+def switches(pids) -> int:
+    """
+    The voluntary context switches of C{pids} so far: each is a reactor
+    that found nothing to do and slept in C{epoll_wait}.
+    """
+    total = 0
+    for pid in pids:
+        for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("voluntary_ctxt_switches:"):
+                total += int(line.split()[1])
+    return total
+
+
 def started(document: dict) -> list:
     """
     The requests each worker (or the one process) began.
@@ -92,6 +107,7 @@ def run(options, work, sock, processes: int, scenario: str) -> dict:
             requests=started(document), router=router_cpu(router.pid),
             workers=[own_cpu(pid) for pid in pids], backend=router_cpu(options.backend_pid),
             children=resource.getrusage(resource.RUSAGE_CHILDREN), wall=time.monotonic(),
+            switches=switches(pids),
         )
         out = subprocess.run(
             ["wrk", "-t1", f"-c{options.connections}", f"-d{options.duration}s", "--timeout", "5s",
@@ -105,6 +121,7 @@ def run(options, work, sock, processes: int, scenario: str) -> dict:
         result.update(
             processes=processes, scenario=scenario,
             cpu_us=routerCPU / max(result["requests"], 1) * 1e6,
+            sleeps=(switches(pids) - before["switches"]) / max(result["requests"], 1),
             router_cores=routerCPU / wall,
             shares=[count / max(sum(served), 1) for count in served],
             worker_cpu=[(own_cpu(pid) - b) / max(routerCPU, 1e-9)
@@ -127,13 +144,15 @@ def line(result) -> str:
     return (f"{result['scenario']:<10} {n:>5} {result['rps']:>9.0f} {result['cpu_us']:>8.1f}"
             f" {result['router_cores']:>7.2f} {shares:>10} {cpu:>10} {'yes' if even else 'NO':>5}"
             f" {result['backend_cores']:>8.2f} {result['wrk_cores']:>6.2f} {result['p99']:>8.2f}"
+            f" {result['sleeps']:>7.2f}"
             + (f"  {result['errors']}" if result["errors"] else ""))
 
 
 HEADER = (f"{'scenario':<10} {'procs':>5} {'req/s':>9} {'µs/req':>8} {'cores':>7}"
-          f" {'req %':>10} {'cpu %':>10} {'even':>5} {'backend':>8} {'wrk':>6} {'p99 ms':>8}\n"
+          f" {'req %':>10} {'cpu %':>10} {'even':>5} {'backend':>8} {'wrk':>6} {'p99 ms':>8}"
+          f" {'sleeps':>7}\n"
           f"{'':<10} {'':>5} {'':>9} {'router':>8} {'router':>7} {'per wkr':>10}"
-          f" {'per wkr':>10} {'±15%':>5} {'cores':>8} {'cores':>6}")
+          f" {'per wkr':>10} {'±15%':>5} {'cores':>8} {'cores':>6} {'':>8} {'per req':>7}")
 
 
 def main() -> None:

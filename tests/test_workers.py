@@ -2,7 +2,8 @@
 The parts of C{--processes} that fakes can drive: the restart delays, a
 worker's slot dying and started again on a clock, subscription datagrams
 fanned out over AMP to every worker (each one's replay protection
-intact), the inherited listeners, the pool's stats totals, the option.
+intact), the inherited listeners, the share of clients a worker accepts,
+the pool's stats totals, the option.
 """
 
 import pytest
@@ -18,6 +19,7 @@ from txrouter.config import FastRouterConfig, HTTPRouterConfig, cpuCount
 from txrouter.subscription.addresses import parseDatagramAddress
 from txrouter.subscription.server import SubscriptionProtocol
 from txrouter.tap.http import Options
+from txrouter.workers.balance import ABSENT, SessionBalance, SessionBoard
 from txrouter.workers.channel import PoolChannel, WorkerChannel
 from txrouter.workers.listeners import BoundSocket, InheritedListeners
 from txrouter.workers.pool import WorkerPool, WorkerSlot, _FanOut
@@ -45,6 +47,7 @@ class FakeProcess:
 
 class FakePool:
     stopping = False
+    board = None
 
 
 def slotOnClock():
@@ -255,3 +258,51 @@ def test_a_worker_failure_reaches_the_pool_log_with_its_message():
     text = formatEvent(relayed)
     assert text.startswith("worker_failed: worker 1\n")
     assert "ValueError: --bind: no such thing" in text
+
+
+class FakePort:
+    connected = True
+
+    def __init__(self):
+        self.reading = True
+
+    def stopReading(self):
+        self.reading = False
+
+    def startReading(self):
+        self.reading = True
+
+
+def test_a_worker_over_its_share_stops_accepting_for_a_moment(tmp_path):
+    """
+    A worker accepts up to the sessions of its least loaded running
+    sibling plus a slack; over that its port stops reading for a few
+    milliseconds, unless cheap mode paused it meanwhile.
+    """
+    board = SessionBoard.create(str(tmp_path / "sessions"), 3)
+    clock, mine = Clock(), [0]
+    balance = SessionBalance(clock, SessionBoard(str(tmp_path / "sessions"), 3), 0,
+                             lambda: mine[0])
+    assert balance.allowance() == 1 << 30
+    assert board.values() == [0, ABSENT, ABSENT]
+    board.set(1, 5)
+    board.set(2, 30)
+    mine[0] = 4
+    assert balance.allowance() == 5 + 2 - 4
+    mine[0] = 7
+    assert balance.allowance() == 0
+    port = FakePort()
+    balance.pause(port)
+    assert not port.reading
+    clock.advance(balance.pauseSeconds)
+    assert port.reading
+    balance.pause(port)
+    port.cheapPaused = True
+    clock.advance(balance.pauseSeconds)
+    assert not port.reading
+    balance.start()
+    mine[0] = 3
+    clock.advance(balance.publishSeconds)
+    assert board.values()[0] == 3
+    balance.stop()
+    assert board.values()[0] == ABSENT

@@ -58,6 +58,7 @@ class Listener(OpenedEarly):
             outcome[0].raiseException()
         self.port = outcome[0]
         if self.paused:
+            self.port.cheapPaused = True
             self.port.stopReading()
 
     def stopService(self):
@@ -73,6 +74,7 @@ class Listener(OpenedEarly):
         """
         self.paused = True
         if self.port is not None:
+            self.port.cheapPaused = True
             self.port.stopReading()
 
     def resume(self) -> None:
@@ -81,6 +83,7 @@ class Listener(OpenedEarly):
         """
         self.paused = False
         if self.port is not None:
+            self.port.cheapPaused = False
             self.port.startReading()
 
 

@@ -166,31 +166,44 @@ class _EagerUNIXPort(unix.Port):
     transport = _EagerUNIXServer
 
 
-class _FairAccepting:
+class _SharedAccepting:
     """
-    Mixin for a port whose socket other processes accept on too (the
-    workers of C{--processes}): one connection per readable event, where
-    Twisted takes up to a hundred, so that a burst of clients is shared
-    among the processes instead of going to the first one woken.
-
-    Every idle process is woken by a new connection, and all but one find
-    nothing to accept: C{EPOLLEXCLUSIVE} would wake one, but always the
-    first registered while it is idle, which, measured, gave that process
-    most keep-alive connections of a burst.
+    Mixin for a port whose listening socket other processes accept on too
+    (the workers of C{--processes}).  One readable event accepts what
+    Twisted's port would, but no more than the port's C{admission} allows
+    (L{txrouter.workers.balance.SessionBalance}): when it allows none, the
+    port stops reading for a moment and the other processes accept.
     """
 
-    numberAccepts = property(lambda self: 1, lambda self, value: None)
+    admission = None
+    _numberAccepts = 100
+
+    @property
+    def numberAccepts(self) -> int:
+        if self.admission is None:
+            return self._numberAccepts
+        return max(1, min(self._numberAccepts, self.admission.allowance()))
+
+    @numberAccepts.setter
+    def numberAccepts(self, value: int) -> None:
+        self._numberAccepts = value
+
+    def doRead(self):
+        if self.admission is not None and self.admission.allowance() <= 0:
+            self.admission.pause(self)
+            return None
+        return super().doRead()
 
 
-class _InheritedTCPPort(_FairAccepting, _EagerTCPPort):
+class _InheritedTCPPort(_SharedAccepting, _EagerTCPPort):
     pass
 
 
-class _InheritedTLSPort(_FairAccepting, _EagerTLSPort):
+class _InheritedTLSPort(_SharedAccepting, _EagerTLSPort):
     pass
 
 
-class _InheritedUNIXPort(_FairAccepting, _EagerUNIXPort):
+class _InheritedUNIXPort(_SharedAccepting, _EagerUNIXPort):
     """
     A UNIX port on a socket bound by another process, which owns its file
     and shares the socket with others: stopping leaves the file where it
@@ -265,6 +278,7 @@ class _EagerListening:
             fd, family = inherited
             listening = _INHERITED[portType]._fromListeningDescriptor(
                 self._reactor, fd, family, factory)
+            listening.admission = self._inherited.admission
         listening.startListening()
         return listening
 
@@ -278,6 +292,7 @@ class _EagerListening:
             listening = _InheritedUNIXPort._fromListeningDescriptor(
                 self._reactor, inherited[0], self._outermost(factory))
             listening.backlog = backlog
+            listening.admission = self._inherited.admission
         listening.startListening()
         return listening
 

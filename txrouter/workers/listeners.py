@@ -142,13 +142,17 @@ class InheritedListeners:
     """
     A worker's inherited listening sockets, each taken once by the
     listener asking for its kind and address.
+
+    @ivar admission: what the ports on them ask before accepting (a
+        L{txrouter.workers.balance.SessionBalance}), or L{None}.
     """
 
-    def __init__(self, sockets) -> None:
+    def __init__(self, sockets, admission=None) -> None:
         """
         @param sockets: L{BoundSocket}s, with the worker's descriptors.
         """
         self._left = list(sockets)
+        self.admission = admission
 
     def take(self, kind: str, address) -> "tuple[int, int] | None":
         """

@@ -44,6 +44,7 @@ from txrouter.service import Listener
 from txrouter.signals import OnSignal
 from txrouter.stats.server import MetricsFactory, StatsFactory, statsEndpoint
 from txrouter.subscription.server import DatagramListener
+from txrouter.workers.balance import ABSENT, SessionBoard
 from txrouter.workers.channel import PoolChannel, channelFactory
 from txrouter.workers.listeners import BoundListeners
 from txrouter.workers.restart import RestartBackoff
@@ -161,6 +162,8 @@ class WorkerSlot:
         if self.channel is not None and self.channel.transport is not None:
             self.channel.transport.loseConnection()
         self.channel = None
+        if self.pool.board is not None:
+            self.pool.board.set(self.index, ABSENT)
         waiting, self._waiting = self._waiting, []
         for d in waiting:
             d.callback(None)
@@ -218,6 +221,7 @@ class WorkerPool(MultiService):
 
     stopping = False
     runDirectory = None
+    board = None
 
     def __init__(self, reactor, config) -> None:
         """
@@ -255,6 +259,7 @@ class WorkerPool(MultiService):
     def startService(self) -> None:
         super().startService()
         self.runDirectory = tempfile.mkdtemp(prefix="txrouter-workers-")
+        self.board = SessionBoard.create(os.path.join(self.runDirectory, "sessions"), len(self.slots))
         for slot in self.slots:
             slot.start()
 
@@ -267,6 +272,9 @@ class WorkerPool(MultiService):
         return stopped
 
     def _removeRunDirectory(self, result):
+        if self.board is not None:
+            self.board.close()
+            self.board = None
         if self.runDirectory is not None:
             shutil.rmtree(self.runDirectory, ignore_errors=True)
         return result
@@ -321,7 +329,8 @@ class WorkerPool(MultiService):
         childFDs[logFD] = "r"
         childFDs[channelFD] = theirs.fileno()
         spec = WorkerSpec(
-            self.workerConfig(slot.index), slot.index, tuple(sockets), channelFD, logFD)
+            self.workerConfig(slot.index), slot.index, tuple(sockets), channelFD, logFD,
+            os.path.join(self.runDirectory, "sessions"), len(self.slots))
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [_ROOT, env.get("PYTHONPATH")]))
         for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):

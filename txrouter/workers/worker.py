@@ -37,6 +37,8 @@ class WorkerSpec:
         the worker's descriptor numbers).
     @ivar channel: the descriptor of its end of the pool's channel.
     @ivar log: the descriptor it writes its log events to.
+    @ivar board: the path of the pool's L{SessionBoard}.
+    @ivar workers: how many workers the pool runs.
     """
 
     config: object
@@ -44,6 +46,8 @@ class WorkerSpec:
     sockets: tuple
     channel: int
     log: int
+    board: str
+    workers: int
 
 
 class ForwardedDatagrams(Service):
@@ -137,6 +141,7 @@ def main() -> None:
 
     from txrouter.build import buildService
     from txrouter.workers.channel import WorkerChannel, channelFactory
+    from txrouter.workers.balance import SessionBalance, SessionBoard
     from txrouter.workers.listeners import InheritedListeners
 
     log = Logger(namespace="txrouter.workers")
@@ -148,9 +153,13 @@ def main() -> None:
     channel = WorkerChannel(parentGone)
     reactor.adoptStreamConnection(spec.channel, socket.AF_UNIX, channelFactory(channel))
     os.close(spec.channel)
-    listeners = InheritedListeners(spec.sockets)
+    balance = SessionBalance(reactor, SessionBoard(spec.board, spec.workers), spec.index)
+    listeners = InheritedListeners(spec.sockets, balance)
     try:
         service = buildService(spec.config, reactor, WorkerSide(spec.index, listeners, channel))
+        sessions = service.router.sessions
+        balance.sessions = sessions.__len__
+        balance.start()
         service.privilegedStartService()
         service.startService()
     except Exception:
@@ -166,6 +175,7 @@ def main() -> None:
         if bound.kind != "systemd":
             os.close(bound.fd)
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
+    reactor.addSystemEventTrigger("before", "shutdown", balance.stop)
     reactor.run()
 
 
