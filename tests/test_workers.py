@@ -22,7 +22,7 @@ from txrouter.tap.http import Options
 from txrouter.workers.balance import ABSENT, SessionBalance, SessionBoard
 from txrouter.workers.channel import PoolChannel, WorkerChannel
 from txrouter.workers.listeners import BoundSocket, InheritedListeners
-from txrouter.workers.pool import WorkerPool, WorkerSlot, _FanOut
+from txrouter.workers.pool import LatestAnnounces, WorkerPool, WorkerSlot, _FanOut
 from txrouter.workers.restart import RestartBackoff
 from txrouter.workers.totals import mergeDocuments, poolDocument
 from txrouter.workers.worker import ForwardedDatagrams, portableEvent
@@ -148,7 +148,7 @@ def test_every_datagram_reaches_every_worker_whose_replay_protection_holds(tmp_p
         workers.append((registry, protocol))
         pumps.append(pump)
         slots.append(FakeSlot(poolEnd))
-    pool = type("Pool", (), {"slots": slots})()
+    pool = type("Pool", (), {"slots": slots, "latest": LatestAnnounces()})()
     fanOut = _FanOut(pool, address.text)
     for datagram in (SUBSCRIBE, SUBSCRIBE, REFRESH):
         fanOut.datagramReceived(datagram, ("127.0.0.9", 4321))
@@ -157,6 +157,22 @@ def test_every_datagram_reaches_every_worker_whose_replay_protection_holds(tmp_p
     for registry, protocol in workers:
         assert registry.accepted == [(b"signed.local", "127.0.0.9")] * 2
         assert protocol.counts == {"accepted": 2, "replayed": 1}
+
+    # A worker started now is given the newest announce of the node first:
+    # it knows the node, and refuses the older one replayed.
+    (tmp_path / "new").mkdir()
+    checker, clock = checkerWithCapturedKey(tmp_path / "new")
+    registry = SignedRegistry(checker)
+    protocol = SubscriptionProtocol(registry, clock)
+    channel = WorkerChannel()
+    ForwardedDatagrams(channel, address, protocol).startService()
+    poolEnd, workerEnd, pump = connectedServerAndClient(lambda: channel, PoolChannel)
+    pool.latest.replay(poolEnd)
+    pool.slots.append(FakeSlot(poolEnd))
+    fanOut.datagramReceived(SUBSCRIBE, ("127.0.0.9", 4321))
+    pump.flush()
+    assert registry.accepted == [(b"signed.local", "127.0.0.9")]
+    assert protocol.counts == {"accepted": 1, "replayed": 1}
 
 
 def test_a_worker_whose_pool_is_gone_stops():

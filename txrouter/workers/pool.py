@@ -15,7 +15,9 @@ The pool:
     keep dying (L{RestartBackoff}), logged (C{worker_died},
     C{worker_started});
   - forwards every subscription datagram to every worker
-    (L{txrouter.workers.channel}), which applies it to its own registry;
+    (L{txrouter.workers.channel}), which applies it to its own registry,
+    and gives a worker that starts the newest datagram of every node
+    first (L{LatestAnnounces});
   - forwards SIGHUP (reload) and SIGUSR1 (reopen the access log);
   - answers C{--stats} with the workers' total and each one's document
     (C{workers}), and C{--metrics} with each worker's metrics labelled
@@ -25,6 +27,7 @@ The pool:
     there a few seconds after that.
 """
 
+import collections
 import os
 import pickle
 import shutil
@@ -50,6 +53,7 @@ from txrouter.workers.listeners import BoundListeners
 from txrouter.workers.restart import RestartBackoff
 from txrouter.workers.totals import gather, poolDocument, readAll
 from txrouter.workers.worker import WorkerSpec
+from txrouter.wire.subscription import SubscriptionError, parseSubscription
 
 __all__ = ["WorkerPool"]
 
@@ -61,10 +65,46 @@ KILL_MARGIN = 5.0
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(txrouter.__file__)))
 
 
+class LatestAnnounces:
+    """
+    The newest datagram heard for each node of each pool (by subscription
+    server and sender), in the order they were heard: what a worker that
+    starts is given first, so that it knows the nodes its siblings know
+    without waiting for their next announce, and refuses, as they do, a
+    signed announce replayed from before it started.
+
+    A node whose newest datagram is older than the subscription tolerance
+    is in the worker's registry for one more tolerance, as if it had just
+    announced itself.
+    """
+
+    def __init__(self, limit: int = 100000) -> None:
+        self.limit = limit
+        self._latest = collections.OrderedDict()
+
+    def heard(self, address: str, datagram: bytes, source) -> None:
+        try:
+            subscription = parseSubscription(datagram)
+        except SubscriptionError:
+            return
+        node = (address, source, subscription.key, subscription.address)
+        self._latest.pop(node, None)
+        self._latest[node] = datagram
+        if len(self._latest) > self.limit:
+            self._latest.popitem(last=False)
+
+    def replay(self, channel) -> None:
+        """
+        Announce every newest datagram on C{channel}, oldest first.
+        """
+        for (address, source, _, _), datagram in self._latest.items():
+            channel.announce(address, datagram, source)
+
+
 class _FanOut(DatagramProtocol):
     """
     A subscription server of the pool: every datagram goes to every
-    running worker.
+    running worker, and is kept in the pool's L{LatestAnnounces}.
     """
 
     def __init__(self, pool, address: str) -> None:
@@ -73,6 +113,7 @@ class _FanOut(DatagramProtocol):
 
     def datagramReceived(self, datagram: bytes, address) -> None:
         source = address[0] if isinstance(address, tuple) and address else None
+        self.pool.latest.heard(self.address, datagram, source)
         for slot in self.pool.slots:
             if slot.channel is not None:
                 slot.channel.announce(self.address, datagram, source)
@@ -238,6 +279,7 @@ class WorkerPool(MultiService):
                 f"--processes: this configuration cannot be given to worker processes ({e});"
                 " --use-code must name an importable MODULE:FUNCTION"
             ) from None
+        self.latest = LatestAnnounces()
         self.listeners = BoundListeners(reactor, config)
         self.listeners.setServiceParent(self)
         for address in config.subscription_server:
@@ -352,6 +394,7 @@ class WorkerPool(MultiService):
         self.reactor.adoptStreamConnection(ours.fileno(), socket.AF_UNIX, channelFactory(channel))
         ours.close()
         slot.channel = channel
+        self.latest.replay(channel)
         process.writeToChild(0, pickle.dumps(spec))
         process.closeChildFD(0)
         return process
