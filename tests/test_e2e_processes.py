@@ -290,8 +290,9 @@ def test_socket_activation_unix_listener_and_metrics(tmp_path):
     """
     systemd hands the pool a TCP socket below 1024 (systemd-socket-activate
     binds it, as root): the workers serve on it and on a unix socket; one
-    worker stopped with SIGTERM leaves the unix socket file in place for the
-    other and its successor; --metrics labels every worker's samples.
+    worker stopped with SIGTERM leaves the unix socket file (made with the
+    --chmod-socket mode by the pool) in place for the other and its
+    successor; --metrics labels every worker's samples.
     (twistd's --uid is not tried: this machine's Python is under /root,
     which no other user may enter.)
     """
@@ -308,7 +309,7 @@ def test_socket_activation_unix_listener_and_metrics(tmp_path):
          *TWISTD_COMMAND, "-n", "--pidfile=",
          "txrouter-http", "--bind", "systemd:domain=INET:index=0", "--bind", f"unix:{front}",
          "--to", node, "--processes", "2", "--stats", f"unix:{stats}",
-         "--metrics", f"unix:{metrics}"],
+         "--metrics", f"unix:{metrics}", "--chmod-socket", "640"],
         tmp_path / "router.log", env=withProject(),
     )
     try:
@@ -329,6 +330,7 @@ def test_socket_activation_unix_listener_and_metrics(tmp_path):
                 return read_all(s)
 
         assert b"HTTP_HOST" in overUnix()
+        assert os.stat(front).st_mode & 0o777 == 0o640
         os.kill(workers[0]["pid"], signal.SIGTERM)
         wait_for_log(router, "worker_died: worker 0", timeout=20)
         assert os.path.exists(front)

@@ -206,13 +206,26 @@ class _InheritedTLSPort(_SharedAccepting, _EagerTLSPort):
 class _InheritedUNIXPort(_SharedAccepting, _EagerUNIXPort):
     """
     A UNIX port on a socket bound by another process, which owns its file
-    and shares the socket with others: stopping leaves the file where it
-    is (Twisted's port removes it) and the socket listening for them
-    (Twisted's port shuts it down, as it does not for an inherited TCP
-    socket).
+    and shares the socket with others: starting leaves the file's mode as
+    it is, and stopping leaves the file where it is (Twisted's port removes
+    it) and the socket listening for them (Twisted's port shuts it down, as
+    it does not for an inherited TCP socket).
     """
 
     _shouldShutdown = False
+
+    def startListening(self) -> None:
+        # Twisted's port chmods the file, even one it did not bind (to its
+        # default 0666, over the pool's --chmod-socket, and as a user that
+        # may not own the file any more): the pool made the file as asked.
+        tcp._reservedFD.reserve()
+        self.factory.doStart()
+        skt, self._preexistingSocket = self._preexistingSocket, None
+        skt.listen(self.backlog)
+        self.connected = True
+        self.socket = skt
+        self.fileno = skt.fileno
+        self.startReading()
 
     def connectionLost(self, reason):
         tcp.Port.connectionLost(self, reason)

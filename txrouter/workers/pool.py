@@ -264,8 +264,11 @@ class WorkerPool(MultiService):
     runDirectory = None
     board = None
 
-    def __init__(self, reactor, config) -> None:
+    def __init__(self, reactor, config, socketFiles=lambda reactor: reactor) -> None:
         """
+        @param socketFiles: wraps the reactor the pool binds with, so that
+            unix socket files are made as asked
+            (L{txrouter.build.socketFilesOf}).
         @raise ValueError: the configuration cannot be given to workers
             (a C{--use-code} function that cannot be pickled).
         """
@@ -280,10 +283,11 @@ class WorkerPool(MultiService):
                 " --use-code must name an importable MODULE:FUNCTION"
             ) from None
         self.latest = LatestAnnounces()
-        self.listeners = BoundListeners(reactor, config)
+        binding = socketFiles(reactor)
+        self.listeners = BoundListeners(binding, config)
         self.listeners.setServiceParent(self)
         for address in config.subscription_server:
-            DatagramListener(reactor, address, _FanOut(self, address.text)).setServiceParent(self)
+            DatagramListener(binding, address, _FanOut(self, address.text)).setServiceParent(self)
         for signum, name in ((signal.SIGHUP, "HUP"), (signal.SIGUSR1, "USR1")):
             OnSignal(reactor, signum, lambda name=name: self.signalWorkers(name)).setServiceParent(self)
         if config.stats:
@@ -291,9 +295,9 @@ class WorkerPool(MultiService):
                                  minified=config.stats_minified)
             stats.metrics = self.metricsText
             stats.shortName = config.statsName
-            Listener(statsEndpoint(reactor, config.stats), stats).setServiceParent(self)
+            Listener(statsEndpoint(binding, config.stats), stats).setServiceParent(self)
         if config.metrics:
-            Listener(statsEndpoint(reactor, config.metrics),
+            Listener(statsEndpoint(binding, config.metrics),
                      MetricsFactory(reactor, self.metricsText)).setServiceParent(self)
         self.slots = [WorkerSlot(self, index, reactor, self._spawn)
                       for index in range(config.processes)]
@@ -346,6 +350,8 @@ class WorkerPool(MultiService):
         return attr.evolve(
             self.config, processes=1, stats="unix:" + self._path(index, "stats"),
             stats_http=False, stats_minified=True, metrics=metrics,
+            # The pool made the socket files and switched users already.
+            uid=None, gid=None, chmod_socket=None, chown_socket=None,
         )
 
     def _spawn(self, slot):
@@ -375,7 +381,8 @@ class WorkerPool(MultiService):
             os.path.join(self.runDirectory, "sessions"), len(self.slots))
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [_ROOT, env.get("PYTHONPATH")]))
-        for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        # The pool alone tells systemd it is ready or stopping.
+        for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "NOTIFY_SOCKET"):
             env.pop(name, None)
         if systemd:
             # The worker's systemd: endpoints find the sockets where systemd
