@@ -19,14 +19,15 @@ from txrouter.config import FastRouterConfig, HTTPRouterConfig, cpuCount
 from txrouter.subscription.addresses import parseDatagramAddress
 from txrouter.subscription.server import SubscriptionProtocol
 from txrouter.tap.http import Options
+from txrouter.workers.announces import FanOut, LatestAnnounces
 from txrouter.workers.balance import ABSENT, SessionBalance, SessionBoard
 from txrouter.workers.channel import PoolChannel, WorkerChannel
 from txrouter.workers.listeners import BoundSocket, InheritedListeners
-from txrouter.workers.pool import LatestAnnounces, WorkerPool, WorkerSlot, _FanOut
+from txrouter.workers.pool import WorkerPool
 from txrouter.workers.restart import RestartBackoff
+from txrouter.workers.slot import WorkerSlot
 from txrouter.workers.totals import mergeDocuments, poolDocument
 from txrouter.workers.worker import ForwardedDatagrams, portableEvent
-from txrouter.wire.subscription import SubscriptionError
 
 
 def test_backoff_doubles_while_workers_keep_dying_and_starts_over_after_a_stable_run():
@@ -149,7 +150,7 @@ def test_every_datagram_reaches_every_worker_whose_replay_protection_holds(tmp_p
         pumps.append(pump)
         slots.append(FakeSlot(poolEnd))
     pool = type("Pool", (), {"slots": slots, "latest": LatestAnnounces()})()
-    fanOut = _FanOut(pool, address.text)
+    fanOut = FanOut(pool, address.text)
     for datagram in (SUBSCRIBE, SUBSCRIBE, REFRESH):
         fanOut.datagramReceived(datagram, ("127.0.0.9", 4321))
         for pump in pumps:

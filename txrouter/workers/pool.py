@@ -27,7 +27,6 @@ The pool:
     there a few seconds after that.
 """
 
-import collections
 import os
 import pickle
 import shutil
@@ -39,21 +38,20 @@ import tempfile
 import attr
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredList, succeed
-from twisted.internet.protocol import DatagramProtocol, ProcessProtocol
-from twisted.logger import Logger, eventFromJSON, globalLogPublisher
+from twisted.logger import Logger
 
 import txrouter
 from txrouter.service import Listener
 from txrouter.signals import OnSignal
 from txrouter.stats.server import MetricsFactory, StatsFactory, statsEndpoint
 from txrouter.subscription.server import DatagramListener
-from txrouter.workers.balance import ABSENT, SessionBoard
+from txrouter.workers.announces import FanOut, LatestAnnounces
+from txrouter.workers.balance import SessionBoard
 from txrouter.workers.channel import PoolChannel, channelFactory
 from txrouter.workers.listeners import BoundListeners
-from txrouter.workers.restart import RestartBackoff
-from txrouter.workers.totals import gather, poolDocument, readAll
+from txrouter.workers.slot import WorkerProtocol, WorkerSlot
+from txrouter.workers.totals import gather, labelledMetrics, parseDocument, poolDocument, readAll
 from txrouter.workers.worker import WorkerSpec
-from txrouter.wire.subscription import SubscriptionError, parseSubscription
 
 __all__ = ["WorkerPool"]
 
@@ -63,192 +61,6 @@ log = Logger(namespace="txrouter.workers")
 KILL_MARGIN = 5.0
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(txrouter.__file__)))
-
-
-class LatestAnnounces:
-    """
-    The newest datagram heard for each node of each pool (by subscription
-    server and sender), in the order they were heard: what a worker that
-    starts is given first, so that it knows the nodes its siblings know
-    without waiting for their next announce, and refuses, as they do, a
-    signed announce replayed from before it started.
-
-    A node whose newest datagram is older than the subscription tolerance
-    is in the worker's registry for one more tolerance, as if it had just
-    announced itself.
-    """
-
-    def __init__(self, limit: int = 100000) -> None:
-        self.limit = limit
-        self._latest = collections.OrderedDict()
-
-    def heard(self, address: str, datagram: bytes, source) -> None:
-        try:
-            subscription = parseSubscription(datagram)
-        except SubscriptionError:
-            return
-        node = (address, source, subscription.key, subscription.address)
-        self._latest.pop(node, None)
-        self._latest[node] = datagram
-        if len(self._latest) > self.limit:
-            self._latest.popitem(last=False)
-
-    def replay(self, channel) -> None:
-        """
-        Announce every newest datagram on C{channel}, oldest first.
-        """
-        for (address, source, _, _), datagram in self._latest.items():
-            channel.announce(address, datagram, source)
-
-
-class _FanOut(DatagramProtocol):
-    """
-    A subscription server of the pool: every datagram goes to every
-    running worker, and is kept in the pool's L{LatestAnnounces}.
-    """
-
-    def __init__(self, pool, address: str) -> None:
-        self.pool = pool
-        self.address = address
-
-    def datagramReceived(self, datagram: bytes, address) -> None:
-        source = address[0] if isinstance(address, tuple) and address else None
-        self.pool.latest.heard(self.address, datagram, source)
-        for slot in self.pool.slots:
-            if slot.channel is not None:
-                slot.channel.announce(self.address, datagram, source)
-
-
-class _WorkerProtocol(ProcessProtocol):
-    """
-    One worker process seen from the pool: its log events, its end.
-    """
-
-    def __init__(self, slot, logFD: int) -> None:
-        self.slot = slot
-        self.logFD = logFD
-        self._partial = b""
-
-    def childDataReceived(self, childFD: int, data: bytes) -> None:
-        if childFD != self.logFD:
-            return
-        lines = (self._partial + data).split(b"\n")
-        self._partial = lines.pop()
-        for line in lines:
-            self.slot.relay(line.strip(b"\x1e").strip())
-
-    def processEnded(self, reason) -> None:
-        self.slot.ended(reason.value)
-
-
-class WorkerSlot:
-    """
-    The place of one worker in the pool: its running process, or the
-    restart pending.
-    """
-
-    process = None
-    channel = None
-    restart = None
-    pid = None
-
-    def __init__(self, pool, index: int, clock, spawn, backoff=None) -> None:
-        """
-        @param spawn: called with the slot, starts its process and returns
-            it (an C{IProcessTransport}); the process ends by calling
-            L{ended}.
-        """
-        self.pool = pool
-        self.index = index
-        self.clock = clock
-        self.spawn = spawn
-        self.backoff = backoff or RestartBackoff()
-        self.startedAt = None
-        self._waiting = []
-
-    def start(self) -> None:
-        self.restart = None
-        self.startedAt = self.clock.seconds()
-        try:
-            self.process = self.spawn(self)
-            self.pid = self.process.pid
-        except Exception as e:
-            log.failure("worker_spawn_failed: worker {worker} could not be started",
-                        event="worker_spawn_failed", worker=self.index)
-            self.ended(e)
-            return
-        log.info("worker_started: worker {worker} is pid {pid}", event="worker_started",
-                 worker=self.index, pid=self.pid)
-
-    def relay(self, line: bytes) -> None:
-        """
-        Publish a log event the worker wrote (a JSON line) in the pool's
-        log, marked with the worker's number.
-        """
-        if not line:
-            return
-        try:
-            event = eventFromJSON(line.decode("utf-8", "replace"))
-        except ValueError:
-            return
-        namespace = event.get("log_namespace", "-")
-        level = event.get("log_level")
-        event["worker"] = self.index
-        event["log_system"] = f"{namespace}#{getattr(level, 'name', '-')} worker-{self.index}"
-        globalLogPublisher(event)
-
-    def ended(self, reason) -> None:
-        lived = self.clock.seconds() - (self.startedAt or 0)
-        pid, self.process, self.pid = self.pid, None, None
-        if self.channel is not None and self.channel.transport is not None:
-            self.channel.transport.loseConnection()
-        self.channel = None
-        if self.pool.board is not None:
-            self.pool.board.set(self.index, ABSENT)
-        waiting, self._waiting = self._waiting, []
-        for d in waiting:
-            d.callback(None)
-        if self.pool.stopping:
-            log.info("worker_stopped: worker {worker} (pid {pid}): {reason}",
-                     event="worker_stopped", worker=self.index, pid=pid, reason=str(reason))
-            return
-        delay = self.backoff.delay(lived)
-        log.warn(
-            "worker_died: worker {worker} (pid {pid}) after {lived:.1f} s: {reason};"
-            " starting it again in {delay:.1f} s",
-            event="worker_died", worker=self.index, pid=pid, lived=lived, reason=str(reason),
-            delay=delay,
-        )
-        self.restart = self.clock.callLater(delay, self.start)
-
-    def signal(self, name: str) -> None:
-        if self.process is not None:
-            try:
-                self.process.signalProcess(name)
-            except Exception:
-                pass
-
-    def stop(self, timeout: float) -> Deferred:
-        """
-        SIGTERM, then SIGKILL after C{timeout} seconds; fires once the
-        worker has ended.
-        """
-        if self.restart is not None and self.restart.active():
-            self.restart.cancel()
-        self.restart = None
-        if self.process is None:
-            return succeed(None)
-        done = Deferred()
-        self._waiting.append(done)
-        self.signal("TERM")
-        kill = self.clock.callLater(timeout, self.signal, "KILL")
-
-        def cancel(result):
-            if kill.active():
-                kill.cancel()
-            return result
-
-        return done.addBoth(cancel)
 
 
 class WorkerPool(MultiService):
@@ -287,7 +99,7 @@ class WorkerPool(MultiService):
         self.listeners = BoundListeners(binding, config)
         self.listeners.setServiceParent(self)
         for address in config.subscription_server:
-            DatagramListener(binding, address, _FanOut(self, address.text)).setServiceParent(self)
+            DatagramListener(binding, address, FanOut(self, address.text)).setServiceParent(self)
         for signum, name in ((signal.SIGHUP, "HUP"), (signal.SIGUSR1, "USR1")):
             OnSignal(reactor, signum, lambda name=name: self.signalWorkers(name)).setServiceParent(self)
         if config.stats:
@@ -392,7 +204,7 @@ class WorkerPool(MultiService):
             env["LISTEN_FDNAMES"] = ":".join(names)
         try:
             process = self.reactor.spawnProcess(
-                _WorkerProtocol(slot, logFD), sys.executable,
+                WorkerProtocol(slot, logFD), sys.executable,
                 [sys.executable, "-m", "txrouter.workers.worker"], env=env, childFDs=childFDs,
             )
         finally:
@@ -417,7 +229,7 @@ class WorkerPool(MultiService):
         def ask(slot):
             if slot.process is None:
                 return succeed(None)
-            return readAll(self.reactor, self._path(slot.index, "stats")).addCallback(_json)
+            return readAll(self.reactor, self._path(slot.index, "stats")).addCallback(parseDocument)
 
         answers = gather([ask(slot) for slot in self.slots])
         return answers.addCallback(lambda documents: poolDocument(
@@ -437,44 +249,7 @@ class WorkerPool(MultiService):
                            b"GET /metrics HTTP/1.0\r\n\r\n")
 
         answers = gather([ask(slot) for slot in self.slots])
-        return answers.addCallback(_labelled)
-
-
-def _json(data: bytes):
-    import json
-
-    return json.loads(data) if data else None
-
-
-def _labelled(answers) -> bytes:
-    """
-    The workers' metrics texts (HTTP answers) as one, each sample with a
-    C{worker} label.
-    """
-    from prometheus_client.core import CollectorRegistry, Metric
-    from prometheus_client.exposition import generate_latest
-    from prometheus_client.parser import text_string_to_metric_families
-
-    merged = {}
-    for index, answer in enumerate(answers):
-        if not answer:
-            continue
-        body = answer.partition(b"\r\n\r\n")[2].decode("utf-8", "replace")
-        for family in text_string_to_metric_families(body):
-            total = merged.get(family.name)
-            if total is None:
-                total = merged[family.name] = Metric(family.name, family.documentation, family.type)
-            for sample in family.samples:
-                labels = dict(sample.labels, worker=str(index))
-                total.samples.append(sample._replace(labels=labels))
-
-    class Collected:
-        def collect(self):
-            return list(merged.values())
-
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(Collected())
-    return generate_latest(registry)
+        return answers.addCallback(labelledMetrics)
 
 
 def _systemdDescriptors():

@@ -10,7 +10,7 @@ from twisted.internet.protocol import Factory, Protocol
 
 from txrouter.stats.document import statsDocument
 
-__all__ = ["mergeDocuments", "poolDocument", "readAll"]
+__all__ = ["gather", "labelledMetrics", "mergeDocuments", "parseDocument", "poolDocument", "readAll"]
 
 #: The counters a pool's total sums; every other value is the first
 #: worker's (a node's weight, name or address is the same in all).
@@ -136,3 +136,41 @@ def gather(deferreds) -> Deferred:
     The results of C{deferreds}, each L{None} where one failed.
     """
     return gatherResults([d.addErrback(lambda _: None) for d in deferreds])
+
+
+def parseDocument(data: bytes):
+    """
+    A worker's stats document, or L{None} if it sent nothing.
+    """
+    return json.loads(data) if data else None
+
+
+def labelledMetrics(answers) -> bytes:
+    """
+    The workers' metrics texts (HTTP answers) as one, each sample with a
+    C{worker} label.
+    """
+    from prometheus_client.core import CollectorRegistry, Metric
+    from prometheus_client.exposition import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    merged = {}
+    for index, answer in enumerate(answers):
+        if not answer:
+            continue
+        body = answer.partition(b"\r\n\r\n")[2].decode("utf-8", "replace")
+        for family in text_string_to_metric_families(body):
+            total = merged.get(family.name)
+            if total is None:
+                total = merged[family.name] = Metric(family.name, family.documentation, family.type)
+            for sample in family.samples:
+                labels = dict(sample.labels, worker=str(index))
+                total.samples.append(sample._replace(labels=labels))
+
+    class Collected:
+        def collect(self):
+            return list(merged.values())
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Collected())
+    return generate_latest(registry)
