@@ -156,7 +156,8 @@ def main() -> None:
     balance = SessionBalance(reactor, SessionBoard(spec.board, spec.workers), spec.index)
     listeners = InheritedListeners(spec.sockets, balance)
     try:
-        service = buildService(spec.config, reactor, WorkerSide(spec.index, listeners, channel))
+        service = buildService(
+            spec.config, reactor, worker=WorkerSide(spec.index, listeners, channel))
         sessions = service.router.sessions
         balance.sessions = sessions.__len__
         balance.start()
