@@ -389,3 +389,15 @@ def test_sighup_reloads_every_worker(tmp_path):
     finally:
         router.stop()
         backend.stop()
+
+
+def test_workers_stop_when_the_pool_is_killed(pool):
+    """
+    The pool killed with SIGKILL cannot stop its workers: each sees its
+    channel close and stops by itself, releasing the port.
+    """
+    pids = workerPids(pool["stats"])
+    os.kill(pool["router"].pid, signal.SIGKILL)
+    pool["router"].wait(10)
+    wait_until(lambda: not any(pid_exists(pid) for pid in pids), "the workers gone", timeout=30)
+    assert bindable(pool["port"])
