@@ -187,11 +187,6 @@ UWSGI_ROUTER_OPTIONS = [
     "tuntap-router-firewall-in", "tuntap-router-route", "tuntap-router-stats",
 ]
 
-#: Options from-uwsgi.md names that other work is adding (issue 16's
-#: router processes): not in --help yet.
-COMING = {"processes"}
-
-
 def fromUwsgiRows() -> list:
     """
     The rows of from-uwsgi.md's tables: C{(uWSGI cell, txrouter cell)}.
@@ -223,4 +218,4 @@ def test_from_uwsgi_names_options_that_exist():
         known |= set(defaults(optionsOf(module)))
     named = {name for _, txrouter in fromUwsgiRows()
              for name in re.findall(r"`--([a-z0-9][a-z0-9-]*)", txrouter)}
-    assert sorted(named - known - COMING) == []
+    assert sorted(named - known) == []

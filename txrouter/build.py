@@ -82,13 +82,14 @@ from txrouter.stats.server import MetricsFactory, StatsFactory, statsEndpoint, u
 from txrouter.subscription.addresses import uwsgiAddressOfEndpoint
 from txrouter.subscription.client import readSigningKey
 from txrouter.subscription.federation import DatagramSender, Resubscriber
-from txrouter.subscription.server import subscriptionServices
+from txrouter.subscription.server import DatagramListener, subscriptionServices
 from txrouter.subscription.signing import SignatureChecker
 from txrouter.tls.contexts import HTTP_PROTOCOLS, ContextPolicy
 from txrouter.tls.handshake import DEFAULT_HANDSHAKE_TIMEOUT
 from txrouter.tls.listener import ListenerContexts, defaultSessionContext
 from txrouter.tls.sni import SNISelector, SubscriptionContexts
 from txrouter.transports import listeningReactor
+from txrouter.workers.pool import WorkerPool
 
 __all__ = [
     "MappingFile",
@@ -107,9 +108,12 @@ __all__ = [
 log = Logger(namespace="txrouter.build")
 
 
-def buildService(config, reactor, reread=None) -> RouterService:
+def buildService(config, reactor, reread=None, worker=None) -> MultiService:
     """
-    The service running the router C{config} describes.
+    The service running the router C{config} describes: with
+    C{processes} above 1, the L{WorkerPool} binding its listeners and
+    running that many worker processes, each of which builds the router
+    here again, as a C{worker}.
 
     @param config: an L{HTTPRouterConfig}, a L{FastRouterConfig}, a
         L{RawRouterConfig} (or one of their TLS kin), or a
@@ -121,6 +125,10 @@ def buildService(config, reactor, reread=None) -> RouterService:
         raising C{ValueError} for a mistake), called on SIGHUP to swap the
         nodes, fallbacks and forwarder (L{txrouter.reload}); L{None}: SIGHUP
         reads the C{--cache-file} again, if there is one.
+    @param worker: in a worker process, where its listening sockets and
+        its subscriptions come from (a L{txrouter.workers.worker.WorkerSide}):
+        its listeners adopt the sockets the pool bound, and its
+        subscription servers hear what the pool forwards.
     @raise ValueError: a mistake in C{config}; the message starts with the
         option's name.
 
@@ -130,7 +138,7 @@ def buildService(config, reactor, reread=None) -> RouterService:
     and opened before it, in twistd's privileged phase.
     """
     credentials = Credentials.of(config.uid, config.gid)
-    service = _buildRouterService(config, reactor, reread)
+    service = _buildRouterService(config, reactor, reread, worker)
     notify = notifyAddress()
     if notify is not None:
         SystemdNotifier(reactor, notify).setServiceParent(service)
@@ -139,14 +147,22 @@ def buildService(config, reactor, reread=None) -> RouterService:
     return service
 
 
-def _buildRouterService(config, reactor, reread=None):
+def _buildRouterService(config, reactor, reread=None, worker=None):
     if isinstance(config, PtyRouterConfig):
         return buildPtyService(config, reactor)
     if isinstance(config, TunTapRouterConfig):
         return buildTunTapService(config, reactor)
     _checkPlaces(config)
     files = socketFilesOf(config)
-    forwarder, mapping, services = _forwarderParts(config, reactor, files(reactor))
+    if config.processes > 1:
+        return WorkerPool(reactor, config, files)
+    inherited = None
+    if worker is not None:
+        # The pool made the listeners' socket files; the worker's own
+        # stats sockets are in the pool's private directory.
+        inherited = worker.listeners
+        files = socketFiles
+    forwarder, mapping, services = _forwarderParts(config, reactor, files(reactor), worker)
     accessLog, logServices = buildAccessLog(config, reactor)
     tls = buildTLS(config, reactor, forwarder)
     router = buildRouter(config, reactor, forwarder, accessLog)
@@ -155,7 +171,8 @@ def _buildRouterService(config, reactor, reread=None):
         reactor, router, config.bind, config.graceful_timeout, cheap=config.cheap,
         wrap=wrap, tlsListeners=tls.listeners,
         handshakeTimeout=getattr(config, "tls_handshake_timeout", DEFAULT_HANDSHAKE_TIMEOUT),
-        socketFiles=files,
+        socketFiles=files if inherited is None else (lambda listening: listening),
+        inherited=inherited,
     )
     checker = None
     if router.health is not None:
@@ -169,7 +186,8 @@ def _buildRouterService(config, reactor, reread=None):
             mapping, reread, checker,
         )
         services.append(OnSignal(reactor, signal.SIGHUP, reload))
-    for extra in services + logServices + tls.services + _redirects(config, reactor, wrap):
+    redirects = _redirects(config, reactor, wrap, inherited)
+    for extra in services + logServices + tls.services + redirects:
         extra.setServiceParent(service)
     if checker is not None:
         checker.setServiceParent(service)
@@ -554,7 +572,7 @@ class TLSReload:
             log.info("tls_reloaded: certificates read again", event="tls_reloaded")
 
 
-def _redirects(config, reactor, wrap) -> list:
+def _redirects(config, reactor, wrap, inherited=None) -> list:
     """
     The C{--http-to-https} listeners (never paused by cheap mode: they
     need no node).
@@ -562,7 +580,7 @@ def _redirects(config, reactor, wrap) -> list:
     specs = getattr(config, "http_to_https", ())
     if not specs:
         return []
-    listening = listeningReactor(reactor, wrap)
+    listening = listeningReactor(reactor, wrap, inherited=inherited)
     timeout = config.headers_timeout if config.headers_timeout is not None else config.timeout
     return [
         Listener(parseServerEndpoint(listening, spec.endpoint),
@@ -670,7 +688,7 @@ def socketFilesOf(config):
     return functools.partial(socketFiles, mode=config.chmod_socket, owner=config.chown_socket)
 
 
-def buildForwarder(config, reactor, listening=None) -> tuple:
+def buildForwarder(config, reactor, listening=None, worker=None) -> tuple:
     """
     The forwarder C{config} chooses (L{None} for the static one over the
     C{--to} nodes, which the router builds itself) and the services it
@@ -678,16 +696,18 @@ def buildForwarder(config, reactor, listening=None) -> tuple:
 
     @param listening: the reactor the subscription servers bind with
         (default: C{reactor}).
+    @param worker: in a worker process, a L{txrouter.workers.worker.WorkerSide},
+        whose subscriptions the subscription registry hears.
     @return: C{(forwarder, services)}.
     @raise ValueError: a mapping file, script or key that cannot be used.
     """
-    forwarder, mapping, services = _forwarderParts(config, reactor, listening)
+    forwarder, mapping, services = _forwarderParts(config, reactor, listening, worker)
     if mapping is not None:
         services.append(OnSignal(reactor, signal.SIGHUP, mapping.reload))
     return forwarder, services
 
 
-def _forwarderParts(config, reactor, listening=None) -> tuple:
+def _forwarderParts(config, reactor, listening=None, worker=None) -> tuple:
     """
     L{buildForwarder}'s forwarder and services, and apart the
     L{MappingFile} of C{--use-cache} (or L{None}), whose reloading is the
@@ -718,7 +738,7 @@ def _forwarderParts(config, reactor, listening=None) -> tuple:
         mappingFile.load()
         return CacheForwarder(store), mappingFile, []
     if config.subscription_server:
-        registry, services = subscriptionForwarder(config, reactor, listening)
+        registry, services = subscriptionForwarder(config, reactor, listening, worker)
         return registry, None, services
     return None, None, []
 
@@ -741,10 +761,15 @@ def _reloadedNodes(config, reactor, health) -> tuple:
     return forwarder, mapping, health
 
 
-def subscriptionForwarder(config, reactor, listening=None) -> tuple:
+def subscriptionForwarder(config, reactor, listening=None, worker=None) -> tuple:
     """
     The subscription registry C{config} describes, and its services: the
     subscription servers, with notify acks and resubscription if asked.
+
+    @param worker: in a worker process, a L{txrouter.workers.worker.WorkerSide}:
+        its subscription servers hear the datagrams the pool forwards
+        instead of binding, and only its first worker acknowledges
+        (C{notify}) and resubscribes, so that the pool does each once.
 
     @return: C{(registry, services)}.
     @raise ValueError: the C{--resubscribe-sign} key cannot be used.
@@ -776,11 +801,12 @@ def subscriptionForwarder(config, reactor, listening=None) -> tuple:
         sni=config.subscription_sni,
         pending_timeout=config.connect_timeout or config.timeout,
     )
+    speaks = worker is None or worker.index == 0
     sender = None
-    if config.subscription_notify or config.resubscribe:
+    if speaks and (config.subscription_notify or config.resubscribe):
         sender = DatagramSender()
     resubscriber = None
-    if config.resubscribe:
+    if speaks and config.resubscribe:
         sign = None
         if config.resubscribe_sign:
             sign = _checked("--resubscribe-sign", readSigningKey, config.resubscribe_sign)
@@ -790,6 +816,7 @@ def subscriptionForwarder(config, reactor, listening=None) -> tuple:
         )
     services = subscriptionServices(
         reactor, config.subscription_server, registry, resubscriber, sender, listening,
+        listen=worker.datagramListener if worker is not None else DatagramListener,
     )
     return registry, services
 

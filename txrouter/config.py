@@ -19,6 +19,7 @@ L{txrouter.build.checkConfig}.
 """
 
 import ipaddress
+import os
 import re
 import typing
 from numbers import Real
@@ -256,6 +257,29 @@ def _methods(value) -> "tuple[str, ...]":
     return tuple(methods)
 
 
+def cpuCount() -> int:
+    """
+    The cores this process may run on (C{--processes auto}).
+    """
+    return len(os.sched_getaffinity(0))
+
+
+def _processes(value) -> int:
+    """
+    C{--processes}: a number of processes, at least 1, or C{auto}: as many
+    as there are cores to run on.
+    """
+    if value == "auto":
+        return cpuCount()
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"--processes: a number or auto, not {value!r}") from None
+    if number < 1:
+        raise ValueError(f"--processes: at least 1, not {number}")
+    return number
+
+
 def _logFormat(instance, attribute, value) -> None:
     if value not in ("combined", "json"):
         raise ValueError(f"--log-format: {value!r} is not combined or json")
@@ -371,6 +395,7 @@ class RouterConfig(ProcessOptions):
         default=("GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"), converter=_methods,
     )
     graceful_timeout: float = _seconds(30.0)
+    processes: int = attr.ib(default=1, converter=_processes)
     cheap: bool = _flag()
     check_interval: "float | None" = attr.ib(default=None, validator=_aboveZero)
     check_timeout: "float | None" = attr.ib(default=None, validator=_aboveZero)

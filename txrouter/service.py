@@ -64,6 +64,7 @@ class Listener(OpenedEarly):
             outcome[0].raiseException()
         self.port = outcome[0]
         if self.paused:
+            self.port.cheapPaused = True
             self.port.stopReading()
 
     def stopService(self):
@@ -79,6 +80,7 @@ class Listener(OpenedEarly):
         """
         self.paused = True
         if self.port is not None:
+            self.port.cheapPaused = True
             self.port.stopReading()
 
     def resume(self) -> None:
@@ -87,6 +89,7 @@ class Listener(OpenedEarly):
         """
         self.paused = False
         if self.port is not None:
+            self.port.cheapPaused = False
             self.port.startReading()
 
 
@@ -137,7 +140,7 @@ class RouterService(MultiService):
     def __init__(
         self, reactor, router, binds, graceful_timeout: float = 30.0, cheap: bool = False,
         wrap=None, tlsListeners=(), handshakeTimeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
-        socketFiles=socketFiles,
+        socketFiles=socketFiles, inherited=None,
     ) -> None:
         """
         @param binds: endpoint strings to listen on.
@@ -148,6 +151,9 @@ class RouterService(MultiService):
             (C{ssl:} or a L{TLSListener}) has to finish its handshake.
         @param socketFiles: wraps the listening reactor so that unix socket
             files are made as asked (L{txrouter.socketfiles.socketFiles}).
+        @param inherited: in a C{--processes} worker, the listening
+            sockets it inherited, listened on instead of binding
+            (L{txrouter.workers.listeners.InheritedListeners}).
         """
         super().__init__()
         binds = checkStrings("binds", binds, "tcp:8080")
@@ -157,7 +163,7 @@ class RouterService(MultiService):
         self.gracefulTimeout = graceful_timeout
         self.listeners = []
         forListener = getattr(router, "listenerFactory", None)
-        listening = socketFiles(listeningReactor(reactor, wrap, handshakeTimeout))
+        listening = socketFiles(listeningReactor(reactor, wrap, handshakeTimeout, inherited))
         endpoints = [(description, parseServerEndpoint(listening, description), "--bind")
                      for description in binds]
         endpoints += [(tls.address, tls.endpoint(listening), tls.option) for tls in tlsListeners]

@@ -166,11 +166,85 @@ class _EagerUNIXPort(unix.Port):
     transport = _EagerUNIXServer
 
 
+class _SharedAccepting:
+    """
+    Mixin for a port whose listening socket other processes accept on too
+    (the workers of C{--processes}).  One readable event accepts what
+    Twisted's port would, but no more than the port's C{admission} allows
+    (L{txrouter.workers.balance.SessionBalance}): when it allows none, the
+    port stops reading for a moment and the other processes accept.
+    """
+
+    admission = None
+    _numberAccepts = 100
+
+    @property
+    def numberAccepts(self) -> int:
+        if self.admission is None:
+            return self._numberAccepts
+        return max(1, min(self._numberAccepts, self.admission.allowance()))
+
+    @numberAccepts.setter
+    def numberAccepts(self, value: int) -> None:
+        self._numberAccepts = value
+
+    def doRead(self):
+        if self.admission is not None and self.admission.allowance() <= 0:
+            self.admission.pause(self)
+            return None
+        return super().doRead()
+
+
+class _InheritedTCPPort(_SharedAccepting, _EagerTCPPort):
+    pass
+
+
+class _InheritedTLSPort(_SharedAccepting, _EagerTLSPort):
+    pass
+
+
+class _InheritedUNIXPort(_SharedAccepting, _EagerUNIXPort):
+    """
+    A UNIX port on a socket bound by another process, which owns its file
+    and shares the socket with others: starting leaves the file's mode as
+    it is, and stopping leaves the file where it is (Twisted's port removes
+    it) and the socket listening for them (Twisted's port shuts it down, as
+    it does not for an inherited TCP socket).
+    """
+
+    _shouldShutdown = False
+
+    def startListening(self) -> None:
+        # Twisted's port chmods the file, even one it did not bind (to its
+        # default 0666, over the pool's --chmod-socket, and as a user that
+        # may not own the file any more): the pool made the file as asked.
+        tcp._reservedFD.reserve()
+        self.factory.doStart()
+        skt, self._preexistingSocket = self._preexistingSocket, None
+        skt.listen(self.backlog)
+        self.connected = True
+        self.socket = skt
+        self.fileno = skt.fileno
+        self.startReading()
+
+    def connectionLost(self, reason):
+        tcp.Port.connectionLost(self, reason)
+
+
+_INHERITED = {_EagerTCPPort: _InheritedTCPPort, _EagerTLSPort: _InheritedTLSPort}
+
+
 class _EagerListening:
     """
     A reactor whose C{listenTCP}, C{listenSSL}, C{listenUNIX} and
     C{adoptStreamPort} make ports with immediate-write transports; anything
     else is the wrapped reactor's.
+
+    With C{inherited} (the sockets of a C{--processes} worker,
+    L{txrouter.workers.listeners.InheritedListeners}), a listener whose
+    address is among them listens on the inherited socket instead of
+    binding: C{inherited.take(kind, address)} gives its descriptor and
+    family, or L{None}.
 
     C{ssl:} endpoints (and the HTTPS and SSL routers' listeners) call
     C{listenSSL}, whose TLS layer is a L{TLSServerFactory}: a handshake
@@ -182,14 +256,20 @@ class _EagerListening:
 
     def __init__(
         self, reactor: PosixReactorBase, wrap=None,
-        handshakeTimeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+        handshakeTimeout: float = DEFAULT_HANDSHAKE_TIMEOUT, inherited=None,
     ) -> None:
         self._reactor = reactor
         self._wrap = wrap
         self._handshakeTimeout = handshakeTimeout
+        self._inherited = inherited
 
     def __getattr__(self, name):
         return getattr(self._reactor, name)
+
+    def _take(self, kind: str, address):
+        if self._inherited is None:
+            return None
+        return self._inherited.take(kind, address)
 
     def _outermost(self, factory):
         return factory if self._wrap is None else self._wrap(factory)
@@ -204,14 +284,28 @@ class _EagerListening:
         return self._listenTCP(_EagerTLSPort, port, self._outermost(tlsFactory), backlog, interface)
 
     def _listenTCP(self, portType, port, factory, backlog, interface):
-        listening = portType(port, factory, backlog, interface, self._reactor)
+        inherited = self._take("tcp", (port, interface))
+        if inherited is None:
+            listening = portType(port, factory, backlog, interface, self._reactor)
+        else:
+            fd, family = inherited
+            listening = _INHERITED[portType]._fromListeningDescriptor(
+                self._reactor, fd, family, factory)
+            listening.admission = self._inherited.admission
         listening.startListening()
         return listening
 
     def listenUNIX(self, address, factory, backlog=50, mode=0o666, wantPID=0):
-        listening = _EagerUNIXPort(
-            address, self._outermost(factory), backlog, mode, self._reactor, wantPID
-        )
+        inherited = self._take("unix", address)
+        if inherited is None:
+            listening = _EagerUNIXPort(
+                address, self._outermost(factory), backlog, mode, self._reactor, wantPID
+            )
+        else:
+            listening = _InheritedUNIXPort._fromListeningDescriptor(
+                self._reactor, inherited[0], self._outermost(factory))
+            listening.backlog = backlog
+            listening.admission = self._inherited.admission
         listening.startListening()
         return listening
 
@@ -257,7 +351,9 @@ class _WrappedListening:
         return self._reactor.listenUNIX(address, self._wrap(factory), backlog, mode, wantPID)
 
 
-def listeningReactor(reactor, wrap=None, handshakeTimeout: float = DEFAULT_HANDSHAKE_TIMEOUT):
+def listeningReactor(
+    reactor, wrap=None, handshakeTimeout: float = DEFAULT_HANDSHAKE_TIMEOUT, inherited=None,
+):
     """
     The reactor to give C{serverFromString} (or a TLS listener's
     C{SSL4ServerEndpoint}) for a router's listeners.
@@ -268,6 +364,8 @@ def listeningReactor(reactor, wrap=None, handshakeTimeout: float = DEFAULT_HANDS
         (L{txrouter.proxyprotocol.proxyProtocolWrapper} makes one).
     @param handshakeTimeout: the seconds a client of a C{listenSSL}
         listener has to finish its TLS handshake (0: no limit).
+    @param inherited: the listening sockets a C{--processes} worker
+        inherited, listened on instead of binding (L{_EagerListening}).
     @return: C{reactor} wrapped so that TCP, TLS and UNIX listeners get
         immediate-write transports (and C{wrap}), and C{listenSSL} a
         L{TLSServerFactory}; a reactor that is not one of Twisted's POSIX
@@ -276,7 +374,7 @@ def listeningReactor(reactor, wrap=None, handshakeTimeout: float = DEFAULT_HANDS
         alone.
     """
     if isinstance(reactor, PosixReactorBase):
-        return _EagerListening(reactor, wrap, handshakeTimeout)
+        return _EagerListening(reactor, wrap, handshakeTimeout, inherited)
     if wrap is not None:
         return _WrappedListening(reactor, wrap, handshakeTimeout)
     return reactor

@@ -7,6 +7,7 @@ the Prometheus metrics at C{/metrics}.  The C{--metrics} listener
 (L{MetricsFactory}) answers C{/metrics} only.
 """
 
+from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Protocol, ServerFactory
 
 from txrouter.endpoints import parseServerEndpoint
@@ -91,6 +92,16 @@ def statsEndpoint(reactor, address: str):
         ) from None
 
 
+def _then(value, f):
+    """
+    C{f(value)}, or once C{value} has fired if it is a L{Deferred} (the
+    documents of a C{--processes} pool, gathered from its workers).
+    """
+    if isinstance(value, Deferred):
+        return value.addCallback(f)
+    return f(value)
+
+
 class _StatsProtocol(Protocol):
     _request = b""
     _timeout = None
@@ -116,9 +127,13 @@ class _StatsProtocol(Protocol):
     def _answer(self, request: bytes = b"") -> None:
         factory = self.factory
         if factory.http:
-            self.transport.write(factory.answer(*_pathAndAccept(request)))
+            _then(factory.answer(*_pathAndAccept(request)), self._send)
         else:
-            self.transport.write(encodeStats(factory.document(), factory.minified))
+            _then(factory.document(), lambda document: self._send(
+                encodeStats(document, factory.minified)))
+
+    def _send(self, data: bytes) -> None:
+        self.transport.write(data)
         self.transport.loseConnection()
 
     def connectionLost(self, reason) -> None:
@@ -151,10 +166,13 @@ class StatsFactory(ServerFactory):
         a browser's C{/}.
         """
         if path == b"/metrics" and self.metrics is not None:
-            return _httpAnswer(b"200 OK", CONTENT_TYPE_LATEST.encode(), self.metrics())
+            return _then(self.metrics(), lambda text: _httpAnswer(
+                b"200 OK", CONTENT_TYPE_LATEST.encode(), text))
         if path == b"/" and b"text/html" in accept and self.shortName is not None:
-            return _httpAnswer(b"200 OK", _HTML, renderPage(self.document(), self.shortName))
-        return _httpAnswer(b"200 OK", _JSON, encodeStats(self.document(), self.minified))
+            return _then(self.document(), lambda document: _httpAnswer(
+                b"200 OK", _HTML, renderPage(document, self.shortName)))
+        return _then(self.document(), lambda document: _httpAnswer(
+            b"200 OK", _JSON, encodeStats(document, self.minified)))
 
     def __init__(self, reactor, document, http: bool = False, minified: bool = False,
                  timeout: float = 4.0) -> None:
@@ -182,5 +200,6 @@ class MetricsFactory(ServerFactory):
 
     def answer(self, path: bytes, accept: bytes) -> bytes:
         if path == b"/metrics":
-            return _httpAnswer(b"200 OK", CONTENT_TYPE_LATEST.encode(), self.metrics())
+            return _then(self.metrics(), lambda text: _httpAnswer(
+                b"200 OK", CONTENT_TYPE_LATEST.encode(), text))
         return _httpAnswer(b"404 Not Found", b"text/plain", b"metrics are at /metrics\n")

@@ -245,6 +245,7 @@ def _isOpen(address, registry) -> bool:
 
 def subscriptionServices(
     reactor, addresses, registry, resubscriber=None, sender=None, listening=None,
+    listen=DatagramListener,
 ) -> list:
     """
     One L{DatagramListener} per address, each with its own
@@ -257,6 +258,9 @@ def subscriptionServices(
     @param listening: the reactor the sockets are bound with (default:
         C{reactor}; a L{txrouter.socketfiles.SocketFiles} sets the socket
         files' mode and owner, and replaces a stale file safely).
+    @param listen: makes the service that feeds a protocol the datagrams
+        of an address, as L{DatagramListener} (in a C{--processes} worker,
+        the pool's forwarding).
     @raise ValueError: a malformed address.
     @return: the services, to be added to the router's in this order.
     """
@@ -272,7 +276,7 @@ def subscriptionServices(
                 event="subscription_server_open", address=address.text,
             )
         protocol = SubscriptionProtocol(registry, reactor, resubscriber, sender)
-        listener = DatagramListener(listening or reactor, address, protocol)
+        listener = listen(listening or reactor, address, protocol)
         listener.label = f"--subscription-server {address.text}"
         services.append(listener)
     if sender is not None:

@@ -44,6 +44,18 @@ def byte(value: str) -> int:
     return number
 
 
+def processes(value: str):
+    """
+    A C{--processes} value: a positive number, or C{auto}.
+    """
+    if value == "auto":
+        return value
+    number = int(value)
+    if number < 1:
+        raise ValueError(f"must be at least 1: {value!r}")
+    return number
+
+
 def logFormat(value: str) -> str:
     if value not in ("combined", "json"):
         raise ValueError(f"--log-format: {value!r} is not combined or json")
@@ -346,6 +358,10 @@ class RouterOptions(ProcessOptions, ConfigOptions):
          " before answering (with an empty or buffered body)."],
         ["graceful-timeout", None, 30.0,
          "On SIGTERM/SIGINT: seconds in-flight requests get to finish.", positive],
+        ["processes", None, 1,
+         "Router processes sharing the listeners (uWSGI's --http-processes,"
+         " --fastrouter-processes...); auto: one per core. twistd's process binds,"
+         " watches and restarts them.", processes],
         ["stats", None, None,
          "Write the stats JSON to whoever connects here: an endpoint string"
          " (tcp:9191, unix:/run/r.stats) or uWSGI's host:port or path."],

@@ -1,0 +1,190 @@
+"""
+txrouter-http with --processes: does the cost per request stay flat from
+one process to N workers, and is the load shared evenly?
+
+One uWSGI backend (bench/app.py, --backend-processes workers) on a unix
+socket; txrouter-http in front of it, first as one process, then with
+--processes N; wrk drives it with keep-alive connections, then with a new
+connection per request (Connection: close).  Nothing is pinned: N
+workers need N cores, and on a small machine the backend and wrk take
+their share of the same cores, which the table says (each one's CPU
+seconds per wall second).
+
+For each run: requests/s; the router's CPU µs per request (user + system
+of the twistd process and all its workers, from /proc, over wrk's request
+count); each worker's share of the requests (its own count, from the
+pool's --stats document) and of the router's CPU; the CPU the backend
+and wrk used; and the router's sleeps per request (voluntary context
+switches: a reactor that found nothing to do and waited in epoll_wait),
+which says how many events each reactor iteration handled.  "even" says whether each worker served within ±15 % of 1/N
+of the requests.
+
+Run: .venv/bin/python bench/bench_processes.py [--duration 10] [--processes 2]
+Everything listens on 127.0.0.1 or unix sockets; every process is stopped
+by its PID at the end.
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.bench_http import parse_wrk, router_cpu  # noqa: E402
+from tests.realpeers import (  # noqa: E402
+    TXROUTER_COMMAND,
+    Process,
+    free_port,
+    wait_for_tcp,
+    wait_for_unix,
+    wait_until,
+)
+
+SCENARIOS = {"keepalive": [], "close": ["-H", "Connection: close"]}
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def stats(path: pathlib.Path) -> dict:
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(10)
+        s.connect(str(path))
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    return json.loads(data)
+
+
+def own_cpu(pid: int) -> float:
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def switches(pids) -> int:
+    """
+    The voluntary context switches of C{pids} so far: each is a reactor
+    that found nothing to do and slept in C{epoll_wait}.
+    """
+    total = 0
+    for pid in pids:
+        for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("voluntary_ctxt_switches:"):
+                total += int(line.split()[1])
+    return total
+
+
+def started(document: dict) -> list:
+    """
+    The requests each worker (or the one process) began.
+    """
+    workers = document.get("workers") or [document]
+    return [worker["requests"]["started"] for worker in workers]
+
+
+def run(options, work, sock, processes: int, scenario: str) -> dict:
+    port, statsPath = free_port(), work / f"stats-{processes}-{scenario}.sock"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    router = Process(
+        [*TXROUTER_COMMAND, "--bind", f"tcp:{port}:interface=127.0.0.1:backlog=1024",
+         "--to", sock, "--keepalive", "--processes", processes, "--stats", f"unix:{statsPath}"],
+        work / f"txrouter-{processes}-{scenario}.log", env=env)
+    try:
+        wait_for_tcp(port, 20, process=router)
+        wait_until(lambda: all(w.get("pid") for w in stats(statsPath).get("workers", [{"pid": 1}])),
+                   "the workers", process=router)
+        document = stats(statsPath)
+        pids = [w["pid"] for w in document.get("workers", [])] or [router.pid]
+        before = dict(
+            requests=started(document), router=router_cpu(router.pid),
+            workers=[own_cpu(pid) for pid in pids], backend=router_cpu(options.backend_pid),
+            children=resource.getrusage(resource.RUSAGE_CHILDREN), wall=time.monotonic(),
+            switches=switches(pids),
+        )
+        out = subprocess.run(
+            ["wrk", "-t1", f"-c{options.connections}", f"-d{options.duration}s", "--timeout", "5s",
+             "--latency", *SCENARIOS[scenario], f"http://127.0.0.1:{port}/"],
+            capture_output=True, text=True, timeout=options.duration + 30)
+        wall = time.monotonic() - before["wall"]
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        result = parse_wrk(out.stdout + out.stderr)
+        routerCPU = router_cpu(router.pid) - before["router"]
+        served = [after - b for after, b in zip(started(stats(statsPath)), before["requests"])]
+        result.update(
+            processes=processes, scenario=scenario,
+            cpu_us=routerCPU / max(result["requests"], 1) * 1e6,
+            sleeps=(switches(pids) - before["switches"]) / max(result["requests"], 1),
+            router_cores=routerCPU / wall,
+            shares=[count / max(sum(served), 1) for count in served],
+            worker_cpu=[(own_cpu(pid) - b) / max(routerCPU, 1e-9)
+                        for pid, b in zip(pids, before["workers"])],
+            backend_cores=(router_cpu(options.backend_pid) - before["backend"]) / wall,
+            wrk_cores=(children.ru_utime + children.ru_stime - before["children"].ru_utime
+                       - before["children"].ru_stime) / wall,
+        )
+        return result
+    finally:
+        router.stop()
+
+
+def line(result) -> str:
+    shares = "/".join(f"{100 * share:.0f}" for share in result["shares"])
+    cpu = "/".join(f"{100 * share:.0f}" for share in result["worker_cpu"]) \
+        if result["processes"] > 1 else "-"
+    n = result["processes"]
+    even = all(abs(share - 1 / n) <= 0.15 / n for share in result["shares"])
+    return (f"{result['scenario']:<10} {n:>5} {result['rps']:>9.0f} {result['cpu_us']:>8.1f}"
+            f" {result['router_cores']:>7.2f} {shares:>10} {cpu:>10} {'yes' if even else 'NO':>5}"
+            f" {result['backend_cores']:>8.2f} {result['wrk_cores']:>6.2f} {result['p99']:>8.2f}"
+            f" {result['sleeps']:>7.2f}"
+            + (f"  {result['errors']}" if result["errors"] else ""))
+
+
+HEADER = (f"{'scenario':<10} {'procs':>5} {'req/s':>9} {'µs/req':>8} {'cores':>7}"
+          f" {'req %':>10} {'cpu %':>10} {'even':>5} {'backend':>8} {'wrk':>6} {'p99 ms':>8}"
+          f" {'sleeps':>7}\n"
+          f"{'':<10} {'':>5} {'':>9} {'router':>8} {'router':>7} {'per wkr':>10}"
+          f" {'per wkr':>10} {'±15%':>5} {'cores':>8} {'cores':>6} {'':>8} {'per req':>7}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--processes", type=int, default=2, help="N, run after 1")
+    parser.add_argument("--backend-processes", type=int, default=2)
+    parser.add_argument("--scenario", action="append", choices=sorted(SCENARIOS))
+    options = parser.parse_args()
+    for tool in ("uwsgi", "wrk"):
+        if shutil.which(tool) is None:
+            sys.exit(f"{tool} is missing: run scripts/setup first")
+    work = pathlib.Path(tempfile.mkdtemp(prefix="txrouter-bench-"))
+    sock = str(work / "app.sock")
+    backend = Process(
+        ["uwsgi", "--plugin", "python3", "--master", "--die-on-term", "--socket", sock,
+         "--wsgi-file", ROOT / "bench" / "app.py", "--processes", options.backend_processes,
+         "--listen", "1024", "--disable-logging"], work / "backend.log")
+    try:
+        wait_for_unix(sock, process=backend)
+        options.backend_pid = backend.pid
+        print(f"{os.cpu_count()} cores; {options.connections} connections,"
+              f" {options.duration} s per run; backend: {options.backend_processes} uWSGI workers")
+        print(HEADER, flush=True)
+        for scenario in options.scenario or list(SCENARIOS):
+            for processes in (1, options.processes):
+                print(line(run(options, work, sock, processes, scenario)), flush=True)
+    finally:
+        backend.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
