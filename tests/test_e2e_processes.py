@@ -391,6 +391,44 @@ def test_sighup_reloads_every_worker(tmp_path):
         backend.stop()
 
 
+def test_sighup_reads_the_config_file_in_every_worker(tmp_path):
+    """
+    With --config, SIGHUP to the pool makes both workers read the file
+    again: a --to changed there is where both send requests from then on.
+    """
+    nodes = [str(tmp_path / f"node{i}.sock") for i in (0, 1)]
+    backends = [uwsgi_worker(tmp_path, node, processes=1) for node in nodes]
+    config = tmp_path / "router.toml"
+    config.write_text(f'to = ["{nodes[0]}"]\n')
+    port, stats = free_port(), tmp_path / "stats.sock"
+    router = Process(
+        [*TWISTD_COMMAND, "-n", "--pidfile=", "txrouter-http", "--config", config,
+         "--bind", f"tcp:{port}:interface=127.0.0.1", "--processes", "2", "--stats", f"unix:{stats}"],
+        tmp_path / "router.log", env=withProject(),
+    )
+    try:
+        wait_until(lambda: all(workerPids(stats)), "both workers answering stats", process=router)
+        config.write_text(f'to = ["{nodes[1]}"]\n')
+        router.signal(signal.SIGHUP)
+        for index in (0, 1):
+            wait_for_log(router, f"worker-{index}] config_reloaded")
+
+        def hits():
+            return [{node["name"]: node["hits"] for node in worker.get("static_nodes", [])}
+                    for worker in readStats(stats)["workers"]]
+
+        def bothUseTheNewNode():
+            get(port)
+            return all(worker.get(nodes[1], 0) > 0 for worker in hits())
+
+        wait_until(bothUseTheNewNode, "both workers sending to the new node", process=router)
+        assert all(nodes[0] not in worker for worker in hits())
+    finally:
+        router.stop()
+        for backend in backends:
+            backend.stop()
+
+
 def test_workers_stop_when_the_pool_is_killed(pool):
     """
     The pool killed with SIGKILL cannot stop its workers: each sees its

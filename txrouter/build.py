@@ -155,7 +155,7 @@ def _buildRouterService(config, reactor, reread=None, worker=None):
     _checkPlaces(config)
     files = socketFilesOf(config)
     if config.processes > 1:
-        return WorkerPool(reactor, config, files)
+        return WorkerPool(reactor, config, files, reread)
     inherited = None
     if worker is not None:
         # The pool made the listeners' socket files; the worker's own

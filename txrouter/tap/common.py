@@ -79,6 +79,33 @@ _SUBSCRIPTION_LISTS = (
 )
 
 
+@attr.frozen
+class ConfigRereader:
+    """
+    Reads a command line and its config files again into a configuration
+    value (L{ConfigOptions.rereader}); a value, so that a C{--processes}
+    pool can hand it to its workers.
+
+    @ivar kind: the L{ConfigOptions} class of the command line.
+    @ivar argv: its arguments.
+    @ivar paths: the config files it names.
+    """
+
+    kind: type
+    argv: tuple
+    paths: tuple
+
+    def __call__(self):
+        options = self.kind()
+        options.logIgnoredKeys = False
+        options.checkFiles = False
+        try:
+            options.parseOptions(list(self.argv))
+        except usage.UsageError as e:
+            raise ValueError(str(e)) from None
+        return options.config
+
+
 class ConfigOptions(usage.Options):
     """
     A command line that parses into a configuration value
@@ -185,20 +212,8 @@ class ConfigOptions(usage.Options):
         """
         if not self.files:
             return None
-        kind, argv = type(self), list(self.argv)
-
-        def reread():
-            options = kind()
-            options.logIgnoredKeys = False
-            options.checkFiles = False
-            try:
-                options.parseOptions(argv)
-            except usage.UsageError as e:
-                raise ValueError(str(e)) from None
-            return options.config
-
-        reread.paths = tuple(read.path for read in self.files)
-        return reread
+        return ConfigRereader(type(self), tuple(self.argv),
+                              tuple(read.path for read in self.files))
 
     def parseArgs(self, *arguments) -> None:
         """

@@ -63,6 +63,21 @@ KILL_MARGIN = 5.0
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(txrouter.__file__)))
 
 
+@attr.frozen
+class WorkerReread:
+    """
+    A worker's SIGHUP: the configuration read again from its files, made
+    the worker's as L{WorkerPool.workerConfig} makes it at the start, so
+    that only what the files changed differs.
+    """
+
+    reread: object
+    overrides: dict
+
+    def __call__(self):
+        return attr.evolve(self.reread(), **self.overrides)
+
+
 class WorkerPool(MultiService):
     """
     A router run in C{config.processes} worker processes.
@@ -76,17 +91,21 @@ class WorkerPool(MultiService):
     runDirectory = None
     board = None
 
-    def __init__(self, reactor, config, socketFiles=lambda reactor: reactor) -> None:
+    def __init__(self, reactor, config, socketFiles=lambda reactor: reactor, reread=None) -> None:
         """
         @param socketFiles: wraps the reactor the pool binds with, so that
             unix socket files are made as asked
             (L{txrouter.build.socketFilesOf}).
+        @param reread: reads the configuration again from its files (a
+            L{txrouter.tap.common.ConfigRereader}), or L{None}: given to the
+            workers, each of which calls it on the SIGHUP the pool passes on.
         @raise ValueError: the configuration cannot be given to workers
             (a C{--use-code} function that cannot be pickled).
         """
         super().__init__()
         self.reactor = reactor
         self.config = config
+        self.reread = reread
         try:
             pickle.dumps(config)
         except Exception as e:
@@ -156,15 +175,23 @@ class WorkerPool(MultiService):
         The configuration worker C{index} builds: one process, its stats
         (and metrics) on its own unix sockets, which the pool reads.
         """
+        return attr.evolve(self.config, **self._workerOverrides(index))
+
+    def _workerOverrides(self, index: int) -> dict:
         metrics = None
         if self.config.metrics or self.config.stats_http:
             metrics = "unix:" + self._path(index, "metrics")
-        return attr.evolve(
-            self.config, processes=1, stats="unix:" + self._path(index, "stats"),
+        return dict(
+            processes=1, stats="unix:" + self._path(index, "stats"),
             stats_http=False, stats_minified=True, metrics=metrics,
             # The pool made the socket files and switched users already.
             uid=None, gid=None, chmod_socket=None, chown_socket=None,
         )
+
+    def _workerReread(self, index: int):
+        if self.reread is None:
+            return None
+        return WorkerReread(self.reread, self._workerOverrides(index))
 
     def _spawn(self, slot):
         for what in ("stats", "metrics"):
@@ -190,7 +217,8 @@ class WorkerPool(MultiService):
         childFDs[channelFD] = theirs.fileno()
         spec = WorkerSpec(
             self.workerConfig(slot.index), slot.index, tuple(sockets), channelFD, logFD,
-            os.path.join(self.runDirectory, "sessions"), len(self.slots))
+            os.path.join(self.runDirectory, "sessions"), len(self.slots),
+            self._workerReread(slot.index))
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [_ROOT, env.get("PYTHONPATH")]))
         # The pool alone tells systemd it is ready or stopping.

@@ -39,6 +39,9 @@ class WorkerSpec:
     @ivar log: the descriptor it writes its log events to.
     @ivar board: the path of the pool's L{SessionBoard}.
     @ivar workers: how many workers the pool runs.
+    @ivar reread: what reads the configuration again on SIGHUP (a
+        L{txrouter.workers.pool.WorkerReread}), or L{None} when it comes
+        from no file.
     """
 
     config: object
@@ -48,6 +51,7 @@ class WorkerSpec:
     log: int
     board: str
     workers: int
+    reread: object = None
 
 
 class ForwardedDatagrams(Service):
@@ -157,7 +161,7 @@ def main() -> None:
     listeners = InheritedListeners(spec.sockets, balance)
     try:
         service = buildService(
-            spec.config, reactor, worker=WorkerSide(spec.index, listeners, channel))
+            spec.config, reactor, spec.reread, worker=WorkerSide(spec.index, listeners, channel))
         sessions = service.router.sessions
         balance.sessions = sessions.__len__
         balance.start()
