@@ -9,11 +9,14 @@ import hashlib
 import importlib
 import os
 import pathlib
+import selectors
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -163,35 +166,53 @@ def test_a_big_stream_each_way_byte_exact(tmp_path):
 
 def assert_echoed_byte_exact(sock, size: int, half_close: bool) -> None:
     """
-    Send C{size} bytes (L{block}s of a MiB) from a thread while reading
-    what an echo node sends back: all of it comes back, in order.  With
-    C{half_close} the sender ends with a FIN and the reader reads to the
-    end of the stream (the node's FIN); else it reads C{size} bytes.
+    Send C{size} bytes (L{block}s of a MiB) while reading what an echo node
+    sends back: all of it comes back, in order.  With C{half_close} the
+    sender ends with a FIN and the reader reads to the end of the stream
+    (the node's FIN); else it reads C{size} bytes.
+
+    One thread drives both directions on a non-blocking socket: an SSL
+    socket must not be read and written from two threads at once (OpenSSL's
+    objects are not thread-safe), and a race there can look like the peer
+    closing.
     """
     sent, received = hashlib.sha256(), hashlib.sha256()
-    length, failures = 0, []
-
-    def send():
-        try:
-            for index in range(size // MIB):
-                data = block(index)
-                sent.update(data)
-                sock.sendall(data)
-            if half_close:
-                sock.shutdown(socket.SHUT_WR)
-        except OSError as e:
-            failures.append(e)
-
-    sender = threading.Thread(target=send, daemon=True)
-    sender.start()
-    while half_close or length < size:
-        data = sock.recv(MIB)
-        if not data:
-            break
-        received.update(data)
-        length += len(data)
-    sender.join(60)
-    assert failures == []
+    blocks, index, pending, length, shut = size // MIB, 0, b"", 0, False
+    retry = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+    sock.setblocking(False)
+    deadline = time.monotonic() + 60
+    with selectors.DefaultSelector() as selector:
+        selector.register(sock, selectors.EVENT_READ | selectors.EVENT_WRITE)
+        ended = False
+        while not ended:
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"echoed {length} of {size} bytes in 60 s"
+            writing = bool(pending) or index < blocks
+            selector.modify(sock, selectors.EVENT_READ | (selectors.EVENT_WRITE if writing else 0))
+            ready = selector.select(remaining)
+            if writing and any(mask & selectors.EVENT_WRITE for _, mask in ready):
+                if not pending:
+                    pending = block(index)
+                    sent.update(pending)
+                    index += 1
+                try:
+                    # The same slice again after a retry, as OpenSSL asks.
+                    pending = pending[sock.send(pending[:65536]):]
+                except retry:
+                    pass
+                if half_close and not pending and index == blocks and not shut:
+                    sock.shutdown(socket.SHUT_WR)
+                    shut = True
+            while True:
+                try:
+                    data = sock.recv(MIB)
+                except retry:
+                    break
+                received.update(data)
+                length += len(data)
+                if not data or (not half_close and length >= size):
+                    ended = True
+                    break
     assert length == size
     assert received.hexdigest() == sent.hexdigest()
 
