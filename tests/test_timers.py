@@ -105,6 +105,26 @@ class IdleTimerTests(SynchronousTestCase):
         assert fired == ["first", "idle", "long"]
         assert clock.getDelayedCalls() == []
 
+    def test_restart_touches_and_changes_the_timeout(self):
+        """
+        A connect deadline restarted as an idle timeout counts from the
+        restart, whether the timeout grows or shrinks.
+        """
+        clock, fired = Clock(), []
+        shrinks = IdleTimer(clock, 60, lambda: fired.append("shrinks"))
+        clock.advance(4)
+        shrinks.restart(3)
+        clock.advance(3)
+        assert fired == ["shrinks"]
+        grows = IdleTimer(clock, 5, lambda: fired.append("grows"))
+        clock.advance(4)
+        grows.restart(10)
+        clock.advance(9)
+        assert fired == ["shrinks"]
+        clock.advance(1)
+        assert fired == ["shrinks", "grows"]
+        assert clock.getDelayedCalls() == []
+
     def test_touched_timers_take_their_place_by_due_time_then_start(self):
         """
         A timer touched after it waited through a firing of the shared call
@@ -320,6 +340,10 @@ class _ModelTimer:
     def touch(self):
         self._last = self._clock.now
 
+    def restart(self, timeout):
+        self.timeout = timeout
+        self.touch()
+
     def cancel(self):
         if self in self._clock.timers:
             self._clock.timers.remove(self)
@@ -377,6 +401,7 @@ _operations = st.lists(
         st.tuples(st.just("touch"), _timers),
         st.tuples(st.just("cancel"), _timers),
         st.tuples(st.just("timeout"), _timers, _timeouts),
+        st.tuples(st.just("restart"), _timers, _timeouts),
         st.tuples(st.just("advance"), _steps),
     ),
     min_size=20,
@@ -415,6 +440,8 @@ def _run(operations, clock, makeTimer):
                 timer.touch()
             elif kind == "cancel":
                 timer.cancel()
+            elif kind == "restart":
+                timer.restart(operation[2])
             else:
                 timer.timeout = operation[2]
     # Long enough for every timer, then for those their callbacks start.

@@ -236,6 +236,24 @@ class IdleTimer:
         if self._group is not None:
             self._group.retime(self, self._dueTime())
 
+    def restart(self, timeout: float) -> None:
+        """
+        Record activity now and allow C{timeout} seconds of idleness from
+        now on: what setting L{timeout} then calling L{touch} do, in one
+        call (an upstream connection does it once connected, its connect
+        deadline becoming its idle timeout).
+        """
+        self._timeout = timeout
+        self._last = now = self._seconds()
+        group = self._group
+        if group is not None:
+            due = now + timeout
+            if due > self._deadline:
+                due = self._deadline
+            entry = self._entry
+            if due < group._callTime or (entry is not None and due < entry[0]):
+                group.retime(self, due)
+
     def dropDeadline(self) -> None:
         """
         Forget the deadline: from now on only idleness ends the timer.

@@ -75,9 +75,7 @@ class Upstream(Protocol):
         self._idleTimeout = idleTimeout
 
     def connectionMade(self) -> None:
-        timer = self._timer
-        timer.timeout = self._idleTimeout
-        timer.touch()
+        self._timer.restart(self._idleTimeout)
         head = self._head
         self._head = b""
         self.sent = len(head)
