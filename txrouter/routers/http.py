@@ -31,6 +31,7 @@ from txrouter.routers.base import RouterFactory, checkDirectory
 from txrouter.routers.exchange import Exchange
 from txrouter.routers.h2connection import HTTP2Connection, HTTP2Settings
 from txrouter.routers.linger import answerAndClose
+from txrouter.timers import IdleTimer
 from txrouter.nodepool import NodeConnectionPool
 from txrouter.proxyprotocol import proxiedHTTPS
 from txrouter.tls.clientcert import clientCertificateVars
@@ -413,18 +414,20 @@ class HTTPSession(Protocol):
         if self.exchange is None:
             self.transport.loseConnection()
 
-    # One timer per session, re-aimed rather than re-created: waiting for a
-    # request head (408 when late), or idle between requests (silent close).
-    # DelayedCall.reset to a later time costs no heap operation, so the
-    # per-request cost is a couple of attribute writes.
+    # One timer per session, restarted rather than re-created: waiting for
+    # a request head (408 when late), or idle between requests (silent
+    # close).  Restarting an IdleTimer later costs a timestamp, and while a
+    # client is connected its timer keeps the timers' shared delayed call
+    # alive: the node connection's timer, started and cancelled once per
+    # request, then costs no delayed call of its own.
 
     def _arm(self, seconds: float, action) -> None:
         self._timerAction = action
         timer = self._timer
         if timer is None:
-            self._timer = self.router.reactor.callLater(seconds, self._timerFired)
+            self._timer = IdleTimer(self.router.reactor, seconds, self._timerFired)
         else:
-            timer.reset(seconds)
+            timer.restart(seconds)
 
     def _disarm(self) -> None:
         self._timerAction = None
