@@ -313,6 +313,26 @@ class ErrorTests(RouterTestCase):
         self.network.flush()
         self.assertEqual(statusOf(client.received()), 408)
 
+    def test_an_idle_keepalive_connection_closes_after_the_keepalive_timeout(self):
+        """
+        Between requests the client has C{--keepalive} seconds to send the
+        next head, counted from the end of the last response: the deadline
+        of a head that came in time does not carry over.
+        """
+        router = self.router(keepalive=15, headers_timeout=5)
+        client = self.request(router, GET)
+        self.network.reactor.advance(14)
+        self.network.flush()
+        self.assertFalse(client.closed)
+        client.send(GET)
+        self.network.reactor.advance(14)
+        self.network.flush()
+        self.assertEqual(client.received().count(b"HTTP/1.1 200 OK"), 2)
+        self.assertFalse(client.closed)
+        self.network.reactor.advance(1.1)
+        self.network.flush()
+        self.assertTrue(client.closed)
+
     def test_backend_that_does_not_answer_gets_504(self):
         """
         504, and a warning that says what a node that never answers a uwsgi
