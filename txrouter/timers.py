@@ -67,14 +67,6 @@ class _TimerGroup:
         self._call = None
         self._callTime = _INFINITY
 
-    def add(self, timer: "IdleTimer", due: float) -> None:
-        """
-        Start C{timer}, due at C{due}.
-        """
-        self._recent.add(timer)
-        if due < self._callTime:
-            self._aim(due)
-
     def discard(self, timer: "IdleTimer") -> None:
         """
         Stop C{timer}, which may be due and about to expire.
@@ -218,9 +210,18 @@ class IdleTimer:
         self._last = now = clock.seconds()
         self._deadline = now + deadline if deadline else _INFINITY
         due = now + timeout
+        if due > self._deadline:
+            due = self._deadline
         self._number = next(_sequence)
-        self._group = group = _groupOf(clock)
-        group.add(self, due if due < self._deadline else self._deadline)
+        group = _lastGroup
+        if group is None or group._clock is not clock:
+            group = _groupOf(clock)
+        self._group = group
+        # Joining the group is joining its recent set, done here rather
+        # than in a method of the group: a timer starts per request.
+        group._recent.add(self)
+        if due < group._callTime:
+            group._aim(due)
 
     @property
     def timeout(self) -> float:
