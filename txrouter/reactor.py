@@ -103,6 +103,44 @@ class RouterReactor(EPollReactor):
 
     doIteration = doPoll
 
+    # Twisted's main loop asks these two before every poll: twice per
+    # keep-alive request.  They answer as Twisted's do, without the calls
+    # that cost most when no delayed call is new or due (min and max of two
+    # numbers are calls, not comparisons).
+
+    def runUntilCurrent(self) -> None:
+        """
+        Run the delayed calls that are due, as Twisted's reactor does; when
+        there are none, no new ones, no calls from threads and no stop to
+        announce, return at once.  (Twisted's reactor also sweeps its
+        cancelled calls out of its heap here: that waits for the next new
+        or due call.)
+        """
+        pending = self._pendingTimedCalls
+        if (
+            self.threadCallQueue
+            or self._justStopped
+            or self._newTimedCalls
+            or (pending and pending[0].time <= self.seconds())
+        ):
+            EPollReactor.runUntilCurrent(self)
+
+    def timeout(self) -> "float | None":
+        """
+        How long the reactor may sleep before a delayed call is due, as
+        Twisted's reactor answers.
+        """
+        if self._newTimedCalls:
+            self._insertNewDelayedCalls()
+        pending = self._pendingTimedCalls
+        if not pending:
+            return None
+        delay = pending[0].time - self.seconds()
+        if delay <= 0:
+            return 0
+        # What epoll_wait takes: 2 ** 31 milliseconds.
+        return delay if delay < 2147483 else 2147483
+
 
 def install() -> None:
     """
