@@ -706,3 +706,38 @@ def test_rtsp_requests_only_where_allowed():
         with pytest.raises(HTTPError) as refused:
             parser.feed(data)
         assert refused.value.event == event, data
+
+
+_RESPONSE_PIECES = st.sampled_from([
+    b"HTTP/1.1 200 OK", b"HTTP/1.1 ", b"200", b"99", b"2000", b" OK", b"X-A: b", b"X-A :b",
+    b"Content-Length: 5", b"Content-Length: 2", b"Transfer-Encoding: chunked",
+    b"Connection: keep-alive", b"\r\nX-B:", b"\x00",
+])
+
+
+class _LineByLineResponseParser(ResponseHeadParser):
+    plainHead = re.compile(rb"(?!)")
+
+
+@settings(max_examples=400)
+@given(
+    st.lists(_HEAD_PIECES | _RESPONSE_PIECES, max_size=30),
+    st.sampled_from([b"", b"HTTP/1.1 200 OK\r\nX-A: b", b"HTTP/1.0 204", b"HTTP/1.1 200 OK"]),
+)
+def test_the_one_match_path_and_the_line_by_line_path_agree_on_responses(pieces, prefix):
+    """
+    Response heads that the single regular expression accepts (the usual
+    ones) get exactly what the line-by-line checks give them; the rest go
+    to those checks anyway.
+    """
+    head = prefix + b"".join(pieces) + b"\r\n\r\n"
+
+    def outcome(parser):
+        try:
+            return ("head", parser.feed(head))
+        except HTTPError as e:
+            return ("refused", e.event, e.detail)
+
+    fast = outcome(ResponseHeadParser(maxHeadSize=400, maxHeaderCount=6))
+    slow = outcome(_LineByLineResponseParser(maxHeadSize=400, maxHeaderCount=6))
+    assert fast == slow

@@ -27,6 +27,7 @@ from txrouter.wire.http1 import (
     HTTPError,
     RequestHead,
     ResponseHeadParser,
+    plainResponseHead,
 )
 from txrouter.wire.responses import REASONS
 
@@ -47,7 +48,9 @@ class NodeResponseParser(ResponseHeadParser):
     C{HTTP/2}), so C{HTTP/2} status lines are taken too.
     """
 
-    statusLine = re.compile(rb"(HTTP/1\.[01]|HTTP/2(?:\.0)?) ([0-9]{3})(?: ([^\r\n]*))?\Z")
+    _STATUS = rb"(HTTP/1\.[01]|HTTP/2(?:\.0)?) ([0-9]{3})(?: ([^\r\n]*))?"
+    statusLine = re.compile(_STATUS + rb"\Z")
+    plainHead = plainResponseHead(_STATUS)
 
 
 def _bad(event: str, detail: str, status: int = 400) -> HTTPError:

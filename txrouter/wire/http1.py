@@ -64,7 +64,8 @@ _QUOTED = rb'"(?:[\t\x20\x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t\x20-\x7e\x80-\xff
 _CHUNK_EXT = re.compile(
     rb"(?:[ \t]*;[ \t]*" + _TOKEN + rb"(?:[ \t]*=[ \t]*(?:" + _TOKEN + rb"|" + _QUOTED + rb"))?)*\Z"
 )
-_STATUS_LINE = re.compile(rb"(HTTP/1\.[01]) ([0-9]{3})(?: ([^\r\n]*))?\Z")
+_STATUS = rb"(HTTP/1\.[01]) ([0-9]{3})(?: ([^\r\n]*))?"
+_STATUS_LINE = re.compile(_STATUS + rb"\Z")
 # The usual request head, syntax checked in one match: a request line with
 # an origin-form target, then "name: value" lines of legal bytes only (so no
 # bare CR or LF, no control byte, no obs-fold, no space before a colon).
@@ -73,6 +74,21 @@ _PLAIN_HEAD = re.compile(
     rb"(" + _METHOD + rb") (/[!-~]*) (HTTP/1\.[01])"
     rb"(?:\r\n" + _TOKEN + rb":[\t\x20-\x7e\x80-\xff]*)*\Z"
 )
+
+
+
+def plainResponseHead(statusLine: bytes):
+    """
+    The usual response head, syntax checked in one match: a status line
+    that C{statusLine} (a pattern) matches, then C{name: value} lines of a
+    token, a colon and no CR or LF (so no bare CR or LF anywhere), without
+    the blank line.  Anything else takes the line-by-line checks, which
+    name what is wrong.
+    """
+    return re.compile(statusLine + rb"(?:\r\n" + _TOKEN + rb":[^\r\n]*)*\Z")
+
+
+_PLAIN_RESPONSE = plainResponseHead(_STATUS)
 
 #: Empty lines tolerated before a request line (RFC 9112, section 2.2).
 _MAX_LEADING_EMPTY_LINES = 8
@@ -523,9 +539,11 @@ class ResponseHeadParser:
     @ivar maxHeadSize: the largest head in bytes, blank line included.
     @ivar maxHeaderCount: the most header lines.
     @cvar statusLine: the status lines taken (HTTP/1.0 and HTTP/1.1).
+    @cvar plainHead: L{plainResponseHead} of the pattern of C{statusLine}.
     """
 
     statusLine = _STATUS_LINE
+    plainHead = _PLAIN_RESPONSE
 
     def __init__(self, maxHeadSize: int = 65536, maxHeaderCount: int = 1000) -> None:
         self.maxHeadSize = maxHeadSize
@@ -559,31 +577,46 @@ class ResponseHeadParser:
             502, "response_head_too_large", f"response head over {self.maxHeadSize} bytes"
         )
 
-    def _parse(self, raw: bytes) -> ResponseHead:
-        block = raw[:-4]
+    def _checkedLines(self, block: bytes):
+        """
+        Check a response head line by line, naming the first fault.
+
+        @return: the version, status and reason of its status line.
+        """
         if block.count(b"\n") != block.count(b"\r\n") or block.count(b"\r") != block.count(b"\n"):
             # Relayed as it is, a lone CR or LF could end a line for the
             # client where it did not for the router.
             raise _badResponse("bare CR or LF in the response head")
+        lines = block.split(b"\r\n")
+        match = self.statusLine.match(lines[0])
+        if match is None:
+            raise _badResponse(f"malformed status line {lines[0][:60]!r}")
+        for line in lines[1:]:
+            name, colon, value = line.partition(b":")
+            if not colon or not name or name.translate(None, _TOKEN_CHARS):
+                raise _badResponse(f"malformed header line {line[:60]!r}")
+        return match.groups()
+
+    def _parse(self, raw: bytes) -> ResponseHead:
+        block = raw[:-4]
+        plain = self.plainHead.match(block)
+        if plain is None:
+            version, status, reason = self._checkedLines(block)
+        else:
+            version, status, reason = plain.groups()
         lines = block.split(b"\r\n")
         if len(lines) > self.maxHeaderCount + 1:
             raise HTTPError(
                 502, "response_too_many_headers",
                 f"more than {self.maxHeaderCount} header lines in the response",
             )
-        match = self.statusLine.match(lines[0])
-        if match is None:
-            raise _badResponse(f"malformed status line {lines[0][:60]!r}")
-        version, status, reason = match.groups()
         headers = []
         contentLength = None
         chunked = False
         close = version == b"HTTP/1.0"
         transferEncoding = None
         for line in lines[1:]:
-            name, colon, value = line.partition(b":")
-            if not colon or not name or name.translate(None, _TOKEN_CHARS):
-                raise _badResponse(f"malformed header line {line[:60]!r}")
+            name, _, value = line.partition(b":")
             value = value.strip(b" \t")
             headers.append((name, value))
             lower = name.lower()
