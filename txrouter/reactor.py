@@ -28,11 +28,13 @@ C{.tac} file, say).
 """
 
 from twisted.internet.epollreactor import EPollReactor
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 
 __all__ = ["RouterReactor", "install"]
 
 _log = Logger()
+#: The main loop logs as Twisted's does.
+_loopLog = Logger(namespace="twisted.internet.base")
 
 
 class RouterReactor(EPollReactor):
@@ -103,10 +105,25 @@ class RouterReactor(EPollReactor):
 
     doIteration = doPoll
 
-    # Twisted's main loop asks these two before every poll: twice per
-    # keep-alive request.  They answer as Twisted's do, without the calls
-    # that cost most when no delayed call is new or due (min and max of two
-    # numbers are calls, not comparisons).
+    # Twisted's main loop turns twice per keep-alive request.  It and the
+    # two questions it asks before every poll work here as Twisted's do,
+    # without the calls that cost most when no delayed call is new or due
+    # (entering and leaving a context manager, min and max of two numbers).
+
+    def mainLoop(self) -> None:
+        """
+        Run until stopped: as Twisted's main loop, logging what escapes an
+        iteration as critical and going on.
+        """
+        while self._started:
+            try:
+                self.runUntilCurrent()
+                t2 = self.timeout()
+                t = self.running and t2
+                self.doIteration(t)
+            except BaseException:
+                _loopLog.failure("Unexpected error in main loop", level=LogLevel.critical)
+        _loopLog.info("Main loop terminated.")
 
     def runUntilCurrent(self) -> None:
         """
