@@ -42,7 +42,7 @@ from txrouter.routing.nodes import UWSGI
 from txrouter.routing.retry import RetryPlan
 from txrouter.spool import SpoolError
 from txrouter.timers import IdleTimer
-from txrouter.upstream import IUpstreamReceiver, connectUpstream
+from txrouter.upstream import IHalfCloseReceiver, connectUpstream
 
 log = Logger(namespace="txrouter.lifecycle")
 
@@ -171,6 +171,9 @@ class RequestSettings:
         nodes' connections between requests, or L{None}.
     @ivar health: the L{txrouter.routing.health.NodeHealth} of the checks
         (C{--check-interval}), or L{None}.
+    @ivar nodeHalfClose: a node's FIN does not end its connection: the
+        front end (an L{IHalfClosingFrontEnd}) hears of it, and of the
+        half-close made towards the node (a relay of byte streams).
     """
 
     reactor = attr.ib()
@@ -190,6 +193,7 @@ class RequestSettings:
     requestCounts: RequestCounts = attr.ib(factory=RequestCounts, eq=False)
     nodePool = attr.ib(default=None, eq=False)
     health = attr.ib(default=None, eq=False)
+    nodeHalfClose: bool = attr.ib(default=False)
 
 
 class IFrontEnd(Interface):
@@ -240,7 +244,24 @@ class IFrontEnd(Interface):
         """
 
 
-@implementer(IUpstreamReceiver)
+class IHalfClosingFrontEnd(IFrontEnd):
+    """
+    A front end that relays byte streams, each direction closed on its own
+    (L{RequestSettings.nodeHalfClose}).
+    """
+
+    def nodeReadConnectionLost():
+        """
+        The node half-closed (its FIN): it will send nothing more.
+        """
+
+    def nodeWriteConnectionLost():
+        """
+        The half-close made towards the node is done.
+        """
+
+
+@implementer(IHalfCloseReceiver)
 class RequestLifecycle:
     """
     The life of one request through one router.
@@ -526,10 +547,10 @@ class RequestLifecycle:
         self._connector = connectUpstream(
             settings.reactor, node, self, head,
             settings.connectTimeout, settings.timeout, settings.harakiri,
-            settings.nodePool if usePool else None,
+            settings.nodePool if usePool else None, settings.nodeHalfClose,
         )
 
-    # IUpstreamReceiver
+    # IHalfCloseReceiver (an IUpstreamReceiver)
 
     def upstreamConnected(self, upstream) -> None:
         self._connector = None
@@ -622,6 +643,14 @@ class RequestLifecycle:
         Bytes from the node, for the front end (an instance attribute
         replaces this method while the request runs).
         """
+
+    def upstreamReadConnectionLost(self) -> None:
+        if not self.finished:
+            self.frontEnd.nodeReadConnectionLost()
+
+    def upstreamWriteConnectionLost(self) -> None:
+        if not self.finished:
+            self.frontEnd.nodeWriteConnectionLost()
 
     def upstreamLost(self, reason, timedOut: bool) -> None:
         upstream = self._upstream

@@ -9,7 +9,7 @@ by the receiver through the transports' producer interfaces.
 """
 
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IConsumer
+from twisted.internet.interfaces import IConsumer, IHalfCloseableProtocol
 from twisted.internet.protocol import ClientFactory, Protocol
 from zope.interface import Interface, implementer
 
@@ -48,6 +48,25 @@ class IUpstreamReceiver(Interface):
 
         @param reason: L{None} for a clean close by the node, else text.
         @param timedOut: the idle timeout or the response deadline passed.
+        """
+
+
+class IHalfCloseReceiver(IUpstreamReceiver):
+    """
+    The receiver of an upstream that tells of the node's half-closes
+    (C{connectUpstream(..., halfClose=True)}).
+    """
+
+    def upstreamReadConnectionLost():
+        """
+        The node half-closed (its FIN): it will send nothing more, and may
+        still read.
+        """
+
+    def upstreamWriteConnectionLost():
+        """
+        The half-close made towards the node (C{loseWriteConnection} on
+        its transport) is done.
         """
 
 
@@ -182,6 +201,25 @@ class Upstream(Protocol):
                 closeNow()
 
 
+@implementer(IHalfCloseableProtocol)
+class HalfCloseableUpstream(Upstream):
+    """
+    An upstream whose connection lives on after the node's FIN, for a
+    relay of byte streams, each direction closed on its own: its receiver
+    (an L{IHalfCloseReceiver}) hears of both half-closes.
+    """
+
+    def readConnectionLost(self) -> None:
+        receiver = self.receiver
+        if receiver is not None:
+            receiver.upstreamReadConnectionLost()
+
+    def writeConnectionLost(self) -> None:
+        receiver = self.receiver
+        if receiver is not None:
+            receiver.upstreamWriteConnectionLost()
+
+
 class _UpstreamFactory(ClientFactory):
     """
     Builds the L{Upstream} of one request and owns its single timer, which
@@ -191,7 +229,11 @@ class _UpstreamFactory(ClientFactory):
 
     noisy = False
 
-    def __init__(self, reactor, receiver, node, head, connectTimeout, idleTimeout, deadline) -> None:
+    def __init__(
+        self, reactor, receiver, node, head, connectTimeout, idleTimeout, deadline,
+        upstreamClass=Upstream,
+    ) -> None:
+        self.upstreamClass = upstreamClass
         self.receiver = receiver
         self.node = node
         self.head = head
@@ -207,7 +249,9 @@ class _UpstreamFactory(ClientFactory):
         # Connected: the connector (which holds this factory) is no longer
         # needed to stop the connect, and keeping it would make a cycle.
         self.connector = None
-        self.protocol = Upstream(self.receiver, self.node, self.head, self.timer, self.idleTimeout)
+        self.protocol = self.upstreamClass(
+            self.receiver, self.node, self.head, self.timer, self.idleTimeout,
+        )
         return self.protocol
 
     def _timedOut(self) -> None:
@@ -279,7 +323,7 @@ class _Reuse:
 def connectUpstream(
     reactor, node, receiver, head: bytes,
     connectTimeout: float = 60.0, idleTimeout: float = 60.0, deadline: float = 0,
-    pool=None,
+    pool=None, halfClose: bool = False,
 ):
     """
     Connect to C{node}, write C{head}, and report to C{receiver}.
@@ -291,13 +335,16 @@ def connectUpstream(
         is cut (uWSGI's harakiri); 0 for none.
     @param pool: a L{txrouter.nodepool.NodeConnectionPool} whose idle
         connection to C{node}, if it has one, is used instead of connecting.
+    @param halfClose: the connection is a L{HalfCloseableUpstream}, and
+        C{receiver} an L{IHalfCloseReceiver}: the node's FIN does not end
+        it (a kept connection of C{pool} is not used then).
     C{receiver} is never told anything before this returns (see
     L{connectNode}).
 
     @return: the C{IConnector} of the connect under way; C{stopConnecting}
         on it abandons the node until it is connected.
     """
-    if pool is not None:
+    if pool is not None and not halfClose:
         upstream = pool.take(node)
         if upstream is not None:
             return _Reuse(
@@ -308,6 +355,7 @@ def connectUpstream(
                 idleTimeout, deadline,
             )
     factory = _UpstreamFactory(
-        reactor, receiver, node, head, connectTimeout, idleTimeout, deadline
+        reactor, receiver, node, head, connectTimeout, idleTimeout, deadline,
+        HalfCloseableUpstream if halfClose else Upstream,
     )
     return connectNode(reactor, node, factory)

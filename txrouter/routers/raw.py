@@ -31,13 +31,14 @@ again after an XCLIENT).
 
 import ipaddress
 
+import attr
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import Logger
-from zope.interface import alsoProvides, implementer
+from zope.interface import implementer
 
-from txrouter.lifecycle import IFrontEnd, RequestLifecycle
+from txrouter.lifecycle import IHalfClosingFrontEnd, RequestLifecycle
 from txrouter.proxyprotocol import proxyHeaderOfClient
 from txrouter.relay import Relay
 from txrouter.routers.base import RouterFactory
@@ -138,6 +139,8 @@ class RawRouter(RouterFactory):
             if common.get(name):
                 raise ValueError(f"{name}: the raw router relays bytes, it has no request body")
         RouterFactory.__init__(self, reactor, nodes, **common)
+        # Each direction of a relayed stream is closed on its own.
+        self.requestSettings = attr.evolve(self.requestSettings, nodeHalfClose=True)
         if isinstance(key, str):
             key = key.encode()
         self.key = key
@@ -182,7 +185,7 @@ class RawListenerFactory(ServerFactory):
         return self.protocol(self.router, self.key)
 
 
-@implementer(IHalfCloseableProtocol, IFrontEnd)
+@implementer(IHalfCloseableProtocol, IHalfClosingFrontEnd)
 class RawSession(Protocol):
     """
     One client connection relayed to one node: the raw front end of its
@@ -279,16 +282,10 @@ class RawSession(Protocol):
             self._end()
             self.transport.loseConnection()
 
-    # The node's half of the connection.  The upstream does not pass a
-    # node's FIN on by itself (it ends its connection), so the session
-    # takes its half-close events.
+    # IHalfClosingFrontEnd: the node's half of the connection (the router's
+    # requests set nodeHalfClose, so the node's FIN does not end it).
 
-    def _watchNodeHalfClose(self, upstream) -> None:
-        alsoProvides(upstream, IHalfCloseableProtocol)
-        upstream.readConnectionLost = self._nodeReadConnectionLost
-        upstream.writeConnectionLost = self._nodeWriteConnectionLost
-
-    def _nodeReadConnectionLost(self) -> None:
+    def nodeReadConnectionLost(self) -> None:
         """
         The node's FIN: passed on to the client after the bytes before it;
         the client may still send.
@@ -300,7 +297,7 @@ class RawSession(Protocol):
             return
         self.transport.loseWriteConnection()
 
-    def _nodeWriteConnectionLost(self) -> None:
+    def nodeWriteConnectionLost(self) -> None:
         """
         The client's FIN has reached the node.
         """
@@ -321,7 +318,6 @@ class RawSession(Protocol):
         return b""
 
     def nodeConnected(self, upstream) -> bool:
-        self._watchNodeHalfClose(upstream)
         # With XCLIENT, the client streams once the greeting has come.
         return self._greeting is None
 
