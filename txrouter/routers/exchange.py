@@ -18,6 +18,7 @@ from zope.interface import implementer
 from txrouter.lifecycle import IFrontEnd, RequestLifecycle
 from txrouter.proxyprotocol import proxyHeaderOfClient
 from txrouter.relay import Relay
+from txrouter.routers.noderesponse import NodeResponseReader
 from txrouter.routing.nodes import HTTP
 from txrouter.spool import BodySpool
 from txrouter.wire.http1 import (
@@ -40,7 +41,7 @@ _CLOSE_HEADER = b"Connection: close\r\n\r\n"
 
 
 @implementer(IFrontEnd)
-class Exchange:
+class Exchange(NodeResponseReader):
     """
     The state of one request and its response.
 
@@ -52,7 +53,6 @@ class Exchange:
 
     bodyOpen = False
     keepAlive = False
-    status = 0
     _bodyRemaining = 0
     _decoder = None
     _raw = False
@@ -62,16 +62,10 @@ class Exchange:
     _dechunkedLength = None
     _httpHead = None
     _respParser = None
-    _framing = None
-    _respRemaining = 0
     _scanner = None
     _headOut = None
-    _bodySent = 0
     _spool = None
     _coding = None
-    # The HTTP node's connection may carry another request once this
-    # response is read to its end.
-    _nodeReusable = False
 
     def __init__(self, session, head, key: bytes) -> None:
         self.session = session
@@ -325,44 +319,30 @@ class Exchange:
 
     # IFrontEnd: the response
 
-    def responseReceived(self, data: bytes) -> None:
-        if self._framing is None:
-            data = self._responseHead(data)
-            if data is None or self.lifecycle.finished:
-                return
-        framing = self._framing
-        if framing == "length":
-            remaining = self._respRemaining
-            if len(data) < remaining:
-                self._respRemaining = remaining - len(data)
-                self._toClient(data)
-                return
-            if len(data) > remaining:
-                self._surplus(len(data) - remaining)
-                data = data[:remaining]
-            self._respRemaining = 0
-            self._toClient(data, True)
-            self._complete()
-        elif framing == "chunked":
-            try:
-                end = self._scanner.feed(data)
-            except HTTPError as e:
-                self._truncated(e.detail)
-                return
-            if end is None:
-                self._toClient(data)
-                return
-            if end < len(data):
-                self._surplus(len(data) - end)
-                data = data[:end]
-            self._toClient(data, True)
-            self._complete()
-        elif framing == "recoded":
-            data = self._coding.encode(data)
-            if data:
-                self._toClient(data)
-        else:
+    def _chunkedBody(self, data: bytes) -> None:
+        """
+        Relay chunked body bytes as they are, up to the last chunk's end.
+        """
+        try:
+            end = self._scanner.feed(data)
+        except HTTPError as e:
+            self._truncated(e.detail)
+            return
+        if end is None:
             self._toClient(data)
+            return
+        if end < len(data):
+            self._surplus(len(data) - end)
+            data = data[:end]
+        self._toClient(data, True)
+        self._complete()
+
+    def _closeDelimitedBody(self, data: bytes) -> None:
+        if self._framing == "recoded":
+            data = self._coding.encode(data)
+            if not data:
+                return
+        self._toClient(data)
 
     def _responseHead(self, data: bytes):
         """
@@ -479,30 +459,8 @@ class Exchange:
         self.relay.fromNode(data, last)
 
     def _surplus(self, count: int) -> None:
-        log.warn(
-            "response_surplus: {node} sent {count} bytes past the end of its response;"
-            " dropped",
-            event="response_surplus", node=self.lifecycle.node.name, count=count,
-        )
-        self.keepAlive = self._nodeReusable = False
-
-    def _badResponse(self, detail: str, event: str = "bad_response") -> None:
-        """
-        Refuse a response the client must not get (502), naming the node
-        and what is wrong with it in a warning.
-        """
-        log.warn(
-            "{event}: from {node}: {detail}",
-            event=event, node=self.lifecycle.node.name, detail=detail,
-        )
-        self.session.refuse(502, event, "the backend sent an invalid response")
-
-    def _truncated(self, detail: str) -> None:
-        log.warn(
-            "response_truncated: from {node}: {detail}",
-            event="response_truncated", node=self.lifecycle.node.name, detail=detail,
-        )
-        self._cut("response_truncated")
+        NodeResponseReader._surplus(self, count)
+        self.keepAlive = False
 
     def _cut(self, event: str) -> None:
         """
@@ -560,11 +518,3 @@ class Exchange:
         connection; the session deals with the client's.
         """
         self.lifecycle.abort()
-
-    def logAccess(self, status: int, size: int, event: "str | None" = None) -> None:
-        """
-        Write the access log line of this request, if there is a log.
-
-        @param event: the event name of the refusal that ended it, if any.
-        """
-        self.lifecycle.logAccess(self.head, status, size, event)

@@ -38,6 +38,7 @@ from zope.interface import implementer
 from txrouter.lifecycle import IFrontEnd, RequestLifecycle
 from txrouter.proxyprotocol import proxyHeaderOfClient
 from txrouter.relay import Relay
+from txrouter.routers.noderesponse import NodeResponseReader
 from txrouter.routing.nodes import HTTP
 from txrouter.spool import BodySpool
 from txrouter.wire.h2messages import NodeResponseParser, responseHeaders
@@ -57,7 +58,7 @@ _HTTP11 = b"HTTP/1.1"
 
 
 @implementer(IFrontEnd, IPushProducer, IConsumer)
-class HTTP2Stream:
+class HTTP2Stream(NodeResponseReader):
     """
     The state of one stream: its request, its response, its flow control.
 
@@ -76,11 +77,11 @@ class HTTP2Stream:
     @ivar unacknowledged: body bytes received but not acknowledged yet.
     """
 
+    log = log
     bodyOpen = False
     headersSent = False
     ending = False
     endSent = False
-    status = 0
     unacknowledged = 0
     _paused = False
     _producer = None
@@ -89,11 +90,7 @@ class HTTP2Stream:
     _block = None
     _httpHead = None
     _respParser = None
-    _framing = None
-    _respRemaining = 0
     _decoder = None
-    _bodySent = 0
-    _nodeReusable = False
 
     def __init__(self, connection, streamID: int, head, key: bytes) -> None:
         self.connection = connection
@@ -310,40 +307,23 @@ class HTTP2Stream:
 
     # IFrontEnd: the response
 
-    def responseReceived(self, data: bytes) -> None:
-        if self._framing is None:
-            data = self._responseHead(data)
-            if data is None or self.lifecycle.finished:
-                return
-        framing = self._framing
-        if framing == "length":
-            remaining = self._respRemaining
-            if len(data) < remaining:
-                self._respRemaining = remaining - len(data)
-                self._toClient(data)
-                return
-            if len(data) > remaining:
-                self._surplus(len(data) - remaining)
-                data = data[:remaining]
-            self._respRemaining = 0
-            self._toClient(data, True)
+    def _chunkedBody(self, data: bytes) -> None:
+        """
+        De-chunk body bytes: HTTP/2 frames the body itself.
+        """
+        decoder = self._decoder
+        try:
+            pieces = decoder.feed(data)
+        except HTTPError as e:
+            self._truncated(e.detail)
+            return
+        done = decoder.done
+        if pieces or done:
+            self._toClient(b"".join(pieces), done)
+        if done:
+            if decoder.leftover:
+                self._surplus(len(decoder.leftover))
             self._complete()
-        elif framing == "chunked":
-            decoder = self._decoder
-            try:
-                pieces = decoder.feed(data)
-            except HTTPError as e:
-                self._truncated(e.detail)
-                return
-            done = decoder.done
-            if pieces or done:
-                self._toClient(b"".join(pieces), done)
-            if done:
-                if decoder.leftover:
-                    self._surplus(len(decoder.leftover))
-                self._complete()
-        else:
-            self._toClient(data)
 
     def _responseHead(self, data: bytes):
         """
@@ -403,28 +383,13 @@ class HTTP2Stream:
             self.ending = True
         self.relay.fromNode(data, last)
 
-    def _surplus(self, count: int) -> None:
-        log.warn(
-            "response_surplus: {node} sent {count} bytes past the end of its response;"
-            " dropped",
-            event="response_surplus", node=self.lifecycle.node.name, count=count,
-        )
-        self._nodeReusable = False
-
-    def _badResponse(self, detail: str, event: str = "bad_response") -> None:
-        log.warn(
-            "{event}: from {node}: {detail}",
-            event=event, node=self.lifecycle.node.name, detail=detail,
-        )
-        self.refuse(502, event, "the backend sent an invalid response")
-
-    def _truncated(self, detail: str) -> None:
-        log.warn(
-            "response_truncated: from {node}: {detail}",
-            event="response_truncated", node=self.lifecycle.node.name, detail=detail,
-        )
-        self.logAccess(self.status, self._bodySent, "response_truncated")
-        self.abort("response_truncated")
+    def _cut(self, event: str) -> None:
+        """
+        End the request cutting the node's connection and resetting the
+        stream, with its access log line.
+        """
+        self.logAccess(self.status, self._bodySent, event)
+        self.abort(event)
 
     def responseEnded(self, reason, timedOut: bool) -> None:
         if reason is None and not timedOut and self._framing == "close":
@@ -480,6 +445,3 @@ class HTTP2Stream:
         self.lifecycle.abort()
         self.outbound.clear()
         self.outboundSize = 0
-
-    def logAccess(self, status: int, size: int, event: "str | None" = None) -> None:
-        self.lifecycle.logAccess(self.head, status, size, event)
