@@ -18,6 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.captures import packets
 from txrouter.limits import LINGER_IDLE, LINGER_TOTAL
+from txrouter.routers.base import DRAIN_SILENT_GRACE
 from txrouter.routers.fast import FastRouter
 from txrouter.routing.cache import CacheForwarder, InMemoryStore
 from txrouter.routing.code import CodeForwarder
@@ -830,14 +831,38 @@ class DrainTests(FastRouterTestCase):
         router = self.router()
         busy = self.network.connect(router)
         busy.send(request())
-        idle = self.network.connect(router)
+        silent = self.network.connect(router)
         drained = router.drain(30)
         self.network.flush()
-        self.assertTrue(idle.closed)
+        self.assertFalse(silent.closed)
+        self.network.reactor.advance(DRAIN_SILENT_GRACE)
+        self.network.flush()
+        self.assertTrue(silent.closed)
         self.assertNoResult(drained)
         backend.pending()[0].respond()
         self.network.flush()
         self.assertEqual(statusOf(busy.received()), 200)
+        self.successResultOf(drained)
+
+    def test_a_packet_sent_as_the_drain_begins_is_served(self):
+        """
+        A connection accepted before the drain, whose packet arrives just
+        after it began (its client could not know), is served, as is one
+        whose packet had begun to arrive.
+        """
+        router = self.router()
+        fresh = self.network.connect(router)
+        begun = self.network.connect(router)
+        begun.send(request()[:3])
+        drained = router.drain(30)
+        self.network.flush()
+        self.network.reactor.advance(DRAIN_SILENT_GRACE - 0.5)
+        fresh.send(request())
+        self.network.reactor.advance(1)
+        begun.send(request()[3:])
+        self.network.flush()
+        self.assertEqual(statusOf(fresh.received()), 200)
+        self.assertEqual(statusOf(begun.received()), 200)
         self.successResultOf(drained)
 
 

@@ -8,6 +8,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.captures import packets
+from txrouter.routers.base import DRAIN_SILENT_GRACE
 from txrouter.routers.http import HTTPRouter
 from txrouter.routing.nodes import parseNode
 from txrouter.testing import MemoryNetwork, UwsgiWSGIBackend
@@ -470,6 +471,49 @@ class DrainTests(RouterTestCase):
         self.assertEqual(statusOf(busy.received()), 200)
         self.assertTrue(busy.closed)
         self.successResultOf(drained)
+
+    def test_a_request_sent_as_the_drain_begins_is_answered(self):
+        """
+        A connection accepted before the drain, whose request arrives just
+        after it began, is answered (saying C{Connection: close}) and then
+        closed, not cut: its client sent the request before it could know.
+        """
+        router = self.router(keepalive=15)
+        fresh = self.network.connect(router)
+        drained = router.drain(30)
+        self.network.flush()
+        self.assertFalse(fresh.closed)
+        self.network.reactor.advance(DRAIN_SILENT_GRACE - 0.5)
+        fresh.send(GET)
+        response = fresh.received()
+        self.assertEqual(statusOf(response), 200)
+        self.assertIn(b"\r\nConnection: close\r\n", response.partition(b"\r\n\r\n")[0] + b"\r\n")
+        self.assertTrue(fresh.closed)
+        self.successResultOf(drained)
+
+    def test_a_head_under_way_as_the_drain_begins_is_answered(self):
+        router = self.router(keepalive=15)
+        served = self.request(router, GET)
+        served.send(GET[:10])
+        drained = router.drain(30)
+        self.network.flush()
+        self.network.reactor.advance(DRAIN_SILENT_GRACE + 1)
+        self.assertFalse(served.closed)
+        served.send(GET[10:])
+        self.assertEqual(served.received().count(b"HTTP/1.1 200 OK\r\n"), 2)
+        self.assertTrue(served.closed)
+        self.successResultOf(drained)
+
+    def test_a_connection_silent_through_the_grace_is_closed(self):
+        router = self.router()
+        silent = self.network.connect(router)
+        drained = router.drain(30)
+        self.network.reactor.advance(DRAIN_SILENT_GRACE)
+        self.network.flush()
+        self.assertTrue(silent.closed)
+        self.assertEqual(silent.received(), b"")
+        self.successResultOf(drained)
+        self.assertEqual(self.network.reactor.getDelayedCalls(), [])
 
     def test_drain_deadline_aborts_the_rest(self):
         router = self.router()

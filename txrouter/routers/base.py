@@ -20,6 +20,11 @@ from txrouter.spool import SpoolError, checkSpoolDirectory
 
 log = Logger(namespace="txrouter.router")
 
+#: Seconds a connection accepted before a drain began, which has sent
+#: nothing yet, has to begin its request: its client sent it before it
+#: could know (Go's http.Server.Shutdown gives new connections 5 s).
+DRAIN_SILENT_GRACE = 2.0
+
 
 @implementer(IStatsSource)
 class RouterFactory(ServerFactory):
@@ -27,7 +32,8 @@ class RouterFactory(ServerFactory):
     The factory of a router's listeners, which keeps track of its sessions.
 
     A session adds itself to L{sessions} when connected, calls
-    L{sessionClosed} when gone, and provides C{closeWhenIdle()}.
+    L{sessionClosed} when gone, and provides C{closeWhenIdle()}; one that
+    waits for its client to speak first also provides C{closeIfSilent()}.
 
     @ivar sessions: the open client connections.
     @ivar draining: L{drain} was called: sessions close once idle.
@@ -214,9 +220,28 @@ class RouterFactory(ServerFactory):
             return succeed(None)
         waiter = Deferred()
         self._drainWaiters.append(waiter)
-        call = self.reactor.callLater(timeout, self._abortAll)
-        waiter.addBoth(lambda r: (call.active() and call.cancel(), r)[1])
+        calls = [self.reactor.callLater(timeout, self._abortAll)]
+        if timeout > DRAIN_SILENT_GRACE:
+            calls.append(self.reactor.callLater(DRAIN_SILENT_GRACE, self._closeSilent))
+
+        def cancel(result):
+            for call in calls:
+                if call.active():
+                    call.cancel()
+            return result
+
+        waiter.addBoth(cancel)
         return waiter
+
+    def _closeSilent(self) -> None:
+        """
+        The sessions that have still sent nothing since before the drain
+        began are closed: their clients had time to send a request.
+        """
+        for session in list(self.sessions):
+            closeIfSilent = getattr(session, "closeIfSilent", None)
+            if closeIfSilent is not None:
+                closeIfSilent()
 
     def _abortAll(self) -> None:
         if self.sessions:

@@ -393,6 +393,7 @@ class Exchange(NodeResponseReader):
                 out = self._recoded(resp, out)
             self.keepAlive = bool(
                 self.router.keepalive
+                and not self.router.draining
                 and request.keepAlive
                 and request.version == b"HTTP/1.1"
                 and self._framing != "close"

@@ -218,11 +218,18 @@ class FastSession(Protocol):
 
     def closeWhenIdle(self) -> None:
         """
-        Draining: a session still waiting for its request, or lingering
-        after a refusal, goes at once; one with a request in flight
-        finishes it.
+        Draining: a session lingering after a refusal goes at once; one
+        whose request has begun to arrive finishes it, and so does one
+        whose client begins it in time (L{closeIfSilent}).
         """
-        if self.packet is None or self.lingering is not None:
+        if self.lingering is not None:
+            self.transport.loseConnection()
+
+    def closeIfSilent(self) -> None:
+        """
+        Draining: close if the client has sent nothing yet.
+        """
+        if self._start == b"" and not self.finished:
             self.transport.loseConnection()
 
     def _idle(self) -> None:

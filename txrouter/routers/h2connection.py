@@ -221,9 +221,11 @@ class HTTP2Connection:
         if settings.maxConnectionTime:
             self._deadlineCall = reactor.callLater(settings.maxConnectionTime, self._deadline)
         self._write()
+        # The streams of these first bytes began before the client could
+        # know of a drain: they are served, and GOAWAY names the last.
+        self.dataReceived(data)
         if self.router.draining:
             self.closeWhenIdle()
-        self.dataReceived(data)
 
     # Reading
 

@@ -408,10 +408,26 @@ class HTTPSession(Protocol):
 
     def closeWhenIdle(self) -> None:
         """
-        Close now if no request is in flight, else after its response.
+        Draining: close now if idle between two requests.  A request in
+        flight, or whose head has begun to arrive, is answered first (its
+        response says C{Connection: close}), and so is the first request
+        of a connection accepted before the drain, if it begins in time
+        (L{closeIfSilent}): a client sends it before it can know.
         """
-        self._closing = True
-        if self.exchange is None:
+        if self.exchange is None and (
+            self._closing or (self.connectionVars is not None and not self._parser.begun)
+        ):
+            self._closing = True
+            self.transport.loseConnection()
+
+    def closeIfSilent(self) -> None:
+        """
+        Draining: close if the client has sent nothing yet.
+        """
+        if self.exchange is None and self.connectionVars is None and not (
+            self._parser.begun or self._sniffed or self._closing
+        ):
+            self._closing = True
             self.transport.loseConnection()
 
     # One timer per session, restarted rather than re-created: waiting for

@@ -197,6 +197,13 @@ class RequestHeadParser:
         self._lineScanned = 0
         self.leftover = b""
 
+    @property
+    def begun(self) -> bool:
+        """
+        Whether part of a head has been fed (a request is arriving).
+        """
+        return bool(self._buffer)
+
     def feed(self, data: bytes):
         """
         Add bytes.
