@@ -18,6 +18,7 @@ from tests.realpeers import (
     free_port,
     txrouter_http,
     uwsgi_worker,
+    wait_for_log,
     wait_for_tcp,
     wait_for_unix,
     wait_until,
@@ -198,3 +199,13 @@ def test_a_map_over_tls_with_a_password(fleet, tmp_path):
                            ["--use-cache", "--cache-store", store]) as router:
             assert answer(routerPort, "t.local") == "b"
             assert "s3cret" not in router.log()
+        # A server whose certificate the router does not trust: the reason
+        # is said once, and it is not taken for a refused password.
+        stranger = PrivateCA(tmp_path, name="stranger", commonName="another CA")
+        untrusting = store.replace(ca.path, stranger.path)
+        with txrouter_http(tmp_path, free_port(), (),
+                           ["--use-cache", "--cache-store", untrusting]) as router:
+            wait_for_log(router, "cache_store_unreachable")
+            line = [line for line in router.log().splitlines() if "cache_store_unreachable" in line]
+            assert "certificate verify failed" in line[0], line
+            assert "could not auth" not in router.log()

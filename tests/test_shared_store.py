@@ -260,6 +260,53 @@ def test_what_the_map_hears_becomes_changes():
     assert remote.store.seen == [b"a.local", "all", b"b.local"]
 
 
+def _linkUnderAuth(lostWith):
+    """
+    A command link to a server with a password whose connection, with
+    C{AUTH} sent, is lost with C{lostWith} (an exception), or refused by
+    the server when C{lostWith} is L{None}; and what the link reported.
+    """
+    from twisted.internet.testing import MemoryReactorClock, StringTransport
+    from twisted.python.failure import Failure
+
+    from txrouter.redisclient import _CommandProtocol, _Link
+
+    reports = []
+    link = _Link(parseStoreURL("redis://:pw@h/1"), MemoryReactorClock(), _CommandProtocol,
+                 lambda protocol: None, reports.append)
+    link.service.startService()
+    protocol = link.buildProtocol(None)
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    assert transport.value().startswith(b"*2\r\n$4\r\nAUTH\r\n")
+    if lostWith is None:
+        protocol.dataReceived(b"-WRONGPASS invalid username-password pair\r\n")
+    else:
+        protocol.connectionLost(Failure(lostWith))
+    return link, reports
+
+
+def test_a_connection_lost_during_auth_is_made_again():
+    """
+    A connection lost while AUTH waits (here a TLS handshake that failed
+    on the certificate) is reported with its reason, not as a refused
+    password, and the link keeps trying.
+    """
+    from OpenSSL import SSL
+
+    link, reports = _linkUnderAuth(SSL.Error(
+        [("SSL routines", "", "certificate verify failed")]))
+    assert reports == ["connection lost before it was ready: TLS: certificate verify failed"]
+    assert link.service.running
+
+
+def test_a_refused_password_stops_the_link():
+    link, reports = _linkUnderAuth(None)
+    [report] = [report for report in reports if "WRONGPASS" in report]
+    assert report.endswith("not trying again")
+    assert not link.service.running
+
+
 @pytest.mark.parametrize("text, fields", [
     ("redis://10.0.0.5:6380/2?prefix=fleet:",
      dict(scheme="redis", host="10.0.0.5", port=6380, db=2, prefix=b"fleet:")),

@@ -25,6 +25,7 @@ change made with any Redis client is heard too.
 """
 
 import txredisapi
+from OpenSSL import SSL
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.application.service import Service
 from twisted.internet import defer
@@ -132,6 +133,24 @@ class _QuietClientService(ClientService):
     _log = Logger(observer=lambda event: None)
 
 
+class _RemembersLoss:
+    """
+    A C{txredisapi} protocol that keeps why its connection was lost: a
+    connection lost while C{AUTH} or C{SELECT} waits (a failed TLS
+    handshake, a server restarting) fails them like a refusal would.
+    """
+
+    lostReason = None
+
+    def connectionLost(self, why):
+        self.lostReason = why
+        super().connectionLost(why)
+
+
+class _CommandProtocol(_RemembersLoss, txredisapi.RedisProtocol):
+    pass
+
+
 class _Link(Factory):
     """
     One connection to the server, made again after a failure (first after
@@ -160,6 +179,7 @@ class _Link(Factory):
         self.ready = ready
         self.lost = lost
         self.current = None
+        self._latest = None
         self.service = _QuietClientService(
             _ReportingEndpoint(endpointFor(url, reactor), lost), self,
             retryPolicy=backoffPolicy(initialDelay=0.2, maxDelay=5.0, factor=2.0),
@@ -173,6 +193,7 @@ class _Link(Factory):
             convertNumbers=False, username=url.username,
         )
         protocol.factory = self
+        self._latest = protocol
         protocol.callLater = self.reactor.callLater
         protocol.whenConnected().addCallback(self._ready)
         protocol.whenDisconnected().addCallback(self._lost)
@@ -187,17 +208,42 @@ class _Link(Factory):
             self.current = None
             self.lost("connection lost")
 
+    def _lostBeforeReady(self):
+        """
+        Why the latest connection was lost before it was ready, or
+        L{None} if it was not lost (the server refused it).
+        """
+        protocol = self._latest
+        return None if protocol is None else protocol.lostReason
+
     def stopTrying(self) -> None:
         """
-        The server refused C{AUTH} or C{SELECT}: trying again will not help.
+        C{AUTH} or C{SELECT} failed: if the server refused it, trying
+        again will not help; if the connection was lost, it is made again.
         """
-        self.service.stopService()
+        if self._lostBeforeReady() is None:
+            self.service.stopService()
 
     def connectionError(self, why: str) -> None:
-        self.lost(f"{why}; not trying again")
+        reason = self._lostBeforeReady()
+        if reason is None:
+            self.lost(f"{why}; not trying again")
+        else:
+            self.lost(f"connection lost before it was ready: {describeLoss(reason)}")
 
 
-class _SubscriberProtocol(txredisapi.SubscriberProtocol):
+def describeLoss(reason) -> str:
+    """
+    A line for the failure a connection was lost with: a TLS failure
+    (OpenSSL's list of errors) as the reason OpenSSL gives.
+    """
+    error = reason.value
+    if isinstance(error, SSL.Error) and error.args and isinstance(error.args[0], list):
+        return "TLS: " + "; ".join(entry[-1] for entry in error.args[0] if entry)
+    return reason.getErrorMessage()
+
+
+class _SubscriberProtocol(_RemembersLoss, txredisapi.SubscriberProtocol):
     def messageReceived(self, pattern, channel, message):
         self.factory.heard(pattern, channel, message)
 
@@ -216,7 +262,7 @@ class RedisMap:
         self.reactor = reactor
         self.store = store
         self._stopping = False
-        self._commands = _Link(url, reactor, txredisapi.RedisProtocol,
+        self._commands = _Link(url, reactor, _CommandProtocol,
                                lambda protocol: self.store.reachable(), self._lost)
         self._subscriber = _Link(url, reactor, _SubscriberProtocol, self._subscribe,
                                  lambda reason: None)
@@ -323,6 +369,6 @@ def connect(url, reactor):
         if not connected.called:
             connected.errback(ConnectionError(f"cannot reach {url}: {reason}"))
 
-    link = _Link(url, reactor, txredisapi.RedisProtocol, ready, lost)
+    link = _Link(url, reactor, _CommandProtocol, ready, lost)
     link.service.startService()
     return connected
