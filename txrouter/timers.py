@@ -12,16 +12,22 @@ looks at every timer, however many connections are idle.
 
 from heapq import heapify, heappop, heappush, heapreplace
 from itertools import count
+from typing import Any
 from weakref import WeakKeyDictionary
 
 _INFINITY = float("inf")
 
+#: A heap entry, C{(due, number, timer)}.  An entry is live while its timer
+#: holds that very tuple, so it is not typed as a tuple: compiled by mypyc,
+#: a typed tuple would be unpacked and a new one made at every use.
+_Entry = Any
+
 #: The timer group of each clock.
-_groups = WeakKeyDictionary()
+_groups: "WeakKeyDictionary[object, _TimerGroup]" = WeakKeyDictionary()
 
 #: The group asked for last: a process has one reactor, so this spares the
 #: weak dictionary's lookup.
-_lastGroup = None
+_lastGroup: "_TimerGroup | None" = None
 
 #: Timers due at the same time fire in the order they were started.
 _sequence = count()
@@ -61,10 +67,10 @@ class _TimerGroup:
 
     def __init__(self, clock) -> None:
         self._clock = clock
-        self._recent = set()
-        self._heap = []
+        self._recent: "set[IdleTimer]" = set()
+        self._heap: "list[_Entry]" = []
         self._inHeap = 0
-        self._call = None
+        self._call: Any = None
         self._callTime = _INFINITY
 
     def discard(self, timer: "IdleTimer") -> None:
@@ -94,7 +100,8 @@ class _TimerGroup:
             self._aim(due)
 
     def _push(self, timer: "IdleTimer", due: float) -> None:
-        timer._entry = entry = (due, timer._number, timer)
+        entry: _Entry = (due, timer._number, timer)
+        timer._entry = entry
         heappush(self._heap, entry)
 
     def _sweep(self) -> None:
@@ -147,7 +154,7 @@ class _TimerGroup:
         heap = self._heap
         due = []
         while heap and heap[0][0] <= now:
-            entry = heap[0]
+            entry: _Entry = heap[0]
             timer = entry[2]
             if timer._entry is not entry:
                 heappop(heap)
@@ -156,7 +163,8 @@ class _TimerGroup:
             if dueTime != entry[0]:
                 # Touched since it was pushed: wait for the real due time,
                 # or take its place among the due ones.
-                timer._entry = entry = (dueTime, entry[1], timer)
+                entry = (dueTime, entry[1], timer)
+                timer._entry = entry
                 heapreplace(heap, entry)
                 continue
             heappop(heap)
@@ -195,7 +203,7 @@ class IdleTimer:
     """
 
     #: The timer's live entry in its group's heap, if it is there.
-    _entry = None
+    _entry: "_Entry | None" = None
 
     def __init__(self, clock, timeout: float, onIdle, deadline: float = 0) -> None:
         """
@@ -216,7 +224,7 @@ class IdleTimer:
         group = _lastGroup
         if group is None or group._clock is not clock:
             group = _groupOf(clock)
-        self._group = group
+        self._group: "_TimerGroup | None" = group
         # Joining the group is joining its recent set, done here rather
         # than in a method of the group: a timer starts per request.
         group._recent.add(self)

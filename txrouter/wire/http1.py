@@ -15,7 +15,9 @@ framing (L{response_framing}).
 
 import re
 from functools import partial
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
+
+from mypy_extensions import mypyc_attr
 
 __all__ = [
     "HTTPError",
@@ -288,7 +290,9 @@ class RequestHeadParser:
         if first == -1:
             if buf[scanned:].translate(None, _TOKEN_CHARS) or len(buf) > _MAX_METHOD:
                 raise self._hopeless(buf)
-        elif first == 0 or buf[scanned:first].translate(None, _TOKEN_CHARS):
+        # The slices below are only taken where they are not empty: mypyc's
+        # bytes slice fails on a start past the end (mypy 2.4).
+        elif first == 0 or (scanned < first and buf[scanned:first].translate(None, _TOKEN_CHARS)):
             raise self._hopeless(buf)
         else:
             start = first + 1 if scanned <= first else scanned
@@ -296,7 +300,7 @@ class RequestHeadParser:
             if second == -1:
                 if buf[start:].translate(None, _TARGET_CHARS):
                     raise self._hopeless(buf)
-            elif second == first + 1 or buf[start:second].translate(None, _TARGET_CHARS):
+            elif second == first + 1 or (start < second and buf[start:second].translate(None, _TARGET_CHARS)):
                 raise self._hopeless(buf)
             else:
                 version = buf[second + 1 :]
@@ -534,6 +538,8 @@ def _badResponse(detail: str) -> HTTPError:
     return HTTPError(502, "bad_response", detail)
 
 
+# The HTTP/2 node's parser (txrouter.wire.h2messages) is a subclass.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class ResponseHeadParser:
     """
     Incremental parser of one response head (same contract as
@@ -549,8 +555,8 @@ class ResponseHeadParser:
     @cvar plainHead: L{plainResponseHead} of the pattern of C{statusLine}.
     """
 
-    statusLine = _STATUS_LINE
-    plainHead = _PLAIN_RESPONSE
+    statusLine: ClassVar["re.Pattern[bytes]"] = _STATUS_LINE
+    plainHead: ClassVar["re.Pattern[bytes]"] = _PLAIN_RESPONSE
 
     def __init__(self, maxHeadSize: int = 65536, maxHeaderCount: int = 1000) -> None:
         self.maxHeadSize = maxHeadSize
@@ -803,7 +809,7 @@ class ChunkedDecoder(_ChunkedMachine):
         if self.done:
             self.leftover += data
             return []
-        out = []
+        out: "list[bytes]" = []
         end = self._run(data, out)
         if end is not None:
             self.leftover = data[end:]

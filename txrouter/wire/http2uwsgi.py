@@ -159,7 +159,7 @@ def encodeRequestVars(
             connectionVars,
         ]
 
-    values = {}
+    values: "dict[bytes, bytes]" = {}
     for name, value in head.headers:
         if name.find(b"_") != -1:
             continue

@@ -45,7 +45,7 @@ def encodeVars(pairs) -> bytes:
     @raise UwsgiPacketError: a key is empty, or a key or value is longer
         than 65535 bytes.
     """
-    pieces = []
+    pieces: "list[bytes]" = []
     append = pieces.append
     for key, value in pairs:
         klen = len(key)
