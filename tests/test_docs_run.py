@@ -52,6 +52,9 @@ NOT_RUN = {
     ("docs/operations.md", '{"time": "2025-12-04T18:40:02Z"'): "an access log line",
     ("docs/operations.md", '{"time": "2025-12-04T18:40:02.113Z"'): "a log line",
     ("docs/operations.md", "/var/log/txrouter/*.log"): "logrotate's configuration",
+    ("docs/operations.md", "apt-get install gcc python3-dev"):
+        "installs the compiled build: scripts/test-compiled builds and tests it, in a copy",
+    ("docs/operations.md", "2026-12-04T22:21:46+0000 [txrouter.build#info]"): "a log line",
     ("docs/proxy-protocol.md", "backend routers"): "a diagram",
     ("docs/proxy-protocol.md", "stream {"): "nginx's configuration",
     ("docs/proxy-protocol.md", "frontend from_router"): "HAProxy's configuration",

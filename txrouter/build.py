@@ -42,8 +42,10 @@ import attr
 from twisted.application.service import MultiService
 from twisted.logger import Logger
 
+import txrouter
 from txrouter.accesslog import AccessLog, JSONAccessLog, ReopenableFile
 from txrouter.checks import HealthChecker, proxyHeaderFor
+from txrouter.compiled import describe as describeBuild
 from txrouter.config import (
     FastRouterConfig,
     HTTPRouterConfig,
@@ -136,7 +138,12 @@ def buildService(config, reactor, reread=None, worker=None) -> MultiService:
     notifier (C{$NOTIFY_SOCKET}: C{READY=1}, C{STOPPING=1}) and, last, the
     switch to C{--uid}/C{--gid} (L{DropPrivileges}): everything is bound
     and opened before it, in twistd's privileged phase.
+
+    It logs which build of txrouter runs (C{txrouter_build}: pure Python,
+    or which modules are compiled by mypyc; L{txrouter.compiled}).
     """
+    log.info("txrouter_build: txrouter {version}, {build}", event="txrouter_build",
+             version=txrouter.__version__, build=describeBuild())
     credentials = Credentials.of(config.uid, config.gid)
     service = _buildRouterService(config, reactor, reread, worker)
     notify = notifyAddress()
