@@ -97,8 +97,10 @@ def test_round_robin_reaches_the_unix_and_the_tcp_worker(router, workerProcesses
         assert jsonBody(curl(f"http://127.0.0.1:{router.port}/rr{i}"))["PATH_INFO"] == f"/rr{i}"
     for worker in workerProcesses:
         assert worker.log().count("GET /rr") == 2, worker.log()[-2000:]
-    log = (router.logPath.parent / "access.log").read_text()
-    assert log.count('"GET /rr') == 4
+    # A request's access log line follows its response's last byte.
+    accessLog = router.logPath.parent / "access.log"
+    waitUntil(lambda: accessLog.read_text().count('"GET /rr') == 4, "four access log lines",
+               process=router)
 
 
 def test_chunked_upload_is_dechunked_for_the_worker(router, tmp):
