@@ -16,10 +16,18 @@ count); each worker's share of the requests (its own count, from the
 pool's --stats document) and of the router's CPU; the CPU the backend
 and wrk used; and the router's sleeps per request (voluntary context
 switches: a reactor that found nothing to do and waited in epoll_wait),
-which says how many events each reactor iteration handled.  "even" says whether each worker served within ±15 % of 1/N
-of the requests.
+which says how many events each reactor iteration handled; and the part
+of the router's CPU spent in the kernel.  "even" says whether each worker
+served within ±15 % of 1/N of the requests.
 
-Run: .venv/bin/python bench/bench_processes.py [--duration 10] [--processes 2]
+With C{--syscalls}, perf counts (its tracepoints, no hardware counters
+needed) the router's system calls per request: all of them, C{epoll_wait}
+(reactor iterations), C{epoll_ctl}, C{accept4} and those that failed with
+EAGAIN (a worker woken for a connection another took), and its context
+switches, voluntary or not.  Equal counts with 1 and N processes mean the
+router does the same work per request, whatever its CPU time says.
+
+Run: .venv/bin/python bench/bench_processes.py [--duration 10] [--processes 2] [--syscalls]
 Everything listens on 127.0.0.1 or unix sockets; every process is stopped
 by its PID at the end.
 """
@@ -30,6 +38,7 @@ import os
 import pathlib
 import resource
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -68,6 +77,14 @@ def own_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
+def system_cpu(pids) -> float:
+    """
+    The CPU seconds C{pids} spent in the kernel so far.
+    """
+    return sum(int(pathlib.Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[12])
+               for pid in pids) / TICKS
+
+
 def switches(pids) -> int:
     """
     The voluntary context switches of C{pids} so far: each is a reactor
@@ -79,6 +96,45 @@ def switches(pids) -> int:
             if line.startswith("voluntary_ctxt_switches:"):
                 total += int(line.split()[1])
     return total
+
+
+#: The kernel events C{--syscalls} counts in the router's processes
+#: (perf's tracepoints; C{None}: no filter), each shown per request.
+SYSCALLS = {
+    "syscalls": ("raw_syscalls:sys_enter", None),
+    "epoll_wait": ("syscalls:sys_enter_epoll_wait", None),
+    "epoll_ctl": ("syscalls:sys_enter_epoll_ctl", None),
+    "accept": ("syscalls:sys_enter_accept4", None),
+    "EAGAIN": ("syscalls:sys_exit_accept4", "ret == -11"),
+    "switches": ("context-switches", None),
+}
+
+
+def countSyscalls(pids) -> subprocess.Popen:
+    """
+    Start counting L{SYSCALLS} in C{pids}, until L{syscallCounts}.
+    """
+    events = []
+    for event, where in SYSCALLS.values():
+        events += ["-e", event] + (["--filter", where] if where else [])
+    return subprocess.Popen(
+        ["perf", "stat", "-x", ";", *events, "-p", ",".join(map(str, pids))],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+def syscallCounts(perf: subprocess.Popen) -> dict:
+    """
+    What L{countSyscalls} counted, by the names of L{SYSCALLS}.
+    """
+    perf.send_signal(signal.SIGINT)
+    _, out = perf.communicate(timeout=10)
+    counts = {}
+    for line in out.splitlines():
+        fields = line.split(";")
+        for name, (event, _) in SYSCALLS.items():
+            if len(fields) > 2 and fields[2] == event and name not in counts:
+                counts[name] = int(fields[0]) if fields[0].isdigit() else 0
+                break
+    return counts
 
 
 def started(document: dict) -> list:
@@ -107,13 +163,15 @@ def run(options, work, sock, processes: int, scenario: str) -> dict:
             requests=started(document), router=router_cpu(router.pid),
             workers=[own_cpu(pid) for pid in pids], backend=router_cpu(options.backend_pid),
             children=resource.getrusage(resource.RUSAGE_CHILDREN), wall=time.monotonic(),
-            switches=switches(pids),
+            switches=switches(pids), system=system_cpu(pids),
         )
+        perf = countSyscalls(sorted({router.pid, *pids})) if options.syscalls else None
         out = subprocess.run(
             ["wrk", "-t1", f"-c{options.connections}", f"-d{options.duration}s", "--timeout", "5s",
              "--latency", *SCENARIOS[scenario], f"http://127.0.0.1:{port}/"],
             capture_output=True, text=True, timeout=options.duration + 30)
         wall = time.monotonic() - before["wall"]
+        counted = syscallCounts(perf) if perf is not None else {}
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
         result = parse_wrk(out.stdout + out.stderr)
         routerCPU = router_cpu(router.pid) - before["router"]
@@ -124,11 +182,13 @@ def run(options, work, sock, processes: int, scenario: str) -> dict:
             sleeps=(switches(pids) - before["switches"]) / max(result["requests"], 1),
             router_cores=routerCPU / wall,
             shares=[count / max(sum(served), 1) for count in served],
+            system=(system_cpu(pids) - before["system"]) / max(routerCPU, 1e-9),
             worker_cpu=[(own_cpu(pid) - b) / max(routerCPU, 1e-9)
                         for pid, b in zip(pids, before["workers"])],
             backend_cores=(router_cpu(options.backend_pid) - before["backend"]) / wall,
             wrk_cores=(children.ru_utime + children.ru_stime - before["children"].ru_utime
                        - before["children"].ru_stime) / wall,
+            syscalls={name: count / max(result["requests"], 1) for name, count in counted.items()},
         )
         return result
     finally:
@@ -144,15 +204,18 @@ def line(result) -> str:
     return (f"{result['scenario']:<10} {n:>5} {result['rps']:>9.0f} {result['cpu_us']:>8.1f}"
             f" {result['router_cores']:>7.2f} {shares:>10} {cpu:>10} {'yes' if even else 'NO':>5}"
             f" {result['backend_cores']:>8.2f} {result['wrk_cores']:>6.2f} {result['p99']:>8.2f}"
-            f" {result['sleeps']:>7.2f}"
+            f" {result['sleeps']:>7.2f} {100 * result['system']:>6.0f}"
+            + "".join(f" {result['syscalls'].get(name, 0):>{max(len(name), 6)}.2f}"
+                      for name in SYSCALLS if result["syscalls"])
             + (f"  {result['errors']}" if result["errors"] else ""))
 
 
 HEADER = (f"{'scenario':<10} {'procs':>5} {'req/s':>9} {'µs/req':>8} {'cores':>7}"
           f" {'req %':>10} {'cpu %':>10} {'even':>5} {'backend':>8} {'wrk':>6} {'p99 ms':>8}"
-          f" {'sleeps':>7}\n"
+          f" {'sleeps':>7} {'kernel':>6}\n"
           f"{'':<10} {'':>5} {'':>9} {'router':>8} {'router':>7} {'per wkr':>10}"
-          f" {'per wkr':>10} {'±15%':>5} {'cores':>8} {'cores':>6} {'':>8} {'per req':>7}")
+          f" {'per wkr':>10} {'±15%':>5} {'cores':>8} {'cores':>6} {'':>8} {'per req':>7}"
+          f" {'% cpu':>6}")
 
 
 def main() -> None:
@@ -162,6 +225,8 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=2, help="N, run after 1")
     parser.add_argument("--backend-processes", type=int, default=2)
     parser.add_argument("--scenario", action="append", choices=sorted(SCENARIOS))
+    parser.add_argument("--syscalls", action="store_true",
+                        help="count the router's system calls per request (needs perf)")
     options = parser.parse_args()
     for tool in ("uwsgi", "wrk"):
         if shutil.which(tool) is None:
@@ -177,7 +242,8 @@ def main() -> None:
         options.backend_pid = backend.pid
         print(f"{os.cpu_count()} cores; {options.connections} connections,"
               f" {options.duration} s per run; backend: {options.backend_processes} uWSGI workers")
-        print(HEADER, flush=True)
+        print(HEADER + ("\n" + "per request:".rjust(len(HEADER.splitlines()[0])) + "".join(
+            f" {name:>6}" for name in SYSCALLS) if options.syscalls else ""), flush=True)
         for scenario in options.scenario or list(SCENARIOS):
             for processes in (1, options.processes):
                 print(line(run(options, work, sock, processes, scenario)), flush=True)
