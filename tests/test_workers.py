@@ -6,6 +6,8 @@ intact), the inherited listeners, the share of clients a worker accepts,
 the pool's stats totals, the option.
 """
 
+import socket
+
 import pytest
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
@@ -323,3 +325,58 @@ def test_a_worker_over_its_share_stops_accepting_for_a_moment(tmp_path):
     assert board.values()[0] == 3
     balance.stop()
     assert board.values()[0] == ABSENT
+
+
+class CountingAdmission:
+    """
+    An admission allowing C{allowed} clients per readable event, which
+    counts how often it is asked.
+    """
+
+    def __init__(self, allowed: int) -> None:
+        self.allowed = allowed
+        self.asked = 0
+        self.paused = []
+
+    def allowance(self) -> int:
+        self.asked += 1
+        return self.allowed
+
+    def pause(self, port) -> None:
+        self.paused.append(port)
+
+
+def test_an_inherited_port_asks_its_admission_once_per_readable_event():
+    """
+    A worker's port on an inherited socket asks its admission once per
+    readable event, accepts no more than it allows, and stops reading when
+    it allows none.
+    """
+    from twisted.internet.protocol import Factory, Protocol
+
+    from txrouter.transports import _InheritedTCPPort
+
+    listening = socket.socket()
+    listening.bind(("127.0.0.1", 0))
+    listening.listen(10)
+    listening.setblocking(False)
+    clients = [socket.create_connection(listening.getsockname()) for _ in range(3)]
+    try:
+        factory = Factory.forProtocol(Protocol)
+        factory.noisy = False
+        port = _InheritedTCPPort._fromListeningDescriptor(
+            MemoryReactorClock(), listening.fileno(), socket.AF_INET, factory)
+        port.admission = admission = CountingAdmission(2)
+        port.startListening()
+        port.doRead()
+        assert (admission.asked, port.sessionno) == (1, 2)
+        admission.allowed = 0
+        port.doRead()
+        assert (admission.asked, port.sessionno, admission.paused) == (2, 2, [port])
+        admission.allowed = 5
+        port.doRead()
+        assert (admission.asked, port.sessionno) == (3, 3)
+    finally:
+        for client in clients:
+            client.close()
+        listening.close()

@@ -169,29 +169,35 @@ class _EagerUNIXPort(unix.Port):
 class _SharedAccepting:
     """
     Mixin for a port whose listening socket other processes accept on too
-    (the workers of C{--processes}).  One readable event accepts what
-    Twisted's port would, but no more than the port's C{admission} allows
-    (L{txrouter.workers.balance.SessionBalance}): when it allows none, the
-    port stops reading for a moment and the other processes accept.
+    (the workers of C{--processes}).  One readable event asks the port's
+    C{admission} (L{txrouter.workers.balance.SessionBalance}) once how many
+    clients it may accept, and accepts what Twisted's port would, but no
+    more: when it allows none, the port stops reading for a moment and the
+    other processes accept.
+
+    Twisted's C{doRead} reads C{numberAccepts} two or three times per
+    event; it gives the allowance of that event, not a new one each time.
     """
 
     admission = None
     _numberAccepts = 100
+    #: What the admission allowed on the current readable event.
+    _allowed = 1 << 30
 
     @property
     def numberAccepts(self) -> int:
-        if self.admission is None:
-            return self._numberAccepts
-        return max(1, min(self._numberAccepts, self.admission.allowance()))
+        return max(1, min(self._numberAccepts, self._allowed))
 
     @numberAccepts.setter
     def numberAccepts(self, value: int) -> None:
         self._numberAccepts = value
 
     def doRead(self):
-        if self.admission is not None and self.admission.allowance() <= 0:
-            self.admission.pause(self)
-            return None
+        if self.admission is not None:
+            self._allowed = self.admission.allowance()
+            if self._allowed <= 0:
+                self.admission.pause(self)
+                return None
         return super().doRead()
 
 

@@ -37,6 +37,7 @@ class SessionBoard:
         Map the board at C{path} (made by L{create}) of C{count} workers.
         """
         self.count = count
+        self._all = struct.Struct(f"={count}q")
         fd = os.open(path, os.O_RDWR)
         try:
             self._map = mmap.mmap(fd, count * _SLOT.size)
@@ -56,7 +57,7 @@ class SessionBoard:
         _SLOT.pack_into(self._map, index * _SLOT.size, sessions)
 
     def values(self) -> "list[int]":
-        return [value for (value,) in _SLOT.iter_unpack(self._map)]
+        return list(self._all.unpack_from(self._map))
 
     def close(self) -> None:
         self._map.close()
@@ -92,8 +93,8 @@ class SessionBalance:
         mine = self.sessions()
         values = self.board.values()
         self.board.set(self.index, mine)
-        others = [value for index, value in enumerate(values)
-                  if index != self.index and value != ABSENT]
+        values[self.index] = ABSENT
+        others = [value for value in values if value != ABSENT]
         if not others:
             return 1 << 30
         return min(others) + 2 + mine // 10 - mine
