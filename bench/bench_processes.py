@@ -27,7 +27,18 @@ EAGAIN (a worker woken for a connection another took), and its context
 switches, voluntary or not.  Equal counts with 1 and N processes mean the
 router does the same work per request, whatever its CPU time says.
 
-Run: .venv/bin/python bench/bench_processes.py [--duration 10] [--processes 2] [--syscalls]
+With C{--pin}, the router and all its workers share CPU 0, the backend
+and wrk CPU 1 (C{taskset}): N workers then time-share one core, which
+takes away what running on two cores at once costs (caches and wake-ups
+across cores, a virtual machine's two vCPUs busy together) and leaves
+what splitting the load costs.
+
+C{--rounds R} runs everything R times, one process and N alternating, and
+ends with the median CPU per request of each: on a shared machine a
+single run's figure moves by tens of percent.
+
+Run: .venv/bin/python bench/bench_processes.py [--duration 10] [--processes 2] [--rounds 3]
+                                               [--syscalls] [--pin]
 Everything listens on 127.0.0.1 or unix sockets; every process is stopped
 by its PID at the end.
 """
@@ -40,6 +51,7 @@ import resource
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -150,7 +162,7 @@ def run(options, work, sock, processes: int, scenario: str) -> dict:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     router = Process(
-        [*TXROUTER_COMMAND, "--bind", f"tcp:{port}:interface=127.0.0.1:backlog=1024",
+        [*options.routerPin, *TXROUTER_COMMAND, "--bind", f"tcp:{port}:interface=127.0.0.1:backlog=1024",
          "--to", sock, "--keepalive", "--processes", processes, "--stats", f"unix:{statsPath}"],
         work / f"txrouter-{processes}-{scenario}.log", env=env)
     try:
@@ -167,7 +179,7 @@ def run(options, work, sock, processes: int, scenario: str) -> dict:
         )
         perf = countSyscalls(sorted({router.pid, *pids})) if options.syscalls else None
         out = subprocess.run(
-            ["wrk", "-t1", f"-c{options.connections}", f"-d{options.duration}s", "--timeout", "5s",
+            [*options.loadPin, "wrk", "-t1", f"-c{options.connections}", f"-d{options.duration}s", "--timeout", "5s",
              "--latency", *SCENARIOS[scenario], f"http://127.0.0.1:{port}/"],
             capture_output=True, text=True, timeout=options.duration + 30)
         wall = time.monotonic() - before["wall"]
@@ -225,6 +237,10 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=2, help="N, run after 1")
     parser.add_argument("--backend-processes", type=int, default=2)
     parser.add_argument("--scenario", action="append", choices=sorted(SCENARIOS))
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run everything R times (alternating 1 and N) and give the medians")
+    parser.add_argument("--pin", action="store_true",
+                        help="the router (all its workers) on CPU 0, the backend and wrk on CPU 1")
     parser.add_argument("--syscalls", action="store_true",
                         help="count the router's system calls per request (needs perf)")
     options = parser.parse_args()
@@ -233,8 +249,10 @@ def main() -> None:
             sys.exit(f"{tool} is missing: run scripts/setup first")
     work = pathlib.Path(tempfile.mkdtemp(prefix="txrouter-bench-"))
     sock = str(work / "app.sock")
+    options.routerPin, options.loadPin = (
+        (["taskset", "-c", "0"], ["taskset", "-c", "1"]) if options.pin else ([], []))
     backend = Process(
-        ["uwsgi", "--plugin", "python3", "--master", "--die-on-term", "--socket", sock,
+        [*options.loadPin, "uwsgi", "--plugin", "python3", "--master", "--die-on-term", "--socket", sock,
          "--wsgi-file", ROOT / "bench" / "app.py", "--processes", options.backend_processes,
          "--listen", "1024", "--disable-logging"], work / "backend.log")
     try:
@@ -244,9 +262,18 @@ def main() -> None:
               f" {options.duration} s per run; backend: {options.backend_processes} uWSGI workers")
         print(HEADER + ("\n" + "per request:".rjust(len(HEADER.splitlines()[0])) + "".join(
             f" {name:>6}" for name in SYSCALLS) if options.syscalls else ""), flush=True)
-        for scenario in options.scenario or list(SCENARIOS):
-            for processes in (1, options.processes):
-                print(line(run(options, work, sock, processes, scenario)), flush=True)
+        cpu = {}
+        for _ in range(options.rounds):
+            for scenario in options.scenario or list(SCENARIOS):
+                for processes in (1, options.processes):
+                    result = run(options, work, sock, processes, scenario)
+                    cpu.setdefault((scenario, processes), []).append(result["cpu_us"])
+                    print(line(result), flush=True)
+        if options.rounds > 1:
+            for scenario in options.scenario or list(SCENARIOS):
+                one, n = (statistics.median(cpu[scenario, p]) for p in (1, options.processes))
+                print(f"{scenario}: median µs/req {one:.1f} (1) -> {n:.1f} ({options.processes}),"
+                      f" {100 * (n / one - 1):+.0f} %")
     finally:
         backend.stop()
         shutil.rmtree(work, ignore_errors=True)
