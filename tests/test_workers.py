@@ -380,3 +380,26 @@ def test_an_inherited_port_asks_its_admission_once_per_readable_event():
         for client in clients:
             client.close()
         listening.close()
+
+
+def test_an_idle_worker_stops_publishing_until_it_accepts_again(tmp_path):
+    """
+    A worker with no clients publishes that, then no more (an idle pool
+    does not wake up); once it is asked to accept, it publishes every
+    C{publishSeconds} again.
+    """
+    board = SessionBoard.create(str(tmp_path / "sessions"), 2)
+    clock, mine = Clock(), [2]
+    balance = SessionBalance(clock, SessionBoard(str(tmp_path / "sessions"), 2), 0,
+                             lambda: mine[0])
+    balance.start()
+    mine[0] = 0
+    clock.advance(balance.publishSeconds)
+    assert (board.values()[0], clock.getDelayedCalls()) == (0, [])
+    balance.allowance()
+    mine[0] = 1
+    clock.advance(balance.publishSeconds)
+    assert board.values()[0] == 1
+    assert len(clock.getDelayedCalls()) == 1
+    balance.stop()
+    assert (board.values()[0], clock.getDelayedCalls()) == (ABSENT, [])

@@ -9,7 +9,9 @@ client sessions it holds on a board the pool shares with all of them (a
 small file, mapped in memory), and accepts only while it holds no more
 than the least loaded running sibling, plus a slack; a worker over that
 stops reading its listeners for a few milliseconds, while the others
-accept.
+accept.  A worker publishes again every few tens of milliseconds while it
+has clients (they leave), and not at all once it has none, until it
+accepts again: an idle pool does not wake up.
 """
 
 import mmap
@@ -75,7 +77,8 @@ class SessionBalance:
     #: Seconds a worker over its share stops reading its listeners.
     pauseSeconds = 0.005
     #: Seconds between two publications of the worker's sessions besides
-    #: those made when it accepts (its clients also leave).
+    #: those made when it accepts (its clients also leave), while it has
+    #: any.
     publishSeconds = 0.05
 
     def __init__(self, clock, board: SessionBoard, index: int, sessions=lambda: 0) -> None:
@@ -84,6 +87,8 @@ class SessionBalance:
         self.index = index
         self.sessions = sessions
         self._publishing = None
+        #: Whether the publications stopped for want of clients.
+        self._resting = False
 
     def allowance(self) -> int:
         """
@@ -93,6 +98,9 @@ class SessionBalance:
         mine = self.sessions()
         values = self.board.values()
         self.board.set(self.index, mine)
+        if self._resting:
+            self._resting = False
+            self._publishing.start(self.publishSeconds, now=False)
         values[self.index] = ABSENT
         others = [value for value in values if value != ABSENT]
         if not others:
@@ -116,9 +124,18 @@ class SessionBalance:
         self._publishing.start(self.publishSeconds)
 
     def publish(self) -> None:
-        self.board.set(self.index, self.sessions())
+        """
+        Publish the worker's sessions; with none, rest until it accepts
+        again (L{allowance}).
+        """
+        sessions = self.sessions()
+        self.board.set(self.index, sessions)
+        if not sessions and self._publishing is not None and self._publishing.running:
+            self._resting = True
+            self._publishing.stop()
 
     def stop(self) -> None:
+        self._resting = False
         if self._publishing is not None and self._publishing.running:
             self._publishing.stop()
         self.board.set(self.index, ABSENT)
