@@ -21,9 +21,10 @@ callgrind (C{--trace-children=yes}): the count is the pool's and every
 worker's instructions, and C{--clients C} drives C clients at a time
 (threads, each with its own connection or connections), so that every
 worker has work.  Besides the count per request, it prints each process's
-part and the instructions the router spends per second doing nothing
-(timers: the workers' session board, C{--stats} is not asked), counted
-for C{--idle} seconds before the requests::
+part and the instructions the router spends per second doing nothing but
+hold two idle clients per process (timers: the workers' session board,
+C{--stats} is not asked), counted for C{--idle} seconds before the
+requests::
 
     .venv/bin/python bench/instructions.py --clients 2                 # one process
     .venv/bin/python bench/instructions.py --clients 2 --processes 2   # two workers
@@ -154,11 +155,20 @@ def measure(tree: pathlib.Path, scenario: str, count: int, work: pathlib.Path,
                 subprocess.run(["callgrind_control", *arguments, *map(str, pids)],
                                check=True, capture_output=True)
 
+            # The idle count holds two clients per process, each after one
+            # request, so that every worker has clients and runs the timer
+            # it runs while busy (its sessions on the board).
+            waiting = [socket.create_connection(("127.0.0.1", port)) for _ in range(2 * processes)]
+            for sock in waiting:
+                sock.sendall(REQUEST)
+                _readResponse(sock, b"")
             control("-z")
             control("-i", "on")
             time.sleep(idle)
             control("-i", "off")
             control("-d", "idle")
+            for sock in waiting:
+                sock.close()
             control("-i", "on")
             began = time.monotonic()
             concurrently(drive, port, count, clients)
