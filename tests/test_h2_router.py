@@ -23,6 +23,7 @@ from h2.events import (
 from h2.settings import SettingCodes
 from hpack import Encoder
 from hyperframe.frame import ContinuationFrame, Frame, HeadersFrame, PingFrame, RstStreamFrame, SettingsFrame
+from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -294,6 +295,26 @@ class RequestTests(HTTP2TestCase):
         response = client.response(client.request())
         self.assertEqual((response.body, response.ended), (b"abcde", True))
         self.assertNotIn(b"transfer-encoding", dict(response.headers))
+
+    def test_interim_storm(self):
+        """
+        Thousands of interim (1xx) heads from a node in one read are
+        dropped (the router gives its own interim answers) and the
+        response that follows them reaches the stream, with no traceback
+        (each one was once a level of recursion, to a C{RecursionError}).
+        """
+        class Storm(Protocol):
+            def dataReceived(self, data):
+                self.transport.write(b"HTTP/1.1 103 Early Hints\r\n\r\n" * 5000
+                                     + b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                self.transport.loseConnection()
+
+        self.network.addBackend(("127.0.0.1", 8000), ServerFactory.forProtocol(Storm))
+        client = self.client(self.router([HTTP_NODE]))
+        response = client.response(client.request())
+        self.assertEqual((response.status, response.body, response.ended), (200, b"ok", True))
+        self.assertEqual(response.informational, [])
+        self.assertEqual([e for e in self.events if e.get("log_failure")], [])
 
     def test_streams_in_parallel(self):
         """

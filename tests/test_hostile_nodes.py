@@ -32,6 +32,9 @@ BEHAVIOURS = {
     ),
     "truncated_body": b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc",
     "surplus_bytes": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n\r\n",
+    "interim_storm": (
+        b"HTTP/1.1 103 Early Hints\r\n\r\n" * 5000 + b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    ),
 }
 
 
@@ -86,6 +89,7 @@ FASTROUTER = {
     "content_length_and_chunked": (200, None, "verbatim"),
     "truncated_body": (200, None, "verbatim"),
     "surplus_bytes": (200, None, "verbatim"),
+    "interim_storm": (103, None, "verbatim"),
 }
 
 
@@ -147,4 +151,22 @@ def test_the_fastrouter(behaviour, events):
         assert statusOf(received) == status, received[:200]
         assert named(events, event)
     assert client.closed
+    assert not [e for e in events if e.get("log_failure")], "no traceback"
+
+
+@pytest.mark.parametrize("node", ["127.0.0.1:3050", "http://127.0.0.1:3050"])
+def test_an_interim_storm(node, events):
+    """
+    Thousands of interim (1xx) heads in one read, then the response: the
+    HTTP router relays each and then the response, with no traceback
+    (it once recursed once per interim head, to a C{RecursionError}).
+    """
+    network = MemoryNetwork()
+    network.addBackend(("127.0.0.1", 3050), HostileNode("interim_storm"))
+    router = HTTPRouter(network.reactor, [parseNode(node)], keepalive=60, timeout=TIMEOUT)
+    client = run(router, network, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+    received = client.received()
+    assert received.count(b"HTTP/1.1 103 Early Hints\r\n\r\n") == 5000
+    assert received.endswith(b"\r\n\r\nok"), received[-200:]
+    assert b"HTTP/1.1 200 OK\r\n" in received
     assert not [e for e in events if e.get("log_failure")], "no traceback"

@@ -350,20 +350,25 @@ class Exchange(NodeResponseReader):
 
         @return: the body bytes that followed the head, or L{None}.
         """
-        parser = self._respParser
-        try:
-            resp = parser.feed(data)
-        except HTTPError as e:
-            self._badResponse(e.detail, e.event)
-            return None
-        if resp is None:
-            return None
-        status = resp.status
-        if status < 200 and status != 101:
+        while True:
+            parser = self._respParser
+            try:
+                resp = parser.feed(data)
+            except HTTPError as e:
+                self._badResponse(e.detail, e.event)
+                return None
+            if resp is None:
+                return None
+            status = resp.status
+            if status >= 200 or status == 101:
+                break
+            # An interim answer, relayed; the next head follows it.  A
+            # loop, not a recursion: a node may send thousands in one read.
             self.session.transport.write(resp.headBytes)
-            leftover = parser.leftover
+            data = parser.leftover
             self._respParser = ResponseHeadParser(self.router.maxResponseHeadSize)
-            return self._responseHead(leftover) if leftover else None
+            if not data:
+                return None
         self.status = status
         self.lifecycle.responseStarted = True
         request = self.head

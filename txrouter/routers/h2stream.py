@@ -331,23 +331,28 @@ class HTTP2Stream(NodeResponseReader):
 
         @return: the body bytes that followed the head, or L{None}.
         """
-        parser = self._respParser
-        try:
-            resp = parser.feed(data)
-        except HTTPError as e:
-            self._badResponse(e.detail, e.event)
-            return None
-        if resp is None:
-            return None
-        status = resp.status
-        if status == 101:
-            self._badResponse("101 Switching Protocols on an HTTP/2 stream")
-            return None
-        if status < 200:
-            # Interim answers are the router's to give (100 Continue).
-            leftover = parser.leftover
+        while True:
+            parser = self._respParser
+            try:
+                resp = parser.feed(data)
+            except HTTPError as e:
+                self._badResponse(e.detail, e.event)
+                return None
+            if resp is None:
+                return None
+            status = resp.status
+            if status == 101:
+                self._badResponse("101 Switching Protocols on an HTTP/2 stream")
+                return None
+            if status >= 200:
+                break
+            # Interim answers are the router's to give (100 Continue): each
+            # is dropped and the next head read, in a loop, not a recursion,
+            # since a node may send thousands in one read.
+            data = parser.leftover
             self._respParser = NodeResponseParser(self.router.maxResponseHeadSize)
-            return self._responseHead(leftover) if leftover else None
+            if not data:
+                return None
         self.status = status
         lifecycle = self.lifecycle
         lifecycle.responseStarted = True
