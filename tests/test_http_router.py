@@ -185,6 +185,51 @@ class ExchangeTests(RouterTestCase):
         self.assertEqual(len(self.backendA.pending()), 1)
         self.assertEqual(client.received().count(b"200 OK"), 1)
 
+    def test_pipelined_requests_are_answered_after_a_half_close(self):
+        """
+        A client that pipelines requests, then half-closes, gets each
+        complete one answered in order (as from nginx), then the
+        connection is closed; an incomplete one after them is dropped.
+        """
+        router = self.router(keepalive=15)
+        self.backendA.hold = True
+        client = self.request(
+            router, GET + GET.replace(b"/x", b"/y") + GET.replace(b"/x", b"/z") + b"GET /w HT"
+        )
+        [session] = router.sessions
+        session.readConnectionLost()
+        for _ in range(3):
+            [pending] = self.backendA.pending()
+            pending.respond()
+            self.network.flush()
+        self.assertEqual(self.backendA.pending(), [])
+        paths = [
+            line for line in client.received().split(b"\n") if line.startswith(b"PATH_INFO=")
+        ]
+        self.assertEqual(paths, [b"PATH_INFO=/x", b"PATH_INFO=/y", b"PATH_INFO=/z"])
+        self.assertTrue(client.closed)
+
+    def test_pipelined_body_cut_by_a_half_close(self):
+        """
+        A pipelined request whose body the client's half-close cuts short
+        reaches no node: it is dropped with a log line, and the
+        connection closed.
+        """
+        router = self.router(keepalive=15)
+        self.backendA.hold = True
+        client = self.request(
+            router, GET + b"POST /p HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nabc"
+        )
+        [session] = router.sessions
+        session.readConnectionLost()
+        [pending] = self.backendA.pending()
+        pending.respond()
+        self.network.flush()
+        self.assertEqual(len(self.backendA.requests), 1)
+        self.assertEqual(client.received().count(b"HTTP/1.1 "), 1)
+        self.assertIn("client_body_truncated", self.loggedEvents())
+        self.assertTrue(client.closed)
+
     def test_bytes_past_the_response_end_are_never_relayed(self):
         def liar(environ, start_response):
             start_response("200 OK", [("Content-Length", "2")])

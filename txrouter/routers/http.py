@@ -390,7 +390,8 @@ class HTTPSession(Protocol):
 
     def readConnectionLost(self) -> None:
         """
-        The client half-closed: finish the current response, then close.
+        The client half-closed: finish the current response and those of
+        the complete requests it pipelined, then close.
         """
         self._closing = True
         self._clientEOF = True
@@ -554,17 +555,39 @@ class HTTPSession(Protocol):
         if self.exchange is not exchange:
             return
         self.exchange = None
-        if not keepAlive or self._closing or self.router.draining:
+        if not keepAlive or self.router.draining or (self._closing and not self._clientEOF):
             self.transport.loseConnection()
             return
         self._parser.reset()
-        self._arm(self.router.keepalive, self._keepaliveExpired)
         pipelined, self._pipelined = self._pipelined, b""
+        if self._clientEOF:
+            self._afterClientEOF(pipelined)
+            return
+        self._arm(self.router.keepalive, self._keepaliveExpired)
         if self._pausedReasons:
             self._pausedReasons = 1
             self.resumeReading()
         if pipelined:
             self.dataReceived(pipelined)
+
+    def _afterClientEOF(self, pipelined: bytes) -> None:
+        """
+        The client half-closed after pipelining: each complete request it
+        sent is still answered, in order (as nginx does), and the
+        connection closes once none is left.
+        """
+        try:
+            head = self._parser.feed(pipelined)
+        except HTTPError as e:
+            self.refuse(e.status, e.event, e.detail, e.silent)
+            return
+        if head is None:
+            self.transport.loseConnection()
+            return
+        self._startRequest(head, self._parser.leftover)
+        exchange = self.exchange
+        if exchange is not None:
+            exchange.clientEOF()
 
     def refuse(self, status: int, event: str, detail: str, silent: bool = False) -> None:
         """
