@@ -22,7 +22,7 @@ from h2.events import (
 )
 from h2.settings import SettingCodes
 from hpack import Encoder
-from hyperframe.frame import ContinuationFrame, Frame, HeadersFrame, PingFrame, RstStreamFrame, SettingsFrame
+from hyperframe.frame import ContinuationFrame, DataFrame, Frame, HeadersFrame, PingFrame, RstStreamFrame, SettingsFrame
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
@@ -662,6 +662,24 @@ class BoundTests(HTTP2TestCase):
         continuation.data = b"\x00" * 16000
         client.send(headers.serialize() + continuation.serialize()[:20])
         self.assertCalmed(router, client, "header_block_too_large")
+
+    def test_frame_over_max_frame_size(self):
+        """
+        A frame whose header announces more than C{SETTINGS_MAX_FRAME_SIZE}
+        (16384) bytes is refused at its header, before its payload is
+        held: C{GOAWAY FRAME_SIZE_ERROR}.  (h2 alone waits for the whole
+        frame, up to 16 MiB a connection, before it checks.)
+        """
+        router = self.router()
+        client = self.client(router)
+        header = DataFrame(1, data=b"x" * 16385).serialize()[:9]
+        client.send(header + b"x" * 100)
+        self.assertEqual(client.terminated, ErrorCodes.FRAME_SIZE_ERROR)
+        self.assertTrue(client.memory.closed)
+        self.assertEqual(router.http2.counts.bounds, {"frame_too_large": 1})
+        self.assertEqual(self.loggedEvents().count("http2_frame_too_large"), 1)
+        other = self.client(router)
+        self.assertEqual(other.response(other.request()).status, 200)
 
     def test_hpack_bomb(self):
         """

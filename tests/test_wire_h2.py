@@ -41,7 +41,7 @@ class FrameGuardTests(SynchronousTestCase):
 
     def test_ordinary_traffic_passes(self):
         guard = FrameGuard()
-        data = DataFrame(1, data=b"x" * 20000).serialize()
+        data = DataFrame(1, data=b"x" * 16384).serialize()
         self.feedAll(guard, PREFACE + SettingsFrame(0).serialize() + _headers(end=True) + data, 7)
 
     def test_continuations(self):
@@ -65,6 +65,17 @@ class FrameGuardTests(SynchronousTestCase):
         error = self.assertRaises(
             BoundExceeded, guard.feed, _continuations(1, 600)[:9], 0)
         self.assertEqual(error.bound, "header_block_too_large")
+
+    def test_frame_size_at_its_header(self):
+        """
+        A frame longer than C{maxFrameSize} is refused at its header,
+        before its payload has come; one of exactly that size passes.
+        """
+        guard = FrameGuard(maxFrameSize=16384)
+        guard.feed(PREFACE + DataFrame(1, data=b"x" * 16384).serialize(), 0)
+        error = self.assertRaises(
+            BoundExceeded, guard.feed, DataFrame(1, data=b"x" * 16385).serialize()[:9], 0)
+        self.assertEqual(error.bound, "frame_too_large")
 
     @given(st.integers(min_value=1, max_value=40))
     def test_any_split(self, step):

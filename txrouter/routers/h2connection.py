@@ -68,6 +68,9 @@ log = Logger(namespace="txrouter.http2")
 
 #: The connection-level window a client gets per stream it may open.
 _DEFAULT_WINDOW = 65535
+# The GOAWAY error of the guard's bounds that RFC 9113 names one for; the
+# others are ENHANCE_YOUR_CALM.
+_GUARD_ERRORS = {"frame_too_large": ErrorCodes.FRAME_SIZE_ERROR}
 
 
 class HTTP2Counts:
@@ -172,10 +175,6 @@ class HTTP2Connection:
         self.streams = {}
         self._lingering = {}
         self._logged = set()
-        self.guard = FrameGuard(
-            settings.maxHeaderBlock, settings.maxContinuations, settings.maxResets,
-            settings.maxPings, settings.maxSettings,
-        )
         # The response headers are made lower-case and free of HTTP/1.1's
         # connection headers (and NULs) by responseHeaders: h2's checks of
         # them again are left out.  What the client sends is checked.
@@ -191,6 +190,10 @@ class HTTP2Connection:
         })
         h2.decoder.max_header_list_size = settings.maxHeaderListSize
         h2.decoder.max_allowed_table_size = settings.headerTableSize
+        self.guard = FrameGuard(
+            settings.maxHeaderBlock, settings.maxContinuations, settings.maxResets,
+            settings.maxPings, settings.maxSettings, h2.local_settings.max_frame_size,
+        )
 
     def takeOver(self, data: bytes) -> None:
         """
@@ -235,7 +238,7 @@ class HTTP2Connection:
         try:
             self.guard.feed(data, self.reactor.seconds())
         except BoundExceeded as e:
-            self._calm(e.bound, e.detail)
+            self._calm(e.bound, e.detail, _GUARD_ERRORS.get(e.bound, ErrorCodes.ENHANCE_YOUR_CALM))
             return
         h2 = self.h2
         try:
@@ -595,13 +598,14 @@ class HTTP2Connection:
                 event=f"http2_{bound}", bound=bound, detail=detail, client=self._client(),
             )
 
-    def _calm(self, bound: str, detail: str) -> None:
+    def _calm(self, bound: str, detail: str, code=ErrorCodes.ENHANCE_YOUR_CALM) -> None:
         """
-        The client went past C{bound}: C{GOAWAY ENHANCE_YOUR_CALM}, close.
+        The client went past C{bound}: C{GOAWAY} with C{code}
+        (C{ENHANCE_YOUR_CALM} unless the protocol names another), close.
         """
         self._boundHit(bound, detail)
         try:
-            self.h2.close_connection(ErrorCodes.ENHANCE_YOUR_CALM)
+            self.h2.close_connection(code)
         except ProtocolError:
             pass
         self._fail()

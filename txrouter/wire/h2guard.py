@@ -13,6 +13,9 @@ byte stream as it arrives (nine bytes per frame; payloads are skipped,
 never copied) and raises L{BoundExceeded} at the first frame past a
 bound, before C{h2} has buffered it:
 
+  - a frame longer than C{maxFrameSize}, the C{SETTINGS_MAX_FRAME_SIZE}
+    the server announced (C{h2} checks it only once the whole frame has
+    come: up to 16 MiB held per connection);
   - a header block (HEADERS or PUSH_PROMISE and its CONTINUATION frames)
     over C{maxHeaderBlock} bytes, or with more than C{maxContinuations}
     CONTINUATION frames;
@@ -48,7 +51,8 @@ class BoundExceeded(Exception):
     """
     The client went past one of the bounds of a L{FrameGuard}.
 
-    @ivar bound: the bound's stable name (C{header_block_too_large},
+    @ivar bound: the bound's stable name (C{frame_too_large},
+        C{header_block_too_large},
         C{continuation_flood}, C{rapid_reset}, C{ping_flood},
         C{settings_flood}).
     @ivar detail: what the client did, for the log.
@@ -101,12 +105,14 @@ class FrameGuard:
         maxResets: int = 100,
         maxPings: int = 10,
         maxSettings: int = 10,
+        maxFrameSize: int = 16384,
     ) -> None:
         """
         Each C{max*} of 0 means no bound.
         """
         self.maxHeaderBlock = maxHeaderBlock
         self.maxContinuations = maxContinuations
+        self.maxFrameSize = maxFrameSize
         self._resets = _PerSecond(maxResets)
         self._pings = _PerSecond(maxPings)
         self._settings = _PerSecond(maxSettings)
@@ -135,6 +141,11 @@ class FrameGuard:
                 break
             high, low, kind, flags, _ = _HEADER.unpack_from(data, position)
             length = (high << 8) | low
+            if self.maxFrameSize and length > self.maxFrameSize:
+                raise BoundExceeded(
+                    "frame_too_large",
+                    f"a frame of {length} bytes, over the {self.maxFrameSize} allowed",
+                )
             position += _HEADER_SIZE + length
             self._frame(kind, flags, length, now)
         self._skip = position - size
