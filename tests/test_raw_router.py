@@ -8,7 +8,7 @@ from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.error import ConnectionLost, ConnectionRefusedError
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
-from twisted.logger import globalLogPublisher
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -342,6 +342,25 @@ class TimeoutTests(RawRouterTestCase):
         node.connectionLost(Failure(ConnectionLost()))
         self.assertTrue(client.aborted)
         self.assertIn("relay_cut", self.eventNames())
+
+    def test_a_silent_node_gets_no_uwsgi_hint(self):
+        """
+        A node that closes, or stays silent, before any byte is logged
+        without the HTTP and uwsgi routers' hint to name it C{http://}:
+        the raw router sent it no uwsgi packet, and relays to an
+        C{http://} node as to any other.
+        """
+        router = self.router(timeout=30, max_retries=0)
+        self.connect(router)
+        node, nodeTransport = self.acceptNode()
+        node.connectionLost(Failure(ConnectionLost()))
+        self.connect(router)
+        node, nodeTransport = self.acceptNode()
+        self.reactor.advance(31)
+        node.connectionLost(Failure(ConnectionLost()))
+        self.assertIn("backend_closed", self.eventNames())
+        lines = [formatEvent(e) for e in self.events]
+        self.assertFalse([line for line in lines if "uwsgi" in line or "http://" in line], lines)
 
     def test_a_node_that_never_accepts(self):
         router = self.router(timeout=30, max_retries=0)

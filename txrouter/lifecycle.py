@@ -652,6 +652,13 @@ class RequestLifecycle:
         if not self.finished:
             self.frontEnd.nodeWriteConnectionLost()
 
+    def _sentUwsgi(self) -> bool:
+        """
+        Whether the node was sent a uwsgi packet: not by a relay of byte
+        streams (the raw and SSL routers), whose nodes speak anything.
+        """
+        return self.node.protocol == UWSGI and not self.settings.nodeHalfClose
+
     def upstreamLost(self, reason, timedOut: bool) -> None:
         upstream = self._upstream
         self._upstreamWasKept = upstream is not None and upstream.reused
@@ -664,7 +671,7 @@ class RequestLifecycle:
             return
         if timedOut:
             node = self.node
-            if silent and node.protocol == UWSGI:
+            if silent and self._sentUwsgi():
                 # A plain HTTP server sent a uwsgi packet waits for a line
                 # end that never comes: a usual reason for this silence.
                 log.warn(
@@ -688,7 +695,7 @@ class RequestLifecycle:
             self._connect(node, usePool=False)
             return
         hint = ""
-        if silent and self.node.protocol == UWSGI:
+        if silent and self._sentUwsgi():
             # uWSGI's --http-socket closes on a uwsgi packet.
             hint = f" (if it speaks HTTP, as uWSGI's --http-socket does, name it http://{self.node.name})"
         log.warn(
