@@ -40,7 +40,8 @@ BIG = 100 * MIB
 #: A TCP node: python -c NODE PORT MODE [NAME].  MODE echo: echoes, and
 #: half-closes after the client's FIN; greet: sends "hello from NAME\n"
 #: first, then echoes; smtp: greets, expects XCLIENT, greets again naming
-#: the address it was given, then answers each line with "250 LINE".
+#: the address it was given, then answers each line with "250 LINE"; fin:
+#: sends "bye\n", half-closes, then reads until the client's FIN.
 NODE = r"""
 import socket, sys, threading
 
@@ -71,6 +72,11 @@ def serve(c):
         try:
             if mode == "smtp":
                 smtp(c)
+            elif mode == "fin":
+                c.sendall(b"bye\n")
+                c.shutdown(socket.SHUT_WR)
+                while c.recv(1 << 16):
+                    pass
             else:
                 if mode == "greet":
                     c.sendall(b"hello from " + name.encode() + b"\n")

@@ -66,6 +66,33 @@ def test_a_20_mib_round_trip_byte_exact(tmp_path):
             assert_echoed_byte_exact(sock, BIG, half_close=False)
 
 
+def test_a_node_fin_ends_the_tls_connection_cleanly(tmp_path):
+    """
+    A node's FIN ends the client's TLS connection with C{close_notify}
+    after the node's bytes, not with a TCP FIN beneath TLS (a truncation
+    to the client); bytes the client sends meanwhile cost the router no
+    traceback.
+    """
+    ca = PrivateCA(tmp_path)
+    certificate = ca.issue("server", ["ssl.local"])
+    port = free_port()
+    with node(tmp_path, "fin") as fin, \
+            txrouter_ssl(tmp_path, port, certificate, ["--to", fin.address]) as router:
+        context = ssl.create_default_context(cafile=ca.path)
+        sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+        with context.wrap_socket(sock, server_hostname="ssl.local",
+                                 suppress_ragged_eofs=False) as tls:
+            assert read_line(tls) == b"bye\n"
+            try:
+                tls.sendall(b"more\n")
+            except OSError:
+                pass
+            assert tls.recv(100) == b""
+        wait_for_tcp(port, 20, process=router)
+    assert "Traceback" not in router.log()
+    assert "Unhandled Error" not in router.log()
+
+
 def test_sslrouter_sni_routes_two_names_to_two_nodes(tmp_path):
     """
     With C{--sslrouter-sni} the key is the SNI name; the nodes greet first,

@@ -83,14 +83,15 @@ class SSLSession(RawSession):
             self.key = serverNameOf(self.transport) or self.key
         self.dispatch()
 
-    def _nodeReadConnectionLost(self) -> None:
+    def nodeReadConnectionLost(self) -> None:
         """
         The node's FIN ends a TLS connection: Twisted's TLS layer cannot
-        half-close.
+        half-close (its C{loseWriteConnection} is the TCP socket's, which
+        would truncate the TLS stream under it).
         """
         if isinstance(self.transport, TLSMemoryBIOProtocol):
             if not self.finished and self._greeting is None:
                 self._end()
                 self.transport.loseConnection()
                 return
-        RawSession._nodeReadConnectionLost(self)
+        RawSession.nodeReadConnectionLost(self)
