@@ -2,7 +2,7 @@
 What a client gets from each router when its node misbehaves, in one table
 (issue 11's test class (a)): a node that resets before or after reading
 the request, stalls, answers garbage, an oversized or ambiguous head, a
-truncated body, or bytes past the end of its response.  The HTTP router is
+truncated or malformed body, or bytes past the end of its response.  The HTTP router is
 tried with a uwsgi node and with an HTTP node; the FastRouter, which relays
 a node's bytes verbatim for nginx to judge, with a uwsgi node.
 """
@@ -32,6 +32,7 @@ BEHAVIOURS = {
     ),
     "truncated_body": b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc",
     "surplus_bytes": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n\r\n",
+    "bad_first_chunk": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n+5\r\nhello\r\n0\r\n\r\n",
     "interim_storm": (
         b"HTTP/1.1 103 Early Hints\r\n\r\n" * 5000 + b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
     ),
@@ -76,6 +77,7 @@ HTTP_ROUTER = {
     "too_many_headers": (502, "response_too_many_headers", "closed"),
     "content_length_and_chunked": (502, "response_cl_te", "closed"),
     "truncated_body": (200, "response_truncated", "partial"),
+    "bad_first_chunk": (502, "response_truncated", "closed"),
     "surplus_bytes": (200, "response_surplus", "closed"),
 }
 
@@ -88,6 +90,7 @@ FASTROUTER = {
     "too_many_headers": (200, None, "verbatim"),
     "content_length_and_chunked": (200, None, "verbatim"),
     "truncated_body": (200, None, "verbatim"),
+    "bad_first_chunk": (200, None, "verbatim"),
     "surplus_bytes": (200, None, "verbatim"),
     "interim_storm": (103, None, "verbatim"),
 }

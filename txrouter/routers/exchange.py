@@ -464,6 +464,19 @@ class Exchange(NodeResponseReader):
                 self.session.transport.write(head)
         self.relay.fromNode(data, last)
 
+    def _truncated(self, detail: str) -> None:
+        """
+        The body broke off or went wrong: if nothing of the response has
+        reached the client yet (its head waits for the first body bytes),
+        the client gets a 502 rather than a silent close, which a client
+        may take for a request never answered and send again.
+        """
+        if self._headOut is not None:
+            self._headOut = None
+            self._badResponse(detail, "response_truncated")
+            return
+        NodeResponseReader._truncated(self, detail)
+
     def _surplus(self, count: int) -> None:
         NodeResponseReader._surplus(self, count)
         self.keepAlive = False
