@@ -93,6 +93,25 @@ class AutoCodingTests(SynchronousTestCase):
         self.assertEqual(gzip.decompress(unchunked(body)), b"hello " + b"world " * 50)
         self.assertFalse(client.closed)
 
+    def test_a_transfer_coded_body_is_not_coded_again(self):
+        """
+        A response with a C{Transfer-Encoding} other than a lone
+        C{chunked} (which ends when its node closes) is relayed as it is
+        and the connection closed: chunking it again would give the
+        client two C{Transfer-Encoding} fields and a body chunked twice.
+        """
+        def transferCoded(environ, start_response):
+            start_response("200 OK", [("Transfer-Encoding", "gzip, chunked")])
+            return [b"5\r\nhello\r\n0\r\n\r\n"]
+
+        self.backend.application = transferCoded
+        client = self.exchange(b"GET /gz HTTP/1.1\r\nHost: h\r\nAccept-Encoding: gzip\r\n\r\n",
+                               auto_chunked=True, auto_gzip=True)
+        head, _, body = client.received().partition(b"\r\n\r\n")
+        self.assertEqual(head.count(b"Transfer-Encoding"), 1, head)
+        self.assertEqual(body, b"5\r\nhello\r\n0\r\n\r\n")
+        self.assertTrue(client.closed)
+
     def test_no_gzip_unless_asked_and_accepted(self):
         for path, accept in [(b"/", b"gzip"), (b"/gz", b"identity"), (b"/gz", b"gzip;q=0")]:
             client = self.exchange(
@@ -138,3 +157,4 @@ def test_a_coding_is_chosen_only_when_asked():
     assert bodyCoding(accepts, asks, False, False) is None
     assert type(bodyCoding(accepts, [], True, True)) is ChunkedBody
     assert type(bodyCoding(accepts, asks + [(b"Content-Encoding", b"br")], True, True)) is ChunkedBody
+    assert bodyCoding(accepts, asks + [(b"Transfer-Encoding", b"identity")], True, True) is None

@@ -93,8 +93,13 @@ def bodyCoding(requestHeaders, responseHeaders, autoChunked: bool, autoGzip: boo
         the substring; here a C{gzip} coding with a q-value of 0 is a
         refusal, as RFC 9110 says).
     @return: a L{ChunkedBody}, a L{GzipChunkedBody}, or L{None} to relay
-        the body as it is until the node closes.
+        the body as it is until the node closes: always for a response
+        with a C{Transfer-Encoding} (other than a lone C{chunked}, which
+        is not close-delimited), already transfer-coded, and which
+        chunking again would give two C{Transfer-Encoding} fields.
     """
+    if _header(responseHeaders, b"transfer-encoding") is not None:
+        return None
     if autoGzip and _wantsGzip(requestHeaders, responseHeaders):
         return GzipChunkedBody()
     if autoChunked:
