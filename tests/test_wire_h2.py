@@ -158,6 +158,19 @@ class ResponseTests(SynchronousTestCase):
         head = ResponseHeadParser().feed(b"HTTP/1.1 200 OK\r\nX: a\x00b\r\n\r\n")
         self.assertEqual(self.assertRaises(HTTPError, responseHeaders, head).status, 502)
 
+    def test_a_transfer_coding_other_than_chunked(self):
+        """
+        HTTP/2 carries no transfer coding: a body in one the router does
+        not decode (anything but a lone C{chunked}) cannot reach a stream;
+        removing the header alone would hand the client coded bytes as its
+        content.
+        """
+        for coding in (b"gzip, chunked", b"identity"):
+            head = ResponseHeadParser().feed(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: %s\r\n\r\n" % coding)
+            error = self.assertRaises(HTTPError, responseHeaders, head)
+            self.assertEqual((error.status, error.event), (502, "bad_response"))
+
     def test_node_answering_in_http2(self):
         """
         A uWSGI application asked in C{HTTP/2} answers in it: the nodes'

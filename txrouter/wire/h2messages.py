@@ -161,12 +161,20 @@ def responseHeaders(head) -> list:
     @param head: a L{txrouter.wire.http1.ResponseHead}.
     @return: C{(name, value)} byte pairs, C{:status} first.
     @raise HTTPError: 502, a value holds a NUL, which HTTP/2 does not
-        allow (CR and LF never pass the response head's parser).
+        allow (CR and LF never pass the response head's parser), or the
+        body has a transfer coding other than a lone C{chunked} (which the
+        stream decodes): HTTP/2 has none to carry it in.
     """
     named = set()
     for name, value in head.headers:
-        if name.lower() == b"connection":
+        lower = name.lower()
+        if lower == b"connection":
             named.update(t.strip(b" \t").lower() for t in value.split(b","))
+        elif lower == b"transfer-encoding" and not head.chunked:
+            raise HTTPError(
+                502, "bad_response",
+                f"Transfer-Encoding {value[:40]!r}, which HTTP/2 cannot carry",
+            )
     named.discard(b"content-length")
     out = [(b":status", b"%d" % head.status)]
     for name, value in head.headers:
