@@ -577,6 +577,52 @@ class ResetTests(HTTP2TestCase):
         self.assertTrue(node.transport.disconnecting)
         self.assertIn('"GET /held HTTP/2" 499', out.getvalue())
 
+    def test_client_goaway_ends_the_streams_in_flight(self):
+        """
+        After the client's GOAWAY nothing more can be sent to it (h2 sends
+        nothing after a GOAWAY it received): its streams in flight are
+        ended at once as abandoned (499) and the connection closed, not
+        left until their deadlines to fail with a traceback.
+        """
+        out = io.StringIO()
+        router = self.router(access_log=AccessLog(out), body_timeout=5)
+        client = self.client(router)
+        streamID = client.request(b"/p", b"POST", b"abc", end=False)
+        client.conn.close_connection()
+        client.send()
+        self.assertTrue(client.memory.closed)
+        self.assertIn('"POST /p HTTP/2" 499', out.getvalue())
+        self.network.reactor.advance(10)
+        self.assertEqual([e for e in self.events if e.get("log_failure")], [])
+
+    def test_client_half_close_resets_streams_whose_body_was_coming(self):
+        """
+        A client's FIN: a stream whose body was still coming can never be
+        complete and is reset at once, its stored body let go; a complete
+        request is still answered.
+        """
+        out = io.StringIO()
+        self.backend.hold = True
+        router = self.router(access_log=AccessLog(out))
+        client = self.client(router)
+        complete = client.request(b"/held")
+        cut = client.request(b"/p", b"POST", b"abc", end=False)
+        spool = self.connectionOf(router).streams[cut]._spool
+        closes = []
+        close = spool.close
+        spool.close = lambda: (closes.append(True), close())
+        self.connectionOf(router).readConnectionLost()
+        client.read()
+        self.assertEqual(client.response(cut).reset, ErrorCodes.CANCEL)
+        self.assertTrue(closes)
+        self.assertIn('"POST /p HTTP/2" 499', out.getvalue())
+        [node] = self.backend.pending()
+        node.respond()
+        self.network.flush()
+        client.read()
+        self.assertEqual(client.response(complete).status, 200)
+        self.assertTrue(client.memory.closed)
+
     def test_opened_and_reset_together_never_reach_a_node(self):
         client = self.client(self.router())
         streamID = client.conn.get_next_available_stream_id()

@@ -309,9 +309,11 @@ class HTTP2Connection:
                 if SettingCodes.INITIAL_WINDOW_SIZE in event.changed_settings:
                     self._flushAll()
             elif kind is ConnectionTerminated:
-                # The client is going away: what it started still ends.
-                self._closing = True
-                self._closeIfIdle()
+                # The client is going away.  h2 sends nothing after a GOAWAY
+                # it received, so no stream in flight can be answered: they
+                # end now, as abandoned, not at their deadlines.
+                self._fail()
+                return
         self._write()
 
     def _requestReceived(self, streamID: int, headers, endStream: bool) -> None:
@@ -416,9 +418,10 @@ class HTTP2Connection:
         try:
             self.h2.send_headers(stream.streamID, headers, end_stream=endStream)
         except ProtocolError as e:
+            node = stream.lifecycle.node
             log.warn(
                 "bad_response: from {node}: {detail}", event="bad_response",
-                node=stream.lifecycle.node.name, detail=str(e),
+                node=node.name if node is not None else "(no node)", detail=str(e),
             )
             return False
         stream.headersSent = True
@@ -690,9 +693,17 @@ class HTTP2Connection:
 
     def readConnectionLost(self) -> None:
         """
-        The client half-closed: its streams' responses still go out.
+        The client half-closed: the responses of its complete requests
+        still go out; a stream whose body was still coming can never be
+        complete, and is reset now (its spooled body let go), not at its
+        body deadline.
         """
         self._closing = True
+        for stream in list(self.streams.values()):
+            if stream.bodyOpen and not stream.lifecycle.finished:
+                stream.stop()
+                stream.logAccess(499, 0, "client_body_truncated")
+                self.resetStream(stream, ErrorCodes.CANCEL)
         self._closeIfIdle()
 
     def writeConnectionLost(self) -> None:
