@@ -284,8 +284,8 @@ def test_stats_http_reader(chunks):
     """
     Whatever a stats client sends, in whatever pieces: once the bytes so
     far hold an empty line the document is answered and the connection
-    closed; if they pass 8 KiB first, the connection is aborted; else it
-    waits, and is cut after 4 s.  Later bytes are ignored.
+    closed; if they pass 8 KiB first, a 431 is answered and the connection
+    closed; else it waits, and is cut after 4 s.  Later bytes are ignored.
     """
     reactor = MemoryReactorClock()
     factory = StatsFactory(reactor, lambda: {"key": 'a"b'}, http=True)
@@ -301,14 +301,15 @@ def test_stats_http_reader(chunks):
         if b"\r\n\r\n" in received or b"\n\n" in received:
             outcome = "answered"
         elif len(received) > _MAX_REQUEST:
-            outcome = "aborted"
+            outcome = "too large"
     if outcome == "answered":
         head, _, body = transport.value().partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.0 200 OK\r\n")
         assert json.loads(body) == {"key": 'a"b'}
         assert transport.disconnecting and not transport.disconnected
-    elif outcome == "aborted":
-        assert transport.value() == b"" and transport.disconnected
+    elif outcome == "too large":
+        assert transport.value().startswith(b"HTTP/1.0 431 ")
+        assert transport.disconnecting and not transport.disconnected
     else:
         assert transport.value() == b"" and not transport.disconnecting
         reactor.advance(4)

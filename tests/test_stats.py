@@ -11,6 +11,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.protocol import ServerFactory
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import globalLogPublisher
 
 from tests.captures import FIXTURES
 from txrouter.routers.fast import FastRouter
@@ -85,6 +86,22 @@ def test_stats_http_silent_client_is_cut():
     transport, reactor = served(True)
     reactor.advance(4)
     assert transport.disconnecting and transport.value() == b""
+
+
+def test_stats_http_request_too_large_is_431():
+    """
+    A request head over 8 KiB (or bytes that are no HTTP at all) gets a
+    431 and a log line, not a reset; nothing more is read.
+    """
+    seen = []
+    globalLogPublisher.addObserver(seen.append)
+    try:
+        transport, reactor = served(True, bytes(range(256)) * 40)
+    finally:
+        globalLogPublisher.removeObserver(seen.append)
+    assert transport.value().startswith(b"HTTP/1.0 431 ")
+    assert transport.disconnecting
+    assert [e["event"] for e in seen if "event" in e] == ["stats_request_too_large"]
 
 
 def test_uwsgi_addresses():

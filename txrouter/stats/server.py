@@ -9,6 +9,7 @@ the Prometheus metrics at C{/metrics}.  The C{--metrics} listener
 
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Protocol, ServerFactory
+from twisted.logger import Logger
 
 from txrouter.endpoints import parseServerEndpoint
 from txrouter.stats.document import encodeStats
@@ -17,6 +18,8 @@ from txrouter.stats.page import renderPage
 
 #: Longest request head read in HTTP mode.
 _MAX_REQUEST = 8192
+
+log = Logger(namespace="txrouter.stats")
 
 _JSON = b"application/json"
 _HTML = b"text/html; charset=utf-8"
@@ -122,7 +125,16 @@ class _StatsProtocol(Protocol):
             self._answer(request)
         elif len(self._request) > _MAX_REQUEST:
             self._request = None
-            self.transport.abortConnection()
+            peer = self.transport.getPeer()
+            log.info(
+                "stats_request_too_large: 431 a request head over {limit} bytes (client {client})",
+                event="stats_request_too_large", limit=_MAX_REQUEST,
+                client=getattr(peer, "host", None) or "unix",
+            )
+            self._send(_httpAnswer(
+                b"431 Request Header Fields Too Large", b"text/plain",
+                b"request head over %d bytes\n" % _MAX_REQUEST,
+            ))
 
     def _answer(self, request: bytes = b"") -> None:
         factory = self.factory
