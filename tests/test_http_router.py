@@ -230,6 +230,32 @@ class ExchangeTests(RouterTestCase):
         self.assertIn("client_body_truncated", self.loggedEvents())
         self.assertTrue(client.closed)
 
+    def test_no_request_is_read_once_the_connection_is_closing(self):
+        """
+        A node may answer before it has read the body, and the router
+        then closes the client's connection, the rest of the body unread.
+        Client bytes the reactor still hands over (a read event of the
+        same poll) are dropped, never parsed as a next request: that
+        would run a request hidden in a body (request smuggling).
+        """
+        class Early(Protocol):
+            def dataReceived(self, data):
+                requests.append(data)
+                self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                self.transport.loseConnection()
+
+        requests = []
+        self.network.addBackend(("127.0.0.1", 3050), ServerFactory.forProtocol(Early))
+        router = self.router(nodes=("http://127.0.0.1:3050",), keepalive=15)
+        client = self.network.connect(router)
+        [session] = router.sessions
+        client.send(b"POST /early HTTP/1.1\r\nHost: h\r\nContent-Length: 100\r\n\r\nabc")
+        self.assertTrue(client.received().endswith(b"ok"))
+        session.dataReceived(b"GET /smuggled HTTP/1.1\r\nHost: h\r\n\r\n")
+        self.network.flush()
+        self.assertEqual(len(requests), 1)
+        self.assertNotIn(b"smuggled", b"".join(requests))
+
     def test_bytes_past_the_response_end_are_never_relayed(self):
         def liar(environ, start_response):
             start_response("200 OK", [("Content-Length", "2")])

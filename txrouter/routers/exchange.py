@@ -529,7 +529,7 @@ class Exchange(NodeResponseReader):
         if self.lifecycle.finished:
             return
         self.lifecycle.abort()
-        self.session.transport.loseConnection()
+        self.session.closeConnection()
 
     def stop(self) -> None:
         """

@@ -465,6 +465,16 @@ class HTTPSession(Protocol):
         self.refuse(408, "headers_timeout", "request head not received in time")
 
     def _keepaliveExpired(self) -> None:
+        self.closeConnection()
+
+    def closeConnection(self) -> None:
+        """
+        Close the connection, and read no request from it any more: the
+        reactor may still hand over bytes it read (a read event of the same
+        poll), such as the rest of a body the node answered without
+        reading, which must never be parsed as a request.
+        """
+        self._closing = True
         self.transport.loseConnection()
 
     # Reading
@@ -556,7 +566,7 @@ class HTTPSession(Protocol):
             return
         self.exchange = None
         if not keepAlive or self.router.draining or (self._closing and not self._clientEOF):
-            self.transport.loseConnection()
+            self.closeConnection()
             return
         self._parser.reset()
         pipelined, self._pipelined = self._pipelined, b""
