@@ -981,6 +981,39 @@ class LingerTests(RouterTestCase):
             self.network.flush()
         self.assertTrue(client.closed)
 
+    def test_no_half_close_under_tls(self):
+        """
+        Over TLS the lingering connection is not half-closed (the TCP
+        socket's half-close would cut the TLS stream under the answer,
+        which the client then never reads); it is closed, with
+        C{close_notify}, once the client closes or the deadlines pass.
+        """
+        from twisted.internet.interfaces import ISSLTransport
+        from twisted.internet.testing import StringTransport
+        from zope.interface import implementer
+
+        from txrouter.limits import LINGER_IDLE
+        from txrouter.routers.linger import Lingering
+
+        class HalfCloseable(StringTransport):
+            halfClosed = False
+
+            def loseWriteConnection(self):
+                self.halfClosed = True
+
+        @implementer(ISSLTransport)
+        class TLS(HalfCloseable):
+            pass
+
+        plain, tls = HalfCloseable(), TLS()
+        Lingering(self.network.reactor, plain)
+        lingering = Lingering(self.network.reactor, tls)
+        self.assertTrue(plain.halfClosed)
+        self.assertFalse(tls.halfClosed or tls.disconnecting)
+        lingering.dataReceived()
+        self.network.reactor.advance(LINGER_IDLE)
+        self.assertTrue(tls.disconnecting)
+
     def test_no_lingering_without_a_body_or_when_silent(self):
         router = self.router(nodes=("127.0.0.1:9",))
         client = self.request(router, GET)

@@ -9,7 +9,14 @@ unread bytes, and the client (or nginx in front) would see a reset instead
 of the answer.  L{Lingering} reads and drops what still comes until the
 client closes, or for L{LINGER_IDLE} seconds of silence, or
 L{LINGER_TOTAL} seconds in all.
+
+Over TLS there is no half-close to make (Twisted's TLS layer has none, and
+the TCP socket's would cut the TLS stream under it, losing the answer):
+the answer stays written and the connection open, read and dropped the
+same way, and the close that ends it sends C{close_notify}.
 """
+
+from twisted.internet.interfaces import ISSLTransport
 
 from txrouter.limits import LINGER_IDLE, LINGER_TOTAL
 from txrouter.timers import IdleTimer
@@ -40,12 +47,13 @@ class Lingering:
 
     def __init__(self, reactor, transport) -> None:
         """
-        Half-close C{transport} (after what was written) and start the
-        deadlines.
+        Half-close C{transport} (after what was written; not a TLS one)
+        and start the deadlines.
         """
         self._transport = transport
         self._timer = IdleTimer(reactor, LINGER_IDLE, transport.loseConnection, LINGER_TOTAL)
-        transport.loseWriteConnection()
+        if not ISSLTransport.providedBy(transport):
+            transport.loseWriteConnection()
 
     def dataReceived(self) -> None:
         """
