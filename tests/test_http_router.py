@@ -981,6 +981,32 @@ class LingerTests(RouterTestCase):
             self.network.flush()
         self.assertTrue(client.closed)
 
+    def test_lingering_after_an_early_answer(self):
+        """
+        A node may answer an upload before reading it whole (and close):
+        the router then lingers over the rest of the body as after a
+        refusal, so that the client reads the answer rather than a reset.
+        """
+        from txrouter.limits import LINGER_IDLE
+
+        class Early(Protocol):
+            def dataReceived(self, data):
+                self.transport.write(b"HTTP/1.1 413 Too Big\r\nContent-Length: 3\r\n\r\nbig")
+                self.transport.loseConnection()
+
+        self.network.addBackend(("127.0.0.1", 3050), ServerFactory.forProtocol(Early))
+        router = self.router(nodes=("http://127.0.0.1:3050",), keepalive=15)
+        client = self.request(
+            router, b"PUT /u HTTP/1.1\r\nHost: h\r\nContent-Length: 100000\r\n\r\n" + b"a" * 1000,
+        )
+        self.assertTrue(client.received().endswith(b"\r\n\r\nbig"))
+        self.assertFalse(client.closed)
+        client.send(b"a" * 5000)
+        self.assertEqual(client.received().count(b"HTTP/1.1"), 1)
+        self.network.reactor.advance(LINGER_IDLE)
+        self.network.flush()
+        self.assertTrue(client.closed)
+
     def test_no_half_close_under_tls(self):
         """
         Over TLS the lingering connection is not half-closed (the TCP

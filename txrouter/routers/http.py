@@ -30,7 +30,7 @@ from txrouter.limits import MAX_KEY_LENGTH
 from txrouter.routers.base import RouterFactory, checkDirectory
 from txrouter.routers.exchange import Exchange
 from txrouter.routers.h2connection import HTTP2Connection, HTTP2Settings
-from txrouter.routers.linger import answerAndClose
+from txrouter.routers.linger import Lingering, answerAndClose
 from txrouter.timers import IdleTimer
 from txrouter.nodepool import NodeConnectionPool
 from txrouter.proxyprotocol import proxiedHTTPS
@@ -566,6 +566,17 @@ class HTTPSession(Protocol):
             return
         self.exchange = None
         if not keepAlive or self.router.draining or (self._closing and not self._clientEOF):
+            if exchange.bodyPending and not self._clientEOF and self._lingering is None:
+                # Answered before its body was read whole (a node may
+                # answer an upload early): lingering, as after a refusal,
+                # so that the unread bytes cost the client no reset over
+                # the answer.
+                self._closing = True
+                self._lingering = Lingering(self.router.reactor, self.transport)
+                if self._pausedReasons:
+                    self._pausedReasons = 1
+                    self.resumeReading()
+                return
             self.closeConnection()
             return
         self._parser.reset()
