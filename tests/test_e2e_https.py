@@ -249,6 +249,26 @@ def test_http_to_https_answers_301_with_a_length(site):
     assert result.stdout == b"301 https://h.local:%d/x" % site.sniPort
 
 
+def test_plain_http_to_the_tls_port_gets_a_400_saying_so(site):
+    """
+    C{curl http://} to an HTTPS port (nginx's "plain HTTP request was sent
+    to HTTPS port"): a readable 400 in the clear and a log line, and the
+    port serves HTTPS right after.
+    """
+    result = curl("-s", "-i", f"http://127.0.0.1:{site.sniPort}/path")
+    assert result.returncode == 0, result.stderr
+    head, _, body = result.stdout.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    assert lines[0] == b"HTTP/1.1 400 Bad Request"
+    assert b"Content-Type: text/plain; charset=utf-8" in lines
+    assert b"Connection: close" in lines
+    assert b"plain HTTP request was sent to a TLS port: use https://" in body
+    wait_until(lambda: "http_on_tls_port: 400" in site.router.log(),
+               "the plain HTTP request logged", 10, site.router)
+    assert "Traceback" not in site.router.log()
+    assert _environ(_curl(site, "exact.local", site.sniPort))["HTTPS"] == "on"
+
+
 def test_sighup_reads_a_changed_sni_dir_certificate(site):
     before = _served(site.sniPort, b"indir.local")
     staging = site.directory / "staging"

@@ -299,3 +299,17 @@ def test_sni_by_name_is_the_key_without_its_port():
     registry.apply(Subscription(b"example.com", b"127.0.0.1:3032", unsubscribe=True), "127.0.0.1")
     assert registry.sniForName(b"example.com") is None
     assert sniNameOfKey(b"a.b.:80") == b"a.b"
+
+
+def test_only_the_http_routers_answer_plain_http_on_their_tls_listeners():
+    """
+    The TLS layer answers C{curl http://} to a TLS port with a 400 when
+    the router says it speaks HTTP: the HTTP and HTTPS routers, unless
+    C{--silent-errors}; the SSL router relays bytes and only closes.
+    """
+    nodes = [parseNode("/a.sock")]
+    assert HTTPRouter(MemoryReactorClock(), nodes).answersPlainHTTP is True
+    assert HTTPRouter(MemoryReactorClock(), nodes, silent_errors=True).answersPlainHTTP is False
+    ssl = SSLRouter(MemoryReactorClock(), nodes)
+    assert not getattr(ssl.listenerFactory("tcp:8443"), "answersPlainHTTP", False)
+    assert not getattr(ssl, "answersPlainHTTP", False)

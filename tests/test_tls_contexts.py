@@ -42,7 +42,7 @@ from txrouter.tls.contexts import (
     sessionIDContext,
 )
 from txrouter.tls.credentials import loadCredentials
-from txrouter.tls.handshake import TLSServerFactory
+from txrouter.tls.handshake import PLAIN_HTTP_ANSWER, TLSServerFactory
 from txrouter.tls.listener import ListenerContexts, defaultSessionContext
 from txrouter.tls.sni import SNISelector, serverNameOf
 from txrouter.tls.specs import TLSFiles, parseSNI, parseSNIRegexp
@@ -625,6 +625,66 @@ class TwistedTLSTests(SynchronousTestCase):
         server.connectionLost(None)
         [line] = named(self.events, "tls_handshake_failed")
         self.assertEqual(line["reason"], "connection closed by the client during the handshake")
+
+    def _plainClient(self, answersPlainHTTP=None):
+        """
+        A server protocol of a factory whose router answers plain HTTP or
+        not (L{None}: it says nothing, as the SSL router), on a
+        StringTransport.
+        """
+        loop = _Loopback(self.listener, self.pki.client())
+        if answersPlainHTTP is not None:
+            loop.factory.wrappedFactory.answersPlainHTTP = answersPlainHTTP
+        peer = IPv4Address("TCP", "10.9.9.9", 5555)
+        server = loop.factory.buildProtocol(peer)
+        transport = StringTransport(peerAddress=peer)
+        server.makeConnection(transport)
+        return loop, server, transport
+
+    def test_plain_http_gets_a_400_in_the_clear_and_one_line(self):
+        loop, server, transport = self._plainClient(answersPlainHTTP=True)
+        server.dataReceived(b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n")
+        self.assertEqual(transport.value(), PLAIN_HTTP_ANSWER)
+        self.assertTrue(PLAIN_HTTP_ANSWER.startswith(b"HTTP/1.1 400 Bad Request\r\n"))
+        self.assertIn(b"use https://", PLAIN_HTTP_ANSWER)
+        self.assertTrue(transport.disconnecting)
+        server.dataReceived(b"more body bytes")
+        server.connectionLost(None)
+        loop.clock.advance(60)
+        [line] = named(self.events, "http_on_tls_port")
+        self.assertEqual((line["client"], line["status"], line["log_level"].name),
+                         ("10.9.9.9:5555", 400, "info"))
+        self.assertEqual([e["event"] for e in self.events if e.get("event")], ["http_on_tls_port"])
+        [wrapped] = loop.serverProtocols
+        self.assertIsNotNone(wrapped.lost)
+
+    def test_a_request_line_sent_a_byte_at_a_time_is_seen(self):
+        _, server, transport = self._plainClient(answersPlainHTTP=True)
+        for byte in b"POST":
+            server.dataReceived(bytes([byte]))
+            self.assertEqual(transport.value(), b"")
+        server.dataReceived(b" /upload HTTP/1.1\r\n")
+        self.assertEqual(transport.value(), PLAIN_HTTP_ANSWER)
+
+    def test_a_router_that_speaks_no_http_only_closes(self):
+        for answers in (None, False):
+            self.events.clear()
+            _, server, transport = self._plainClient(answers)
+            server.dataReceived(b"GET / HTTP/1.1\r\n\r\n")
+            self.assertEqual(transport.value(), b"")
+            self.assertTrue(transport.disconnecting)
+            [line] = named(self.events, "http_on_tls_port")
+            self.assertIsNone(line["status"])
+
+    def test_bytes_that_are_no_request_line_go_to_tls(self):
+        for first in (b"SSH-2.0-OpenSSH_9.6 Ubuntu\r\n", b"get / HTTP/1.1\r\n", b"\x00" * 40):
+            self.events.clear()
+            _, server, transport = self._plainClient(answersPlainHTTP=True)
+            server.dataReceived(first)
+            server.connectionLost(None)
+            self.assertNotIn(b"HTTP/1.1 400", transport.value())
+            self.assertEqual(named(self.events, "http_on_tls_port"), [])
+            self.assertEqual(len(named(self.events, "tls_handshake_failed")), 1)
 
     def test_the_factory_is_for_listeners(self):
         self.assertRaises(ValueError, TLSServerFactory, self.listener, True,

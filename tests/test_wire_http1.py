@@ -741,3 +741,27 @@ def test_the_one_match_path_and_the_line_by_line_path_agree_on_responses(pieces,
     fast = outcome(ResponseHeadParser(maxHeadSize=400, maxHeaderCount=6))
     slow = outcome(_LineByLineResponseParser(maxHeadSize=400, maxHeaderCount=6))
     assert fast == slow
+
+
+@pytest.mark.parametrize(
+    "data, expected",
+    [(b"GET / HTTP/1.1\r\n", True), (b"M-SEARCH * HTTP/1.1", True), (b"PROPFIND ", True),
+     (b"", None), (b"G", None), (b"POST", None), (b"A" * 32, None),
+     (b"A" * 33, False), (b"\x16\x03\x01\x02\x00", False), (b" GET", False),
+     (b"get / HTTP/1.1", False), (b"SSH-2.0-OpenSSH_9.6 Ubuntu", False), (b"\x00\x10", False)],
+)
+def test_starts_request_line(data, expected):
+    assert http1.startsRequestLine(data) is expected
+
+
+@given(st.binary(max_size=64))
+def test_starts_request_line_decides_by_the_first_bytes_alone(data):
+    """
+    Once decided, more bytes never change the answer; undecided means a
+    method's beginning.
+    """
+    verdict = http1.startsRequestLine(data)
+    if verdict is None:
+        assert len(data) <= 32 and not data.translate(None, http1._METHOD_CHARS)
+    else:
+        assert http1.startsRequestLine(data + b" x") is verdict

@@ -259,6 +259,15 @@ class HTTPRouter(RouterFactory):
             self.nodePool.closeAll()
         return RouterFactory.drain(self, timeout)
 
+    @property
+    def answersPlainHTTP(self) -> bool:
+        """
+        Whether a client that sends plain HTTP to one of this router's TLS
+        listeners gets a C{400} saying so (L{txrouter.tls.handshake}), as
+        nginx answers it: unless C{--silent-errors}.
+        """
+        return not self.silentErrors
+
     def acceptableProtocols(self) -> list:
         """
         What a TLS listener answers a client's ALPN offer with: Twisted

@@ -18,7 +18,16 @@ L{TLSServerFactory} is the same factory with:
     handshake got).  A client that closes before sending a byte (a port
     check) is not logged.  The lines go through a
     L{txrouter.routing.loglimit.LogLimiter}: a flood of bad handshakes
-    logs C{burst} lines per C{interval} and a count.
+    logs C{burst} lines per C{interval} and a count;
+  - a client that sends plain HTTP (C{curl http://host:443/}) is told so,
+    as nginx tells it: its first bytes are looked at once, before OpenSSL
+    sees them (L{txrouter.wire.http1.startsRequestLine}; a TLS record
+    starts with C{0x16}, which settles it at the first byte), and a
+    request line gets a plain-text C{400} written in the clear, then the
+    close, and one C{http_on_tls_port} line.  Only a router that speaks
+    HTTP (its factory's C{answersPlainHTTP} is true: the HTTP and HTTPS
+    routers, unless C{--silent-errors}) answers; under the SSL router the
+    connection is closed with the log line alone.
 
 It relies on C{TLSMemoryBIOProtocol}'s C{_handshakeDone},
 C{_checkHandshakeStatus}, C{_tlsShutdownFinished} and C{_tlsConnection}
@@ -31,8 +40,12 @@ from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
 
 from txrouter.routing.loglimit import LogLimiter
 from txrouter.timers import IdleTimer
+from txrouter.wire.http1 import startsRequestLine
+from txrouter.wire.responses import errorResponse
 
-__all__ = ["DEFAULT_HANDSHAKE_TIMEOUT", "TLSServerFactory", "HandshakeDeadlineProtocol"]
+__all__ = [
+    "DEFAULT_HANDSHAKE_TIMEOUT", "PLAIN_HTTP_ANSWER", "TLSServerFactory", "HandshakeDeadlineProtocol",
+]
 
 log = Logger(namespace="txrouter.tls")
 
@@ -42,6 +55,10 @@ DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 
 #: The reason given for a client that closed during its handshake.
 _CLOSED = "connection closed by the client during the handshake"
+
+#: What a client that sent plain HTTP to a TLS listener is told.
+PLAIN_HTTP_ANSWER = errorResponse(
+    400, "The plain HTTP request was sent to a TLS port: use https:// instead.")
 
 
 def _reasonText(value) -> str:
@@ -73,6 +90,8 @@ class HandshakeDeadlineProtocol(BufferingTLSTransport):
     _deadline = None
     _received = False
     _reported = False
+    #: The first bytes, while they may still be a request line's beginning.
+    _sniffed = b""
 
     def makeConnection(self, transport):
         # TLS writes several records per exchange (a TLS 1.3 server's
@@ -84,11 +103,52 @@ class HandshakeDeadlineProtocol(BufferingTLSTransport):
         timeout = self.factory.handshakeTimeout
         if timeout:
             self._deadline = IdleTimer(self.factory._clock, timeout, self._handshakeTimedOut)
+        self.dataReceived = self._firstBytes
         BufferingTLSTransport.makeConnection(self, transport)
 
     def dataReceived(self, data):
         self._received = True
         BufferingTLSTransport.dataReceived(self, data)
+
+    def _firstBytes(self, data: bytes) -> None:
+        """
+        The connection's first bytes: a TLS record is handed to OpenSSL, and
+        so is every later byte, through the class's C{dataReceived}; an
+        HTTP request line is refused in the clear.
+        """
+        self._received = True
+        data = self._sniffed + data
+        plainHTTP = startsRequestLine(data)
+        if plainHTTP is None:
+            self._sniffed = data
+            return
+        self._sniffed = b""
+        del self.dataReceived
+        if plainHTTP:
+            self._refusePlainHTTP()
+        else:
+            self.dataReceived(data)
+
+    def _refusePlainHTTP(self) -> None:
+        """
+        Answer a plain HTTP request (if the router speaks HTTP) on the
+        socket itself, not through TLS, and close.
+        """
+        detail = "a plain HTTP request on a TLS port"
+        if getattr(self.factory.wrappedFactory, "answersPlainHTTP", False):
+            self.transport.write(PLAIN_HTTP_ANSWER)
+            self._report("info", "{event}: {status} {detail} (client {client})",
+                         event="http_on_tls_port", status=400, detail=detail)
+        else:
+            self._report("info", "{event}: {detail}, closed (client {client})",
+                         event="http_on_tls_port", status=None, detail=detail)
+        self.dataReceived = self._ignore
+        self.transport.loseConnection()
+
+    def _ignore(self, data: bytes) -> None:
+        """
+        Bytes after a refused plain HTTP request: they are not TLS.
+        """
 
     def _checkHandshakeStatus(self):
         BufferingTLSTransport._checkHandshakeStatus(self)

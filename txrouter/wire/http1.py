@@ -30,6 +30,7 @@ __all__ = [
     "responseFraming",
     "encodeChunk",
     "LAST_CHUNK",
+    "startsRequestLine",
 ]
 
 LAST_CHUNK = b"0\r\n\r\n"
@@ -113,6 +114,28 @@ class HTTPError(Exception):
         self.event = event
         self.detail = detail
         self.silent = silent
+
+
+#: What a method sent to a TLS port is made of: nginx's method bytes.
+_METHOD_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ_-"
+
+
+def startsRequestLine(data: bytes) -> "bool | None":
+    """
+    Whether the first bytes of a connection begin an HTTP/1.x request
+    line: an upper-case method (nginx's letters, C{_} and C{-}; up to
+    C{_MAX_METHOD} bytes) and a space.  A TLS record (C{0x16}), an SSH
+    banner (C{SSH-2.0-...}: a digit, a dot) or a lower-case word is not.
+
+    @return: C{True} or C{False}, or L{None} while C{data} is a method's
+        beginning without its space: more bytes will tell.
+    """
+    space = data.find(b" ", 0, _MAX_METHOD + 1)
+    if space == -1:
+        if len(data) > _MAX_METHOD or data.translate(None, _METHOD_CHARS):
+            return False
+        return None
+    return space > 0 and not data[:space].translate(None, _METHOD_CHARS)
 
 
 def _bad(event: str, detail: str, status: int = 400) -> HTTPError:
