@@ -11,7 +11,7 @@ import ssl
 
 import pytest
 
-from tests.realpeers import TWISTD_COMMAND, Process, free_port, wait_for_tcp
+from tests.realpeers import TWISTD_COMMAND, Process, curl, free_port, wait_for_tcp, wait_until
 from tests.test_e2e_raw import assert_echoed_byte_exact, node, read_line, withProject
 from tests.tlspki import PrivateCA
 
@@ -162,3 +162,26 @@ def test_send_proxy_v2_carries_the_sni_name(tmp_path):
     assert header.startswith(b"\r\n\r\n\x00\r\nQUIT\n\x21\x11")
     # PP2_TYPE_AUTHORITY (0x02) with the name.
     assert b"\x02\x00\x0bnamed.local" in header
+
+
+def test_plain_http_is_closed_with_a_log_line_and_no_answer(tmp_path):
+    """
+    C{curl http://} to an SSL router's port: the SSL router speaks no HTTP
+    to its clients, so it answers nothing, closes, and logs why; TLS
+    clients are served right after.
+    """
+    ca = PrivateCA(tmp_path)
+    certificate = ca.issue("server", ["ssl.local"])
+    port = free_port()
+    with node(tmp_path, "echo") as echo, \
+            txrouter_ssl(tmp_path, port, certificate, ["--to", echo.address]) as router:
+        result = curl("-s", "-i", f"http://127.0.0.1:{port}/")
+        assert result.returncode != 0
+        assert result.stdout == b""
+        wait_until(lambda: "http_on_tls_port:" in router.log(),
+                   "the plain HTTP request logged", 10, router)
+        assert "http_on_tls_port: 400" not in router.log()
+        with client(ca, port, "ssl.local") as sock:
+            sock.sendall(b"ping\n")
+            assert read_line(sock) == b"ping\n"
+    assert "Traceback" not in router.log()

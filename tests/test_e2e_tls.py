@@ -65,6 +65,30 @@ def test_curl_over_https_to_uwsgi_workers(kind, tmp_path):
         assert environ["HTTPS"] == "on"
 
 
+@pytest.mark.e2e
+def test_plain_http_to_a_bind_ssl_port_gets_a_400(tmp_path):
+    """
+    C{curl http://} to C{txrouter-http --bind ssl:…}: the 400 of the HTTPS
+    router's listeners (the same C{listenSSL}), then HTTPS as before.
+    """
+    selfSigned(tmp_path)
+    sock, port = str(tmp_path / "app.sock"), free_port()
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    command = [*TWISTD_COMMAND, "-n", "--pidfile=", "txrouter-http",
+               "--bind", _bind("ssl", port, tmp_path), "--to", sock]
+    with uwsgi_worker(tmp_path, sock), \
+            Process(command, tmp_path / "router.log", env=env) as router:
+        wait_for_tcp(port, process=router)
+        result = curl("-s", "-i", f"http://127.0.0.1:{port}/")
+        assert result.stdout.startswith(b"HTTP/1.1 400 Bad Request\r\n"), result.stdout
+        assert b"use https://" in result.stdout
+        result = curl("--cacert", tmp_path / "cert.pem", f"https://localhost:{port}/",
+                      "--resolve", f"localhost:{port}:127.0.0.1")
+        assert json.loads(result.stdout)["HTTPS"] == "on"
+    assert "http_on_tls_port: 400" in router.log()
+
+
 class _Reading(Protocol):
     def __init__(self) -> None:
         self.received = []
