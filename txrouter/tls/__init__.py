@@ -12,8 +12,8 @@ handshake deadlines and client-certificate vars, one job per module:
   - L{sni}: which context serves an SNI name, in uWSGI's order, cached and
     reloadable; L{sni.serverNameOf} for the routing key;
   - L{listener}: one listener's contexts, its session-ticket key rotated;
-  - L{handshake}: Twisted's TLS factory with a handshake deadline and a
-    log line per failed handshake;
+  - L{handshake}: Twisted's TLS factory with a handshake deadline, a
+    log line per failed handshake, and a 400 for plain HTTP;
   - L{clientcert}: C{HTTPS}, C{HTTPS_DN}, C{HTTPS_CLIENT_CERTIFICATE},
     C{HTTPS_CC}.
 
