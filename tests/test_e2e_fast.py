@@ -18,6 +18,8 @@ import json
 import os
 import pathlib
 import signal
+import socket
+import socketserver
 import threading
 
 import pytest
@@ -518,3 +520,54 @@ def test_backend_killed_mid_response(apps, tmp_path):
         # depending on what nginx was doing when the close came.
         wait_for_log(web, "upstream prematurely closed connection while ")
         assert [served_by(web, "a.local") for _ in range(3)] == ["a"] * 3
+
+
+
+class EarlyAnswer(socketserver.BaseRequestHandler):
+    """
+    A uwsgi node that answers at the first bytes of a request, then reads
+    and drops the rest until the router closes (as an application that
+    refuses an upload without reading it, behind a server that drains).
+    """
+
+    def handle(self):
+        connection = self.request
+        with contextlib.suppress(OSError):
+            connection.recv(65536)
+            connection.sendall(b"HTTP/1.1 413 Too Big\r\nContent-Length: 4\r\n\r\nbig\n")
+            connection.shutdown(socket.SHUT_WR)
+            while connection.recv(65536):
+                pass
+
+
+@contextlib.contextmanager
+def early_node(path: pathlib.Path):
+    """
+    An L{EarlyAnswer} node on the unix socket C{path}, in threads.
+    """
+    server = socketserver.ThreadingUnixStreamServer(str(path), EarlyAnswer)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+def test_an_early_answer_to_an_upload_reaches_the_client(big_file, tmp_path):
+    """
+    The node answers before reading the body nginx streams: its answer is
+    what the client gets (the router reads the rest of the body and drops
+    it; closing at once would reset the connection over the unread bytes,
+    and nginx would answer its own 502 about half the time).
+    """
+    path, _ = big_file
+    node = tmp_path / "early.sock"
+    with early_node(node), chain(tmp_path, ["--to", str(node)]) as (router, web):
+        for _ in range(5):
+            status, body = fetch(web, "a.local", "/upload", "--data-binary", f"@{path}")
+            assert (status, body) == (413, b"big\n")
+        assert "reset by peer" not in web.log()

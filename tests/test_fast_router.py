@@ -716,6 +716,61 @@ class LingerTests(FastRouterTestCase):
         self.assertTrue(client.closed)
 
 
+    def answeredEarly(self, packet: bytes):
+        """
+        A client that sent C{packet} (and perhaps some of its body) to a
+        node that answers at its first byte and closes.
+        """
+        self.network.addBackend("/run/early.sock", AnsweringBackend())
+        router = self.router(nodes=("/run/early.sock",))
+        client = self.network.connect(router)
+        client.send(packet)
+        self.assertEqual(statusOf(client.received()), 200)
+        return router, client
+
+    def test_lingering_after_an_early_answer(self):
+        """
+        A node may answer before reading the whole body (an application
+        refusing an upload): the router then lingers over the rest of the
+        body as after a refusal, so that the client reads the answer rather
+        than a reset.
+        """
+        router, client = self.answeredEarly(request(body=b"u" * 100_000)[:2000])
+        answered = client.received()
+        self.assertFalse(client.closed)
+        client.send(b"u" * 50_000)
+        self.assertEqual(client.received(), answered)
+        client.close()
+        self.assertEqual(router.sessions, set())
+        self.assertEqual(self.network.reactor.getDelayedCalls(), [])
+        router, client = self.answeredEarly(request(body=b"u" * 100_000)[:2000])
+        self.network.reactor.advance(LINGER_IDLE)
+        self.network.flush()
+        self.assertTrue(client.closed)
+
+    def test_a_body_without_content_length_ends_at_the_half_close(self):
+        """
+        Bytes after a packet without C{CONTENT_LENGTH} (or past it) are a
+        body that ends when the client half-closes: an answer before that
+        is followed by lingering too.
+        """
+        for packet in (request() + b"more", request(body=b"u" * 10) + b"more"):
+            router, client = self.answeredEarly(packet)
+            self.assertFalse(client.closed)
+            client.close()
+            self.assertEqual(router.sessions, set())
+
+    def test_no_lingering_once_the_body_was_read_whole(self):
+        """
+        An answer after the whole body, or to a request without one, closes
+        at once.
+        """
+        for packet in (request(), request(body=b"u" * 2000)):
+            router, client = self.answeredEarly(packet)
+            self.assertTrue(client.closed)
+            self.assertEqual(router.sessions, set())
+
+
 class _Answering(Protocol):
     def dataReceived(self, data):
         self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")

@@ -22,9 +22,12 @@ ignores C{proto} and does that).
 
 A refusal that comes while the client may still be sending its body (nginx
 streaming an upload) is written, then the session lingers
-(L{txrouter.routers.linger}): closing at once would make the kernel reset
-the connection over the unread bytes, and nginx would report its own 502
-instead of the refusal.
+(L{txrouter.routers.linger}), and so does one whose node answered before
+reading the whole body (an application refusing an upload early): closing
+at once would make the kernel reset the connection over the unread bytes,
+and nginx would report its own 502 instead of the answer.  The body still
+owed is what C{CONTENT_LENGTH} declares less what was streamed; a body
+without one (or past it) ends at the client's half-close.
 """
 
 from twisted.internet.interfaces import IHalfCloseableProtocol
@@ -36,7 +39,7 @@ from txrouter.lifecycle import IFrontEnd, RequestLifecycle
 from txrouter.limits import MAX_KEY_LENGTH
 from txrouter.relay import Relay
 from txrouter.routers.base import RouterFactory
-from txrouter.routers.linger import answerAndClose
+from txrouter.routers.linger import Lingering, answerAndClose
 from txrouter.routing.nodes import UWSGI
 from txrouter.spool import BodySpool
 from txrouter.timers import IdleTimer
@@ -162,9 +165,9 @@ class FastSession(Protocol):
     uwsgi front end of the request's L{RequestLifecycle}.
 
     @ivar finished: the session is over (refused, or the node is done).
-    @ivar lingering: after a refusal, the rest of the request body is being
-        read and dropped until the client closes (a L{txrouter.routers.linger.Lingering}), or
-        L{None}.
+    @ivar lingering: after a refusal or an early answer, the rest of the
+        request body is being read and dropped until the client closes (a
+        L{txrouter.routers.linger.Lingering}), or L{None}.
     @ivar lifecycle: the request's lifecycle, once its packet is read.
     """
 
@@ -255,7 +258,19 @@ class FastSession(Protocol):
             # Post-buffered: bytes past CONTENT_LENGTH are dropped.
             return
         else:
-            self.relay.toNode(data)
+            self._stream(data)
+
+    def _stream(self, data: bytes) -> None:
+        """
+        Send body bytes to the node, counting them against what is owed.
+        """
+        remaining = self._bodyRemaining
+        if remaining is not None:
+            remaining -= len(data)
+            # Past CONTENT_LENGTH (or without one), the body ends at the
+            # client's half-close.
+            self._bodyRemaining = remaining if remaining >= 0 else None
+        self.relay.toNode(data)
 
     def _headReceived(self, data: bytes) -> None:
         if self._start is not None:
@@ -290,6 +305,7 @@ class FastSession(Protocol):
             self.refuse(400, "no_key", "the request has no UWSGI_FASTROUTER_KEY, HTTP_HOST or SERVER_NAME")
             return
         self.key = key
+        self._bodyRemaining = contentLength(packet)
         self.lifecycle = lifecycle = RequestLifecycle(
             self.router.requestSettings, self, self.relay, key, self.client,
         )
@@ -303,7 +319,7 @@ class FastSession(Protocol):
                 self._buffer(leftover)
             return
         if leftover:
-            self.relay.toNode(leftover)
+            self._stream(leftover)
         self.lifecycle.dispatch()
 
     def _misdirected(self, mistake: str) -> None:
@@ -370,16 +386,18 @@ class FastSession(Protocol):
 
     def _bodyMayFollow(self) -> bool:
         """
-        Whether the client may still be sending body bytes: its packet
-        declared a body, it has not half-closed, and a post-buffered body
-        is not complete.
+        Whether the client may still be sending body bytes: it has not
+        half-closed, a post-buffered body is not complete, and a streamed
+        one is owed bytes or ends only at the half-close (its
+        C{CONTENT_LENGTH} is no number, or bytes came past it or without
+        one).
         """
-        packet = self.packet
-        if packet is None or self._clientEOF:
+        if self.packet is None or self._clientEOF:
             return False
         if self._spooled and not self._buffering:
             return False
-        return packet.get(b"CONTENT_LENGTH", b"") not in (b"", b"0")
+        remaining = self._bodyRemaining
+        return remaining is None or remaining > 0
 
     def readConnectionLost(self) -> None:
         """
@@ -432,8 +450,15 @@ class FastSession(Protocol):
 
     def responseEnded(self, reason, timedOut: bool) -> None:
         if reason is None and not timedOut:
+            bodyMayFollow = self._bodyMayFollow()
             self._end()
-            self.transport.loseConnection()
+            if bodyMayFollow:
+                # The node answered before reading the whole body.
+                self.lingering = Lingering(self.router.reactor, self.transport)
+                # The node's pace may have paused the client.
+                self.transport.resumeProducing()
+            else:
+                self.transport.loseConnection()
         else:
             log.warn(
                 "response_truncated: from {node}: {reason}",
