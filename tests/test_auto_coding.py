@@ -112,6 +112,24 @@ class AutoCodingTests(SynchronousTestCase):
         self.assertEqual(body, b"5\r\nhello\r\n0\r\n\r\n")
         self.assertTrue(client.closed)
 
+    def test_a_transfer_coded_body_says_connection_close(self):
+        """
+        A response in a transfer coding other than a lone C{chunked} ends
+        when its node closes, and the router closes after it: it says
+        C{Connection: close} (once, if the node's head said so already).
+        """
+        for extra in ([], [("Connection", "close")]):
+            def transferCoded(environ, start_response, extra=extra):
+                start_response("200 OK", [("Transfer-Encoding", "gzip"), *extra])
+                return [b"coded"]
+
+            self.backend.application = transferCoded
+            client = self.exchange(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+            head, _, body = client.received().partition(b"\r\n\r\n")
+            self.assertEqual(body, b"coded")
+            self.assertEqual(head.lower().count(b"\r\nconnection: close"), 1, head)
+            self.assertTrue(client.closed)
+
     def test_no_gzip_unless_asked_and_accepted(self):
         for path, accept in [(b"/", b"gzip"), (b"/gz", b"identity"), (b"/gz", b"gzip;q=0")]:
             client = self.exchange(

@@ -1007,6 +1007,28 @@ class LingerTests(RouterTestCase):
         self.network.flush()
         self.assertTrue(client.closed)
 
+    def test_an_early_answer_says_connection_close(self):
+        """
+        The router closes after an answer that came before the body was
+        read whole: the answer says so (C{Connection: close}), whether the
+        node speaks HTTP or uwsgi, so that a keep-alive client sends no
+        next request into a closing connection.
+        """
+        class Early(Protocol):
+            def dataReceived(self, data):
+                self.transport.write(b"HTTP/1.1 413 Too Big\r\nContent-Length: 3\r\n\r\nbig")
+                self.transport.loseConnection()
+
+        self.network.addBackend(("127.0.0.1", 3050), ServerFactory.forProtocol(Early))
+        for node in ("http://127.0.0.1:3050", "127.0.0.1:3050"):
+            router = self.router(nodes=(node,), keepalive=15)
+            client = self.request(
+                router, b"PUT /u HTTP/1.1\r\nHost: h\r\nContent-Length: 100000\r\n\r\n" + b"a" * 1000,
+            )
+            head, _, body = client.received().partition(b"\r\n\r\n")
+            self.assertEqual(body, b"big")
+            self.assertEqual(head.lower().count(b"\r\nconnection: close"), 1, (node, head))
+
     def test_no_half_close_under_tls(self):
         """
         Over TLS the lingering connection is not half-closed (the TCP

@@ -498,7 +498,9 @@ def test_response_close_rules():
     assert feed(b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n").connectionClose
     assert not feed(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n").connectionClose
     other = feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n")
-    assert not other.chunked and other.connectionClose and other.contentLength is None
+    # Its body ends at the close, but the head does not say so.
+    assert not other.chunked and not other.connectionClose and other.contentLength is None
+    assert responseFraming(other, b"GET") == ("close", 0)
 
 
 @pytest.mark.parametrize(

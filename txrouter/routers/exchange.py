@@ -404,6 +404,9 @@ class Exchange(NodeResponseReader):
                 and self._framing != "close"
                 and not closes
                 and not self._raw
+                # An answer before the body was read whole is followed by
+                # lingering, then a close.
+                and not self.bodyOpen
             )
             if not self.keepAlive and not saysClose:
                 out = out[:-2] + _CLOSE_HEADER

@@ -538,7 +538,9 @@ class ResponseHead(NamedTuple):
     A parsed response head from a backend: an immutable value.
 
     @ivar headBytes: the head exactly as received, blank line included.
-    @ivar connectionClose: the backend will close (or asked the client to).
+    @ivar connectionClose: the head asks for the connection to close after
+        it (C{Connection: close}, or HTTP/1.0 without C{keep-alive}); a
+        body that ends at the close (L{responseFraming}) is another reason.
     """
 
     version: bytes
@@ -681,10 +683,9 @@ class ResponseHeadParser:
                 raise HTTPError(
                     502, "response_cl_te", "both Content-Length and Transfer-Encoding"
                 )
+            # Another coding: the body ends when the node closes (see
+            # responseFraming), whatever the head says.
             chunked = _tokens(transferEncoding) == [b"chunked"]
-            if not chunked:
-                # The body ends when the node closes.
-                close = True
         return _newResponseHead(
             (version, int(status), reason, headers, contentLength, chunked, close, raw)
         )
