@@ -32,6 +32,7 @@ BEHAVIOURS = {
     ),
     "truncated_body": b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc",
     "surplus_bytes": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n\r\n",
+    "surplus_after_no_body": b"HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 200 OK\r\n\r\n",
     "bad_first_chunk": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n+5\r\nhello\r\n0\r\n\r\n",
     "interim_storm": (
         b"HTTP/1.1 103 Early Hints\r\n\r\n" * 5000 + b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
@@ -79,6 +80,7 @@ HTTP_ROUTER = {
     "truncated_body": (200, "response_truncated", "partial"),
     "bad_first_chunk": (502, "response_truncated", "closed"),
     "surplus_bytes": (200, "response_surplus", "closed"),
+    "surplus_after_no_body": (204, "response_surplus", "closed"),
 }
 
 FASTROUTER = {
@@ -92,6 +94,7 @@ FASTROUTER = {
     "truncated_body": (200, None, "verbatim"),
     "bad_first_chunk": (200, None, "verbatim"),
     "surplus_bytes": (200, None, "verbatim"),
+    "surplus_after_no_body": (204, None, "verbatim"),
     "interim_storm": (103, None, "verbatim"),
 }
 
@@ -136,6 +139,10 @@ def test_the_http_router(behaviour, node, method, events):
     assert received.count(b"HTTP/1.1 ") == 1, "one response, nothing past it"
     if then == "partial":
         assert received.endswith(b"abc")
+    else:
+        # The router closes after it, and says so.
+        head = received.partition(b"\r\n\r\n")[0].lower()
+        assert head.count(b"\r\nconnection: close") == 1, head[:200]
     assert client.closed
     assert not [e for e in events if e.get("log_failure")], "no traceback"
 

@@ -269,6 +269,9 @@ class ExchangeTests(RouterTestCase):
         self.assertNotIn(b"forged", received)
         self.assertEqual(received.count(b"HTTP/1.1 200 OK"), 1)
         self.assertIn("response_surplus", self.loggedEvents())
+        # Known before the head went out: it says the close that follows.
+        self.assertIn(b"\r\nConnection: close\r\n", received)
+        self.assertTrue(client.closed)
 
     def test_content_length_body_is_streamed(self):
         router = self.router()

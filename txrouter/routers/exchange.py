@@ -412,9 +412,11 @@ class Exchange(NodeResponseReader):
                 out = out[:-2] + _CLOSE_HEADER
         leftover = parser.leftover
         if self._framing == "none":
-            self.session.transport.write(out)
             if leftover:
+                if self.keepAlive:
+                    out = out[:-2] + _CLOSE_HEADER
                 self._surplus(len(leftover))
+            self.session.transport.write(out)
             self._complete()
             return None
         self._headOut = out
@@ -481,7 +483,15 @@ class Exchange(NodeResponseReader):
         NodeResponseReader._truncated(self, detail)
 
     def _surplus(self, count: int) -> None:
+        """
+        Bytes past the end of the response: dropped, and the connection
+        closes after it; a head not sent yet (it waits for the first body
+        bytes) says so.
+        """
         NodeResponseReader._surplus(self, count)
+        head = self._headOut
+        if self.keepAlive and head is not None:
+            self._headOut = head[:-2] + _CLOSE_HEADER
         self.keepAlive = False
 
     def _cut(self, event: str) -> None:
