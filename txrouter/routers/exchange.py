@@ -26,7 +26,6 @@ from txrouter.wire.http1 import (
     ChunkedScanner,
     HTTPError,
     RTSP_VERSION,
-    ResponseHeadParser,
     responseFraming,
 )
 from txrouter.wire.coding import bodyCoding, withHeaderLines
@@ -61,7 +60,6 @@ class Exchange(NodeResponseReader):
     _block = None
     _dechunkedLength = None
     _httpHead = None
-    _respParser = None
     _scanner = None
     _headOut = None
     _spool = None
@@ -314,7 +312,7 @@ class Exchange(NodeResponseReader):
             self.lifecycle.responseStarted = True
             self._tunnel()
             return True
-        self._respParser = ResponseHeadParser(self.router.maxResponseHeadSize)
+        self._startResponse()
         return self.bodyOpen
 
     # IFrontEnd: the response
@@ -344,31 +342,24 @@ class Exchange(NodeResponseReader):
                 return
         self._toClient(data)
 
+    def _interimHead(self, resp) -> None:
+        """
+        A node's interim head (100 Continue, 103 Early Hints) is relayed;
+        the final one follows it.
+        """
+        self.session.transport.write(resp.headBytes)
+
     def _responseHead(self, data: bytes):
         """
         Feed the response head; write it out once complete.
 
         @return: the body bytes that followed the head, or L{None}.
         """
-        while True:
-            parser = self._respParser
-            try:
-                resp = parser.feed(data)
-            except HTTPError as e:
-                self._badResponse(e.detail, e.event)
-                return None
-            if resp is None:
-                return None
-            status = resp.status
-            if status >= 200 or status == 101:
-                break
-            # An interim answer, relayed; the next head follows it.  A
-            # loop, not a recursion: a node may send thousands in one read.
-            self.session.transport.write(resp.headBytes)
-            data = parser.leftover
-            self._respParser = ResponseHeadParser(self.router.maxResponseHeadSize)
-            if not data:
-                return None
+        resp = self._finalHead(data)
+        if resp is None:
+            return None
+        parser = self._respParser
+        status = resp.status
         self.status = status
         self.lifecycle.responseStarted = True
         request = self.head

@@ -89,7 +89,7 @@ class HTTP2Stream(NodeResponseReader):
     _spool = None
     _block = None
     _httpHead = None
-    _respParser = None
+    headParser = NodeResponseParser
     _decoder = None
 
     def __init__(self, connection, streamID: int, head, key: bytes) -> None:
@@ -302,7 +302,7 @@ class HTTP2Stream(NodeResponseReader):
         ) + block
 
     def nodeConnected(self, upstream) -> bool:
-        self._respParser = NodeResponseParser(self.router.maxResponseHeadSize)
+        self._startResponse()
         return self.bodyOpen
 
     # IFrontEnd: the response
@@ -325,34 +325,26 @@ class HTTP2Stream(NodeResponseReader):
                 self._surplus(len(decoder.leftover))
             self._complete()
 
+    def _interimHead(self, resp) -> None:
+        """
+        A node's interim head is dropped: interim answers on a stream are
+        the router's to give (100 Continue).
+        """
+
     def _responseHead(self, data: bytes):
         """
         Feed the response head; send its HEADERS once complete.
 
         @return: the body bytes that followed the head, or L{None}.
         """
-        while True:
-            parser = self._respParser
-            try:
-                resp = parser.feed(data)
-            except HTTPError as e:
-                self._badResponse(e.detail, e.event)
-                return None
-            if resp is None:
-                return None
-            status = resp.status
-            if status == 101:
-                self._badResponse("101 Switching Protocols on an HTTP/2 stream")
-                return None
-            if status >= 200:
-                break
-            # Interim answers are the router's to give (100 Continue): each
-            # is dropped and the next head read, in a loop, not a recursion,
-            # since a node may send thousands in one read.
-            data = parser.leftover
-            self._respParser = NodeResponseParser(self.router.maxResponseHeadSize)
-            if not data:
-                return None
+        resp = self._finalHead(data)
+        if resp is None:
+            return None
+        parser = self._respParser
+        status = resp.status
+        if status == 101:
+            self._badResponse("101 Switching Protocols on an HTTP/2 stream")
+            return None
         self.status = status
         lifecycle = self.lifecycle
         lifecycle.responseStarted = True

@@ -12,6 +12,8 @@ chunks are relayed, how a request is refused or cut) is left to them.
 
 from twisted.logger import Logger
 
+from txrouter.wire.http1 import HTTPError, ResponseHeadParser
+
 __all__ = ["NodeResponseReader"]
 
 
@@ -20,9 +22,11 @@ class NodeResponseReader:
     The response half of an L{txrouter.lifecycle.IFrontEnd} speaking HTTP
     to its client.
 
-    A subclass has a C{lifecycle} and gives:
-      - C{_responseHead(data)}: feed the head; the body bytes after it
-        once complete (L{None} until then, or if the response was refused);
+    A subclass has a C{lifecycle} and a C{router}, and gives:
+      - C{_responseHead(data)}: feed the head (L{_finalHead} reads it);
+        the body bytes after it once complete (L{None} until then, or if
+        the response was refused);
+      - C{_interimHead(resp)}: what becomes of a node's interim (1xx) head;
       - C{_chunkedBody(data)}: relay bytes of a chunked body;
       - C{_toClient(data, last=False)}: relay body bytes, C{last} when they
         end the response;
@@ -32,9 +36,12 @@ class NodeResponseReader:
         access log line.
 
     @cvar log: the subclass's logger (its router's namespace).
+    @cvar headParser: the class of its response head parser.
     """
 
     log = Logger(namespace="txrouter.http")
+    headParser = ResponseHeadParser
+    _respParser = None
     status = 0
     _framing = None
     _respRemaining = 0
@@ -42,6 +49,40 @@ class NodeResponseReader:
     # The HTTP node's connection may carry another request once this
     # response is read to its end.
     _nodeReusable = False
+
+    def _startResponse(self) -> None:
+        """
+        Get ready to read the node's response head.
+        """
+        self._respParser = self.headParser(self.router.maxResponseHeadSize)
+
+    def _finalHead(self, data: bytes):
+        """
+        Feed the node's response head.  Each interim head before the final
+        one (a 1xx but 101) goes to C{_interimHead} and the next is read,
+        in a loop, not a recursion: a node may send thousands in one read.
+
+        @return: the final head (the body bytes after it are the parser's
+            C{leftover}), or L{None} until it is complete or if it is bad
+            (then refused).
+        """
+        while True:
+            parser = self._respParser
+            try:
+                resp = parser.feed(data)
+            except HTTPError as e:
+                self._badResponse(e.detail, e.event)
+                return None
+            if resp is None:
+                return None
+            status = resp.status
+            if status >= 200 or status == 101:
+                return resp
+            self._interimHead(resp)
+            data = parser.leftover
+            self._startResponse()
+            if not data:
+                return None
 
     def responseReceived(self, data: bytes) -> None:
         if self._framing is None:
